@@ -1,0 +1,46 @@
+//! # clocksource — free-running counters turned into time
+//!
+//! The bottom layer of dynticks, in the shape of Linux's
+//! `kernel/time/clocksource.c` and `timekeeping.c`:
+//!
+//! ```text
+//!   driver (TSC, HPET, PIT, ...)        implements ClockSource: read() → Cycles
+//!        │
+//!        ▼
+//!   Registry ── rating, user override ──► selected source
+//!        │            ▲
+//!        │            └── Watchdog: must-verify sources checked against a
+//!        │                trusted one; skew past the threshold → UNSTABLE
+//!        ▼
+//!   Timekeeper: cycles ─(mult/shift)─► monotonic / raw / boot / realtime
+//! ```
+//!
+//! - [`time`]: the typed units ([`Ktime`], [`Nanos`], [`Cycles`], [`Hertz`]).
+//! - [`mult_shift`]: cycles→ns by multiply and shift, with its error bound.
+//! - [`source`]: the [`ClockSource`] contract and max deferment.
+//! - [`registry`], [`watchdog`], [`timekeeper`]: selection, verification and
+//!   the clocks built on the selected source.
+//!
+//! `no_std`, no allocation, no `unsafe`.
+#![no_std]
+#![forbid(unsafe_code)]
+
+#[cfg(test)]
+extern crate std;
+
+pub mod mult_shift;
+pub mod registry;
+pub mod source;
+pub mod time;
+pub mod timekeeper;
+pub mod watchdog;
+
+pub use mult_shift::{ConversionError, CyclesToNs, MultShift, NsToCycles};
+pub use registry::{
+    Entry, OverrideError, RegisterError, Registry, ReselectError, SourceId, UnknownSource,
+    UnregisterError,
+};
+pub use source::{ClockParams, ClockSource, ClockSourceFlags};
+pub use time::{Cycles, Hertz, Ktime, Nanos, NSEC_PER_MSEC, NSEC_PER_SEC, NSEC_PER_USEC};
+pub use timekeeper::{AdjustError, Timekeeper, MAX_FREQ_ADJ_PPB};
+pub use watchdog::{Verdict, Watchdog, WatchdogError, WatchdogReport};
