@@ -1,0 +1,99 @@
+//! `EventDevice::program_event` cost, against calling the driver directly
+//! with a precomputed cycle count (the floor: what any timer core must pay).
+//!
+//! Run: `cargo bench -p clockevents --bench program_event`
+
+use std::hint::black_box;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use clockevents::{
+    ClockEventDevice, CpuMask, DeviceError, DeviceState, EventDevice, Expired, Features,
+};
+use clocksource::{Cycles, Hertz, Ktime, Nanos};
+use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+
+/// A device whose "register write" is one relaxed atomic store.
+struct Register(AtomicU64);
+
+impl ClockEventDevice for Register {
+    fn name(&self) -> &'static str {
+        "bench"
+    }
+    fn features(&self) -> Features {
+        Features::ONESHOT
+    }
+    fn rating(&self) -> u16 {
+        100
+    }
+    fn frequency(&self) -> Hertz {
+        Hertz::new(14_318_180)
+    }
+    fn min_delta(&self) -> Cycles {
+        Cycles::new(192)
+    }
+    fn max_delta(&self) -> Cycles {
+        Cycles::new(0x7FFF_FFFF)
+    }
+    fn cpus(&self) -> CpuMask {
+        CpuMask::single(0)
+    }
+    fn set_state_shutdown(&self) -> Result<(), DeviceError> {
+        Ok(())
+    }
+    fn set_state_periodic(&self, _: Nanos) -> Result<(), DeviceError> {
+        Ok(())
+    }
+    fn set_state_oneshot(&self) -> Result<(), DeviceError> {
+        Ok(())
+    }
+    fn set_next_event(&self, delta: Cycles) -> Result<(), DeviceError> {
+        self.0.store(delta.get(), Ordering::Relaxed);
+        Ok(())
+    }
+}
+
+fn deltas() -> Vec<u64> {
+    let mut x = 0x9E37_79B9_7F4A_7C15u64;
+    (0..1024)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            20_000 + x % 100_000_000 // 20 µs .. 100 ms
+        })
+        .collect()
+}
+
+fn bench(c: &mut Criterion) {
+    let dev = Register(AtomicU64::new(0));
+    let ds = deltas();
+    let cycles: Vec<Cycles> = ds
+        .iter()
+        .map(|&d| Cycles::new((d as u128 * 14_318_180 / 1_000_000_000) as u64))
+        .collect();
+    let mut g = c.benchmark_group("program_event");
+    g.throughput(Throughput::Elements(ds.len() as u64));
+    g.bench_function("baseline: driver set_next_event(precomputed cycles)", |b| {
+        b.iter(|| {
+            for &c in &cycles {
+                let _ = black_box(&dev).set_next_event(black_box(c));
+            }
+        })
+    });
+    let mut ev = EventDevice::new(&dev, Nanos::from_millis(4)).unwrap();
+    ev.attach().unwrap();
+    ev.set_state(DeviceState::Oneshot, Nanos::ZERO).unwrap();
+    let now = Ktime::from_secs(1);
+    g.bench_function("EventDevice::program_event(expires)", |b| {
+        b.iter(|| {
+            for &d in &ds {
+                let t = now.saturating_add(Nanos::from_nanos(d));
+                let _ = black_box(ev.program_event(black_box(t), now, Expired::Force));
+            }
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);

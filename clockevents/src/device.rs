@@ -1,0 +1,114 @@
+//! The clock-event device contract: what a timer driver implements.
+
+use clocksource::{Cycles, Hertz, Ktime, Nanos};
+
+use crate::cpumask::CpuMask;
+
+bitflags::bitflags! {
+    /// What an event device can do (Linux `CLOCK_EVT_FEAT_*`).
+    ///
+    /// Cargo features of a source crate decide which of these it *offers*:
+    /// an HPET built without its `oneshot` feature declares only `PERIODIC`,
+    /// and the tick layer then cannot go tickless on it.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+    pub struct Features: u32 {
+        /// Can fire at a fixed period by itself.
+        const PERIODIC = 1 << 0;
+        /// Can be programmed for a single event `delta` cycles from now.
+        const ONESHOT = 1 << 1;
+        /// Takes absolute deadlines in nanoseconds of the monotonic clock
+        /// ([`ClockEventDevice::set_next_ktime`]) instead of cycle deltas.
+        const KTIME = 1 << 2;
+        /// Stops in deep idle states (Linux `C3STOP`): needs a broadcast
+        /// device to wake its CPU from them.
+        const C3STOP = 1 << 3;
+        /// A placeholder that does nothing; its CPU depends on broadcast.
+        const DUMMY = 1 << 4;
+        /// Belongs to exactly one CPU; never used as a broadcast device.
+        const PERCPU = 1 << 5;
+    }
+}
+
+/// Why a device operation failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DeviceError {
+    /// The event was programmed, but the device reports that its time had
+    /// already come when the programming took effect (the HPET comparator
+    /// race): no interrupt will come for it. The core retries with a larger
+    /// delta.
+    TooLate,
+    /// The device does not support the requested operation.
+    Unsupported,
+    /// The device did not accept the request (register read back wrong,
+    /// device gone); details are logged by the driver.
+    Hardware,
+}
+
+/// A programmable timer device.
+///
+/// # Contract (what an implementation MUST guarantee)
+///
+/// - **Never early.** An event programmed with `set_next_event(delta)` raises
+///   its interrupt no earlier than `delta` cycles after the call began. It may
+///   be late; how late is the device's business, but it MUST either fire or
+///   return [`DeviceError::TooLate`] — never silently drop an event.
+/// - **Deltas in range.** The core only calls `set_next_event` with
+///   `min_delta() ≤ delta ≤ max_delta()`. A device whose programming can race
+///   with its counter (a comparator that matches on equality, like HPET's)
+///   MUST read the counter back after programming and return `TooLate` when
+///   the event may have been missed.
+/// - **States are commands.** `set_state_*` take effect before they return:
+///   after `set_state_shutdown` no interrupt of a previous programming is
+///   raised; after `set_state_periodic(p)` the device fires every `p` (first
+///   event one period after the call).
+/// - **Constant identity.** `name`, `features`, `rating`, `frequency`,
+///   `min_delta`, `max_delta` and `cpus` do not change while registered.
+/// - `&self` methods: drivers use interior mutability (register writes are
+///   side effects anyway); the core serialises calls per device.
+///
+/// # What the core promises in return
+///
+/// - It follows the state machine in [`crate::state`]: `set_next_event` is
+///   only called in the oneshot state, `set_state_periodic` only if
+///   `PERIODIC` is declared, `set_state_oneshot` only if `ONESHOT` is.
+/// - It calls the interrupt handler of the tick layer for the device's
+///   interrupts; the driver only acknowledges the hardware.
+pub trait ClockEventDevice: Sync {
+    /// A short, unique name, as used by `clockevent=` on the command line.
+    fn name(&self) -> &'static str;
+    /// What the device can do.
+    fn features(&self) -> Features;
+    /// Preference: higher is better (Linux: LAPIC 100, LAPIC with ARAT 150,
+    /// HPET legacy 50, HPET per-CPU 110, PIT 0).
+    fn rating(&self) -> u16;
+    /// The rate `set_next_event` deltas are counted at. Ignored for `KTIME`
+    /// devices.
+    fn frequency(&self) -> Hertz;
+    /// The smallest delta the device can be programmed with.
+    fn min_delta(&self) -> Cycles;
+    /// The largest delta the device can be programmed with.
+    fn max_delta(&self) -> Cycles;
+    /// The CPUs this device can interrupt. A `PERCPU` device names one CPU.
+    fn cpus(&self) -> CpuMask;
+
+    /// Stops the device: no further interrupts.
+    fn set_state_shutdown(&self) -> Result<(), DeviceError>;
+    /// Starts firing every `period`. Called only if `PERIODIC` is declared.
+    fn set_state_periodic(&self, period: Nanos) -> Result<(), DeviceError>;
+    /// Enters one-shot mode, with no event programmed yet. Called only if
+    /// `ONESHOT` is declared.
+    fn set_state_oneshot(&self) -> Result<(), DeviceError>;
+    /// Stops the pending one-shot event but stays ready for the next one
+    /// (Linux `ONESHOT_STOPPED`). Defaults to a shutdown.
+    fn set_state_oneshot_stopped(&self) -> Result<(), DeviceError> {
+        self.set_state_shutdown()
+    }
+    /// Programs one event `delta` cycles from now. See the contract above.
+    fn set_next_event(&self, delta: Cycles) -> Result<(), DeviceError>;
+    /// Programs one event at the absolute monotonic time `expires`. Called
+    /// instead of `set_next_event` for `KTIME` devices.
+    fn set_next_ktime(&self, expires: Ktime) -> Result<(), DeviceError> {
+        let _ = expires;
+        Err(DeviceError::Unsupported)
+    }
+}

@@ -1,0 +1,220 @@
+//! Which device serves which CPU: per-CPU selection, replacement and the
+//! broadcast candidate.
+//!
+//! The rules are Linux's `tick_check_replacement()` (kernel/time/tick-common.c):
+//!
+//! 1. The new device must be able to interrupt the CPU. A device local to
+//!    exactly this CPU is always eligible; a shared one loses to a current
+//!    local device.
+//! 2. A one-shot-capable device beats a periodic-only one, and a
+//!    periodic-only device never replaces anything while one-shot mode is
+//!    active on the CPU (that would silently end NO_HZ/high-res).
+//! 3. Then the higher rating wins; at equal rating a CPU-local device beats
+//!    a shared one.
+//!
+//! A broadcast device (Linux `tick_check_broadcast_device()`) must not be
+//! per-CPU, must not stop in deep idle itself, must not be a dummy, must be
+//! one-shot-capable if broadcast runs in one-shot mode, and must be better
+//! rated than the current one.
+
+use crate::cpumask::CpuMask;
+use crate::device::{ClockEventDevice, Features};
+
+/// Whether `new` should replace `current` as the tick device of `cpu`.
+pub fn prefer_for_cpu(
+    current: Option<&dyn ClockEventDevice>,
+    new: &dyn ClockEventDevice,
+    cpu: usize,
+    oneshot_active: bool,
+) -> bool {
+    let new_cpus = new.cpus();
+    if !new_cpus.contains(cpu) || new.features().contains(Features::DUMMY) {
+        return false;
+    }
+    let new_local = new_cpus.is_only(cpu);
+    let cur_local = current.is_some_and(|c| c.cpus().is_only(cpu));
+    if !new_local && cur_local {
+        return false;
+    }
+    if !new.features().contains(Features::ONESHOT) {
+        if current.is_some_and(|c| c.features().contains(Features::ONESHOT)) || oneshot_active {
+            return false;
+        }
+    } else if current.is_some_and(|c| !c.features().contains(Features::ONESHOT)) {
+        return true;
+    }
+    match current {
+        None => true,
+        Some(c) if c.features().contains(Features::DUMMY) => true,
+        Some(c) => {
+            new.rating() > c.rating() || (new.rating() == c.rating() && new_local && !cur_local)
+        }
+    }
+}
+
+/// Whether `new` may serve as the broadcast device instead of `current`.
+pub fn prefer_for_broadcast(
+    current: Option<&dyn ClockEventDevice>,
+    new: &dyn ClockEventDevice,
+    need_oneshot: bool,
+) -> bool {
+    let f = new.features();
+    if f.intersects(Features::PERCPU | Features::C3STOP | Features::DUMMY) {
+        return false;
+    }
+    if need_oneshot && !f.contains(Features::ONESHOT) {
+        return false;
+    }
+    if !f.intersects(Features::ONESHOT | Features::PERIODIC) {
+        return false;
+    }
+    current.is_none_or(|c| new.rating() > c.rating())
+}
+
+/// Who uses a registered device.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Owner {
+    /// Nobody: available.
+    Free,
+    /// The tick device of this CPU.
+    Cpu(usize),
+    /// The broadcast device.
+    Broadcast,
+}
+
+/// Index of a device in a [`DevicePool`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct DeviceId(pub usize);
+
+/// Why a device could not be registered.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PoolError {
+    /// The pool's fixed capacity is used up.
+    Full,
+    /// A device with that name is already registered.
+    DuplicateName,
+    /// The device declares an empty CPU set.
+    NoCpus,
+}
+
+/// The registered event devices and who uses each. Fixed capacity `N`, no
+/// allocation.
+pub struct DevicePool<'a, const N: usize> {
+    devs: [Option<(&'a dyn ClockEventDevice, Owner)>; N],
+}
+
+impl<const N: usize> Default for DevicePool<'_, N> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<'a, const N: usize> DevicePool<'a, N> {
+    /// An empty pool.
+    pub const fn new() -> Self {
+        DevicePool { devs: [None; N] }
+    }
+
+    /// Adds a device, free for selection.
+    pub fn register(&mut self, dev: &'a dyn ClockEventDevice) -> Result<DeviceId, PoolError> {
+        if dev.cpus().is_empty() {
+            return Err(PoolError::NoCpus);
+        }
+        if self.iter().any(|(_, d, _)| d.name() == dev.name()) {
+            return Err(PoolError::DuplicateName);
+        }
+        let slot = self
+            .devs
+            .iter()
+            .position(Option::is_none)
+            .ok_or(PoolError::Full)?;
+        self.devs[slot] = Some((dev, Owner::Free));
+        Ok(DeviceId(slot))
+    }
+
+    /// The device with id `id`.
+    pub fn get(&self, id: DeviceId) -> Option<&'a dyn ClockEventDevice> {
+        self.devs.get(id.0).copied().flatten().map(|(d, _)| d)
+    }
+
+    /// Who uses `id`.
+    pub fn owner(&self, id: DeviceId) -> Option<Owner> {
+        self.devs.get(id.0).copied().flatten().map(|(_, o)| o)
+    }
+
+    /// Records who uses `id`.
+    pub fn set_owner(&mut self, id: DeviceId, owner: Owner) {
+        if let Some(Some((_, o))) = self.devs.get_mut(id.0) {
+            *o = owner;
+        }
+    }
+
+    /// The device named `name`.
+    pub fn find(&self, name: &str) -> Option<DeviceId> {
+        self.iter()
+            .find(|(_, d, _)| d.name() == name)
+            .map(|(id, _, _)| id)
+    }
+
+    /// Every registered device with its owner.
+    pub fn iter(&self) -> impl Iterator<Item = (DeviceId, &'a dyn ClockEventDevice, Owner)> + '_ {
+        self.devs
+            .iter()
+            .enumerate()
+            .filter_map(|(i, e)| e.map(|(d, o)| (DeviceId(i), d, o)))
+    }
+
+    /// The best free device for `cpu` that should replace `current` (by
+    /// [`prefer_for_cpu`]), if any. `only` restricts the choice to one
+    /// device (a user override by name).
+    pub fn best_for_cpu(
+        &self,
+        cpu: usize,
+        current: Option<DeviceId>,
+        oneshot_active: bool,
+        only: Option<DeviceId>,
+    ) -> Option<DeviceId> {
+        let mut best = current;
+        for (id, dev, owner) in self.iter() {
+            if owner != Owner::Free || only.is_some_and(|o| o != id) {
+                continue;
+            }
+            let cur = best.and_then(|b| self.get(b));
+            if prefer_for_cpu(cur, dev, cpu, oneshot_active) {
+                best = Some(id);
+            }
+        }
+        best.filter(|b| Some(*b) != current)
+    }
+
+    /// The best free device to become the broadcast device instead of
+    /// `current`, if any.
+    pub fn best_for_broadcast(
+        &self,
+        current: Option<DeviceId>,
+        need_oneshot: bool,
+    ) -> Option<DeviceId> {
+        let mut best = current;
+        for (id, dev, owner) in self.iter() {
+            if owner != Owner::Free {
+                continue;
+            }
+            let cur = best.and_then(|b| self.get(b));
+            if prefer_for_broadcast(cur, dev, need_oneshot) {
+                best = Some(id);
+            }
+        }
+        best.filter(|b| Some(*b) != current)
+    }
+
+    /// The CPUs some registered device can serve.
+    pub fn coverage(&self) -> CpuMask {
+        let mut m = CpuMask::EMPTY;
+        for (_, d, _) in self.iter() {
+            for c in d.cpus().iter() {
+                m.insert(c);
+            }
+        }
+        m
+    }
+}
