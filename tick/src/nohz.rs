@@ -1,0 +1,173 @@
+//! NO_HZ idle: stop the tick while a CPU idles, wake only for the next
+//! timer (Linux kernel/time/tick-sched.c).
+//!
+//! The embedder's idle loop calls, in order:
+//!
+//! ```text
+//!   idle_enter(c)                 once, entering the idle loop
+//!   loop {
+//!       idle_sleep(c, depth)?     before each halt: maybe stop the tick,
+//!                                 maybe hand over to broadcast (deep)
+//!       halt until an interrupt   (interrupt() / ipi() run the handlers)
+//!       idle_wake(c)              after the halt: take the tick device back
+//!       if work to do { break }
+//!   }
+//!   idle_exit(c)                  leaving the loop: restart the tick,
+//!                                 catch jiffies up, account idle time
+//! ```
+//!
+//! Stopping the tick (`idle_sleep`):
+//!
+//! ```text
+//!   next timer ≤ next tick? ── yes ──► keep the tick (no gain in stopping)
+//!        │ no
+//!        ▼
+//!   hand off the timekeeping duty if we hold it (remember we were last)
+//!   program the device for min(next timer, [last holder] now + max deferment)
+//! ```
+//!
+//! The max-deferment cap is what keeps a 32-bit clocksource from wrapping
+//! unseen while every CPU sleeps; only the CPU that last held the duty pays
+//! for it, as in Linux's `tick_nohz_next_event()`.
+
+use clocksource::Ktime;
+
+use crate::queue::TimerSlot;
+use crate::system::{IdleError, TickSystem};
+
+/// How deep an idle state is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum IdleDepth {
+    /// Local timers keep running (C1, `hlt`).
+    Shallow,
+    /// Devices declaring `C3STOP` stop: broadcast is needed.
+    Deep,
+}
+
+/// What [`TickSystem::idle_sleep`] did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct IdleSleep {
+    /// The tick is stopped.
+    pub tick_stopped: bool,
+    /// The broadcast device stands in for the local one.
+    pub broadcast: bool,
+    /// When the CPU's next interrupt is programmed for.
+    pub wakeup: Ktime,
+}
+
+impl<'a, S, const CPUS: usize> TickSystem<'a, S, CPUS>
+where
+    S: AsRef<[TimerSlot]> + AsMut<[TimerSlot]>,
+{
+    /// `cpu` enters its idle loop: idle time accounting starts.
+    pub fn idle_enter(&mut self, cpu: usize) -> Result<(), IdleError> {
+        let now = self.now();
+        let jiffies = self.jiffies;
+        let c = self.cpus.get_mut(cpu).ok_or(IdleError::NoCpu)?;
+        if !c.idle {
+            c.idle = true;
+            c.idle_entry = now;
+            c.idle_entry_jiffies = jiffies;
+        }
+        Ok(())
+    }
+
+    /// Before halting: stops the tick if NO_HZ is active and no timer is due
+    /// within the next tick; for [`IdleDepth::Deep`] with a `C3STOP` device,
+    /// hands the CPU to the broadcast device. `Err(Busy)` means: do not go
+    /// deep (no broadcast device fit for it); a shallow halt is fine.
+    pub fn idle_sleep(&mut self, cpu: usize, depth: IdleDepth) -> Result<IdleSleep, IdleError> {
+        if cpu >= CPUS {
+            return Err(IdleError::NoCpu);
+        }
+        let now = self.now();
+        if !self.cpus[cpu].idle {
+            self.idle_enter(cpu)?;
+        }
+        if self.cpus[cpu].mode.is_nohz() {
+            if self.cpus[cpu].tick_stopped {
+                self.reprogram(cpu, now);
+            } else {
+                self.try_stop_tick(cpu, now);
+            }
+        }
+        let c3stop = self.cpus[cpu]
+            .dev
+            .as_ref()
+            .is_some_and(|(_, e)| e.features().contains(clockevents::Features::C3STOP));
+        if depth == IdleDepth::Deep && c3stop && !self.cpus[cpu].in_broadcast {
+            self.broadcast_enter(cpu, now)?;
+        }
+        let c = &self.cpus[cpu];
+        Ok(IdleSleep {
+            tick_stopped: c.tick_stopped,
+            broadcast: c.in_broadcast,
+            wakeup: self.programmed_event(cpu),
+        })
+    }
+
+    /// After a halt returns: the CPU is running again, so its own device
+    /// takes over from broadcast.
+    pub fn idle_wake(&mut self, cpu: usize) {
+        if cpu < CPUS && self.cpus[cpu].in_broadcast {
+            let now = self.now();
+            self.broadcast_exit(cpu, now);
+        }
+    }
+
+    /// Leaves the idle loop: restarts the tick on the tick grid, catches
+    /// jiffies up from the clocksource, accounts idle time.
+    pub fn idle_exit(&mut self, cpu: usize) {
+        if cpu >= CPUS {
+            return;
+        }
+        self.idle_wake(cpu);
+        let now = self.now();
+        if self.cpus[cpu].tick_stopped {
+            if self.do_timer_cpu.is_none() {
+                self.do_timer_cpu = Some(cpu);
+            }
+            self.update_jiffies(now);
+            let next_tick = self.grid_next(now);
+            let c = &mut self.cpus[cpu];
+            c.tick_stopped = false;
+            c.do_timer_last = false;
+            c.deferment_wakeup = Ktime::MAX;
+            c.next_tick = next_tick;
+            self.reprogram(cpu, now);
+        }
+        let jiffies = self.jiffies;
+        let c = &mut self.cpus[cpu];
+        if c.idle {
+            c.idle = false;
+            c.idle_time = c
+                .idle_time
+                .saturating_add(now.saturating_since(c.idle_entry));
+            c.idle_jiffies += jiffies.saturating_sub(c.idle_entry_jiffies);
+        }
+    }
+
+    fn try_stop_tick(&mut self, cpu: usize, now: Ktime) {
+        let highres = self.cpus[cpu].mode.is_highres();
+        let next_timer = self.cpus[cpu].timers.next_expiry().unwrap_or(Ktime::MAX);
+        let next_timer = if highres {
+            next_timer
+        } else {
+            self.grid_ceil(next_timer)
+        };
+        let c = &mut self.cpus[cpu];
+        if next_timer <= c.next_tick {
+            c.stats.tick_retained += 1;
+            return;
+        }
+        if self.do_timer_cpu == Some(cpu) {
+            self.do_timer_cpu = None;
+            c.do_timer_last = true;
+        } else if self.do_timer_cpu.is_some() {
+            c.do_timer_last = false;
+        }
+        c.tick_stopped = true;
+        c.stats.tick_stops += 1;
+        self.reprogram(cpu, now);
+    }
+}
