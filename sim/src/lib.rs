@@ -34,9 +34,11 @@
 pub mod clock;
 pub mod counter;
 pub mod event;
+pub mod machine;
 pub mod trace;
 
 pub use clock::VirtualClock;
 pub use counter::{CounterConfig, SimCounter};
 pub use event::{EventConfig, InterruptSource, SimEventDevice};
+pub use machine::{CpuRun, Fired, Machine};
 pub use trace::{Trace, TraceEvent, TraceKind};

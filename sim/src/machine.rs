@@ -1,0 +1,332 @@
+//! The machine: N virtual CPUs running the real tick layer over simulated
+//! devices, in virtual time.
+//!
+//! ```text
+//!   run_until(t):
+//!     loop {
+//!       (device, due) = earliest next_fire() over all devices (ties: the
+//!                       device registered first)
+//!       due > t → clock := t, stop
+//!       clock := due; device.fire() delivered?
+//!         owner CPU c   → [wake c] tick.interrupt(dev, c) [back to sleep]
+//!         broadcast     → tick.interrupt(dev, 0) → IPI mask
+//!                         → for each c: [wake c] tick.ipi(c) [sleep]
+//!     }
+//!   wake c   = device of c leaves deep idle; tick.idle_wake(c)
+//!   sleep c  = tick.idle_sleep(c, depth); C3STOP device stops if deep
+//! ```
+//!
+//! Every timer run is recorded ([`Fired`]) with the monotonic time the tick
+//! layer saw and the true time, so tests assert "never early" exactly.
+
+use std::sync::{Arc, Mutex};
+use std::vec::Vec;
+
+use clockevents::DeviceId;
+use clocksource::{ClockSource, Ktime, Nanos};
+use tick::{IdleDepth, IdleError, Rearm, TickConfig, TickSystem, Timer, TimerId, TimerSlot};
+
+use crate::clock::VirtualClock;
+use crate::event::{InterruptSource, SimEventDevice};
+use crate::trace::{Trace, TraceKind};
+
+/// What a simulated CPU is doing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CpuRun {
+    /// Running: the tick runs.
+    Busy,
+    /// In the idle loop at this depth (the depth actually granted).
+    Idle(IdleDepth),
+}
+
+/// One timer run, as the machine saw it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Fired {
+    /// The CPU it ran on.
+    pub cpu: usize,
+    /// The timer's data.
+    pub data: u64,
+    /// When it was due.
+    pub expires: Ktime,
+    /// Monotonic time (the tick layer's clock) when it ran.
+    pub at: Ktime,
+    /// True (virtual) time when it ran.
+    pub true_time: Ktime,
+}
+
+/// A registered simulated device.
+struct Dev {
+    id: DeviceId,
+    src: &'static dyn InterruptSource,
+    /// The CPU whose deep idle stops it (per-CPU C3STOP devices).
+    local_cpu: Option<usize>,
+}
+
+/// N CPUs, their devices, the tick layer and a trace.
+pub struct Machine<const CPUS: usize> {
+    /// True time.
+    pub clock: Arc<VirtualClock>,
+    /// Everything that happened.
+    pub trace: Trace,
+    /// The system under test.
+    pub tick: TickSystem<'static, Vec<TimerSlot>, CPUS>,
+    devs: Vec<Dev>,
+    run: [CpuRun; CPUS],
+    fired: Arc<Mutex<Vec<Fired>>>,
+    periodic_timers: Arc<Mutex<Vec<(u64, Nanos)>>>,
+    deep_refused: u64,
+}
+
+/// Timers each simulated CPU can hold.
+pub const TIMERS_PER_CPU: usize = 1 << 16;
+
+impl<const CPUS: usize> Machine<CPUS> {
+    /// A machine whose timekeeper runs on `cs`.
+    pub fn new(
+        clock: Arc<VirtualClock>,
+        trace: Trace,
+        config: TickConfig,
+        cs: &'static dyn ClockSource,
+    ) -> Self {
+        Self::with_timer_capacity(clock, trace, config, cs, TIMERS_PER_CPU)
+    }
+
+    /// Like [`Machine::new`] with `capacity` timers per CPU.
+    pub fn with_timer_capacity(
+        clock: Arc<VirtualClock>,
+        trace: Trace,
+        config: TickConfig,
+        cs: &'static dyn ClockSource,
+        capacity: usize,
+    ) -> Self {
+        let storage = core::array::from_fn(|_| vec![TimerSlot::EMPTY; capacity]);
+        let tick = TickSystem::new(config, cs, storage).expect("clocksource usable");
+        Machine {
+            clock,
+            trace,
+            tick,
+            devs: Vec::new(),
+            run: [CpuRun::Busy; CPUS],
+            fired: Arc::new(Mutex::new(Vec::new())),
+            periodic_timers: Arc::new(Mutex::new(Vec::new())),
+            deep_refused: 0,
+        }
+    }
+
+    /// Registers a simulated event device with the tick layer.
+    pub fn add_device(&mut self, dev: &'static SimEventDevice) -> DeviceId {
+        let id = self.tick.register_device(dev).expect("device registers");
+        self.track(id, dev);
+        id
+    }
+
+    /// Starts driving the interrupts of a device registered by other means
+    /// (e.g. a driver over a register model whose `InterruptSource` is the
+    /// model).
+    pub fn track(&mut self, id: DeviceId, src: &'static dyn InterruptSource) {
+        let local_cpu = self
+            .tick
+            .devices()
+            .get(id)
+            .and_then(|d| d.cpus().iter().next().filter(|_| d.cpus().len() == 1));
+        self.devs.push(Dev { id, src, local_cpu });
+    }
+
+    /// Monotonic time as the tick layer sees it.
+    pub fn now(&self) -> Ktime {
+        self.tick.now()
+    }
+
+    /// Queues a one-shot timer; `data` identifies it in [`Machine::fired`].
+    pub fn add_timer(&mut self, cpu: usize, expires: Ktime, data: u64) -> TimerId {
+        self.tick
+            .add_timer(cpu, expires, data)
+            .expect("timer queue has room")
+    }
+
+    /// Queues a timer that re-arms itself every `period` (absolute, like a
+    /// `clock_nanosleep(TIMER_ABSTIME, next += period)` loop).
+    pub fn add_periodic_timer(
+        &mut self,
+        cpu: usize,
+        first: Ktime,
+        period: Nanos,
+        data: u64,
+    ) -> TimerId {
+        self.periodic_timers.lock().unwrap().push((data, period));
+        self.add_timer(cpu, first, data)
+    }
+
+    /// Timer runs so far.
+    pub fn fired(&self) -> Vec<Fired> {
+        self.fired.lock().unwrap().clone()
+    }
+
+    /// How many times deep idle was refused (no broadcast device fit).
+    pub fn deep_idle_refused(&self) -> u64 {
+        self.deep_refused
+    }
+
+    /// Puts `cpu` into its idle loop at `depth` (deep may be refused: then
+    /// it idles shallow).
+    pub fn idle(&mut self, cpu: usize, depth: IdleDepth) {
+        self.tick.idle_enter(cpu).expect("cpu exists");
+        self.run[cpu] = CpuRun::Idle(depth);
+        self.sleep(cpu);
+    }
+
+    /// Takes `cpu` out of idle: the tick restarts.
+    pub fn busy(&mut self, cpu: usize) {
+        self.wake(cpu);
+        self.tick.idle_exit(cpu);
+        self.run[cpu] = CpuRun::Busy;
+    }
+
+    /// What `cpu` is doing.
+    pub fn cpu_run(&self, cpu: usize) -> CpuRun {
+        self.run[cpu]
+    }
+
+    fn set_local_deep_idle(&self, cpu: usize, deep: bool) {
+        for d in self.devs.iter().filter(|d| d.local_cpu == Some(cpu)) {
+            d.src.set_deep_idle(deep);
+        }
+    }
+
+    fn sleep(&mut self, cpu: usize) {
+        let CpuRun::Idle(depth) = self.run[cpu] else {
+            return;
+        };
+        match self.tick.idle_sleep(cpu, depth) {
+            Ok(s) => {
+                if depth == IdleDepth::Deep {
+                    self.set_local_deep_idle(cpu, true);
+                    let _ = s;
+                }
+            }
+            Err(IdleError::Busy) => {
+                self.deep_refused += 1;
+                self.trace.record(
+                    self.clock.now(),
+                    Some(cpu),
+                    TraceKind::Note("deep idle refused: no broadcast"),
+                );
+                self.run[cpu] = CpuRun::Idle(IdleDepth::Shallow);
+                let _ = self.tick.idle_sleep(cpu, IdleDepth::Shallow);
+            }
+            Err(IdleError::NoCpu) => {}
+        }
+    }
+
+    fn wake(&mut self, cpu: usize) {
+        if matches!(self.run[cpu], CpuRun::Idle(_)) {
+            self.set_local_deep_idle(cpu, false);
+            self.tick.idle_wake(cpu);
+        }
+    }
+
+    /// Runs the machine until true time `t`.
+    pub fn run_until(&mut self, t: Ktime) {
+        let mut guard: u64 = 0;
+        loop {
+            let next = self
+                .devs
+                .iter()
+                .enumerate()
+                .filter_map(|(i, d)| d.src.next_fire().map(|f| (f, i)))
+                .min();
+            let Some((due, i)) = next.filter(|(due, _)| *due <= t) else {
+                self.clock.advance_to(t);
+                return;
+            };
+            self.clock.advance_to(due);
+            guard += 1;
+            assert!(guard < 50_000_000, "interrupt storm: {guard} interrupts");
+            let (id, src) = (self.devs[i].id, self.devs[i].src);
+            if !src.fire() {
+                continue;
+            }
+            self.deliver(id, src);
+        }
+    }
+
+    /// Runs the machine for `d` more true time.
+    pub fn run_for(&mut self, d: Nanos) {
+        let t = self.clock.now().saturating_add(d);
+        self.run_until(t);
+    }
+
+    fn deliver(&mut self, id: DeviceId, src: &'static dyn InterruptSource) {
+        let owner = self.tick.devices().owner(id);
+        let is_broadcast = matches!(owner, Some(clockevents::Owner::Broadcast));
+        let cpu = match owner {
+            Some(clockevents::Owner::Cpu(c)) => c,
+            _ => src.target_cpu().unwrap_or(0),
+        };
+        if !is_broadcast {
+            self.wake(cpu);
+        }
+        let recorder = self.recorder();
+        let ipis = self.tick.interrupt(id, cpu, &mut |c, t| recorder.run(c, t));
+        if !is_broadcast {
+            self.sleep(cpu);
+        }
+        for c in ipis.iter() {
+            self.wake(c);
+            let recorder = self.recorder();
+            self.tick.ipi(c, &mut |c, t| recorder.run(c, t));
+            self.sleep(c);
+        }
+    }
+
+    fn recorder(&self) -> Recorder {
+        Recorder {
+            fired: self.fired.clone(),
+            periodic: self.periodic_timers.clone(),
+            clock: self.clock.clone(),
+            trace: self.trace.clone(),
+            mono: self.tick.now(),
+        }
+    }
+}
+
+/// Runs timers for the machine: records them, re-arms periodic ones.
+struct Recorder {
+    fired: Arc<Mutex<Vec<Fired>>>,
+    periodic: Arc<Mutex<Vec<(u64, Nanos)>>>,
+    clock: Arc<VirtualClock>,
+    trace: Trace,
+    /// Monotonic time at interrupt entry (what the tick layer compared).
+    mono: Ktime,
+}
+
+impl Recorder {
+    fn run(&self, cpu: usize, t: Timer) -> Rearm {
+        let true_time = self.clock.now();
+        self.fired.lock().unwrap().push(Fired {
+            cpu,
+            data: t.data,
+            expires: t.expires,
+            at: self.mono,
+            true_time,
+        });
+        self.trace.record(
+            true_time,
+            Some(cpu),
+            TraceKind::TimerFired {
+                id: t.data,
+                expires: t.expires,
+            },
+        );
+        match self
+            .periodic
+            .lock()
+            .unwrap()
+            .iter()
+            .find(|(d, _)| *d == t.data)
+        {
+            Some((_, p)) => Rearm::At(t.expires.saturating_add(*p)),
+            None => Rearm::No,
+        }
+    }
+}
