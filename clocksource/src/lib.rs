@@ -18,6 +18,7 @@
 //! - [`time`]: the typed units ([`Ktime`], [`Nanos`], [`Cycles`], [`Hertz`]).
 //! - [`mult_shift`]: cycles→ns by multiply and shift, with its error bound.
 //! - [`source`]: the [`ClockSource`] contract and max deferment.
+//! - [`calibrate`]: measuring a counter's rate against a reference, bounded.
 //! - [`registry`], [`watchdog`], [`timekeeper`]: selection, verification and
 //!   the clocks built on the selected source.
 //!
@@ -28,6 +29,7 @@
 #[cfg(test)]
 extern crate std;
 
+pub mod calibrate;
 pub mod mult_shift;
 pub mod registry;
 pub mod source;
@@ -35,6 +37,7 @@ pub mod time;
 pub mod timekeeper;
 pub mod watchdog;
 
+pub use calibrate::{calibrate, Calibration, CalibrationError};
 pub use mult_shift::{ConversionError, CyclesToNs, MultShift, NsToCycles};
 pub use registry::{
     Entry, OverrideError, RegisterError, Registry, ReselectError, SourceId, UnknownSource,
