@@ -65,6 +65,12 @@ impl VirtualClock {
     }
 }
 
+impl hw::TimeBase for VirtualClock {
+    fn now(&self) -> Ktime {
+        VirtualClock::now(self)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -198,25 +198,10 @@ pub struct SimEventDevice {
     trace: Option<Trace>,
 }
 
-/// What the machine needs from any simulated interrupt source: this crate's
-/// [`SimEventDevice`] and, later, the register models of `sources/*`.
-pub trait InterruptSource: Sync {
-    /// When the next interrupt is due (true time, lateness included), or
-    /// `None` if nothing is pending. It may be earlier than now (overdue):
-    /// then it is due immediately.
-    fn next_fire(&self) -> Option<Ktime>;
-    /// Called once the virtual clock has reached [`next_fire`]: delivers (or,
-    /// under a fault, drops) the interrupt and moves the device on. Returns
-    /// whether an interrupt was delivered. Called early, it does nothing and
-    /// returns `false`.
-    ///
-    /// [`next_fire`]: InterruptSource::next_fire
-    fn fire(&self) -> bool;
-    /// The CPU an interrupt is delivered to.
-    fn target_cpu(&self) -> Option<usize>;
-    /// Marks whether the device's CPU is in deep idle.
-    fn set_deep_idle(&self, deep: bool);
-}
+/// What the machine drives: this crate's [`SimEventDevice`] and the register
+/// models of `sources/*` implement it (defined in `hw`, so models need not
+/// depend on the simulator).
+pub use hw::InterruptSource;
 
 impl SimEventDevice {
     /// A device in the `detached` state, following `clock`.

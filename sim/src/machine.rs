@@ -120,6 +120,19 @@ impl<const CPUS: usize> Machine<CPUS> {
         id
     }
 
+    /// Registers a real driver whose interrupts come from `irq` (its device
+    /// model): the driver programs the model's registers, the machine
+    /// delivers the model's interrupts to the tick layer.
+    pub fn add_driver(
+        &mut self,
+        dev: &'static dyn clockevents::ClockEventDevice,
+        irq: &'static dyn InterruptSource,
+    ) -> DeviceId {
+        let id = self.tick.register_device(dev).expect("device registers");
+        self.track(id, irq);
+        id
+    }
+
     /// Starts driving the interrupts of a device registered by other means
     /// (e.g. a driver over a register model whose `InterruptSource` is the
     /// model).
