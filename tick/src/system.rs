@@ -502,6 +502,13 @@ where
     /// (on CPU 0 — as Linux's 2026 watchdog checks frequency on the boot CPU
     /// — every [`Watchdog::interval`], included in CPU 0's next event).
     fn run_watchdog(&mut self, now: Ktime) {
+        self.check_clocks();
+        self.schedule_watchdog(now);
+    }
+
+    /// One watchdog check now, leaving the regular schedule alone (an early
+    /// check must not postpone the next regular one).
+    fn check_clocks(&mut self) {
         if let Some(reference) = Watchdog::pick_reference(&self.clocks) {
             match self.watchdog.check(&mut self.clocks, reference) {
                 Ok(report) if report.any_unstable() => self.reselect_clocksource(),
@@ -509,7 +516,6 @@ where
                 Err(e) => log::warn!("tick: clocksource watchdog: {e:?}"),
             }
         }
-        self.schedule_watchdog(now);
     }
 
     // ----- timers ----------------------------------------------------------
@@ -649,7 +655,7 @@ where
         let mode = self.cpus[cpu].mode;
         if clock_behind && self.next_watchdog != Ktime::MAX {
             log::warn!("tick: cpu{cpu}: interrupt before the clocksource reached its expiry; checking clocks");
-            self.run_watchdog(now);
+            self.check_clocks();
         }
         let now = self.now();
         self.do_timer(cpu, now);
