@@ -10,6 +10,7 @@
 //!
 //!   rate = (t1 − t0) / (mid(r1a,r1b) − mid(r0a,r0b))
 //!   error ≤ (half of each bracket + one reference cycle each) / elapsed
+//!           + one target cycle / (t1 − t0)
 //! ```
 //!
 //! Each bracket is taken up to [`BRACKET_TRIES`] times and the tightest
@@ -129,7 +130,10 @@ pub fn calibrate(
     // Uncertainty in reference cycles: half of each bracket, plus one
     // cycle of quantisation at each end.
     let unc = (w0.get() as u128).div_ceil(2) + (w1.get() as u128).div_ceil(2) + 2;
-    let ppm = (unc * 1_000_000).div_ceil(ref_cycles.get() as u128);
+    // Plus one cycle of the target's own quantisation (a slow target, like
+    // a LAPIC timer behind a divider, counts few cycles in the window).
+    let ppm = (unc * 1_000_000).div_ceil(ref_cycles.get() as u128)
+        + 1_000_000u128.div_ceil(ticks.get() as u128);
     Ok(Calibration {
         frequency: Hertz::new(hz.min(u64::MAX as u128) as u64),
         error_ppm: ppm.min(u32::MAX as u128) as u32,
