@@ -86,7 +86,7 @@ pub trait TscRead: Sync {
 
 /// The true time a device model runs on (the simulator's virtual clock, or
 /// a hypervisor's host clock).
-pub trait TimeBase: Sync {
+pub trait TimeBase: Send + Sync {
     /// Now, in nanoseconds since the time base began.
     fn now(&self) -> Ktime;
 }
