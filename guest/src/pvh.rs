@@ -1,0 +1,353 @@
+//! The PVH boot ABI's start-of-day structure, `hvm_start_info`.
+//!
+//! The loader passes its physical address in `%ebx` (Xen's
+//! `include/public/arch-x86/hvm/start_info.h`; QEMU builds it in its PVH
+//! option ROM or in qboot). All fields are little-endian; an address of 0
+//! means "not present".
+//!
+//! ```text
+//!  0 magic 0x336ec578   4 version   8 flags   12 nr_modules
+//! 16 modlist_paddr     24 cmdline_paddr      32 rsdp_paddr      (version 0: 40 bytes)
+//! 40 memmap_paddr      48 memmap_entries     52 reserved        (version 1: 56 bytes)
+//!
+//! memory map entry (24 bytes): 0 addr  8 size  16 type  20 reserved
+//! ```
+//!
+//! Parsing works on bytes and is tested on the host; the `target_os = "none"`
+//! functions read those bytes from (identity-mapped) physical memory.
+
+use core::fmt;
+
+/// `hvm_start_info.magic`: "xEn3" with the 0x80 bit of the "E" set.
+pub const START_INFO_MAGIC: u32 = 0x336e_c578;
+
+/// Size of a version-0 `hvm_start_info`.
+pub const START_INFO_V0_LEN: usize = 40;
+/// Size of a version-1 `hvm_start_info` (adds the memory map).
+pub const START_INFO_V1_LEN: usize = 56;
+/// Size of one memory map entry.
+pub const MEMMAP_ENTRY_LEN: usize = 24;
+
+/// A physical address that the loader said is present (never 0).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct PhysAddr(u64);
+
+impl PhysAddr {
+    /// `addr`, or `None` for 0 (the ABI's "not present").
+    pub const fn new(addr: u64) -> Option<Self> {
+        if addr == 0 {
+            None
+        } else {
+            Some(PhysAddr(addr))
+        }
+    }
+
+    /// The address.
+    pub const fn as_u64(self) -> u64 {
+        self.0
+    }
+}
+
+impl fmt::Display for PhysAddr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:#x}", self.0)
+    }
+}
+
+/// Why a start-info structure was rejected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StartInfoError {
+    /// The magic field holds this instead of [`START_INFO_MAGIC`].
+    BadMagic(u32),
+    /// Fewer bytes than the structure's version needs.
+    Truncated {
+        /// Bytes needed.
+        needed: usize,
+        /// Bytes given.
+        got: usize,
+    },
+}
+
+impl fmt::Display for StartInfoError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StartInfoError::BadMagic(m) => {
+                write!(
+                    f,
+                    "bad hvm_start_info magic {m:#010x} (want {START_INFO_MAGIC:#010x})"
+                )
+            }
+            StartInfoError::Truncated { needed, got } => {
+                write!(f, "hvm_start_info truncated: {got} of {needed} bytes")
+            }
+        }
+    }
+}
+
+/// The parsed `hvm_start_info`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StartInfo {
+    /// Structure version (0 or 1 today; later versions are compatible).
+    pub version: u32,
+    /// `SIF_*` flags.
+    pub flags: u32,
+    /// Number of modules (initrds) and where their list is.
+    pub modules: Option<(PhysAddr, u32)>,
+    /// The NUL-terminated command line.
+    pub cmdline: Option<PhysAddr>,
+    /// The ACPI RSDP.
+    pub rsdp: Option<PhysAddr>,
+    /// The memory map and its entry count (version 1 and later).
+    pub memmap: Option<(PhysAddr, u32)>,
+}
+
+fn u32_at(bytes: &[u8], offset: usize) -> u32 {
+    let mut b = [0; 4];
+    b.copy_from_slice(&bytes[offset..offset + 4]);
+    u32::from_le_bytes(b)
+}
+
+fn u64_at(bytes: &[u8], offset: usize) -> u64 {
+    let mut b = [0; 8];
+    b.copy_from_slice(&bytes[offset..offset + 8]);
+    u64::from_le_bytes(b)
+}
+
+impl StartInfo {
+    /// How many bytes a structure of `version` has.
+    pub const fn len_for_version(version: u32) -> usize {
+        if version == 0 {
+            START_INFO_V0_LEN
+        } else {
+            START_INFO_V1_LEN
+        }
+    }
+
+    /// Parses the structure from its bytes (at least the 8-byte header, and
+    /// as many as [`len_for_version`](Self::len_for_version) says).
+    pub fn parse(bytes: &[u8]) -> Result<Self, StartInfoError> {
+        if bytes.len() < 8 {
+            return Err(StartInfoError::Truncated {
+                needed: 8,
+                got: bytes.len(),
+            });
+        }
+        let magic = u32_at(bytes, 0);
+        if magic != START_INFO_MAGIC {
+            return Err(StartInfoError::BadMagic(magic));
+        }
+        let version = u32_at(bytes, 4);
+        let needed = Self::len_for_version(version);
+        if bytes.len() < needed {
+            return Err(StartInfoError::Truncated {
+                needed,
+                got: bytes.len(),
+            });
+        }
+        let nr_modules = u32_at(bytes, 12);
+        let modules = PhysAddr::new(u64_at(bytes, 16)).filter(|_| nr_modules > 0);
+        let memmap = if version >= 1 {
+            let entries = u32_at(bytes, 48);
+            PhysAddr::new(u64_at(bytes, 40))
+                .filter(|_| entries > 0)
+                .map(|a| (a, entries))
+        } else {
+            None
+        };
+        Ok(StartInfo {
+            version,
+            flags: u32_at(bytes, 8),
+            modules: modules.map(|a| (a, nr_modules)),
+            cmdline: PhysAddr::new(u64_at(bytes, 24)),
+            rsdp: PhysAddr::new(u64_at(bytes, 32)),
+            memmap,
+        })
+    }
+}
+
+/// The kind of a memory-map range (`XEN_HVM_MEMMAP_TYPE_*`, the E820 types).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MemoryKind {
+    /// Usable RAM.
+    Ram,
+    /// Reserved.
+    Reserved,
+    /// ACPI tables, reclaimable after reading them.
+    AcpiReclaimable,
+    /// ACPI non-volatile storage.
+    AcpiNvs,
+    /// Unusable (errors detected).
+    Unusable,
+    /// Disabled.
+    Disabled,
+    /// Persistent memory.
+    Persistent,
+    /// A type this code does not know.
+    Other(u32),
+}
+
+impl MemoryKind {
+    /// The kind for an ABI type number.
+    pub const fn from_raw(raw: u32) -> Self {
+        match raw {
+            1 => MemoryKind::Ram,
+            2 => MemoryKind::Reserved,
+            3 => MemoryKind::AcpiReclaimable,
+            4 => MemoryKind::AcpiNvs,
+            5 => MemoryKind::Unusable,
+            6 => MemoryKind::Disabled,
+            7 => MemoryKind::Persistent,
+            other => MemoryKind::Other(other),
+        }
+    }
+}
+
+/// One range of the memory map.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MemoryRange {
+    /// First byte.
+    pub base: u64,
+    /// Length in bytes.
+    pub size: u64,
+    /// What the range is.
+    pub kind: MemoryKind,
+}
+
+impl MemoryRange {
+    /// Parses one 24-byte entry.
+    pub fn parse(entry: &[u8; MEMMAP_ENTRY_LEN]) -> Self {
+        MemoryRange {
+            base: u64_at(entry, 0),
+            size: u64_at(entry, 8),
+            kind: MemoryKind::from_raw(u32_at(entry, 16)),
+        }
+    }
+}
+
+/// Reads and parses the start info the loader left at `paddr`.
+///
+/// # Safety
+///
+/// `paddr` must be the value the PVH loader passed in `%ebx`, and physical
+/// memory must still be identity-mapped with the structure intact (the boot
+/// code maps the first 4 GiB and nothing writes below the kernel image).
+#[cfg(target_os = "none")]
+pub unsafe fn read_start_info(paddr: u32) -> Result<StartInfo, StartInfoError> {
+    let header = paddr as usize as *const [u8; 8];
+    // SAFETY: per the contract, `paddr` points at the loader's structure in
+    // mapped RAM, which is at least as long as its 8-byte header.
+    let header = unsafe { header.read_unaligned() };
+    let version = u32_at(&header, 4);
+    if u32_at(&header, 0) != START_INFO_MAGIC {
+        return StartInfo::parse(&header);
+    }
+    let len = StartInfo::len_for_version(version);
+    // SAFETY: the magic matched, so the loader wrote a structure of this
+    // version there, `len` bytes long, in mapped RAM nothing writes to.
+    let bytes = unsafe { core::slice::from_raw_parts(paddr as usize as *const u8, len) };
+    StartInfo::parse(bytes)
+}
+
+/// The memory map of `info`, read from physical memory.
+///
+/// # Safety
+///
+/// `info` must come from [`read_start_info`] under that function's
+/// conditions, which must still hold.
+#[cfg(target_os = "none")]
+pub unsafe fn memory_map(info: &StartInfo) -> impl Iterator<Item = MemoryRange> {
+    let (base, count) = match info.memmap {
+        Some((base, count)) => (base.as_u64() as usize, count as usize),
+        None => (0, 0),
+    };
+    (0..count).map(move |i| {
+        let entry = (base + i * MEMMAP_ENTRY_LEN) as *const [u8; MEMMAP_ENTRY_LEN];
+        // SAFETY: the loader wrote `count` entries at `base` in mapped RAM
+        // (the function's contract).
+        MemoryRange::parse(&unsafe { entry.read_unaligned() })
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn v1(cmdline: u64, rsdp: u64, memmap: u64, entries: u32) -> [u8; START_INFO_V1_LEN] {
+        let mut b = [0u8; START_INFO_V1_LEN];
+        b[0..4].copy_from_slice(&START_INFO_MAGIC.to_le_bytes());
+        b[4..8].copy_from_slice(&1u32.to_le_bytes());
+        b[8..12].copy_from_slice(&0x5u32.to_le_bytes());
+        b[24..32].copy_from_slice(&cmdline.to_le_bytes());
+        b[32..40].copy_from_slice(&rsdp.to_le_bytes());
+        b[40..48].copy_from_slice(&memmap.to_le_bytes());
+        b[48..52].copy_from_slice(&entries.to_le_bytes());
+        b
+    }
+
+    #[test]
+    fn version_1_fields_are_read() {
+        let info = StartInfo::parse(&v1(0x2_0000, 0xf_5a40, 0x6000, 4)).unwrap();
+        assert_eq!(info.version, 1);
+        assert_eq!(info.flags, 5);
+        assert_eq!(info.cmdline, PhysAddr::new(0x2_0000));
+        assert_eq!(info.rsdp, PhysAddr::new(0xf_5a40));
+        assert_eq!(info.memmap, Some((PhysAddr::new(0x6000).unwrap(), 4)));
+        assert_eq!(info.modules, None);
+    }
+
+    #[test]
+    fn zero_addresses_mean_absent() {
+        let info = StartInfo::parse(&v1(0, 0, 0x6000, 0)).unwrap();
+        assert_eq!(info.cmdline, None);
+        assert_eq!(info.rsdp, None);
+        assert_eq!(info.memmap, None, "an empty memory map is no memory map");
+    }
+
+    #[test]
+    fn version_0_needs_only_40_bytes_and_has_no_memmap() {
+        let mut b = v1(0x2_0000, 0, 0x6000, 4);
+        b[4..8].copy_from_slice(&0u32.to_le_bytes());
+        let info = StartInfo::parse(&b[..START_INFO_V0_LEN]).unwrap();
+        assert_eq!(info.version, 0);
+        assert_eq!(info.memmap, None);
+    }
+
+    #[test]
+    fn bad_magic_is_rejected() {
+        let mut b = v1(0, 0, 0, 0);
+        b[0] ^= 1;
+        assert_eq!(
+            StartInfo::parse(&b),
+            Err(StartInfoError::BadMagic(START_INFO_MAGIC ^ 1))
+        );
+    }
+
+    #[test]
+    fn short_structure_is_rejected() {
+        let b = v1(0, 0, 0, 0);
+        assert_eq!(
+            StartInfo::parse(&b[..48]),
+            Err(StartInfoError::Truncated {
+                needed: START_INFO_V1_LEN,
+                got: 48
+            })
+        );
+        assert_eq!(
+            StartInfo::parse(&b[..3]),
+            Err(StartInfoError::Truncated { needed: 8, got: 3 })
+        );
+    }
+
+    #[test]
+    fn memory_map_entry_is_read() {
+        let mut e = [0u8; MEMMAP_ENTRY_LEN];
+        e[0..8].copy_from_slice(&0x10_0000u64.to_le_bytes());
+        e[8..16].copy_from_slice(&0x7f0_0000u64.to_le_bytes());
+        e[16..20].copy_from_slice(&1u32.to_le_bytes());
+        let r = MemoryRange::parse(&e);
+        assert_eq!(r.base, 0x10_0000);
+        assert_eq!(r.size, 0x7f0_0000);
+        assert_eq!(r.kind, MemoryKind::Ram);
+        assert_eq!(MemoryKind::from_raw(9), MemoryKind::Other(9));
+    }
+}

@@ -1,0 +1,265 @@
+//! Command-line arguments of `cargo xtask` (pure; tested below).
+
+use std::fmt;
+use std::time::Duration;
+
+use crate::qemu::Machine;
+
+/// The usage text.
+pub const USAGE: &str = "\
+usage: cargo xtask <command> [options]
+
+commands:
+  build [--features F]...
+      build the guest kernel (x86_64-unknown-none, release) and print its path
+  run [--accel tcg|kvm|auto] [--machine pc|q35] [--cpu MODEL] [--features F]...
+      [--timeout SECS] [-- CMDLINE...]
+      build, then boot the guest in QEMU; exits 0 only if the guest reports pass
+  help
+      this text
+
+defaults: --accel auto (KVM if /dev/kvm opens read-write, else TCG),
+          --machine pc, --cpu max (TCG) / host,-arch-capabilities (KVM),
+          --timeout 30";
+
+/// Default wall-clock limit of one QEMU run.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Which accelerator the user asked for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AccelChoice {
+    /// TCG (always works).
+    Tcg,
+    /// KVM (fails if /dev/kvm is not usable).
+    Kvm,
+    /// KVM if /dev/kvm opens read-write, else TCG.
+    Auto,
+}
+
+/// Options of `build` (and of `run`, which builds first).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct BuildArgs {
+    /// Cargo features of the guest, as given (each may be a comma list).
+    pub features: Vec<String>,
+}
+
+/// Options of `run`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunArgs {
+    /// What to build.
+    pub build: BuildArgs,
+    /// Accelerator.
+    pub accel: AccelChoice,
+    /// Machine type.
+    pub machine: Machine,
+    /// `-cpu` model, if not the accelerator's default.
+    pub cpu: Option<String>,
+    /// Wall-clock limit.
+    pub timeout: Duration,
+    /// The guest command line, word by word (after `--`).
+    pub cmdline: Vec<String>,
+}
+
+/// A parsed `cargo xtask` invocation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Command {
+    /// `build`.
+    Build(BuildArgs),
+    /// `run`.
+    Run(RunArgs),
+    /// `help`, `-h`, `--help`, or nothing.
+    Help,
+}
+
+/// A mistake in the arguments, with what was wrong.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UsageError(pub String);
+
+impl fmt::Display for UsageError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+fn err<T>(msg: impl Into<String>) -> Result<T, UsageError> {
+    Err(UsageError(msg.into()))
+}
+
+/// Parses the arguments after `cargo xtask`.
+pub fn parse_args<I>(args: I) -> Result<Command, UsageError>
+where
+    I: IntoIterator<Item = String>,
+{
+    let mut args = args.into_iter();
+    let command = match args.next() {
+        None => return Ok(Command::Help),
+        Some(c) => c,
+    };
+    let mut run = RunArgs {
+        build: BuildArgs::default(),
+        accel: AccelChoice::Auto,
+        machine: Machine::Pc,
+        cpu: None,
+        timeout: DEFAULT_TIMEOUT,
+        cmdline: Vec::new(),
+    };
+    let is_run = match command.as_str() {
+        "help" | "-h" | "--help" => return Ok(Command::Help),
+        "build" => false,
+        "run" => true,
+        other => return err(format!("unknown command `{other}`")),
+    };
+    while let Some(arg) = args.next() {
+        if arg == "--" {
+            if !is_run {
+                return err("`build` takes no guest command line");
+            }
+            run.cmdline.extend(args.by_ref());
+            break;
+        }
+        let (flag, inline) = match arg.split_once('=') {
+            Some((f, v)) if f.starts_with("--") => (f.to_string(), Some(v.to_string())),
+            _ => (arg.clone(), None),
+        };
+        let mut value = |name: &str| -> Result<String, UsageError> {
+            match inline.clone().or_else(|| args.next()) {
+                Some(v) if !v.is_empty() => Ok(v),
+                _ => err(format!("`{name}` needs a value")),
+            }
+        };
+        match (flag.as_str(), is_run) {
+            ("--features" | "-F", _) => run.build.features.push(value(&flag)?),
+            ("--accel", true) => {
+                run.accel = match value(&flag)?.as_str() {
+                    "tcg" => AccelChoice::Tcg,
+                    "kvm" => AccelChoice::Kvm,
+                    "auto" => AccelChoice::Auto,
+                    other => return err(format!("`--accel {other}`: expected tcg, kvm or auto")),
+                }
+            }
+            ("--machine" | "-M", true) => {
+                run.machine = match value(&flag)?.as_str() {
+                    "pc" => Machine::Pc,
+                    "q35" => Machine::Q35,
+                    other => return err(format!("`--machine {other}`: expected pc or q35")),
+                }
+            }
+            ("--cpu", true) => run.cpu = Some(value(&flag)?),
+            ("--timeout", true) => {
+                let v = value(&flag)?;
+                run.timeout = match v.parse::<f64>() {
+                    Ok(s) if s.is_finite() && s > 0.0 && s <= 86_400.0 => {
+                        Duration::from_secs_f64(s)
+                    }
+                    _ => return err(format!("`--timeout {v}`: expected seconds, > 0")),
+                }
+            }
+            _ => return err(format!("unknown option `{arg}` for `{command}`")),
+        }
+    }
+    Ok(if is_run {
+        Command::Run(run)
+    } else {
+        Command::Build(run.build)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Command, UsageError> {
+        parse_args(args.iter().map(|s| s.to_string()))
+    }
+
+    fn run(args: &[&str]) -> RunArgs {
+        match parse(args) {
+            Ok(Command::Run(r)) => r,
+            other => panic!("{args:?}: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn no_arguments_is_help() {
+        assert_eq!(parse(&[]), Ok(Command::Help));
+        assert_eq!(parse(&["--help"]), Ok(Command::Help));
+    }
+
+    #[test]
+    fn run_defaults() {
+        let r = run(&["run"]);
+        assert_eq!(r.accel, AccelChoice::Auto);
+        assert_eq!(r.machine, Machine::Pc);
+        assert_eq!(r.timeout, DEFAULT_TIMEOUT);
+        assert_eq!(r.cpu, None);
+        assert!(r.cmdline.is_empty());
+        assert!(r.build.features.is_empty());
+    }
+
+    #[test]
+    fn run_options_in_both_spellings() {
+        let r = run(&[
+            "run",
+            "--accel",
+            "tcg",
+            "--machine=q35",
+            "--features",
+            "hpet,lapic",
+            "-F",
+            "pit",
+            "--timeout",
+            "2.5",
+            "--cpu=Skylake-Client",
+        ]);
+        assert_eq!(r.accel, AccelChoice::Tcg);
+        assert_eq!(r.machine, Machine::Q35);
+        assert_eq!(r.build.features, ["hpet,lapic", "pit"]);
+        assert_eq!(r.timeout, Duration::from_millis(2500));
+        assert_eq!(r.cpu.as_deref(), Some("Skylake-Client"));
+    }
+
+    #[test]
+    fn everything_after_double_dash_is_the_guest_cmdline() {
+        let r = run(&[
+            "run",
+            "--accel",
+            "kvm",
+            "--",
+            "nohz=on",
+            "--timeout",
+            "hz=100",
+        ]);
+        assert_eq!(r.accel, AccelChoice::Kvm);
+        assert_eq!(r.timeout, DEFAULT_TIMEOUT);
+        assert_eq!(r.cmdline, ["nohz=on", "--timeout", "hz=100"]);
+    }
+
+    #[test]
+    fn build_takes_features_only() {
+        assert_eq!(
+            parse(&["build", "--features", "hpet"]),
+            Ok(Command::Build(BuildArgs {
+                features: vec!["hpet".into()]
+            }))
+        );
+        assert!(parse(&["build", "--accel", "tcg"]).is_err());
+        assert!(parse(&["build", "--", "nohz=on"]).is_err());
+    }
+
+    #[test]
+    fn mistakes_are_usage_errors() {
+        for args in [
+            &["frobnicate"][..],
+            &["run", "--accel", "xen"],
+            &["run", "--machine", "virt"],
+            &["run", "--timeout", "0"],
+            &["run", "--timeout", "-3"],
+            &["run", "--timeout", "NaN"],
+            &["run", "--timeout"],
+            &["run", "--accel="],
+            &["run", "--bogus"],
+        ] {
+            assert!(parse(args).is_err(), "{args:?}");
+        }
+    }
+}
