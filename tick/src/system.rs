@@ -31,8 +31,8 @@ use clockevents::{
     Owner, PoolError, ProgramError,
 };
 use clocksource::{
-    ClockSource, ClockSourceFlags, ConversionError, Ktime, Nanos, Registry, SourceId, Timekeeper,
-    Watchdog,
+    ClockSource, ClockSourceFlags, ConversionError, Cycles, Ktime, Nanos, Registry, SourceId,
+    Timekeeper, Watchdog,
 };
 
 use crate::broadcast::Broadcast;
@@ -633,6 +633,10 @@ where
     /// `tick_nohz_lowres_handler`, `hrtimer_interrupt`).
     fn cpu_event(&mut self, cpu: usize, run: &mut dyn FnMut(usize, Timer) -> Rearm) {
         let now = self.now();
+        let resolution = self
+            .tk
+            .cycles_to_ns(Cycles::new(1))
+            .saturating_add(Nanos::from_nanos(1));
         let c = &mut self.cpus[cpu];
         c.stats.interrupts += 1;
         let mut clock_behind = false;
@@ -648,7 +652,9 @@ where
                 && expected.saturating_since(now) > ev.min_delta();
             ev.event_handled();
         }
-        if c.tick_stopped && now >= c.deferment_wakeup {
+        // The clocksource reads up to one of its cycles behind the device
+        // (a PIT-derived clock quantises to 838 ns): allow that much.
+        if c.tick_stopped && now.saturating_add(resolution) >= c.deferment_wakeup {
             c.stats.max_deferment_wakeups += 1;
         }
         c.deferment_wakeup = Ktime::MAX;
