@@ -1,0 +1,559 @@
+//! The PIT driver over its model, in the simulator, with the real tick
+//! layer. Virtual time, so every count is exact.
+//!
+//! Two clocks appear here: the simulator's true time (the model counts PIT
+//! edges from it: edge `j` is at `⌈j·10⁹/1193182⌉` ns) and the tick
+//! layer's monotonic time (from the clocksource: a 1 GHz counter, exact to
+//! the nanosecond, or PIT counter 2 itself).
+//!
+//! `cargo test -p pit` runs the periodic-only build; `cargo test -p pit
+//! --features oneshot` the tickless one. Tests gated on the feature say so.
+
+use std::sync::Arc;
+
+use clockevents::{ClockEventDevice, CpuMask, Features};
+use clocksource::{calibrate, ClockSource, ClockSourceFlags, Cycles, Hertz, Ktime, Nanos};
+use hw::PortIo;
+use pit::model::PitModel;
+use pit::regs::{pit_latch, Channel, PIT_TICK_RATE};
+use pit::{Ch2Options, Pit, PitClockEvent, PitClockSource, PitError};
+use sim::{CounterConfig, EventConfig, Machine, SimCounter, SimEventDevice, Trace, VirtualClock};
+use tick::{IdleDepth, PeriodicReason, TickConfig, TickMode};
+
+const F: u64 = PIT_TICK_RATE.get();
+const GIGA: u128 = 1_000_000_000;
+
+/// PIT edges passed at true time `t`.
+fn edges_at(t: Ktime) -> u64 {
+    (t.as_nanos() as u128 * F as u128 / GIGA) as u64
+}
+
+/// The instant of PIT edge `j`.
+fn edge(j: u64) -> Ktime {
+    Ktime::from_nanos((j as u128 * GIGA).div_ceil(F as u128) as u64)
+}
+
+fn config(hz: u32, nohz: bool, highres: bool) -> TickConfig {
+    TickConfig { hz, nohz, highres }
+}
+
+/// A 1 GHz 64-bit clocksource: monotonic time = true time, to the ns.
+fn exact_clock(clock: &Arc<VirtualClock>) -> &'static SimCounter {
+    SimCounter::new(
+        clock.clone(),
+        CounterConfig::new("tsc", Hertz::new(1_000_000_000))
+            .rating(300)
+            .flags(ClockSourceFlags::CONTINUOUS | ClockSourceFlags::VALID_FOR_HRES),
+    )
+    .leak()
+}
+
+fn pit_event(model: &'static PitModel) -> &'static PitClockEvent<'static> {
+    Box::leak(Box::new(PitClockEvent::new(
+        Pit::new(model),
+        CpuMask::single(0),
+    )))
+}
+
+/// The PIT's counter 0 as the only tick device, on a 1 GHz clocksource.
+fn pit_tick_machine(cfg: TickConfig) -> (Machine<1>, Arc<VirtualClock>, &'static PitModel) {
+    let clock = VirtualClock::new();
+    let model = PitModel::new(clock.clone()).leak();
+    let mut m = Machine::new(clock.clone(), Trace::new(), cfg, exact_clock(&clock));
+    m.add_driver(pit_event(model), model);
+    (m, clock, model)
+}
+
+/// A port bus on which every access takes `per_access` of true time
+/// (ISA I/O is ~1 µs; a VM exit more).
+struct SlowBus {
+    pit: &'static PitModel,
+    clock: Arc<VirtualClock>,
+    per_access: Nanos,
+}
+
+impl PortIo for SlowBus {
+    fn inb(&self, port: u16) -> u8 {
+        self.clock.advance_by(self.per_access);
+        self.pit.inb(port)
+    }
+    fn outb(&self, port: u16, value: u8) {
+        self.clock.advance_by(self.per_access);
+        self.pit.outb(port, value);
+    }
+}
+
+/// No PIT: the bus floats and every read returns 0xFF.
+struct NoPit;
+
+impl PortIo for NoPit {
+    fn inb(&self, _port: u16) -> u8 {
+        0xFF
+    }
+    fn outb(&self, _port: u16, _value: u8) {}
+}
+
+// ----- counter 0 as the tick device ----------------------------------------
+
+/// IRQ0 instants of the periodic tick started at true time 0: the control
+/// word's edge at once (mode 2 lifts OUT0 from the low level the shutdown
+/// left), then one per reload at edges `1 + j·PIT_LATCH` (the count loads
+/// on the edge after the write, edge 1).
+fn periodic_irqs_until(t: Ktime, latch: u64) -> Vec<Ktime> {
+    let mut v = vec![Ktime::ZERO];
+    let mut j = 1;
+    while edge(1 + j * latch) <= t {
+        v.push(edge(1 + j * latch));
+        j += 1;
+    }
+    v
+}
+
+#[test]
+fn periodic_hz100_ticks_every_11932_clocks_not_every_10ms() {
+    let (mut m, _clock, model) = pit_tick_machine(config(100, false, false));
+    assert_eq!(m.tick.mode(0), TickMode::Periodic);
+    m.run_until(Ktime::from_secs(10));
+
+    // 11932 / 1193182 s = 10.000151 ms: the 1000th period would end at
+    // 10.000151 s, after the run. So 999 reloads, plus the edge at attach.
+    let latch = pit_latch(100) as u64;
+    assert_eq!(latch, 11_932);
+    let expected = periodic_irqs_until(Ktime::from_secs(10), latch);
+    assert_eq!(expected.len(), 1_000);
+    assert_eq!(model.interrupt_times(), expected);
+    let info = m.tick.cpu_info(0).unwrap();
+    assert_eq!(info.stats.ticks, 1_000);
+    // Jiffies come from the clocksource at each interrupt: the last one is
+    // at 9.990152 s, so floor(9.990152 s / 10 ms) = 999 — not the 1000
+    // interrupts, and not floor(10 s / 10 ms) = 1000 either.
+    assert_eq!(*expected.last().unwrap(), Ktime::from_nanos(9_990_151_545));
+    assert_eq!(m.tick.jiffies(), 999);
+    assert_eq!(model.coalesced(), 0);
+}
+
+#[test]
+fn periodic_hz100_jiffies_run_ahead_of_pit_periods_over_2000_s() {
+    // The PIT's 10.000151 ms period loses 1 jiffy every 663 s against the
+    // clocksource: after 2000 s, 199996 reloads have happened, but the
+    // clocksource says 199999 jiffies. Time comes from the clock, never
+    // from counting interrupts.
+    let (mut m, _clock, model) = pit_tick_machine(config(100, false, false));
+    let end = Ktime::from_secs(2_000);
+    m.run_until(end);
+    let reloads = (edges_at(end) - 1) / 11_932;
+    assert_eq!(reloads, 199_996);
+    assert_eq!(model.interrupts(), reloads + 1);
+    let last = edge(1 + reloads * 11_932);
+    assert_eq!(m.tick.jiffies(), last.as_nanos() / 10_000_000);
+    assert_eq!(m.tick.jiffies(), 199_999);
+}
+
+#[cfg(not(feature = "oneshot"))]
+#[test]
+fn without_oneshot_nohz_stays_periodic_because_the_device_lacks_oneshot() {
+    let (mut m, _clock, model) = pit_tick_machine(config(100, true, true));
+    let info = m.tick.cpu_info(0).unwrap();
+    assert_eq!(info.mode, TickMode::Periodic);
+    assert_eq!(
+        info.periodic_reason,
+        Some(PeriodicReason::DeviceLacksOneshot)
+    );
+    m.add_timer(0, Ktime::from_millis(3_700), 1);
+    m.idle(0, IdleDepth::Shallow);
+    m.run_until(Ktime::from_secs(10));
+    assert_eq!(
+        model.interrupt_times(),
+        periodic_irqs_until(Ktime::from_secs(10), 11_932),
+        "idle does not stop a periodic tick"
+    );
+    let info = m.tick.cpu_info(0).unwrap();
+    assert_eq!(info.stats.tick_stops, 0);
+    // The timer runs at the first tick at or after 3.7 s: reload 370 at
+    // edge 1 + 370·11932, 3.700056 s.
+    let f = m.fired();
+    assert_eq!(f.len(), 1);
+    assert_eq!(f[0].true_time, edge(1 + 370 * 11_932));
+    assert!(f[0].true_time >= Ktime::from_millis(3_700));
+}
+
+#[cfg(feature = "oneshot")]
+#[test]
+fn nohz_idle_timer_at_3_7s_rearms_every_max_delta_and_fires_on_time() {
+    let (mut m, _clock, model) = pit_tick_machine(config(100, true, true));
+    assert_eq!(m.tick.mode(0), TickMode::HighRes { nohz: true });
+    let expiry = Ktime::from_millis(3_700);
+    m.add_timer(0, expiry, 7);
+    m.idle(0, IdleDepth::Shallow);
+    m.run_until(expiry.saturating_add(Nanos::from_millis(1)));
+
+    // The core clamps every delay to max_delta = 0x7FFF clocks
+    // (27.461862 ms, rounded down) and programs 0x7FFF; the count loads on
+    // the next clock, so each hop is 0x8000 clocks (27.462700 ms), and the
+    // writes happen exactly on edges (in the handler): hop k ends at edge
+    // 0x8000·k. The last hop is programmed with what remains.
+    let max_delta_ns = (0x7FFFu128 * GIGA / F as u128) as u64;
+    assert_eq!(max_delta_ns, 27_461_862);
+    let mut hops = 1u64;
+    while expiry.as_nanos() - edge(0x8000 * hops).as_nanos() > max_delta_ns {
+        hops += 1;
+    }
+    // The same as ⌈3.7 s / hop⌉: 134 full hops and the last one.
+    assert_eq!(hops + 1, (37 * F).div_ceil(10 * 0x8000));
+    assert_eq!(hops + 1, 135);
+    let irqs = model.interrupt_times();
+    assert_eq!(irqs.len() as u64, hops + 1, "{irqs:?}");
+    for (k, t) in irqs.iter().take(hops as usize).enumerate() {
+        assert_eq!(*t, edge(0x8000 * (k as u64 + 1)));
+    }
+
+    // Never early; late by at most the load clock plus the round-up.
+    let fired = m.fired();
+    assert_eq!(fired.len(), 1);
+    let late = fired[0].true_time.saturating_since(expiry);
+    assert!(fired[0].at >= expiry && fired[0].true_time >= expiry);
+    assert!(late < Nanos::from_nanos(3 * 839), "late by {late}");
+    println!(
+        "3.7 s timer on the PIT: {} interrupts, late by {late}",
+        irqs.len()
+    );
+    let info = m.tick.cpu_info(0).unwrap();
+    assert_eq!(info.stats.tick_stops, 1);
+    assert_eq!(
+        info.stats.max_deferment_wakeups, 0,
+        "a 64-bit clock never forces"
+    );
+    assert_eq!(info.stats.program_failures, 0);
+}
+
+#[cfg(feature = "oneshot")]
+#[test]
+fn highres_timers_on_the_pit_never_fire_early() {
+    let (mut m, _clock, _model) = pit_tick_machine(config(250, true, true));
+    let mut x = 0x9E37_79B9_7F4A_7C15u64;
+    for i in 0..2_000u64 {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        m.add_timer(0, Ktime::from_nanos(x % 2_000_000_000), i);
+    }
+    m.idle(0, IdleDepth::Shallow);
+    m.run_until(Ktime::from_secs(3));
+    let fired = m.fired();
+    assert_eq!(fired.len(), 2_000);
+    let worst = fired
+        .iter()
+        .map(|f| f.true_time.saturating_since(f.expires))
+        .max()
+        .unwrap();
+    println!("2000 high-res timers on the PIT: worst lateness {worst}");
+    for f in &fired {
+        assert!(f.at >= f.expires, "{f:?}");
+        // Programmed for its own expiry, a timer fires ≤ 2 clocks late (the
+        // load clock and the round-up to whole clocks). One due within the
+        // min delta of the previous interrupt is forced to the min delta:
+        // 0xF clocks → 12.572 µs → 16 clocks, firing after 17.
+        let late = f.true_time.saturating_since(f.expires);
+        assert!(late < Nanos::from_nanos(18 * 839), "{f:?}");
+    }
+}
+
+// ----- counter 2 as the clocksource ---------------------------------------
+
+#[test]
+fn driver_latch_reads_match_the_model_while_counting() {
+    let clock = VirtualClock::new();
+    let model = PitModel::new(clock.clone()).leak();
+    clock.advance_to(Ktime::from_nanos(12_345));
+    let cs = PitClockSource::new(Pit::new(model), Ch2Options::REFERENCE);
+    let load = edges_at(clock.now()) + 1;
+    let mut x = 0x2545_F491_4F6C_DD1Du64;
+    let mut prev: Option<(Ktime, Cycles)> = None;
+    for _ in 0..5_000 {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        // Steps of up to 60 ms: some cross a wrap, some more than one.
+        let t = clock.advance_by(Nanos::from_nanos(x % 60_000_000));
+        let now = cs.read();
+        let k = edges_at(t) - load;
+        assert_eq!(now.get(), (k + 0xFFFF) % 0x1_0000, "at {t}");
+        assert_eq!(
+            model.peek_count(Channel::Ch2),
+            0xFFFF - now.get() as u32,
+            "read = mask − count"
+        );
+        if let Some((t0, c0)) = prev {
+            let passed = edges_at(t) - edges_at(t0);
+            if passed <= 0xFFFF {
+                assert_eq!(now.wrapping_delta(c0, cs.mask()).get(), passed);
+            }
+        }
+        prev = Some((t, now));
+    }
+    // Counter 0 latched the same way while it runs periodically.
+    let ev = PitClockEvent::new(Pit::new(model), CpuMask::single(0));
+    ev.set_state_periodic(Nanos::from_millis(4)).unwrap();
+    let start = edges_at(clock.now()) + 1;
+    clock.advance_by(Nanos::from_micros(1_234));
+    let k = edges_at(clock.now()) - start;
+    assert_eq!(
+        Pit::new(model).latch_count(Channel::Ch0) as u64,
+        4_773 - k % 4_773
+    );
+}
+
+#[test]
+fn probe_sees_a_counting_pit_within_two_reads_over_slow_port_io() {
+    let clock = VirtualClock::new();
+    let model = PitModel::new(clock.clone()).leak();
+    let bus = Box::leak(Box::new(SlowBus {
+        pit: model,
+        clock: clock.clone(),
+        per_access: Nanos::from_micros(1),
+    }));
+    let cs = PitClockSource::new(Pit::new(bus), Ch2Options::REFERENCE);
+    // A read is 3 µs of port I/O: more than three PIT clocks.
+    assert_eq!(cs.probe(pit::source::PROBE_READS), Ok(2));
+}
+
+#[test]
+fn probe_reports_a_missing_pit_instead_of_hanging() {
+    let cs = PitClockSource::new(Pit::new(&NoPit), Ch2Options::REFERENCE);
+    assert_eq!(
+        cs.probe(1_000),
+        Err(PitError::NotCounting {
+            reads: 1_000,
+            value: 0xFFFF
+        })
+    );
+    assert_eq!(
+        cs.read(),
+        Cycles::ZERO,
+        "0xFFFF − 0xFFFF: stuck, not garbage"
+    );
+}
+
+#[test]
+fn probe_reports_a_pit_whose_clock_is_gated_off() {
+    let clock = VirtualClock::new();
+    let model = PitModel::new(clock.clone()).leak();
+    let bus = Box::leak(Box::new(SlowBus {
+        pit: model,
+        clock: clock.clone(),
+        per_access: Nanos::from_micros(1),
+    }));
+    let cs = PitClockSource::new(Pit::new(bus), Ch2Options::REFERENCE);
+    model.set_clock_running(false);
+    assert!(matches!(
+        cs.probe(100),
+        Err(PitError::NotCounting { reads: 100, .. })
+    ));
+    // And calibrating against it is a typed error, not a hang.
+    let tsc = SimCounter::new(
+        clock.clone(),
+        CounterConfig::new("tsc", Hertz::new(3_000_000_000)),
+    );
+    assert_eq!(
+        calibrate(
+            &cs,
+            || tsc.read(),
+            tsc.mask(),
+            Nanos::from_millis(10),
+            10_000
+        ),
+        Err(clocksource::CalibrationError::ReferenceStopped)
+    );
+}
+
+#[test]
+fn calibrates_a_3ghz_tsc_against_counter_2_within_the_stated_bound() {
+    let clock = VirtualClock::new();
+    let model = PitModel::new(clock.clone()).leak();
+    let bus = Box::leak(Box::new(SlowBus {
+        pit: model,
+        clock: clock.clone(),
+        per_access: Nanos::from_micros(1),
+    }));
+    let cs = PitClockSource::new(Pit::new(bus), Ch2Options::REFERENCE);
+    let tsc = SimCounter::new(
+        clock.clone(),
+        CounterConfig::new("tsc", Hertz::new(3_000_000_000)),
+    );
+    let c = calibrate(
+        &cs,
+        || tsc.read(),
+        tsc.mask(),
+        Nanos::from_millis(10),
+        100_000,
+    )
+    .unwrap();
+    let off = clocksource::calibrate::ppm_off(c.frequency, Hertz::new(3_000_000_000));
+    assert!(off <= c.error_ppm as u64, "{c:?}: off by {off} ppm");
+    // The bound calibrate() states: half of each bracket plus one clock of
+    // quantisation per end. A bracket here is one 3 µs read (3.58 PIT
+    // clocks: at most 4 clocks wide), so at most 2 + 2 + 2 = 6 clocks of
+    // the ≥ 11932 in the 10 ms window (503 ppm), plus one TSC cycle of
+    // the 30 million counted (1 ppm).
+    let window_clocks = c.window.as_nanos() as u128 * F as u128 / GIGA;
+    assert!(
+        c.error_ppm as u128 <= (6 * 1_000_000u128).div_ceil(window_clocks) + 1,
+        "{c:?}"
+    );
+    println!("calibration against pit-ch2: {c:?}, off by {off} ppm");
+}
+
+#[test]
+fn counter_2_as_system_clock_forces_exact_nohz_wakeups_and_keeps_time() {
+    let clock = VirtualClock::new();
+    let model = PitModel::new(clock.clone()).leak();
+    let cs: &'static PitClockSource<'static> = Box::leak(Box::new(PitClockSource::new(
+        Pit::new(model),
+        Ch2Options::SYSTEM_CLOCK,
+    )));
+    // Start past the load clock; the timekeeper's zero is here.
+    let t0 = clock.advance_to(Ktime::from_millis(1));
+    let mut m: Machine<1> = Machine::new(clock.clone(), Trace::new(), config(250, true, true), cs);
+    let dev = SimEventDevice::new(
+        clock.clone(),
+        EventConfig::new("lapic0", Hertz::new(1_000_000_000))
+            .features(Features::PERIODIC | Features::ONESHOT | Features::PERCPU)
+            .min_delta(Cycles::new(1_000))
+            .cpus(CpuMask::single(0)),
+    )
+    .leak();
+    m.add_device(dev);
+    assert_eq!(m.tick.mode(0), TickMode::HighRes { nohz: true });
+
+    // Max deferment: the 16-bit wrap (54.925 ms) converted with mult less
+    // its 11 % slew margin, halved.
+    let max_def = m.tick.timekeeper().max_deferment();
+    assert_eq!(max_def.as_nanos() / 100_000, 244, "{max_def}");
+    println!("pit-ch2 max deferment: {max_def}");
+
+    let before = dev.interrupts();
+    m.idle(0, IdleDepth::Shallow);
+    let idle_at = clock.now();
+    let end = idle_at.saturating_add(Nanos::from_secs(2));
+    m.run_until(end);
+    // The device is exact (1 GHz) and re-armed from each wake-up for
+    // another max deferment: wake-ups at idle_at + k·max_def exactly.
+    let wakeups = 2_000_000_000 / max_def.as_nanos();
+    assert_eq!(wakeups, 81);
+    assert_eq!(dev.interrupts() - before, wakeups);
+    let info = m.tick.cpu_info(0).unwrap();
+    assert_eq!(info.stats.interrupts, wakeups);
+    // Nothing else woke the CPU: every interrupt was a forced wake-up.
+    assert_eq!((info.stats.ticks, info.stats.timers_fired), (0, 0));
+    // ... and the tick layer counts every one as forced by max deferment
+    // (it allows the clock's 838 ns resolution when matching the cap).
+    assert_eq!(info.stats.max_deferment_wakeups, wakeups);
+
+    // ~36 wraps later, monotonic time is the exact conversion of the PIT
+    // edges since the timekeeper started, and within one PIT clock plus
+    // the conversion bound of true time.
+    let c = edges_at(end) - edges_at(t0);
+    assert!(c / 0x1_0000 >= 36, "{c} edges");
+    let conv = m.tick.timekeeper().params().conv.0;
+    let mono = m.now();
+    assert_eq!(mono.as_nanos(), conv.apply(c));
+    let truth = end.saturating_since(t0).as_nanos();
+    let bound = 839 + conv.error_bound(c);
+    assert!(
+        mono.as_nanos().abs_diff(truth) <= bound,
+        "mono {mono} vs true {truth} ns, bound {bound}"
+    );
+}
+
+#[test]
+fn reference_options_keep_the_tick_periodic_on_counter_2() {
+    let clock = VirtualClock::new();
+    let model = PitModel::new(clock.clone()).leak();
+    let cs: &'static PitClockSource<'static> = Box::leak(Box::new(PitClockSource::new(
+        Pit::new(model),
+        Ch2Options::default(),
+    )));
+    let mut m: Machine<1> = Machine::new(clock.clone(), Trace::new(), config(250, true, true), cs);
+    let dev = SimEventDevice::new(
+        clock.clone(),
+        EventConfig::new("lapic0", Hertz::new(1_000_000_000))
+            .features(Features::PERIODIC | Features::ONESHOT | Features::PERCPU)
+            .cpus(CpuMask::single(0)),
+    )
+    .leak();
+    m.add_device(dev);
+    let info = m.tick.cpu_info(0).unwrap();
+    assert_eq!(info.mode, TickMode::Periodic);
+    assert_eq!(info.periodic_reason, Some(PeriodicReason::ClockNotHres));
+}
+
+#[test]
+fn pit_alone_counter0_ticks_and_counter2_keeps_time() {
+    // Both counters of one PIT: the tick on counter 0, time from counter 2.
+    let clock = VirtualClock::new();
+    let model = PitModel::new(clock.clone()).leak();
+    let cs: &'static PitClockSource<'static> = Box::leak(Box::new(PitClockSource::new(
+        Pit::new(model),
+        Ch2Options::SYSTEM_CLOCK,
+    )));
+    let t0 = clock.advance_to(Ktime::from_millis(1));
+    let mut m: Machine<1> =
+        Machine::new(clock.clone(), Trace::new(), config(100, false, false), cs);
+    m.add_driver(pit_event(model), model);
+    let end = Ktime::from_secs(10);
+    m.run_until(end);
+    // IRQ0: the edge at attach, then every 11932 clocks from the load.
+    let load = edges_at(t0) + 1;
+    let reloads = (edges_at(end) - load) / 11_932;
+    assert_eq!(model.interrupts(), reloads + 1);
+    // Jiffies from counter 2 at the last interrupt.
+    let last = edge(load + reloads * 11_932);
+    let conv = m.tick.timekeeper().params().conv.0;
+    let mono_last = conv.apply(edges_at(last) - edges_at(t0));
+    assert_eq!(m.tick.jiffies(), mono_last / 10_000_000);
+    assert_eq!(model.interrupt_times().last(), Some(&last));
+}
+
+#[cfg(feature = "oneshot")]
+#[test]
+fn pit_alone_nohz_idle_wakes_every_max_deferment_of_counter_2() {
+    // The PIT as tick device *and* clock: counter 2's max deferment
+    // (24.44 ms) is shorter than counter 0's max delta (27.46 ms), so the
+    // clock, not the device, sets the idle wake-up rate.
+    let clock = VirtualClock::new();
+    let model = PitModel::new(clock.clone()).leak();
+    let cs: &'static PitClockSource<'static> = Box::leak(Box::new(PitClockSource::new(
+        Pit::new(model),
+        Ch2Options::SYSTEM_CLOCK,
+    )));
+    let t0 = clock.advance_to(Ktime::from_millis(1));
+    let mut m: Machine<1> = Machine::new(clock.clone(), Trace::new(), config(250, true, true), cs);
+    m.add_driver(pit_event(model), model);
+    assert_eq!(m.tick.mode(0), TickMode::HighRes { nohz: true });
+    let max_def = m.tick.timekeeper().max_deferment();
+
+    m.idle(0, IdleDepth::Shallow);
+    let idle_write = edges_at(clock.now());
+    let before = model.interrupts();
+    let end = clock.now().saturating_add(Nanos::from_secs(2));
+    m.run_until(end);
+    // Each wake-up programs max_def, 29163.08 clocks, rounded up by the
+    // core; the count loads one clock later: hops of c + 1 clocks, each
+    // written exactly on the edge that ended the previous one.
+    let c = clocksource::NsToCycles::new(PIT_TICK_RATE, 1)
+        .unwrap()
+        .ns_to_cycles(max_def)
+        .get();
+    assert_eq!(c, 29_164);
+    let wakeups = (edges_at(end) - idle_write) / (c + 1);
+    assert_eq!(wakeups, 81);
+    assert_eq!(model.interrupts() - before, wakeups);
+    let info = m.tick.cpu_info(0).unwrap();
+    // Here each hop is a clock longer than max_def, so every wake-up reads
+    // past its cap and is counted as forced.
+    assert_eq!(info.stats.max_deferment_wakeups, wakeups);
+    assert_eq!(info.stats.program_failures, 0);
+    let conv = m.tick.timekeeper().params().conv.0;
+    let edges = edges_at(end) - edges_at(t0);
+    assert_eq!(m.now().as_nanos(), conv.apply(edges));
+}
