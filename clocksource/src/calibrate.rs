@@ -31,8 +31,9 @@ pub const BRACKET_TRIES: u32 = 5;
 pub struct Calibration {
     /// The target's rate.
     pub frequency: Hertz,
-    /// Upper bound of the measurement error, in parts per million, from the
-    /// bracket widths and the reference's resolution.
+    /// Upper bound of the measurement error, in parts per million: half of
+    /// each bracket's width plus one reference cycle at each end, over the
+    /// window, plus one target cycle over the target's count.
     pub error_ppm: u32,
     /// Reference time the measurement spanned.
     pub window: Nanos,
