@@ -1,0 +1,130 @@
+# Shared code of the bisect-tests scripts (sourced, not run).
+#
+# A script for source S answers, for the commit checked out in the current
+# git work tree, whether S works: exit 0 good, 1 bad, 125 untestable. It
+# must give the same answer from any commit of the history, so it uses
+# nothing from the work tree but what it tests: run it from a copy made by
+# `bisect-tests/prepare` (the scripts at an old commit may not exist).
+#
+# Verdicts:
+#   good (0)   S's crate builds in every feature combination, its host
+#              simulator scenarios pass in each, and (unless --fast) its
+#              in-guest suite passes under QEMU/TCG where the commit has one.
+#   bad (1)    any of those fails — including a build failure of S or of
+#              what S depends on: a commit that cannot build a working S is
+#              exactly what a bisection for S must be able to land on.
+#   skip (125) the commit cannot be tested here: S does not exist yet at
+#              this commit; or the environment lacks cargo, the crates
+#              cannot be fetched, or (without --fast, when the commit has an
+#              in-guest suite) qemu-system-x86_64 is missing.
+
+set -u
+
+# The tickless feature sets each source is tested in ("" = periodic only).
+features_of() {
+    case "$1" in
+        hpet) echo "- oneshot" ;;
+        lapic) echo "- oneshot deadline oneshot,deadline" ;;
+        pit) echo "- oneshot" ;;
+        tsc) echo "-" ;;
+        *) return 1 ;;
+    esac
+}
+
+bt_init() { # source, args...
+    BT_SOURCE=$1
+    shift
+    BT_FAST=0
+    for a in "$@"; do
+        case "$a" in
+            --fast) BT_FAST=1 ;;
+            -h | --help)
+                echo "usage: $(basename "$0") [--fast]   (run from a copy: see bisect-tests/prepare)"
+                exit 0
+                ;;
+            *)
+                echo "$(basename "$0"): unknown argument $a" >&2
+                exit 125
+                ;;
+        esac
+    done
+    if ! BT_TOP=$(git rev-parse --show-toplevel 2>/dev/null); then
+        echo "bisect-tests: not inside a git work tree" >&2
+        exit 125
+    fi
+    cd "$BT_TOP" || exit 125
+    BT_COMMIT=$(git rev-parse --short=12 HEAD)
+    BT_LOGDIR=${DYNTICKS_BISECT_LOGDIR:-${TMPDIR:-/tmp}/dynticks-bisect}
+    mkdir -p "$BT_LOGDIR"
+    BT_LOG="$BT_LOGDIR/$BT_SOURCE-$BT_COMMIT.log"
+    : >"$BT_LOG"
+}
+
+# Prints the summary line and exits with the verdict's code.
+bt_verdict() { # good|bad|skip, reason
+    local code
+    case "$1" in good) code=0 ;; bad) code=1 ;; *) code=125 ;; esac
+    local line="bisect-tests: source=$BT_SOURCE commit=$BT_COMMIT verdict=$1 reason=\"$2\""
+    echo "$line" >>"$BT_LOG"
+    echo "$line"
+    echo "  log: $BT_LOG"
+    echo "$line"
+    exit "$code"
+}
+
+# Runs a command with its output in the log; returns its status.
+bt_run() {
+    echo "+ $*" >>"$BT_LOG"
+    "$@" >>"$BT_LOG" 2>&1
+}
+
+bt_check_source() {
+    local s=$BT_SOURCE
+    [ -f "sources/$s/Cargo.toml" ] || bt_verdict skip "sources/$s does not exist at this commit"
+    command -v cargo >/dev/null 2>&1 || bt_verdict skip "cargo is not installed"
+    bt_run cargo fetch || bt_verdict skip "crates could not be fetched"
+
+    local f args
+    for f in $(features_of "$s"); do
+        if [ "$f" = "-" ]; then args=(); else args=(--features "$f"); fi
+        # Only features this commit's crate declares (an older crate may
+        # predate one, e.g. lapic 'deadline').
+        if [ "$f" != "-" ]; then
+            local feat missing=0
+            for feat in ${f//,/ }; do
+                grep -qE "^$feat *=" "sources/$s/Cargo.toml" || missing=1
+            done
+            if [ $missing = 1 ]; then
+                echo "# $s: feature set '$f' not declared at this commit, not tested" >>"$BT_LOG"
+                continue
+            fi
+        fi
+        bt_run cargo build -p "$s" "${args[@]}" ||
+            bt_verdict bad "build of $s failed (features: ${f/-/none})"
+        bt_run cargo test -p "$s" "${args[@]}" ||
+            bt_verdict bad "host tests of $s failed (features: ${f/-/none})"
+    done
+}
+
+# The in-guest suite of the source, where this commit has one.
+bt_check_guest() {
+    [ "$BT_FAST" = 1 ] && return 0
+    if [ ! -f xtask/Cargo.toml ] || ! grep -qs -- '--source' xtask/src/*.rs; then
+        echo "# no in-guest suite with --source at this commit" >>"$BT_LOG"
+        return 0
+    fi
+    command -v qemu-system-x86_64 >/dev/null 2>&1 ||
+        bt_verdict skip "qemu-system-x86_64 is missing (apt-get install qemu-system-x86), or use --fast"
+    bt_run cargo xtask test --accel tcg --source "$BT_SOURCE" ||
+        bt_verdict bad "in-guest suite of $BT_SOURCE failed under QEMU/TCG"
+}
+
+bt_main() { # source, args...
+    bt_init "$@"
+    bt_check_source
+    bt_check_guest
+    if [ "$BT_FAST" = 1 ]; then
+        bt_verdict good "builds and passes its host scenarios in every feature set (--fast: no guest)"
+    fi
+    bt_verdict good "builds, passes its host scenarios in every feature set and its in-guest suite"
+}
