@@ -60,6 +60,9 @@ struct Dev {
     src: &'static dyn InterruptSource,
     /// The CPU whose deep idle stops it (per-CPU C3STOP devices).
     local_cpu: Option<usize>,
+    /// Record its interrupts in the trace (a `SimEventDevice` records its
+    /// own; a driver over a model does not).
+    record: bool,
 }
 
 /// N CPUs, their devices, the tick layer and a trace.
@@ -117,6 +120,9 @@ impl<const CPUS: usize> Machine<CPUS> {
     pub fn add_device(&mut self, dev: &'static SimEventDevice) -> DeviceId {
         let id = self.tick.register_device(dev).expect("device registers");
         self.track(id, dev);
+        if let Some(d) = self.devs.last_mut() {
+            d.record = false;
+        }
         id
     }
 
@@ -142,7 +148,12 @@ impl<const CPUS: usize> Machine<CPUS> {
             .devices()
             .get(id)
             .and_then(|d| d.cpus().iter().next().filter(|_| d.cpus().len() == 1));
-        self.devs.push(Dev { id, src, local_cpu });
+        self.devs.push(Dev {
+            id,
+            src,
+            local_cpu,
+            record: true,
+        });
     }
 
     /// Monotonic time as the tick layer sees it.
@@ -255,9 +266,15 @@ impl<const CPUS: usize> Machine<CPUS> {
             self.clock.advance_to(due);
             guard += 1;
             assert!(guard < 50_000_000, "interrupt storm: {guard} interrupts");
-            let (id, src) = (self.devs[i].id, self.devs[i].src);
+            let (id, src, record) = (self.devs[i].id, self.devs[i].src, self.devs[i].record);
             if !src.fire() {
                 continue;
+            }
+            if record {
+                let device = self.tick.devices().get(id).map_or("?", |d| d.name());
+                let cpu = src.target_cpu();
+                self.trace
+                    .record(self.clock.now(), cpu, TraceKind::Interrupt { device });
             }
             self.deliver(id, src);
         }
