@@ -48,7 +48,7 @@ pub struct Fired {
     pub data: u64,
     /// When it was due.
     pub expires: Ktime,
-    /// Monotonic time (the tick layer's clock) when it ran.
+    /// Monotonic time (the tick layer's clock) it was found expired at.
     pub at: Ktime,
     /// True (virtual) time when it ran.
     pub true_time: Ktime,
@@ -297,14 +297,16 @@ impl<const CPUS: usize> Machine<CPUS> {
             self.wake(cpu);
         }
         let recorder = self.recorder();
-        let ipis = self.tick.interrupt(id, cpu, &mut |c, t| recorder.run(c, t));
+        let ipis = self
+            .tick
+            .interrupt(id, cpu, &mut |c, t, now| recorder.run(c, t, now));
         if !is_broadcast {
             self.sleep(cpu);
         }
         for c in ipis.iter() {
             self.wake(c);
             let recorder = self.recorder();
-            self.tick.ipi(c, &mut |c, t| recorder.run(c, t));
+            self.tick.ipi(c, &mut |c, t, now| recorder.run(c, t, now));
             self.sleep(c);
         }
     }
@@ -315,7 +317,6 @@ impl<const CPUS: usize> Machine<CPUS> {
             periodic: self.periodic_timers.clone(),
             clock: self.clock.clone(),
             trace: self.trace.clone(),
-            mono: self.tick.now(),
         }
     }
 }
@@ -326,18 +327,16 @@ struct Recorder {
     periodic: Arc<Mutex<Vec<(u64, Nanos)>>>,
     clock: Arc<VirtualClock>,
     trace: Trace,
-    /// Monotonic time at interrupt entry (what the tick layer compared).
-    mono: Ktime,
 }
 
 impl Recorder {
-    fn run(&self, cpu: usize, t: Timer) -> Rearm {
+    fn run(&self, cpu: usize, t: Timer, now: Ktime) -> Rearm {
         let true_time = self.clock.now();
         self.fired.lock().unwrap().push(Fired {
             cpu,
             data: t.data,
             expires: t.expires,
-            at: self.mono,
+            at: now,
             true_time,
         });
         self.trace.record(

@@ -22,6 +22,8 @@
 //! - [`system`]: [`TickSystem`], device setup and the interrupt path.
 //! - [`nohz`]: stopping and restarting the tick around idle.
 //! - [`broadcast`]: the broadcast device for CPUs in deep idle.
+//! - [`advance`]: adaptive timer advance (program early, spin to the
+//!   deadline), off by default.
 //!
 //! Mode switching follows capabilities: a CPU whose device cannot do
 //! one-shot stays periodic even with NO_HZ asked for, and
@@ -32,12 +34,14 @@
 #[cfg(test)]
 extern crate std;
 
+pub mod advance;
 pub mod broadcast;
 pub mod config;
 pub mod nohz;
 pub mod queue;
 pub mod system;
 
+pub use advance::{TimerAdvance, MAX_TIMER_ADVANCE};
 pub use config::{PeriodicReason, TickConfig, TickMode};
 pub use nohz::{IdleDepth, IdleSleep};
 pub use queue::{NotQueued, QueueFull, Timer, TimerId, TimerQueue, TimerSlot};

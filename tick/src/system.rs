@@ -35,6 +35,7 @@ use clocksource::{
     Timekeeper, Watchdog,
 };
 
+use crate::advance::{Advance, TimerAdvance, MAX_SPIN_READS, MAX_TIMER_ADVANCE};
 use crate::broadcast::Broadcast;
 use crate::config::{PeriodicReason, TickConfig, TickMode};
 use crate::queue::{QueueFull, Timer, TimerId, TimerQueue, TimerSlot};
@@ -97,6 +98,10 @@ pub(crate) struct TickCpu<'a, S> {
     /// The wake-up programmed while idle for the max-deferment cap
     /// (`Ktime::MAX` if the wake-up is for something else).
     pub(crate) deferment_wakeup: Ktime,
+    /// What the device was last programmed for (before any advance).
+    pub(crate) target: Ktime,
+    /// Adaptive timer advance.
+    pub(crate) advance: Advance,
     pub(crate) stats: CpuStats,
 }
 
@@ -143,6 +148,10 @@ pub struct CpuInfo {
     pub idle_jiffies: u64,
     /// Timers queued.
     pub timers_queued: usize,
+    /// How early events are programmed now ([`TimerAdvance`]).
+    pub timer_advance: Nanos,
+    /// Time spent spinning from an advanced interrupt to its deadline.
+    pub advance_spun: Nanos,
     /// Counters.
     pub stats: CpuStats,
 }
@@ -197,6 +206,8 @@ where
             in_broadcast: false,
             do_timer_last: false,
             deferment_wakeup: Ktime::MAX,
+            target: Ktime::MAX,
+            advance: Advance::default(),
             stats: CpuStats::default(),
         });
         let mut sys = TickSystem {
@@ -230,6 +241,14 @@ where
     pub fn period(&self) -> Nanos {
         self.period
     }
+    /// Programs high-resolution events early by a fixed or learned delivery
+    /// delay and spins the rest (see [`crate::advance`]). Off by default.
+    pub fn set_timer_advance(&mut self, mode: TimerAdvance) {
+        for c in self.cpus.iter_mut() {
+            c.advance = Advance::new(mode);
+        }
+    }
+
     /// Restricts every CPU's tick device to the device named `name`
     /// (`clockevent=` on a command line). Applies to devices registered
     /// afterwards.
@@ -577,13 +596,18 @@ where
 
     /// Runs `cpu`'s expired timers, bounded by the queue length at entry
     /// (hang protection: a callback re-arming into the past cannot loop).
-    fn run_timers(&mut self, cpu: usize, now: Ktime, run: &mut dyn FnMut(usize, Timer) -> Rearm) {
+    fn run_timers(
+        &mut self,
+        cpu: usize,
+        now: Ktime,
+        run: &mut dyn FnMut(usize, Timer, Ktime) -> Rearm,
+    ) {
         let c = &mut self.cpus[cpu];
         let budget = c.timers.len() + 1;
         let mut n = 0;
         while let Some(t) = c.timers.pop_expired(now) {
             c.stats.timers_fired += 1;
-            if let Rearm::At(at) = run(cpu, t) {
+            if let Rearm::At(at) = run(cpu, t, now) {
                 if c.timers.add(at, t.data).is_err() {
                     log::warn!("tick: cpu{cpu}: timer queue full, re-arm dropped");
                 }
@@ -600,12 +624,13 @@ where
 
     /// Handles an interrupt of device `dev` taken on `cpu`. Returns the CPUs
     /// the caller must send a tick IPI to (broadcast), which then call
-    /// [`TickSystem::ipi`]. `run` is called for every expired timer.
+    /// [`TickSystem::ipi`]. `run` is called for every expired timer, with
+    /// the monotonic time it was found expired at (≥ its expiry).
     pub fn interrupt(
         &mut self,
         dev: DeviceId,
         cpu: usize,
-        run: &mut dyn FnMut(usize, Timer) -> Rearm,
+        run: &mut dyn FnMut(usize, Timer, Ktime) -> Rearm,
     ) -> CpuMask {
         match self.devices.owner(dev) {
             Some(Owner::Cpu(c)) if c == cpu => {
@@ -623,7 +648,7 @@ where
     }
 
     /// Handles a tick IPI sent on behalf of the broadcast device.
-    pub fn ipi(&mut self, cpu: usize, run: &mut dyn FnMut(usize, Timer) -> Rearm) {
+    pub fn ipi(&mut self, cpu: usize, run: &mut dyn FnMut(usize, Timer, Ktime) -> Rearm) {
         if cpu < CPUS {
             self.cpu_event(cpu, run);
         }
@@ -631,7 +656,7 @@ where
 
     /// The per-CPU event handler (Linux `tick_handle_periodic`,
     /// `tick_nohz_lowres_handler`, `hrtimer_interrupt`).
-    fn cpu_event(&mut self, cpu: usize, run: &mut dyn FnMut(usize, Timer) -> Rearm) {
+    fn cpu_event(&mut self, cpu: usize, run: &mut dyn FnMut(usize, Timer, Ktime) -> Rearm) {
         let now = self.now();
         let resolution = self
             .tk
@@ -651,7 +676,12 @@ where
                 && !c.in_broadcast
                 && expected.saturating_since(now) > ev.min_delta();
             ev.event_handled();
+            if !expected.is_never() && now >= expected {
+                c.advance.observe(now.saturating_since(expected));
+            }
         }
+        let now = self.spin_to_target(cpu, now);
+        let c = &mut self.cpus[cpu];
         // The clocksource reads up to one of its cycles behind the device
         // (a PIT-derived clock quantises to 838 ns): allow that much.
         if c.tick_stopped && now.saturating_add(resolution) >= c.deferment_wakeup {
@@ -744,16 +774,53 @@ where
         let Some((_, ev)) = c.dev.as_mut() else {
             return;
         };
-        if ev.next_event() == next && ev.state() == DeviceState::Oneshot {
+        if c.target == next && !ev.next_event().is_never() && ev.state() == DeviceState::Oneshot {
             return; // unchanged: skip the register write (Linux does too)
         }
-        match ev.program_event(next, now, Expired::Force) {
+        let lead = if c.mode.is_highres() {
+            c.advance.lead()
+        } else {
+            Nanos::ZERO
+        };
+        let fire_at = if next.is_never() {
+            next
+        } else {
+            next.saturating_sub(lead).max(now)
+        };
+        c.target = next;
+        match ev.program_event(fire_at, now, Expired::Force) {
             Ok(_) => {}
             Err(ProgramError::GaveUp) | Err(ProgramError::Device(_)) | Err(_) => {
                 c.stats.program_failures += 1;
                 log::error!("tick: cpu{cpu}: cannot program {} for {next}", ev.name());
             }
         }
+    }
+
+    /// With a timer advance, the device fired up to the lead before its
+    /// target: spin on the clocksource until the target (bounded by
+    /// [`MAX_SPIN_READS`]), so the handler runs at the deadline, never
+    /// before. Returns the time after the spin.
+    fn spin_to_target(&mut self, cpu: usize, now: Ktime) -> Ktime {
+        let c = &self.cpus[cpu];
+        if c.advance.lead() == Nanos::ZERO || c.target.is_never() || now >= c.target {
+            return now;
+        }
+        if c.target.saturating_since(now) > MAX_TIMER_ADVANCE {
+            return now; // not an advanced event (e.g. the device's max delta)
+        }
+        let target = c.target;
+        let mut t = now;
+        for _ in 0..MAX_SPIN_READS {
+            core::hint::spin_loop();
+            t = self.tk.monotonic();
+            if t >= target {
+                break;
+            }
+        }
+        let c = &mut self.cpus[cpu];
+        c.advance.spun = c.advance.spun.saturating_add(t.saturating_since(now));
+        t
     }
 
     // ----- reporting -------------------------------------------------------
@@ -771,6 +838,8 @@ where
             idle_time: c.idle_time,
             idle_jiffies: c.idle_jiffies,
             timers_queued: c.timers.len(),
+            timer_advance: c.advance.lead(),
+            advance_spun: c.advance.spun,
             stats: c.stats,
         })
     }
