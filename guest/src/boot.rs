@@ -12,7 +12,7 @@
 //! ```text
 //!  pvh_start32 (.code32)                         pvh_start64 (.code64)
 //!   zero .bss (page tables, stack)                 data segments = 0x10
-//!   PML4[0] → PDPT[0..4] → 4 PDs                    rsp = top of 64 KiB stack
+//!   PML4[0] → PDPT[0..4] → 4 PDs                    rsp = top of 1 MiB stack
 //!   2048 × 2 MiB pages, phys == virt, 0–4 GiB       edi = ebx (start_info)
 //!   3–4 GiB (MMIO: IOAPIC, HPET, LAPIC): PCD|PWT    call kmain → never returns
 //!   CR4.PAE, CR3, EFER.LME, CR0.PG|WP
@@ -38,7 +38,11 @@ use core::fmt;
 use crate::pvh::{self, PhysAddr, StartInfo, StartInfoError};
 
 /// Bytes of the boot stack (in `.bss`).
-pub const STACK_SIZE: usize = 64 * 1024;
+/// 1 MiB: the kernel state (the tick system with its timer storage inline,
+/// and the test recorder: ~92 KiB) is built on the stack and moved into its
+/// static, a few copies deep; the tests keep fixed arrays there too.
+/// [`stack_high_water`] reports the deepest use (the boot log prints it).
+pub const STACK_SIZE: usize = 1024 * 1024;
 
 global_asm!(
     r#"
@@ -175,6 +179,25 @@ boot_stack_top:
     stack_size = const STACK_SIZE,
     options(att_syntax)
 );
+
+extern "C" {
+    static boot_stack_bottom: u8;
+}
+
+/// The most bytes of the boot stack ever used: the stack starts zeroed
+/// (it is in `.bss`) and grows down, so the lowest non-zero byte marks the
+/// deepest point reached (a conservative estimate: a frame that wrote only
+/// zeros is not seen).
+pub fn stack_high_water() -> usize {
+    let bottom = core::ptr::addr_of!(boot_stack_bottom);
+    let untouched = (0..STACK_SIZE)
+        // SAFETY: `bottom .. bottom + STACK_SIZE` is the boot stack, mapped
+        // and readable; bytes below the current stack pointer are not in
+        // use, and reading a byte has no side effect.
+        .take_while(|&i| unsafe { bottom.add(i).read_volatile() } == 0)
+        .count();
+    STACK_SIZE - untouched
+}
 
 /// The longest command line kept; a longer one is cut (and reported).
 pub const CMDLINE_MAX: usize = 2048;

@@ -13,7 +13,7 @@
 //! | `hpet=` | `disable` | do not use the HPET at all |
 //! | `lapic=` | `notimer` | do not use the local APIC timer |
 //! | `hz=` | `100`, `250`, `1000` | periodic tick rate |
-//! | `test=` | a name | the in-guest test to run |
+//! | `test=` | names, comma-separated | the in-guest tests to run, in order |
 //! | `timer_advance=` | `auto`, `off`, nanoseconds | early programming of the deadline |
 //!
 //! Nothing here can fail: an unknown option, a missing or bad value is
@@ -210,7 +210,7 @@ fn apply<'a>(options: &mut Options<'a>, word: &'a str) -> Result<(), Problem> {
     match key {
         "clocksource" => options.clocksource = Some(name(value)?),
         "clockevent" => options.clockevent = Some(name(value)?),
-        "test" => options.test = Some(name(value)?),
+        "test" => options.test = Some(test_list(value)?),
         "nohz" => options.nohz = Some(on_off(value)?),
         "highres" => options.highres = Some(on_off(value)?),
         "hpet" => options.hpet_disabled = exactly(value, "disable")?,
@@ -246,6 +246,24 @@ fn name(value: &str) -> Result<&str, Problem> {
         Err(Problem::BadValue {
             expected: "a name of letters, digits, `_`, `-`, `.`",
         })
+    }
+}
+
+/// `test=`: one or more names separated by commas, none empty.
+fn test_list(value: &str) -> Result<&str, Problem> {
+    if value.split(',').all(|n| !n.is_empty() && name(n).is_ok()) {
+        Ok(value)
+    } else {
+        Err(Problem::BadValue {
+            expected: "test names separated by `,`",
+        })
+    }
+}
+
+impl<'a> Options<'a> {
+    /// The test names of `test=`, in order (none if not given).
+    pub fn tests(&self) -> impl Iterator<Item = &'a str> {
+        self.test.into_iter().flat_map(|t| t.split(','))
     }
 }
 
@@ -392,6 +410,17 @@ mod tests {
         let p = parse(line);
         assert_eq!(p.options.to_string(), line);
         assert_eq!(parse(&p.options.to_string()).options, p.options);
+    }
+
+    #[test]
+    fn test_takes_a_comma_list() {
+        let p = parse("test=periodic,nohz");
+        assert!(p.warnings.is_empty());
+        assert_eq!(p.options.tests().collect::<Vec<_>>(), ["periodic", "nohz"]);
+        assert_eq!(parse("").options.tests().count(), 0);
+        for bad in ["test=a,,b", "test=,a", "test=a,"] {
+            assert_eq!(parse(bad).options.test, None, "{bad}");
+        }
     }
 
     #[test]

@@ -2,48 +2,72 @@
 //!
 //! A minimal x86_64 kernel booted by `qemu-system-x86_64 -kernel guest.elf`
 //! through the PVH entry (the Xen `PHYS32_ENTRY` ELF note, as Linux's
-//! `arch/x86/platform/pvh/head.S` uses it). It brings up just enough of the
-//! machine for the timer subsystem: long mode with the first 4 GiB
-//! identity-mapped, a serial console, an IDT whose vectors 32–255 dispatch to
-//! registered handlers, the legacy PIC masked, and a way to end the run with a
-//! pass/fail status.
+//! `arch/x86/platform/pvh/head.S` uses it), embedding the whole timer
+//! subsystem — clocksources, clock-event devices, the tick layer — on the
+//! hardware QEMU or KVM emulates, found through the firmware's ACPI tables.
 //!
 //! ```text
 //!   QEMU PVH loader ──► boot: pvh_start32 (32-bit, paging off, %ebx = start_info)
-//!                         │  zero .bss, page tables (2 MiB pages, 0–4 GiB),
+//!                         │  zero .bss, page tables (2 MiB pages, 0–4 GiB, MMIO uncached),
 //!                         │  PAE + EFER.LME + PG, GDT, far jump
 //!                         ▼
-//!                       pvh_start64 ──► kmain(start_info)         (src/main.rs)
-//!                                         │ serial + log, boot info (pvh, cmdline)
-//!                                         │ idt::init, pic::remap_and_mask, sti
-//!                                         ▼
-//!   interrupt ──► idt stub (vector, error code) ──► interrupts::dispatch
-//!                   0–31: exceptions (#BP returns, others report and fail)
-//!                   32–254: registered `fn(u8)` handlers; 255: spurious
-//!                                         │
-//!                                         ▼
+//!                       pvh_start64 ──► kmain(start_info)               (src/main.rs)
+//!                         │ serial + log, boot info (pvh, cmdline), IDT, PIC masked
+//!                         │ firmware::discover      ACPI: MADT, HPET, FADT
+//!                         │ sources::bring_up        local APIC, I/O APIC, clocksources,
+//!                         │                          event devices, TickSystem (kernel::Kernel)
+//!                         │ table::print             the boot table, CONFIG line
+//!                         ▼
+//!                       test=… → suite (RESULT lines) │ no test → suite::demo
+//!                         ▼
 //!                       exit: isa-debug-exit port 0xf4 (0x10 pass, 0x11 fail)
+//!
+//!   interrupt ──► idt stub ──► interrupts::dispatch ──► kernel::{lapic_timer,irq0}_interrupt
+//!                                                         └► TickSystem::interrupt, EOI
 //! ```
 //!
-//! The pure modules ([`cmdline`], [`pvh`] parsing, [`exit`] codes) build and
-//! are unit-tested on the host; the modules that touch the machine exist only
-//! for `target_os = "none"`.
+//! The pure modules ([`cmdline`], [`pvh`] parsing, [`exit`] codes,
+//! [`result`] lines, [`ioapic`] register encoding, [`expect`] arithmetic)
+//! build and are unit-tested on the host (`xtask` uses [`result`] and
+//! [`exit`]); the modules that touch the machine exist only for
+//! `target_os = "none"`.
+//!
+//! Cargo features select the time sources (`hpet`, `lapic`, `pit`, `tsc`)
+//! and each one's tickless capability (`hpet-nohz`, `lapic-nohz`,
+//! `lapic-deadline`, `pit-nohz`); see README.md, "The guest kernel".
 
 #![cfg_attr(not(test), no_std)]
 
 pub mod cmdline;
 pub mod exit;
+pub mod expect;
+pub mod ioapic;
 pub mod pvh;
+pub mod result;
 
+#[cfg(target_os = "none")]
+pub mod acpi_pm;
+#[cfg(target_os = "none")]
+pub mod apic;
 #[cfg(target_os = "none")]
 pub mod boot;
 #[cfg(target_os = "none")]
 pub mod cpu;
 #[cfg(target_os = "none")]
+pub mod firmware;
+#[cfg(target_os = "none")]
 pub mod idt;
 #[cfg(target_os = "none")]
 pub mod interrupts;
 #[cfg(target_os = "none")]
+pub mod kernel;
+#[cfg(target_os = "none")]
 pub mod pic;
 #[cfg(target_os = "none")]
 pub mod serial;
+#[cfg(target_os = "none")]
+pub mod sources;
+#[cfg(target_os = "none")]
+pub mod suite;
+#[cfg(target_os = "none")]
+pub mod table;

@@ -7,10 +7,14 @@
 //!
 //! ```text
 //!  kmain: serial + log → boot info (start info, command line, RSDP)
-//!         → IDT, PIC remapped and masked, sti
+//!         → IDT, PIC remapped and masked
 //!         → interrupt self-test: int3 returns; `int 0x40` reaches a
 //!           registered handler (skipped under KVM, see below)
-//!         → test=<name> → exit (pass / fail)
+//!         → test=harness-* → end the run that way (no bring-up)
+//!         → firmware (ACPI) → bring-up with interrupts off → install, sti
+//!         → boot table, CONFIG line
+//!         → test=<names> → each test's RESULT line → exit pass unless one failed
+//!           no test=     → the NO_HZ idle demonstration → exit pass
 //! ```
 //!
 //! `test=harness-pass|harness-panic|harness-page-fault|harness-triple-fault|
@@ -25,7 +29,11 @@ mod kernel {
 
     use guest::cmdline;
     use guest::exit::{exit, ExitCode};
-    use guest::{boot, cpu, idt, interrupts, pic, println, pvh, serial};
+    use guest::result::Verdict;
+    use guest::{
+        boot, cpu, firmware, idt, interrupts, kernel, pic, println, pvh, serial, sources, suite,
+        table,
+    };
     use log::{error, info, warn, LevelFilter};
     use raw_cpuid::Hypervisor;
 
@@ -52,6 +60,16 @@ mod kernel {
             }
         };
         report_boot_info(boot);
+        match cpu::ensure_write_back() {
+            cpu::Mtrrs::Enabled(def) => {
+                info!("MTRRs enabled by firmware (default type {:#x})", def)
+            }
+            cpu::Mtrrs::EnabledHere(old) => warn!(
+                "firmware left the MTRRs disabled (MTRRdefType {old:#x}: all memory uncached); \
+                 enabled them with default type write-back (MMIO stays uncached by PAT)"
+            ),
+            cpu::Mtrrs::Absent => info!("no MTRRs (CPUID.01H:EDX[12] clear)"),
+        }
 
         let parsed = cmdline::parse(boot.cmdline());
         info!("options: {}", parsed.options);
@@ -67,8 +85,7 @@ mod kernel {
 
         idt::init();
         pic::remap_and_mask();
-        cpu::enable_interrupts();
-        info!("IDT loaded, PIC remapped and masked, interrupts enabled");
+        info!("IDT loaded, PIC remapped and masked");
 
         if matches!(cpu::hypervisor(), Some(Hypervisor::KVM)) {
             // Some KVM implementations (PVM, the software KVM of sandboxed
@@ -83,9 +100,98 @@ mod kernel {
             info!("interrupt self-test passed (#BP returned, vector {SELF_TEST_VECTOR:#x} dispatched)");
         }
 
-        if let Some(test) = parsed.options.test {
+        let options = parsed.options;
+        for test in options.tests() {
             harness_check(test);
-            error!("test={test}: no such test");
+        }
+        if options.timer_advance.is_some() {
+            warn!("cmdline: timer_advance= is not implemented yet; ignored");
+        }
+
+        let platform = firmware::discover(boot.rsdp);
+        let brought_up = cpu::without_interrupts(|| sources::bring_up(&platform, &options));
+        let inventory = match brought_up {
+            Ok((k, inv)) => {
+                kernel::install(k);
+                inv
+            }
+            Err(e) => {
+                error!("bring-up failed: {e}");
+                exit(ExitCode::Fail);
+            }
+        };
+        cpu::enable_interrupts();
+        info!(
+            "boot stack: {} KiB of {} KiB used (high-water mark)",
+            boot::stack_high_water().div_ceil(1024),
+            boot::STACK_SIZE / 1024
+        );
+        let accel = suite::Accel::detect();
+        kernel::with(|k| {
+            table::print(k, &inventory, &platform, &options, accel);
+            table::print_config(k, &inventory, accel);
+        });
+        if kernel::early_interrupts() > 0 {
+            warn!(
+                "{} timer interrupts arrived before the kernel was installed (dropped)",
+                kernel::early_interrupts()
+            );
+        }
+
+        let (speed, spent) = suite::Speed::measure();
+        info!("instruction speed: {speed:?} (200k multiply-adds in {spent})");
+        let ctx = suite::Ctx {
+            inv: &inventory,
+            opts: &options,
+            platform: &platform,
+            accel,
+            tight: accel == suite::Accel::Kvm && speed == suite::Speed::Fast,
+        };
+        if let (Some((_, false)), Some(wanted)) = (inventory.clockevent, options.clockevent) {
+            // The configuration asked for a tick device that is not here:
+            // every test of this boot would measure another one.
+            let mut failed = 0;
+            for name in options.tests() {
+                let names: &[&str] = if name == "all" { &suite::ALL } else { &[name] };
+                for n in names {
+                    failed += 1;
+                    suite::cannot_run(
+                        n,
+                        Verdict::Fail,
+                        format_args!("clockevent={wanted} requested, no such device here"),
+                    );
+                }
+            }
+            if failed > 0 {
+                exit(ExitCode::Fail);
+            }
+        }
+        if options.test.is_some() {
+            let mut failed = 0;
+            let mut ran = 0;
+            for name in options.tests() {
+                let names: &[&str] = if name == "all" { &suite::ALL } else { &[name] };
+                for n in names {
+                    ran += 1;
+                    match suite::run(n, &ctx) {
+                        Some(Verdict::Fail) => failed += 1,
+                        Some(_) => {}
+                        None => {
+                            error!("test={n}: no such test");
+                            failed += 1;
+                        }
+                    }
+                }
+            }
+            println!("tests: {ran} run, {failed} failed");
+            exit(if failed == 0 {
+                ExitCode::Pass
+            } else {
+                ExitCode::Fail
+            });
+        }
+        if !suite::demo::run() {
+            error!("no tick device: the NO_HZ demonstration cannot run");
             exit(ExitCode::Fail);
         }
         println!("boot: ok");

@@ -11,16 +11,27 @@ usage: cargo xtask <command> [options]
 
 commands:
   build [--features F]...
-      build the guest kernel (x86_64-unknown-none, release) and print its path
+      build the guest kernel (x86_64-unknown-none, release) and print its path;
+      --features replaces the default set (all sources) with exactly F
   run [--accel tcg|kvm|auto] [--machine pc|q35] [--cpu MODEL] [--features F]...
       [--timeout SECS] [-- CMDLINE...]
-      build, then boot the guest in QEMU; exits 0 only if the guest reports pass
+      build, then boot the guest in QEMU; exits 0 only if the guest reports pass.
+      Without test= on CMDLINE the guest prints its boot table and the NO_HZ
+      idle demonstration.
+  test [--accel tcg|kvm|auto|both] [--machine pc|q35|both] [--source hpet|lapic|pit|tsc|all]
+      [--fast] [--features F]... [--timeout SECS] [--verbose]
+      build, then run the in-guest suite for every source configuration and
+      print the table (configuration x test); exits non-zero on any failure.
+      TCG always; KVM too when a probe boot passes (else \"KVM unusable here\").
+      --fast drops the nohz=off and per-clocksource rows.
   help
       this text
 
-defaults: --accel auto (KVM if /dev/kvm opens read-write, else TCG),
-          --machine pc, --cpu max (TCG) / host,-arch-capabilities (KVM),
-          --timeout 30";
+defaults: run:  --accel auto (KVM if /dev/kvm opens read-write, else TCG),
+                --machine pc, --cpu max (TCG) / host,-arch-capabilities (KVM),
+                --timeout 30
+          test: --accel auto (TCG, and KVM if usable), --machine both,
+                --source all, --timeout 120 per boot (300 under KVM)";
 
 /// Default wall-clock limit of one QEMU run.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
@@ -60,6 +71,27 @@ pub struct RunArgs {
     pub cmdline: Vec<String>,
 }
 
+/// Options of `test`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TestArgs {
+    /// What to build.
+    pub build: BuildArgs,
+    /// Accelerators: TCG always; KVM per `--accel`.
+    pub accel: AccelChoice,
+    /// Also KVM when usable (`auto`, `both`); KVM only (`kvm`).
+    pub tcg: bool,
+    /// Machine types.
+    pub machines: Vec<Machine>,
+    /// `--source`, `None` for all.
+    pub source: Option<crate::matrix::Source>,
+    /// `--fast`.
+    pub fast: bool,
+    /// Per-boot wall-clock limit, if given.
+    pub timeout: Option<Duration>,
+    /// Echo every boot's serial output.
+    pub verbose: bool,
+}
+
 /// A parsed `cargo xtask` invocation.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Command {
@@ -67,6 +99,8 @@ pub enum Command {
     Build(BuildArgs),
     /// `run`.
     Run(RunArgs),
+    /// `test`.
+    Test(TestArgs),
     /// `help`, `-h`, `--help`, or nothing.
     Help,
 }
@@ -107,6 +141,7 @@ where
         "help" | "-h" | "--help" => return Ok(Command::Help),
         "build" => false,
         "run" => true,
+        "test" => return parse_test(args),
         other => return err(format!("unknown command `{other}`")),
     };
     while let Some(arg) = args.next() {
@@ -162,6 +197,71 @@ where
     } else {
         Command::Build(run.build)
     })
+}
+
+/// Parses the options of `test`.
+fn parse_test<I: Iterator<Item = String>>(mut args: I) -> Result<Command, UsageError> {
+    let mut t = TestArgs {
+        build: BuildArgs::default(),
+        accel: AccelChoice::Auto,
+        tcg: true,
+        machines: vec![Machine::Pc, Machine::Q35],
+        source: None,
+        fast: false,
+        timeout: None,
+        verbose: false,
+    };
+    while let Some(arg) = args.next() {
+        let (flag, inline) = match arg.split_once('=') {
+            Some((f, v)) if f.starts_with("--") => (f.to_string(), Some(v.to_string())),
+            _ => (arg.clone(), None),
+        };
+        let mut value = |name: &str| -> Result<String, UsageError> {
+            match inline.clone().or_else(|| args.next()) {
+                Some(v) if !v.is_empty() => Ok(v),
+                _ => err(format!("`{name}` needs a value")),
+            }
+        };
+        match flag.as_str() {
+            "--features" | "-F" => t.build.features.push(value(&flag)?),
+            "--accel" => {
+                (t.accel, t.tcg) = match value(&flag)?.as_str() {
+                    "tcg" => (AccelChoice::Tcg, true),
+                    "kvm" => (AccelChoice::Kvm, false),
+                    "auto" | "both" => (AccelChoice::Auto, true),
+                    other => {
+                        return err(format!(
+                            "`--accel {other}`: expected tcg, kvm, auto or both"
+                        ))
+                    }
+                }
+            }
+            "--machine" | "-M" => {
+                t.machines = match value(&flag)?.as_str() {
+                    "pc" => vec![Machine::Pc],
+                    "q35" => vec![Machine::Q35],
+                    "both" => vec![Machine::Pc, Machine::Q35],
+                    other => return err(format!("`--machine {other}`: expected pc, q35 or both")),
+                }
+            }
+            "--source" => {
+                t.source = crate::matrix::Source::parse(&value(&flag)?).map_err(UsageError)?
+            }
+            "--fast" => t.fast = true,
+            "--verbose" | "-v" => t.verbose = true,
+            "--timeout" => {
+                let v = value(&flag)?;
+                t.timeout = match v.parse::<f64>() {
+                    Ok(s) if s.is_finite() && s > 0.0 && s <= 86_400.0 => {
+                        Some(Duration::from_secs_f64(s))
+                    }
+                    _ => return err(format!("`--timeout {v}`: expected seconds, > 0")),
+                }
+            }
+            _ => return err(format!("unknown option `{arg}` for `test`")),
+        }
+    }
+    Ok(Command::Test(t))
 }
 
 #[cfg(test)]
@@ -244,6 +344,41 @@ mod tests {
         );
         assert!(parse(&["build", "--accel", "tcg"]).is_err());
         assert!(parse(&["build", "--", "nohz=on"]).is_err());
+    }
+
+    #[test]
+    fn test_defaults_and_options() {
+        let Ok(Command::Test(t)) = parse(&["test"]) else {
+            panic!()
+        };
+        assert_eq!((t.accel, t.tcg, t.fast), (AccelChoice::Auto, true, false));
+        assert_eq!(t.machines, [Machine::Pc, Machine::Q35]);
+        assert_eq!(t.source, None);
+        let Ok(Command::Test(t)) = parse(&[
+            "test",
+            "--accel",
+            "kvm",
+            "--machine=q35",
+            "--source",
+            "hpet",
+            "--fast",
+            "-F",
+            "hpet",
+        ]) else {
+            panic!()
+        };
+        assert_eq!((t.accel, t.tcg, t.fast), (AccelChoice::Kvm, false, true));
+        assert_eq!(t.machines, [Machine::Q35]);
+        assert_eq!(t.source, Some(crate::matrix::Source::Hpet));
+        assert_eq!(t.build.features, ["hpet"]);
+        for bad in [
+            &["test", "--source", "rtc"][..],
+            &["test", "--machine", "virt"],
+            &["test", "--accel", "xen"],
+            &["test", "--", "x"],
+        ] {
+            assert!(parse(bad).is_err(), "{bad:?}");
+        }
     }
 
     #[test]

@@ -19,7 +19,10 @@ pub fn workspace_root() -> PathBuf {
     manifest_dir.parent().unwrap_or(manifest_dir).to_path_buf()
 }
 
-/// The cargo arguments that build the guest with `features`.
+/// The cargo arguments that build the guest with `features`: the default
+/// set when none are given, else exactly those (`--no-default-features`:
+/// a per-source build such as `--features hpet-nohz` must not bring the
+/// other sources with it; `--features default` asks for all).
 pub fn cargo_args(features: &[String]) -> Vec<String> {
     let mut args = vec![
         "build".to_string(),
@@ -33,6 +36,7 @@ pub fn cargo_args(features: &[String]) -> Vec<String> {
         GUEST_PROFILE.into(),
     ];
     if !features.is_empty() {
+        args.push("--no-default-features".into());
         args.push("--features".into());
         args.push(features.join(","));
     }
@@ -84,7 +88,10 @@ mod tests {
     #[test]
     fn features_are_joined_into_one_flag() {
         let args = cargo_args(&["hpet,lapic".into(), "pit".into()]);
-        assert_eq!(&args[args.len() - 2..], ["--features", "hpet,lapic,pit"]);
+        assert_eq!(
+            &args[args.len() - 3..],
+            ["--no-default-features", "--features", "hpet,lapic,pit"]
+        );
         assert!(!cargo_args(&[]).contains(&"--features".to_string()));
     }
 

@@ -1,7 +1,9 @@
 //! # xtask — host-side tasks for the dynticks guest kernel
 //!
 //! `cargo xtask build` builds the guest ELF; `cargo xtask run` builds it
-//! and boots it in QEMU, exiting 0 only when the guest reports a pass.
+//! and boots it in QEMU, exiting 0 only when the guest reports a pass;
+//! `cargo xtask test` runs the in-guest suite over every source
+//! configuration ([`matrix`]) and prints the table ([`runner`]).
 //! (`cargo xtask` is an alias in `.cargo/config.toml`.)
 //!
 //! A run is [`qemu::run_qemu`]`(&RunSpec) -> Result<RunOutcome>`: the
@@ -14,7 +16,9 @@ use std::process::ExitCode;
 
 mod cli;
 mod guest_build;
+mod matrix;
 mod qemu;
+mod runner;
 
 use cli::{AccelChoice, Command, RunArgs};
 use qemu::{Accel, RunSpec};
@@ -68,6 +72,13 @@ fn main() -> ExitCode {
             true
         }),
         Command::Run(args) => run(&args),
+        Command::Test(args) => {
+            if qemu_installed() {
+                runner::test(&args)
+            } else {
+                Err(Error::QemuMissing)
+            }
+        }
     };
     match result {
         Ok(true) => ExitCode::SUCCESS,

@@ -1,0 +1,482 @@
+//! The embedding: one [`TickSystem`] for the one CPU, behind a spin lock in
+//! a static, its interrupt handlers, and the idle loop.
+//!
+//! ```text
+//!   KERNEL: spin::Mutex<Option<Kernel>>     touched only with interrupts off
+//!     Kernel { tick: TickSystem<'static, [TimerSlot; TIMERS], 1>, irq0, lapic }
+//!   REC, IRQ_LOG: spin::Mutex<…>            what the tests read (taken after KERNEL)
+//!
+//!   LAPIC timer (vector 0xEC) ─┐
+//!   IRQ0 → I/O APIC (HPET      ├─► lock ─► tick.interrupt(dev, 0, run) ─► unlock ─► EOI
+//!     legacy or PIT)          ─┘            run(timer): REC ← (data, expiry, now)
+//!                                           IRQ_LOG ← (now, programmed expiry, what it did)
+//!
+//!   idle_until(done):   cli; idle_enter
+//!                       loop { done? break ; idle_sleep(0, Shallow) ; unlock
+//!                              sti;hlt  (cpu::idle: atomic)  ── handler runs ──
+//!                              cli; idle_wake }
+//!                       idle_exit; sti
+//! ```
+//!
+//! Handlers run with interrupts disabled (interrupt gates), and every other
+//! user of the lock disables them first ([`with`]), so the lock is never
+//! contended on this single CPU and an interrupt can never find it held.
+//! Nothing here allocates (there is no allocator): the timer storage and the
+//! recorder are fixed arrays inside the static.
+
+use core::sync::atomic::{AtomicU64, Ordering};
+
+use clockevents::DeviceId;
+use clocksource::{ClockSource, Cycles, CyclesToNs, Ktime, Nanos};
+use tick::{IdleDepth, Rearm, TickMode, TickSystem, Timer, TimerSlot};
+
+use crate::{apic, cpu};
+
+/// Timer slots of the CPU (the one-shot test queues 1000 at once).
+pub const TIMERS: usize = 1280;
+/// Timer runs the recorder keeps.
+pub const RECORDS: usize = 1100;
+/// Interrupts the interrupt log keeps (2 s of a 1000 Hz tick, and some).
+pub const IRQ_LOG_LEN: usize = 2200;
+
+/// The tick system of this kernel: one CPU.
+pub type Tick = TickSystem<'static, [TimerSlot; TIMERS], 1>;
+
+/// One timer run as the interrupt path saw it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Fire {
+    /// The timer's data.
+    pub data: u64,
+    /// Its expiry.
+    pub expires: Ktime,
+    /// Monotonic time when its callback ran (read from the clocksource in
+    /// the callback, [`ClockProbe`]).
+    pub at: Ktime,
+}
+
+/// Timer runs, in the order they happened.
+pub struct Recorder {
+    fires: [Fire; RECORDS],
+    n: usize,
+    lost: u64,
+}
+
+impl Recorder {
+    /// An empty recorder.
+    pub const fn new() -> Self {
+        Recorder {
+            fires: [Fire {
+                data: 0,
+                expires: Ktime::ZERO,
+                at: Ktime::ZERO,
+            }; RECORDS],
+            n: 0,
+            lost: 0,
+        }
+    }
+
+    fn record(&mut self, f: Fire) {
+        match self.fires.get_mut(self.n) {
+            Some(slot) => {
+                *slot = f;
+                self.n += 1;
+            }
+            None => self.lost += 1,
+        }
+    }
+
+    /// Forgets everything recorded.
+    pub fn clear(&mut self) {
+        self.n = 0;
+        self.lost = 0;
+    }
+
+    /// The runs recorded.
+    pub fn fires(&self) -> &[Fire] {
+        &self.fires[..self.n]
+    }
+
+    /// Runs that did not fit.
+    pub fn lost(&self) -> u64 {
+        self.lost
+    }
+
+    /// Whether a run of a timer with `data` was recorded.
+    pub fn has(&self, data: u64) -> bool {
+        self.fires().iter().any(|f| f.data == data)
+    }
+}
+
+impl Default for Recorder {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Which device raises IRQ0 (HPET comparator 0 in legacy replacement mode,
+/// or PIT counter 0), and how it is acknowledged.
+#[derive(Clone, Copy)]
+pub struct Irq0 {
+    /// The device.
+    pub dev: DeviceId,
+    /// Its name.
+    pub name: &'static str,
+    /// Called before EOI (HPET level mode needs it; edge: nothing).
+    pub ack: fn(),
+}
+
+/// Interrupts taken per source, for the demo and the tests.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct IrqCounts {
+    /// LAPIC timer interrupts.
+    pub lapic: u64,
+    /// IRQ0 interrupts (HPET or PIT).
+    pub irq0: u64,
+}
+
+impl IrqCounts {
+    /// All timer interrupts.
+    pub fn total(&self) -> u64 {
+        self.lapic + self.irq0
+    }
+}
+
+/// Everything the interrupt path and the tests share.
+pub struct Kernel {
+    /// The tick layer.
+    pub tick: Tick,
+    /// The IRQ0 device, if one is registered.
+    pub irq0: Option<Irq0>,
+    /// The LAPIC timer device, if registered.
+    pub lapic: Option<DeviceId>,
+    /// Interrupts taken.
+    pub counts: IrqCounts,
+}
+
+impl Kernel {
+    /// A kernel around a tick system whose devices are registered.
+    pub fn new(tick: Tick, irq0: Option<Irq0>, lapic: Option<DeviceId>) -> Self {
+        Kernel {
+            tick,
+            irq0,
+            lapic,
+            counts: IrqCounts::default(),
+        }
+    }
+
+    /// The device interrupt path: the tick layer's handler, with every
+    /// expired timer's run recorded, and the interrupt logged when the log
+    /// is on.
+    fn device_interrupt(&mut self, dev: DeviceId) {
+        let tick = &mut self.tick;
+        let probe = ClockProbe::new(tick);
+        let programmed = tick.programmed_event(0);
+        let before = tick.cpu_info(0).map(|i| (i.stats, i.tick_stopped));
+        let mut rec = REC.lock();
+        let mut run = |_cpu: usize, t: Timer, _now: Ktime| {
+            rec.record(Fire {
+                data: t.data,
+                expires: t.expires,
+                at: probe.now(),
+            });
+            Rearm::No
+        };
+        let ipis = tick.interrupt(dev, 0, &mut run);
+        if ipis.contains(0) {
+            // Broadcast on behalf of this very CPU: no IPI to send to
+            // ourselves, run the local handler (Linux does the same).
+            tick.ipi(0, &mut run);
+        }
+        let mut log = IRQ_LOG.lock();
+        if log.on {
+            let after = tick.cpu_info(0).map(|i| i.stats).unwrap_or_default();
+            let (b, stopped) = before.unwrap_or_default();
+            log.push(IrqRecord {
+                at: probe.base,
+                programmed,
+                stopped,
+                ticks: (after.ticks - b.ticks) as u32,
+                deferment: (after.max_deferment_wakeups - b.max_deferment_wakeups) as u32,
+                timers: (after.timers_fired - b.timers_fired) as u32,
+            });
+        }
+    }
+
+    /// Whether the CPU has a tick device (else waiting must not halt).
+    pub fn has_tick_device(&self) -> bool {
+        self.tick.mode(0) != TickMode::NoDevice
+    }
+}
+
+/// Monotonic time read in a timer callback, while the tick system is
+/// borrowed by its own interrupt handler: the timekeeper's time at the
+/// handler's start plus the clocksource's cycles since, converted with the
+/// timekeeper's own factor.
+///
+/// The base is taken as `now` first and the counter second, so the probe
+/// can only read *earlier* than the timekeeper would (by the few ns between
+/// the two reads): a "not early" verdict from it is conservative.
+pub struct ClockProbe {
+    cs: &'static dyn ClockSource,
+    conv: CyclesToNs,
+    /// The timekeeper's time when the probe was made.
+    pub base: Ktime,
+    cycles: Cycles,
+}
+
+impl ClockProbe {
+    /// A probe on `tick`'s current clocksource.
+    pub fn new(tick: &Tick) -> Self {
+        let tk = tick.timekeeper();
+        let base = tk.monotonic();
+        let cs = tk.clocksource();
+        ClockProbe {
+            cs,
+            conv: tk.params().conv,
+            base,
+            cycles: cs.read(),
+        }
+    }
+
+    /// Monotonic time now.
+    pub fn now(&self) -> Ktime {
+        let d = self.cs.read().wrapping_delta(self.cycles, self.cs.mask());
+        self.base.saturating_add(self.conv.cycles_to_ns(d))
+    }
+}
+
+/// One interrupt as the interrupt path saw it, before and after the tick
+/// layer handled it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IrqRecord {
+    /// Monotonic time at entry.
+    pub at: Ktime,
+    /// What the CPU's device was programmed for (`Ktime::MAX` in periodic
+    /// mode): the event this interrupt is for.
+    pub programmed: Ktime,
+    /// Whether the tick was stopped at entry.
+    pub stopped: bool,
+    /// Ticks it did (0 or 1).
+    pub ticks: u32,
+    /// Max-deferment wake-ups the tick layer counted for it.
+    pub deferment: u32,
+    /// Timers it ran.
+    pub timers: u32,
+}
+
+/// The interrupt log: off, except while a test measures.
+pub struct IrqLog {
+    recs: [IrqRecord; IRQ_LOG_LEN],
+    n: usize,
+    on: bool,
+    dropped: u64,
+}
+
+impl IrqLog {
+    const fn new() -> Self {
+        IrqLog {
+            recs: [IrqRecord {
+                at: Ktime::ZERO,
+                programmed: Ktime::ZERO,
+                stopped: false,
+                ticks: 0,
+                deferment: 0,
+                timers: 0,
+            }; IRQ_LOG_LEN],
+            n: 0,
+            on: false,
+            dropped: 0,
+        }
+    }
+
+    fn push(&mut self, r: IrqRecord) {
+        match self.recs.get_mut(self.n) {
+            Some(slot) => {
+                *slot = r;
+                self.n += 1;
+            }
+            None => self.dropped += 1,
+        }
+    }
+
+    /// Clears the log and turns it on or off.
+    pub fn start(&mut self, on: bool) {
+        self.n = 0;
+        self.dropped = 0;
+        self.on = on;
+    }
+
+    /// Stops logging, keeping what was logged.
+    pub fn stop(&mut self) {
+        self.on = false;
+    }
+
+    /// The interrupts logged.
+    pub fn records(&self) -> &[IrqRecord] {
+        &self.recs[..self.n]
+    }
+
+    /// Interrupts that did not fit.
+    pub fn dropped(&self) -> u64 {
+        self.dropped
+    }
+}
+
+static KERNEL: spin::Mutex<Option<Kernel>> = spin::Mutex::new(None);
+static REC: spin::Mutex<Recorder> = spin::Mutex::new(Recorder::new());
+static IRQ_LOG: spin::Mutex<IrqLog> = spin::Mutex::new(IrqLog::new());
+/// Interrupts that arrived before the kernel was installed.
+static EARLY_INTERRUPTS: AtomicU64 = AtomicU64::new(0);
+
+/// Makes `k` the kernel the interrupt handlers use.
+pub fn install(k: Kernel) {
+    cpu::without_interrupts(|| *KERNEL.lock() = Some(k));
+}
+
+/// Runs `f` on the kernel with interrupts disabled; `None` before
+/// [`install`].
+pub fn with<R>(f: impl FnOnce(&mut Kernel) -> R) -> Option<R> {
+    cpu::without_interrupts(|| KERNEL.lock().as_mut().map(f))
+}
+
+/// Runs `f` on the timer-run recorder, with interrupts disabled.
+pub fn with_rec<R>(f: impl FnOnce(&mut Recorder) -> R) -> R {
+    cpu::without_interrupts(|| f(&mut REC.lock()))
+}
+
+/// Runs `f` on the interrupt log, with interrupts disabled.
+pub fn with_irq_log<R>(f: impl FnOnce(&mut IrqLog) -> R) -> R {
+    cpu::without_interrupts(|| f(&mut IRQ_LOG.lock()))
+}
+
+/// Interrupts that came before the kernel was installed (dropped, EOI'd).
+pub fn early_interrupts() -> u64 {
+    EARLY_INTERRUPTS.load(Ordering::Relaxed)
+}
+
+/// The LAPIC timer's handler (vector [`lapic::LOCAL_TIMER_VECTOR`] in
+/// builds with the `lapic` feature).
+pub fn lapic_timer_interrupt(_vector: u8) {
+    {
+        let mut g = KERNEL.lock();
+        match g.as_mut() {
+            Some(k) => {
+                k.counts.lapic += 1;
+                if let Some(dev) = k.lapic {
+                    k.device_interrupt(dev);
+                }
+            }
+            None => {
+                EARLY_INTERRUPTS.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+    apic::eoi();
+}
+
+/// IRQ0's handler (HPET comparator 0 in legacy mode, or PIT counter 0,
+/// through the I/O APIC).
+pub fn irq0_interrupt(_vector: u8) {
+    {
+        let mut g = KERNEL.lock();
+        match g.as_mut() {
+            Some(k) => {
+                k.counts.irq0 += 1;
+                if let Some(irq0) = k.irq0 {
+                    k.device_interrupt(irq0.dev);
+                    (irq0.ack)();
+                }
+            }
+            None => {
+                EARLY_INTERRUPTS.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+    apic::eoi();
+}
+
+/// Monotonic time now (0 before [`install`]).
+pub fn now() -> Ktime {
+    with(|k| k.tick.now()).unwrap_or(Ktime::ZERO)
+}
+
+/// Waits until monotonic time reaches `deadline` with the CPU *busy* from
+/// the tick layer's point of view: the tick keeps running (no idle entry),
+/// the CPU halts between interrupts. Spins if there is no tick device.
+pub fn wait_until(deadline: Ktime) {
+    loop {
+        cpu::disable_interrupts();
+        let Some((now, device)) = KERNEL
+            .lock()
+            .as_ref()
+            .map(|k| (k.tick.now(), k.has_tick_device()))
+        else {
+            cpu::enable_interrupts();
+            return;
+        };
+        if now >= deadline {
+            cpu::enable_interrupts();
+            return;
+        }
+        if device {
+            cpu::idle();
+        } else {
+            cpu::enable_interrupts();
+            core::hint::spin_loop();
+        }
+    }
+}
+
+/// Halts until the next interrupt (busy from the tick layer's point of
+/// view); returns at once if there is no tick device.
+pub fn halt_once() {
+    cpu::disable_interrupts();
+    let device = KERNEL.lock().as_ref().is_some_and(|k| k.has_tick_device());
+    if device {
+        cpu::idle();
+    } else {
+        cpu::enable_interrupts();
+    }
+}
+
+/// Waits for `d` (see [`wait_until`]).
+pub fn wait(d: Nanos) {
+    wait_until(now().saturating_add(d))
+}
+
+/// Idles the CPU the tick layer's way (NO_HZ where the mode allows) until
+/// `done` says so. Returns at once if there is no kernel or no tick device
+/// (nothing would wake the CPU).
+pub fn idle_until(mut done: impl FnMut(&mut Kernel) -> bool) {
+    cpu::disable_interrupts();
+    {
+        let mut g = KERNEL.lock();
+        let Some(k) = g.as_mut().filter(|k| k.has_tick_device()) else {
+            drop(g);
+            cpu::enable_interrupts();
+            return;
+        };
+        let _ = k.tick.idle_enter(0);
+    }
+    loop {
+        {
+            let mut g = KERNEL.lock();
+            let Some(k) = g.as_mut() else { break };
+            if done(k) {
+                break;
+            }
+            if let Err(e) = k.tick.idle_sleep(0, IdleDepth::Shallow) {
+                log::warn!("idle: idle_sleep refused: {e:?}");
+            }
+        }
+        cpu::idle();
+        cpu::disable_interrupts();
+        if let Some(k) = KERNEL.lock().as_mut() {
+            k.tick.idle_wake(0);
+        }
+    }
+    if let Some(k) = KERNEL.lock().as_mut() {
+        k.tick.idle_exit(0);
+    }
+    cpu::enable_interrupts();
+}

@@ -1,0 +1,877 @@
+//! Bringing up the time sources the firmware describes and the build
+//! includes, and the tick system on top of them.
+//!
+//! ```text
+//!   Platform (ACPI) + Options (command line) + Cargo features
+//!     │
+//!     ├─ local APIC on (apic::init), I/O APICs found and fully masked
+//!     │
+//!     ├─ clocksources ─ hpet      [feature hpet, HPET table, no hpet=disable]: probe
+//!     │                 acpi_pm   [FADT PM_TMR_BLK]: must count
+//!     │                 pit-ch2   [feature pit]: must count
+//!     │                 tsc       [feature tsc]: CPUID rate, else calibrated
+//!     │                           against the reference = hpet > acpi_pm > pit-ch2
+//!     │
+//!     ├─ TickSystem::new(hz/nohz/highres, first clocksource, storage)
+//!     │    clocksource= override, then the other clocksources registered
+//!     │
+//!     └─ event devices ─ lapic     [feature lapic, no lapic=notimer]: rate from
+//!                       │           CPUID or calibrated against the reference;
+//!                       │           TSC-deadline if built, offered and the TSC rate known
+//!                       ├ hpet      [feature hpet, not clockevent=pit]: comparator 0,
+//!                       │           LegacyReplacement → IRQ0
+//!                       └ pit       [feature pit, no HPET event device]: counter 0 → IRQ0
+//!                       IRQ0's GSI from the MADT override, programmed in the I/O APIC;
+//!                       registered with the clockevent= device first (so the
+//!                       override can win), then lapic, hpet, pit
+//! ```
+//!
+//! HPET LegacyReplacement takes IRQ0 from the PIT (IA-PC HPET 1.0a §2.3.9.1:
+//! the PIT's interrupt is no longer delivered), so the HPET and the PIT are
+//! never both event devices: as in Linux, the PIT is the event device only
+//! without an HPET one, and is stopped otherwise (`Pit::stop_channel0`, so
+//! QEMU stops emulating its 18.2 Hz firmware tick).
+//!
+//! Drivers live in `spin::Once` statics (`'static`, built once); the tick
+//! system holds `&'static dyn` references to them.
+
+use clockevents::{ClockEventDevice, DeviceId};
+use clocksource::{ClockSource, Hertz, Nanos};
+use hw::metal::MetalMmio;
+use tick::{TickConfig, TickSystem, TimerSlot};
+
+use crate::acpi_pm::AcpiPmTimer;
+use crate::apic::{self, LocalApic};
+use crate::cmdline::Options;
+use crate::firmware::Platform;
+use crate::ioapic::{IoApic, RedirectionEntry};
+use crate::kernel::{self, Irq0, Kernel, Tick, TIMERS};
+use crate::result::TextBuf;
+use crate::{firmware, interrupts};
+
+/// A short note for the boot table.
+pub type Note = TextBuf<120>;
+
+/// A registered clocksource and how its rate was obtained.
+#[derive(Debug, Clone)]
+pub struct SourceNote {
+    /// Its name.
+    pub name: &'static str,
+    /// How its rate is known.
+    pub how: Note,
+}
+
+/// A registered event device, how its rate was obtained, its interrupt.
+#[derive(Debug, Clone)]
+pub struct DeviceNote {
+    /// Its name.
+    pub name: &'static str,
+    /// How its rate is known.
+    pub how: Note,
+    /// How its interrupt arrives.
+    pub irq: Note,
+}
+
+/// What bring-up found, for the boot table and the `CONFIG` line.
+#[derive(Debug, Clone, Default)]
+pub struct Inventory {
+    /// Clocksources registered.
+    pub sources: [Option<SourceNote>; 6],
+    /// Event devices registered.
+    pub devices: [Option<DeviceNote>; 4],
+    /// Sources not used, and why.
+    pub skipped: [Option<Note>; 10],
+    /// The local APIC's mode.
+    pub apic_mode: Option<apic::Mode>,
+    /// The I/O APIC serving IRQ0: index, id, address, version, inputs.
+    pub ioapic: Option<(u8, u64, u8, u32)>,
+    /// IRQ0: GSI, vector, and the device on it.
+    pub irq0: Option<(u32, u8, &'static str)>,
+    /// `clockevent=` as resolved to a device name, and whether it exists.
+    pub clockevent: Option<(&'static str, bool)>,
+    /// `clocksource=` as resolved, and whether it exists.
+    pub clocksource: Option<(&'static str, bool)>,
+    /// The LAPIC timer's rate error bound, if calibrated (ppm).
+    pub lapic_error_ppm: Option<u32>,
+    /// The TSC's rate, its error bound (ppm; 0 if CPUID states it).
+    pub tsc: Option<(Hertz, u32)>,
+}
+
+impl Inventory {
+    fn skip(&mut self, args: core::fmt::Arguments<'_>) {
+        log::info!("sources: {args}");
+        if let Some(s) = self.skipped.iter_mut().find(|s| s.is_none()) {
+            *s = Some(Note::format(args));
+        }
+    }
+
+    fn source(&mut self, name: &'static str, how: core::fmt::Arguments<'_>) {
+        if let Some(s) = self.sources.iter_mut().find(|s| s.is_none()) {
+            *s = Some(SourceNote {
+                name,
+                how: Note::format(how),
+            });
+        }
+    }
+
+    #[cfg(any(feature = "hpet", feature = "lapic", feature = "pit"))]
+    fn device(
+        &mut self,
+        name: &'static str,
+        how: core::fmt::Arguments<'_>,
+        irq: core::fmt::Arguments<'_>,
+    ) {
+        if let Some(s) = self.devices.iter_mut().find(|s| s.is_none()) {
+            *s = Some(DeviceNote {
+                name,
+                how: Note::format(how),
+                irq: Note::format(irq),
+            });
+        }
+    }
+
+    /// The note of the clocksource `name`.
+    pub fn source_note(&self, name: &str) -> Option<&SourceNote> {
+        self.sources.iter().flatten().find(|s| s.name == name)
+    }
+
+    /// The note of the event device `name`.
+    pub fn device_note(&self, name: &str) -> Option<&DeviceNote> {
+        self.devices.iter().flatten().find(|s| s.name == name)
+    }
+}
+
+/// Why the system could not be brought up at all.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BringUpError {
+    /// No local APIC (nothing can deliver interrupts).
+    Apic(apic::ApicError),
+    /// No clocksource counts: no time, no tick system.
+    NoClocksource,
+    /// The tick system refused its configuration or first clocksource.
+    Tick(tick::RegisterError),
+}
+
+impl core::fmt::Display for BringUpError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            BringUpError::Apic(e) => write!(f, "local APIC: {e}"),
+            BringUpError::NoClocksource => f.write_str("no clocksource counts"),
+            BringUpError::Tick(e) => write!(f, "tick system: {e:?}"),
+        }
+    }
+}
+
+// ---- statics: the drivers, built once ---------------------------------------
+
+static IOAPICS: [spin::Once<spin::Mutex<IoApic<MetalMmio>>>; firmware::MAX_IOAPICS] =
+    [const { spin::Once::new() }; firmware::MAX_IOAPICS];
+static ACPI_PM: spin::Once<AcpiPmTimer> = spin::Once::new();
+
+/// The HPET's drivers.
+#[cfg(feature = "hpet")]
+mod hpet_src {
+    use super::*;
+    pub static MMIO: spin::Once<MetalMmio> = spin::Once::new();
+    pub static INFO: spin::Once<hpet::HpetInfo> = spin::Once::new();
+    pub static CS: spin::Once<hpet::HpetClockSource<'static, MetalMmio>> = spin::Once::new();
+    pub static CE: spin::Once<hpet::HpetClockEvent<'static, MetalMmio>> = spin::Once::new();
+    pub fn ack() {
+        if let Some(ce) = CE.get() {
+            ce.acknowledge();
+        }
+    }
+}
+
+/// The PIT's drivers.
+#[cfg(feature = "pit")]
+mod pit_src {
+    use hw::metal::MetalPorts;
+    // SAFETY: the guest owns the PIT's ports (0x40–0x43) and port 0x61;
+    // only the pit crate's drivers, built on this value, touch them.
+    pub static PORTS: MetalPorts = unsafe { MetalPorts::new() };
+    pub static CS: spin::Once<pit::PitClockSource<'static>> = spin::Once::new();
+    pub static CE: spin::Once<pit::PitClockEvent<'static>> = spin::Once::new();
+    pub fn pit() -> pit::Pit<'static> {
+        pit::Pit::new(&PORTS)
+    }
+}
+
+/// The TSC's driver.
+#[cfg(feature = "tsc")]
+mod tsc_src {
+    use hw::metal::MetalTsc;
+    pub static CS: spin::Once<tsc::TscClockSource<MetalTsc>> = spin::Once::new();
+}
+
+/// The LAPIC timer's driver.
+#[cfg(feature = "lapic")]
+mod lapic_src {
+    use hw::metal::MetalTsc;
+    pub static TSC: MetalTsc = MetalTsc;
+    pub static TIMER: spin::Once<lapic::LapicTimer<'static>> = spin::Once::new();
+}
+
+/// The HPET clocksource, if it was brought up (for the tests).
+pub fn hpet_clocksource() -> Option<&'static dyn ClockSource> {
+    #[cfg(feature = "hpet")]
+    if let Some(cs) = hpet_src::CS.get() {
+        return Some(cs);
+    }
+    None
+}
+
+/// The PIT counter-2 clocksource, if it was brought up.
+pub fn pit_clocksource() -> Option<&'static dyn ClockSource> {
+    #[cfg(feature = "pit")]
+    if let Some(cs) = pit_src::CS.get() {
+        return Some(cs);
+    }
+    None
+}
+
+/// The TSC clocksource, if it was brought up.
+pub fn tsc_clocksource() -> Option<&'static dyn ClockSource> {
+    #[cfg(feature = "tsc")]
+    if let Some(cs) = tsc_src::CS.get() {
+        return Some(cs);
+    }
+    None
+}
+
+/// The ACPI PM timer, if it counts.
+pub fn acpi_pm_clocksource() -> Option<&'static dyn ClockSource> {
+    ACPI_PM.get().map(|c| c as &dyn ClockSource)
+}
+
+/// Every clocksource brought up, with its calibration error bound in ppm
+/// (0: the rate is exact by construction or stated by CPUID).
+pub fn all_clocksources(inv: &Inventory) -> [Option<(&'static dyn ClockSource, u32)>; 4] {
+    [
+        hpet_clocksource().map(|c| (c, 0)),
+        acpi_pm_clocksource().map(|c| (c, 0)),
+        pit_clocksource().map(|c| (c, 0)),
+        tsc_clocksource().map(|c| (c, inv.tsc.map_or(0, |(_, e)| e))),
+    ]
+}
+
+/// Resolves a `clocksource=` name: `pit` means `pit-ch2`.
+pub fn clocksource_alias(name: &str) -> &str {
+    match name {
+        "pit" => "pit-ch2",
+        "acpi-pm" | "pm" => "acpi_pm",
+        other => other,
+    }
+}
+
+/// Brings everything up (see the module docs) and returns the kernel to
+/// install. Call with interrupts disabled.
+pub fn bring_up(
+    platform: &Platform,
+    opts: &Options<'_>,
+) -> Result<(Kernel, Inventory), BringUpError> {
+    let mut inv = Inventory::default();
+    let lapic = apic::init(platform.lapic_base).map_err(BringUpError::Apic)?;
+    inv.apic_mode = Some(lapic.mode());
+    init_ioapics(platform, &mut inv);
+
+    // ---- clocksources ----
+    let cs_req = opts.clocksource.map(clocksource_alias);
+    let hpet = hpet_clocksource_up(platform, opts, &mut inv);
+    let pm = acpi_pm_up(platform, &mut inv);
+    let pit_system =
+        cs_req == Some("pit-ch2") || (hpet.is_none() && pm.is_none() && !cfg!(feature = "tsc"));
+    let pit = pit_clocksource_up(pit_system, &mut inv);
+    let reference: Option<&'static dyn ClockSource> = hpet.or(pm).or(pit);
+    if let Some(r) = reference {
+        log::info!("sources: calibration reference: {}", r.name());
+    }
+    let tsc = tsc_up(reference, &mut inv);
+
+    let all = [tsc, hpet, pm, pit];
+    let mut present = all.iter().flatten().copied();
+    let first = present.next().ok_or(BringUpError::NoClocksource)?;
+    let config = TickConfig {
+        hz: opts
+            .hz
+            .map_or(TickConfig::DEFAULT.hz, |h| h.per_second() as u32),
+        nohz: opts.nohz.unwrap_or(TickConfig::DEFAULT.nohz),
+        highres: opts.highres.unwrap_or(TickConfig::DEFAULT.highres),
+    };
+    let mut tick: Tick =
+        TickSystem::new(config, first, [[TimerSlot::EMPTY; TIMERS]]).map_err(BringUpError::Tick)?;
+    if let Some(name) = cs_req {
+        let found = all.iter().flatten().find(|c| c.name() == name);
+        inv.clocksource = Some((found.map_or("?", |c| c.name()), found.is_some()));
+        if found.is_none() {
+            log::warn!("clocksource={name}: no such clocksource here; the best one is used");
+        }
+        if let Err(e) = tick.set_clocksource_override(name) {
+            log::warn!("clocksource={name}: {e:?}");
+        }
+    }
+    for cs in present {
+        if let Err(e) = tick.register_clocksource(cs) {
+            log::warn!("sources: clocksource {} refused: {e:?}", cs.name());
+        }
+    }
+
+    // ---- event devices ----
+    let lapic_dev = lapic_timer_up(lapic, reference, opts, &mut inv);
+    let want_pit_event = opts.clockevent == Some("pit");
+    let hpet_dev = if want_pit_event {
+        if hpet.is_some() {
+            inv.skip(format_args!(
+                "hpet event device: not set up (clockevent=pit: LegacyReplacement would take IRQ0 from the PIT)"
+            ));
+        }
+        None
+    } else {
+        hpet_event_up(&mut inv)
+    };
+    let pit_dev = if hpet_dev.is_some() {
+        pit_stop_channel0(&mut inv);
+        None
+    } else {
+        pit_event_up(pit.is_some(), &mut inv)
+    };
+
+    // IRQ0 for whichever of HPET / PIT raises it.
+    let irq0_dev: Option<(&'static dyn ClockEventDevice, fn())> = hpet_dev.or(pit_dev);
+    let irq0_vector = match irq0_dev {
+        Some((dev, _)) => route_irq0(platform, lapic, dev.name(), &mut inv),
+        None => None,
+    };
+
+    // Registration: the clockevent= device first, so the override can win.
+    let requested = opts
+        .clockevent
+        .map(|name| resolve_clockevent(name, lapic_dev, irq0_dev.map(|d| d.0)));
+    if let Some((name, found)) = requested {
+        inv.clockevent = Some((name, found));
+        if found {
+            tick.set_device_override(name);
+        } else {
+            log::warn!(
+                "clockevent={}: no such device here; the best one is used",
+                opts.clockevent.unwrap_or("")
+            );
+        }
+    }
+    let mut order: [Option<&'static dyn ClockEventDevice>; 2] = [
+        lapic_dev,
+        irq0_dev.map(|d| d.0).filter(|_| irq0_vector.is_some()),
+    ];
+    if let Some((name, true)) = requested {
+        order.sort_unstable_by_key(|d| d.is_none_or(|d| d.name() != name));
+    }
+    let mut lapic_id = None;
+    let mut irq0 = None;
+    for dev in order.into_iter().flatten() {
+        match tick.register_device(dev) {
+            Ok(id) => {
+                if lapic_dev.is_some_and(|l| l.name() == dev.name()) {
+                    lapic_id = Some(id);
+                } else if let Some((d, ack)) = irq0_dev {
+                    irq0 = Some(Irq0 {
+                        dev: id,
+                        name: d.name(),
+                        ack,
+                    });
+                }
+            }
+            Err(e) => inv.skip(format_args!(
+                "{}: refused by the tick layer: {e:?}",
+                dev.name()
+            )),
+        }
+    }
+    if lapic_id.is_some() {
+        let v = lapic_timer_vector();
+        if let Err(e) = interrupts::register(v, kernel::lapic_timer_interrupt) {
+            log::error!("sources: LAPIC timer vector {v:#04x}: {e}");
+        }
+    }
+    Ok((Kernel::new(tick, irq0, lapic_id), inv))
+}
+
+/// Names `clockevent=` may use: a device name, or `lapic` / `lapic-deadline`
+/// for the boot CPU's LAPIC timer (`lapic0` / `lapic-deadline0`).
+fn resolve_clockevent(
+    name: &str,
+    lapic: Option<&'static dyn ClockEventDevice>,
+    irq0: Option<&'static dyn ClockEventDevice>,
+) -> (&'static str, bool) {
+    let candidates = [lapic, irq0];
+    for d in candidates.into_iter().flatten() {
+        let n = d.name();
+        let alias = n.strip_suffix('0').filter(|base| *base == name).is_some();
+        let lapic_alias = name == "lapic" && n.starts_with("lapic");
+        if n == name || alias || lapic_alias {
+            return (n, true);
+        }
+    }
+    ("?", false)
+}
+
+fn lapic_timer_vector() -> u8 {
+    #[cfg(feature = "lapic")]
+    return lapic::LOCAL_TIMER_VECTOR;
+    #[cfg(not(feature = "lapic"))]
+    0xEC
+}
+
+fn init_ioapics(platform: &Platform, inv: &mut Inventory) {
+    for (i, info) in platform.ioapics.iter().enumerate() {
+        let Some(info) = info else { continue };
+        if !apic::in_mmio_window(info.address, crate::ioapic::BLOCK_SIZE as u64) {
+            inv.skip(format_args!(
+                "I/O APIC {} at {:#x}: outside the uncached MMIO window, unused",
+                info.id, info.address
+            ));
+            continue;
+        }
+        let Some(ptr) = core::ptr::NonNull::new(info.address as *mut u8) else {
+            continue;
+        };
+        // SAFETY: the MADT's I/O APIC register block, inside the window the
+        // boot page tables map uncached (checked); only this driver uses it.
+        let mmio = unsafe { MetalMmio::new(ptr, crate::ioapic::BLOCK_SIZE) };
+        match IoApic::new(mmio, info.gsi_base) {
+            Ok(io) => {
+                io.mask_all();
+                log::info!(
+                    "ioapic: id {} at {:#x}, version {:#x}, GSI {}..{}",
+                    io.id(),
+                    info.address,
+                    io.version(),
+                    io.gsi_base(),
+                    io.gsi_base() + io.inputs() - 1
+                );
+                IOAPICS[i].call_once(|| spin::Mutex::new(io));
+            }
+            Err(e) => inv.skip(format_args!("I/O APIC at {:#x}: {e}", info.address)),
+        }
+    }
+}
+
+/// Programs IRQ0's GSI (MADT override applied) to a fresh vector for
+/// `name`'s interrupts; returns the vector.
+fn route_irq0(
+    platform: &Platform,
+    lapic: &LocalApic,
+    name: &'static str,
+    inv: &mut Inventory,
+) -> Option<u8> {
+    let route = platform.isa[0];
+    let Some((i, info)) = platform.ioapic_for(route.gsi) else {
+        inv.skip(format_args!(
+            "IRQ0 (GSI {}): no I/O APIC serves it",
+            route.gsi
+        ));
+        return None;
+    };
+    let Some(io) = IOAPICS[i].get() else {
+        inv.skip(format_args!(
+            "IRQ0 (GSI {}): its I/O APIC is unusable",
+            route.gsi
+        ));
+        return None;
+    };
+    let vector = match interrupts::allocate(kernel::irq0_interrupt) {
+        Ok(v) => v,
+        Err(e) => {
+            inv.skip(format_args!("IRQ0: {e}"));
+            return None;
+        }
+    };
+    let io = io.lock();
+    let e = RedirectionEntry::new(vector, lapic.id() as u8, route.polarity, route.trigger)
+        .with_mask(false);
+    if let Err(err) = io.set_entry(route.gsi, e) {
+        inv.skip(format_args!("IRQ0: {err}"));
+        interrupts::unregister(vector);
+        return None;
+    }
+    log::info!(
+        "ioapic: IRQ0 → GSI {} ({}) → vector {vector:#04x} for {name}: {e:?}",
+        route.gsi,
+        if route.overridden {
+            "MADT override"
+        } else {
+            "ISA identity"
+        }
+    );
+    inv.ioapic = Some((info.id, info.address, io.version(), io.inputs()));
+    inv.irq0 = Some((route.gsi, vector, name));
+    Some(vector)
+}
+
+// ---- clocksources ------------------------------------------------------------
+
+fn hpet_clocksource_up(
+    platform: &Platform,
+    opts: &Options<'_>,
+    inv: &mut Inventory,
+) -> Option<&'static dyn ClockSource> {
+    #[cfg(feature = "hpet")]
+    {
+        if opts.hpet_disabled {
+            inv.skip(format_args!("hpet: disabled by hpet=disable"));
+            return None;
+        }
+        let Some(table) = platform.hpet else {
+            inv.skip(format_args!(
+                "hpet: no ACPI HPET table (e.g. -machine hpet=off)"
+            ));
+            return None;
+        };
+        if !apic::in_mmio_window(table.base, hpet::regs::BLOCK_SIZE as u64) {
+            inv.skip(format_args!(
+                "hpet: block at {:#x} outside the uncached MMIO window",
+                table.base
+            ));
+            return None;
+        }
+        let ptr = core::ptr::NonNull::new(table.base as *mut u8)?;
+        // SAFETY: the HPET table's register block (1 KiB), inside the window
+        // the boot page tables map uncached (checked); only the hpet
+        // crate's drivers, built on this value, touch it.
+        let mmio =
+            hpet_src::MMIO.call_once(|| unsafe { MetalMmio::new(ptr, hpet::regs::BLOCK_SIZE) });
+        match hpet::probe(mmio) {
+            Ok(info) => {
+                let info = hpet_src::INFO.call_once(|| info);
+                let cs = hpet_src::CS.call_once(|| hpet::HpetClockSource::new(mmio, info));
+                inv.source(
+                    cs.name(),
+                    format_args!(
+                        "GCAP_ID period {} fs (exact), {}-bit, HPET table #{} at {:#x}",
+                        info.period.as_fs(),
+                        if info.counter_64bit { 64 } else { 32 },
+                        table.number,
+                        table.base
+                    ),
+                );
+                Some(cs)
+            }
+            Err(e) => {
+                inv.skip(format_args!("hpet at {:#x}: refused: {e}", table.base));
+                None
+            }
+        }
+    }
+    #[cfg(not(feature = "hpet"))]
+    {
+        let _ = (platform, opts);
+        inv.skip(format_args!("hpet: not built (feature hpet off)"));
+        None
+    }
+}
+
+fn acpi_pm_up(platform: &Platform, inv: &mut Inventory) -> Option<&'static dyn ClockSource> {
+    let Some(port) = platform.pm_timer_port else {
+        inv.skip(format_args!("acpi_pm: the FADT names no PM timer"));
+        return None;
+    };
+    // SAFETY: the FADT's PM_TMR_BLK port; reading it has no side effect.
+    match unsafe { AcpiPmTimer::probe(port) } {
+        Ok(t) => {
+            let t = ACPI_PM.call_once(|| t);
+            inv.source(
+                t.name(),
+                format_args!(
+                    "fixed 3.579545 MHz (ACPI), FADT PM_TMR_BLK port {port:#x}, 24-bit{}",
+                    if platform.pm_timer_32bit {
+                        " (FADT: 32)"
+                    } else {
+                        ""
+                    }
+                ),
+            );
+            Some(t)
+        }
+        Err(v) => {
+            inv.skip(format_args!(
+                "acpi_pm at port {port:#x}: does not count (stuck at {v:#x})"
+            ));
+            None
+        }
+    }
+}
+
+fn pit_clocksource_up(system_clock: bool, inv: &mut Inventory) -> Option<&'static dyn ClockSource> {
+    #[cfg(feature = "pit")]
+    {
+        let opts = if system_clock {
+            pit::Ch2Options::SYSTEM_CLOCK
+        } else {
+            pit::Ch2Options::REFERENCE
+        };
+        let cs = pit::PitClockSource::new(pit_src::pit(), opts);
+        match cs.probe(pit::source::PROBE_READS) {
+            Ok(_) => {
+                let cs = pit_src::CS.call_once(|| cs);
+                inv.source(
+                    cs.name(),
+                    format_args!(
+                        "fixed 1.193182 MHz (i8254 input clock), counter 2, 16-bit{}",
+                        if system_clock {
+                            ", valid for high-res"
+                        } else {
+                            ", calibration reference (not high-res)"
+                        }
+                    ),
+                );
+                Some(cs)
+            }
+            Err(e) => {
+                inv.skip(format_args!("pit: {e}"));
+                None
+            }
+        }
+    }
+    #[cfg(not(feature = "pit"))]
+    {
+        let _ = system_clock;
+        inv.skip(format_args!("pit: not built (feature pit off)"));
+        None
+    }
+}
+
+fn tsc_up(
+    reference: Option<&'static dyn ClockSource>,
+    inv: &mut Inventory,
+) -> Option<&'static dyn ClockSource> {
+    #[cfg(feature = "tsc")]
+    {
+        let r = tsc::TscClockSource::probe(
+            hw::metal::MetalTsc,
+            &raw_cpuid::CpuId::new(),
+            reference,
+            tsc::Stability::Auto,
+        );
+        match r {
+            Ok(cs) => {
+                let cs = tsc_src::CS.call_once(|| cs);
+                let f = cs.frequency_info();
+                let err = match f.source.confidence() {
+                    tsc::Confidence::Measured { error_ppm } => error_ppm,
+                    // acrn#7890: a nominal 0x16 rate was 0.17 % off.
+                    tsc::Confidence::Nominal => 2_000,
+                    tsc::Confidence::Known | tsc::Confidence::Given => 0,
+                };
+                inv.tsc = Some((f.hz, err));
+                inv.source(
+                    cs.name(),
+                    format_args!(
+                        "{}; {}invariant{}",
+                        f.source,
+                        if cs.is_invariant() { "" } else { "not " },
+                        if cs
+                            .flags()
+                            .contains(clocksource::ClockSourceFlags::MUST_VERIFY)
+                        {
+                            ", watched by the clocksource watchdog"
+                        } else {
+                            ""
+                        }
+                    ),
+                );
+                Some(cs)
+            }
+            Err(e) => {
+                inv.skip(format_args!("tsc: {e}"));
+                None
+            }
+        }
+    }
+    #[cfg(not(feature = "tsc"))]
+    {
+        let _ = reference;
+        inv.skip(format_args!("tsc: not built (feature tsc off)"));
+        None
+    }
+}
+
+// ---- event devices ---------------------------------------------------------------
+
+fn lapic_timer_up(
+    lapic: &'static LocalApic,
+    reference: Option<&'static dyn ClockSource>,
+    opts: &Options<'_>,
+    inv: &mut Inventory,
+) -> Option<&'static dyn ClockEventDevice> {
+    #[cfg(feature = "lapic")]
+    {
+        use core::fmt::Write;
+        use lapic::{Access, Capabilities, DeadlineClock, FrequencySource, TimerConfig};
+        use raw_cpuid::CpuId;
+        if opts.lapic_notimer {
+            inv.skip(format_args!("lapic timer: disabled by lapic=notimer"));
+            return None;
+        }
+        let access = match (lapic.mode(), lapic.mmio()) {
+            (apic::Mode::XApic, Some(m)) => Access::xapic(m),
+            _ => Access::x2apic(lapic.msrs()),
+        };
+        let caps = Capabilities::from_cpuid(&CpuId::new());
+        let freq = match lapic::timer_frequency(access, &caps, reference) {
+            Ok(f) => Some(f),
+            Err(e) => {
+                inv.skip(format_args!("lapic timer TMICT modes: {e}"));
+                None
+            }
+        };
+        let mut cfg = TimerConfig::new(0, access, caps, freq);
+        if let Some((hz, error_ppm)) = inv.tsc {
+            cfg = cfg.with_deadline(DeadlineClock {
+                msr: lapic.msrs(),
+                tsc: &lapic_src::TSC,
+                tsc_frequency: hz,
+                error_ppm,
+            });
+        }
+        match lapic::LapicTimer::new(cfg) {
+            Ok(t) => {
+                let t = lapic_src::TIMER.call_once(|| t);
+                let mut how = Note::new();
+                if t.mode() == lapic::TimerMode::TscDeadline {
+                    let _ = write!(how, "TSC-deadline at the TSC rate");
+                    if let Some((_, e)) = inv.tsc {
+                        let _ = write!(how, " (±{e} ppm, raised by it)");
+                    }
+                    if freq.is_some() {
+                        let _ = write!(how, "; periodic: ");
+                    }
+                }
+                if let Some(f) = freq {
+                    match f.source {
+                        FrequencySource::Cpuid15 => {
+                            let _ = write!(how, "bus {} from CPUID 0x15", f.bus);
+                        }
+                        FrequencySource::HypervisorLeaf => {
+                            let _ = write!(how, "bus {} from CPUID 0x40000010", f.bus);
+                        }
+                        FrequencySource::Calibrated { against, error_ppm } => {
+                            inv.lapic_error_ppm = Some(error_ppm);
+                            let _ = write!(
+                                how,
+                                "bus {} calibrated against {against}, ±{error_ppm} ppm",
+                                f.bus
+                            );
+                        }
+                    }
+                    let _ = write!(how, " ÷{}", f.divide.divisor());
+                }
+                inv.device(
+                    t.name(),
+                    format_args!("{how}"),
+                    format_args!(
+                        "LVTT vector {:#04x} ({})",
+                        lapic::LOCAL_TIMER_VECTOR,
+                        lapic.mode().as_str()
+                    ),
+                );
+                Some(t)
+            }
+            Err(e) => {
+                inv.skip(format_args!("lapic timer: {e}"));
+                None
+            }
+        }
+    }
+    #[cfg(not(feature = "lapic"))]
+    {
+        let _ = (lapic, reference, opts);
+        inv.skip(format_args!("lapic timer: not built (feature lapic off)"));
+        None
+    }
+}
+
+type EventDev = (&'static dyn ClockEventDevice, fn());
+
+fn hpet_event_up(inv: &mut Inventory) -> Option<EventDev> {
+    #[cfg(feature = "hpet")]
+    {
+        let (Some(mmio), Some(info)) = (hpet_src::MMIO.get(), hpet_src::INFO.get()) else {
+            return None;
+        };
+        match hpet::HpetClockEvent::new(
+            mmio,
+            info,
+            hpet::Route::Legacy,
+            clockevents::CpuMask::single(0),
+        ) {
+            Ok(ce) => {
+                let ce = hpet_src::CE.call_once(|| ce);
+                inv.device(
+                    ce.name(),
+                    format_args!("GCAP_ID period {} fs (exact)", info.period.as_fs()),
+                    format_args!("comparator 0, LegacyReplacement → IRQ0"),
+                );
+                Some((ce, hpet_src::ack))
+            }
+            Err(e) => {
+                inv.skip(format_args!("hpet event device: {e}"));
+                None
+            }
+        }
+    }
+    #[cfg(not(feature = "hpet"))]
+    {
+        let _ = inv;
+        None
+    }
+}
+
+fn pit_event_up(pit_counts: bool, inv: &mut Inventory) -> Option<EventDev> {
+    #[cfg(feature = "pit")]
+    {
+        if !pit_counts {
+            inv.skip(format_args!("pit event device: the PIT does not count"));
+            return None;
+        }
+        let ce = pit_src::CE
+            .call_once(|| pit::PitClockEvent::new(pit_src::pit(), clockevents::CpuMask::single(0)));
+        inv.device(
+            ce.name(),
+            format_args!("fixed 1.193182 MHz (i8254)"),
+            format_args!("counter 0 → IRQ0"),
+        );
+        fn no_ack() {}
+        Some((ce, no_ack))
+    }
+    #[cfg(not(feature = "pit"))]
+    {
+        let _ = (pit_counts, inv);
+        None
+    }
+}
+
+fn pit_stop_channel0(inv: &mut Inventory) {
+    #[cfg(feature = "pit")]
+    {
+        pit_src::pit().stop_channel0();
+        inv.skip(format_args!(
+            "pit event device: not used (HPET LegacyReplacement owns IRQ0); counter 0 stopped"
+        ));
+    }
+    #[cfg(not(feature = "pit"))]
+    let _ = inv;
+}
+
+/// The nanoseconds of `cycles` at `freq`, rounded down (as the clockevents
+/// core derives a device's max delta).
+pub fn cycles_ns(freq: Hertz, cycles: clocksource::Cycles) -> Nanos {
+    if freq.get() == 0 {
+        return Nanos::ZERO;
+    }
+    freq.exact_cycles_to_ns(cycles)
+}
+
+/// The registered device id of the CPU's tick device, and its driver.
+pub fn tick_device(k: &Kernel) -> Option<(DeviceId, &'static dyn ClockEventDevice)> {
+    let id = k.tick.cpu_device(0)?;
+    Some((id, k.tick.devices().get(id)?))
+}

@@ -1,0 +1,60 @@
+//! `fallback`: with a time source missing, another took its place and the
+//! system ticks.
+//!
+//! What is missing comes from the command line (`hpet=disable`,
+//! `lapic=notimer`) or the firmware (no ACPI HPET table: QEMU
+//! `-machine hpet=off`). The test asserts that the missing source is
+//! neither a registered clocksource nor an event device, that a tick device
+//! took over, and that it ticks: over 0.5 s of the clocksource, HZ/2 ticks
+//! within the tolerance of `periodic`.
+
+use clocksource::Nanos;
+
+use super::{count_ticks, expected_milliticks, report, ticks_ok, Ctx, Milli, TickState};
+use crate::kernel;
+use crate::result::{Line, Verdict};
+
+/// The window.
+pub const WINDOW: Nanos = Nanos::from_millis(500);
+
+/// Runs the test.
+pub fn run(ctx: &Ctx<'_>) -> Verdict {
+    let Some(state) = TickState::now() else {
+        return super::cannot_run("fallback", Verdict::Fail, "no kernel");
+    };
+    let (missing, why): (&str, &str) = if ctx.opts.hpet_disabled {
+        ("hpet", "hpet=disable")
+    } else if ctx.platform.hpet.is_none() {
+        ("hpet", "no-ACPI-HPET-table")
+    } else if ctx.opts.lapic_notimer {
+        ("lapic", "lapic=notimer")
+    } else {
+        ("none", "nothing-missing")
+    };
+    // The missing source must not be in use anywhere.
+    let leaked = kernel::with(|k| {
+        let cs = k.tick.clocksources().iter().any(|e| e.name() == missing);
+        let dev = k
+            .tick
+            .devices()
+            .iter()
+            .any(|(_, d, _)| d.name().starts_with(missing));
+        cs || dev
+    })
+    .unwrap_or(true);
+    let mut l = Line::result("fallback");
+    state.fields(&mut l);
+    l.field("missing", missing).field("why", why);
+    if state.mode == tick::TickMode::NoDevice {
+        l.text("reason", "no tick device took over");
+        return report(l, Verdict::Fail);
+    }
+    let (ticks, window) = count_ticks(WINDOW);
+    let expected = expected_milliticks(window, state.hz);
+    let (ok, (short, over)) = ticks_ok(ctx.tight, ticks, expected);
+    l.field("in_use", leaked)
+        .field("ticks", ticks)
+        .field("expected", Milli(expected))
+        .field("tol", format_args!("-{short}/+{over}"));
+    report(l, Verdict::from_bool(ok && !leaked))
+}

@@ -1,0 +1,350 @@
+//! The boot table: every clocksource and clock-event device found, its
+//! rating, frequency and how the frequency is known, which are selected,
+//! and the tick mode reached (with the reason when it is periodic though
+//! one-shot was asked for); then the machine-readable `CONFIG` line.
+
+use core::fmt;
+
+use clockevents::{Features, Owner};
+use clocksource::{ClockSourceFlags, Hertz, Nanos};
+
+use crate::apic;
+use crate::cmdline::Options;
+use crate::firmware::{Origin, Platform};
+use crate::kernel::Kernel;
+use crate::println;
+use crate::result::Line;
+use crate::sources::{self, Inventory};
+use crate::suite::{Accel, ModeWord, TickState};
+
+/// A frequency as `100.000 MHz`.
+pub struct Freq(pub Hertz);
+
+impl fmt::Display for Freq {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let hz = self.0.get();
+        let (unit, div) = match hz {
+            0..=999_999 => ("kHz", 1_000),
+            1_000_000..=999_999_999 => ("MHz", 1_000_000),
+            _ => ("GHz", 1_000_000_000),
+        };
+        let s = TextNum(hz, div);
+        f.pad(crate::result::TextBuf::<24>::format(format_args!("{s} {unit}")).as_str())
+    }
+}
+
+/// `n / div` with three decimals.
+struct TextNum(u64, u64);
+
+impl fmt::Display for TextNum {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let milli = self.0 as u128 * 1000 / self.1 as u128;
+        write!(f, "{}.{:03}", milli / 1000, milli % 1000)
+    }
+}
+
+/// A duration, human-sized (`240 ns`, `1.920 us`, `27.462 ms`, `21.474 s`).
+pub struct Dur(pub Nanos);
+
+impl fmt::Display for Dur {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let ns = self.0.as_nanos();
+        let t: crate::result::TextBuf<24> = match ns {
+            0..=999 => crate::result::TextBuf::format(format_args!("{ns} ns")),
+            1_000..=999_999 => {
+                crate::result::TextBuf::format(format_args!("{} us", TextNum(ns, 1_000)))
+            }
+            1_000_000..=999_999_999 => {
+                crate::result::TextBuf::format(format_args!("{} ms", TextNum(ns, 1_000_000)))
+            }
+            _ => crate::result::TextBuf::format(format_args!("{} s", TextNum(ns, 1_000_000_000))),
+        };
+        f.pad(t.as_str())
+    }
+}
+
+struct FeatureWords(Features);
+
+impl fmt::Display for FeatureWords {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut t: crate::result::TextBuf<64> = crate::result::TextBuf::new();
+        for (flag, word) in [
+            (Features::PERIODIC, "periodic"),
+            (Features::ONESHOT, "oneshot"),
+            (Features::KTIME, "ktime"),
+            (Features::PERCPU, "percpu"),
+            (Features::C3STOP, "c3stop"),
+        ] {
+            if self.0.contains(flag) {
+                if !t.as_str().is_empty() {
+                    let _ = fmt::Write::write_char(&mut t, ',');
+                }
+                let _ = fmt::Write::write_str(&mut t, word);
+            }
+        }
+        f.pad(t.as_str())
+    }
+}
+
+struct FlagWords(ClockSourceFlags, bool);
+
+impl fmt::Display for FlagWords {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut t: crate::result::TextBuf<64> = crate::result::TextBuf::new();
+        for (flag, word) in [
+            (ClockSourceFlags::CONTINUOUS, "cont"),
+            (ClockSourceFlags::VALID_FOR_HRES, "hres"),
+            (ClockSourceFlags::MUST_VERIFY, "verify"),
+            (ClockSourceFlags::UNSTABLE, "UNSTABLE"),
+        ] {
+            if self.0.contains(flag) {
+                if !t.as_str().is_empty() {
+                    let _ = fmt::Write::write_char(&mut t, ',');
+                }
+                let _ = fmt::Write::write_str(&mut t, word);
+            }
+        }
+        if self.1 && !self.0.contains(ClockSourceFlags::UNSTABLE) {
+            let _ = fmt::Write::write_str(&mut t, ",UNSTABLE");
+        }
+        f.pad(t.as_str())
+    }
+}
+
+/// Prints the boot table.
+pub fn print(k: &Kernel, inv: &Inventory, platform: &Platform, opts: &Options<'_>, accel: Accel) {
+    let rule = "==========================================================================================";
+    println!("{rule}");
+    println!("dynticks boot table");
+    // Firmware.
+    let oem = core::str::from_utf8(&platform.oem).unwrap_or("?");
+    println!(
+        "firmware  ACPI RSDP {} (OEM {}), {} CPU(s){}",
+        platform.rsdp.map_or(
+            crate::result::TextBuf::<24>::format(format_args!("none")),
+            |r| { crate::result::TextBuf::format(format_args!("{r:#x}")) }
+        ),
+        oem.trim(),
+        platform.cpus,
+        platform
+            .problem
+            .map_or(crate::result::TextBuf::<64>::new(), |p| {
+                crate::result::TextBuf::format(format_args!(" — {p}"))
+            })
+    );
+    println!(
+        "          local APIC {:#x} ({}), I/O APIC{}{}",
+        platform.lapic_base,
+        if platform.lapic_origin == Origin::Acpi {
+            "MADT"
+        } else {
+            "IA32_APIC_BASE, last resort"
+        },
+        match inv.ioapic {
+            Some((id, addr, ver, inputs)) => crate::result::TextBuf::<80>::format(format_args!(
+                " id {id} at {addr:#x} (v{ver:#x}, {inputs} inputs)"
+            )),
+            None => crate::result::TextBuf::format(format_args!(" none usable")),
+        },
+        if platform.ioapic_origin == Origin::Acpi {
+            " (MADT)"
+        } else {
+            " (MP-spec default, last resort)"
+        }
+    );
+    let isa0 = platform.isa[0];
+    println!(
+        "          ISA IRQ0 -> GSI {} ({}, {:?}/{:?}); HPET {}; PM timer {}",
+        isa0.gsi,
+        if isa0.overridden {
+            "MADT override"
+        } else {
+            "identity"
+        },
+        isa0.trigger,
+        isa0.polarity,
+        platform.hpet.map_or(
+            crate::result::TextBuf::<48>::format(format_args!("none (no ACPI HPET table)")),
+            |h| {
+                crate::result::TextBuf::format(format_args!("table #{} at {:#x}", h.number, h.base))
+            }
+        ),
+        platform.pm_timer_port.map_or(
+            crate::result::TextBuf::<24>::format(format_args!("none")),
+            |p| { crate::result::TextBuf::format(format_args!("port {p:#x}")) }
+        ),
+    );
+    // CPU.
+    if let Some(l) = apic::get() {
+        let c = l.cpuid();
+        let yes = |b: bool| if b { "yes" } else { "no" };
+        println!(
+            "cpu       {} ; local APIC id {} via {} ; x2APIC {}, TSC-deadline {}, ARAT {}",
+            match accel {
+                Accel::Tcg => "QEMU TCG",
+                Accel::Kvm => "KVM",
+                Accel::Other => "no known hypervisor",
+            },
+            l.id(),
+            l.mode().as_str(),
+            yes(c.x2apic),
+            yes(c.tsc_deadline),
+            yes(c.arat)
+        );
+    }
+    // Clocksources.
+    println!(
+        "clocksources       rating  frequency     flags               how the frequency is known"
+    );
+    let current = k.tick.timekeeper().clocksource().name();
+    for e in k.tick.clocksources().iter() {
+        let how = inv.source_note(e.name()).map_or("", |n| n.how.as_str());
+        println!(
+            "  {} {:<14} {:>4}  {:<12}  {:<18}  {how}",
+            if e.name() == current { "*" } else { " " },
+            e.name(),
+            e.rating(),
+            Freq(e.frequency()),
+            FlagWords(e.flags(), e.is_unstable()),
+        );
+    }
+    // Devices.
+    println!(
+        "clock-event devices rating frequency    features                  delta range             role        how / interrupt"
+    );
+    for (_, d, owner) in k.tick.devices().iter() {
+        let note = inv.device_note(d.name());
+        let role: crate::result::TextBuf<16> = match owner {
+            Owner::Cpu(c) => crate::result::TextBuf::format(format_args!("tick cpu{c}")),
+            Owner::Broadcast => crate::result::TextBuf::format(format_args!("broadcast")),
+            Owner::Free => crate::result::TextBuf::format(format_args!("-")),
+        };
+        let range: crate::result::TextBuf<40> = crate::result::TextBuf::format(format_args!(
+            "{} .. {}",
+            Dur(sources::cycles_ns(d.frequency(), d.min_delta()).max(Nanos::from_nanos(1))),
+            Dur(sources::cycles_ns(d.frequency(), d.max_delta()))
+        ));
+        println!(
+            "  {} {:<15} {:>4}  {:<12} {:<25} {:<23} {:<11} {}; {}",
+            if matches!(owner, Owner::Cpu(_)) {
+                "*"
+            } else {
+                " "
+            },
+            d.name(),
+            d.rating(),
+            Freq(d.frequency()),
+            FeatureWords(d.features()),
+            range.as_str(),
+            role.as_str(),
+            note.map_or("", |n| n.how.as_str()),
+            note.map_or("", |n| n.irq.as_str()),
+        );
+    }
+    for s in inv.skipped.iter().flatten() {
+        println!("  not used: {s}");
+    }
+    // Tick.
+    let st = TickState::of(k);
+    let cfg = k.tick.config();
+    println!(
+        "tick      cpu0 on {}: {} (asked: hz={} nohz={} highres={}); broadcast: {}",
+        st.device,
+        st.mode,
+        cfg.hz,
+        on_off(cfg.nohz),
+        on_off(cfg.highres),
+        k.tick.broadcast_device().unwrap_or("none"),
+    );
+    if cfg.wants_oneshot() && !st.mode.is_oneshot() {
+        match st.reason {
+            Some(r) => println!("          periodic although one-shot was asked for: {r}"),
+            None if st.mode == tick::TickMode::NoDevice => {
+                println!("          no tick device: nothing ticks (tests that need one fail)")
+            }
+            None => {}
+        }
+    }
+    if let Some((name, found)) = inv.clockevent {
+        if !found {
+            println!(
+                "          clockevent={}: no such device here, ignored",
+                opts.clockevent.unwrap_or("")
+            );
+        } else {
+            println!("          clockevent={name}: the tick device is restricted to it");
+        }
+    }
+    if let Some((_, found)) = inv.clocksource {
+        if !found {
+            println!(
+                "          clocksource={}: no such clocksource here, ignored",
+                opts.clocksource.unwrap_or("")
+            );
+        }
+    }
+    println!("{rule}");
+}
+
+fn on_off(b: bool) -> &'static str {
+    if b {
+        "on"
+    } else {
+        "off"
+    }
+}
+
+/// Prints the `CONFIG` line: what this boot reached, for `xtask test`.
+pub fn print_config(k: &Kernel, inv: &Inventory, accel: Accel) {
+    let st = TickState::of(k);
+    let mut l = Line::config();
+    l.field("accel", accel.as_str())
+        .field("clocksource", st.clocksource)
+        .field("tick", st.device)
+        .field("mode", ModeWord(st.mode))
+        .field("hz", st.hz)
+        .field("broadcast", k.tick.broadcast_device().unwrap_or("none"));
+    if let Some(r) = st.reason {
+        l.text("periodic_reason", r);
+    }
+    if let Some(a) = apic::get() {
+        let c = a.cpuid();
+        l.field("apic", a.mode().as_str())
+            .field("cpu_x2apic", c.x2apic as u8)
+            .field("cpu_tsc_deadline", c.tsc_deadline as u8)
+            .field("cpu_arat", c.arat as u8);
+    }
+    let mut devs: crate::result::TextBuf<96> = crate::result::TextBuf::new();
+    for (_, d, _) in k.tick.devices().iter() {
+        if !devs.as_str().is_empty() {
+            let _ = fmt::Write::write_char(&mut devs, ',');
+        }
+        let _ = fmt::Write::write_str(&mut devs, d.name());
+    }
+    let mut css: crate::result::TextBuf<96> = crate::result::TextBuf::new();
+    for e in k.tick.clocksources().iter() {
+        if !css.as_str().is_empty() {
+            let _ = fmt::Write::write_char(&mut css, ',');
+        }
+        let _ = fmt::Write::write_str(&mut css, e.name());
+    }
+    l.field(
+        "devices",
+        if devs.as_str().is_empty() {
+            "none"
+        } else {
+            devs.as_str()
+        },
+    )
+    .field("clocksources", css.as_str());
+    if let Some((name, found)) = inv.clockevent {
+        l.field("clockevent", if found { name } else { "missing" });
+    }
+    if let Some(ppm) = inv.lapic_error_ppm {
+        l.field("lapic_cal_ppm", ppm);
+    }
+    if let Some((_, ppm)) = inv.tsc {
+        l.field("tsc_cal_ppm", ppm);
+    }
+    println!("{}", l.as_str());
+}

@@ -1,0 +1,489 @@
+//! The in-guest test matrix of `cargo xtask test` (pure: rows, parsing of
+//! the guest's `RESULT`/`CONFIG` lines, the table; tested below).
+//!
+//! ```text
+//!   per accelerator (TCG; KVM when usable) × machine (pc, q35):
+//!     tick device rows   hpet, lapic (xAPIC; under KVM also x2APIC and
+//!                        TSC-deadline where the CPU offers them), pit:
+//!                        clockevent=<dev> test=all
+//!                        + the same with nohz=off highres=off (test=periodic,nohz)
+//!     clocksource rows   clocksource=tsc|hpet|pit|acpi_pm test=periodic,oneshot,clocksource
+//!     fallback rows      hpet=disable / -machine hpet=off / lapic=notimer /
+//!                        hpet=disable lapic=notimer: test=fallback
+//! ```
+//!
+//! A row passes when the guest exits with pass, every `RESULT` line says
+//! pass or skip, and the `CONFIG` line shows the tick device (and APIC mode)
+//! the row asked for. Under KVM a row whose device the CPU or the host does
+//! not offer is a skip, with the reason; under TCG it is a failure.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+use guest::result::{self, Verdict};
+
+use crate::qemu::{Accel, Machine};
+
+/// Which source's rows to run (`--source`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    /// HPET rows.
+    Hpet,
+    /// LAPIC timer rows.
+    Lapic,
+    /// PIT rows.
+    Pit,
+    /// TSC rows.
+    Tsc,
+    /// Rows of no single source (the ACPI PM timer clocksource row).
+    Other,
+}
+
+impl Source {
+    /// From `--source`; `None` for `all`.
+    pub fn parse(s: &str) -> Result<Option<Source>, String> {
+        Ok(Some(match s {
+            "hpet" => Source::Hpet,
+            "lapic" => Source::Lapic,
+            "pit" => Source::Pit,
+            "tsc" => Source::Tsc,
+            "all" => return Ok(None),
+            other => {
+                return Err(format!(
+                    "`--source {other}`: expected hpet, lapic, pit, tsc or all"
+                ))
+            }
+        }))
+    }
+}
+
+/// What the CPU model of an accelerator offers (from a `test=caps` boot).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Caps {
+    /// x2APIC.
+    pub x2apic: bool,
+    /// TSC-deadline.
+    pub tsc_deadline: bool,
+}
+
+/// One boot of the matrix.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Row {
+    /// What the table calls it.
+    pub name: String,
+    /// The source it belongs to (for `--source`).
+    pub source: Source,
+    /// Accelerator.
+    pub accel: Accel,
+    /// Machine type.
+    pub machine: Machine,
+    /// `-cpu`, if not the accelerator's default.
+    pub cpu: Option<String>,
+    /// Extra machine options (`hpet=off`).
+    pub machine_opts: Option<&'static str>,
+    /// The guest command line.
+    pub cmdline: String,
+    /// The tick device the `CONFIG` line must show.
+    pub expect_tick: Option<&'static str>,
+    /// The APIC mode it must show.
+    pub expect_apic: Option<&'static str>,
+}
+
+/// The KVM CPU model without TSC-deadline.
+const KVM_NO_DEADLINE: &str = "host,-arch-capabilities,-tsc-deadline";
+/// The KVM CPU model without TSC-deadline and x2APIC.
+const KVM_XAPIC: &str = "host,-arch-capabilities,-tsc-deadline,-x2apic";
+
+/// The rows for one accelerator and machine.
+pub fn rows(accel: Accel, machine: Machine, caps: Caps, fast: bool) -> Vec<Row> {
+    let mut v = Vec::new();
+    let row = |name: &str, source, cmdline: &str| Row {
+        name: name.to_string(),
+        source,
+        accel,
+        machine,
+        cpu: None,
+        machine_opts: None,
+        cmdline: cmdline.to_string(),
+        expect_tick: None,
+        expect_apic: None,
+    };
+    let with_variants = |v: &mut Vec<Row>, base: Row| {
+        let mut periodic = base.clone();
+        periodic.name = format!("{} nohz=off", base.name);
+        periodic.cmdline = base
+            .cmdline
+            .replace("test=all", "nohz=off highres=off test=periodic,nohz");
+        v.push(base);
+        if !fast {
+            v.push(periodic);
+        }
+    };
+    // Tick devices.
+    let mut hpet = row("hpet", Source::Hpet, "clockevent=hpet test=all");
+    hpet.expect_tick = Some("hpet");
+    with_variants(&mut v, hpet);
+    if accel == Accel::Kvm && caps.tsc_deadline {
+        let mut r = row(
+            "lapic-deadline",
+            Source::Lapic,
+            "clockevent=lapic-deadline test=all",
+        );
+        r.expect_tick = Some("lapic-deadline0");
+        r.expect_apic = Some(if caps.x2apic { "x2APIC" } else { "xAPIC" });
+        with_variants(&mut v, r);
+    }
+    if accel == Accel::Kvm && caps.x2apic {
+        let mut r = row("lapic x2APIC", Source::Lapic, "clockevent=lapic test=all");
+        r.cpu = Some(KVM_NO_DEADLINE.to_string());
+        r.expect_tick = Some("lapic0");
+        r.expect_apic = Some("x2APIC");
+        with_variants(&mut v, r);
+    }
+    let mut r = row("lapic xAPIC", Source::Lapic, "clockevent=lapic test=all");
+    if accel == Accel::Kvm {
+        r.cpu = Some(KVM_XAPIC.to_string());
+    }
+    r.expect_tick = Some("lapic0");
+    r.expect_apic = Some("xAPIC");
+    with_variants(&mut v, r);
+    let mut pit = row("pit", Source::Pit, "clockevent=pit test=all");
+    pit.expect_tick = Some("pit");
+    with_variants(&mut v, pit);
+    // Clocksources.
+    if !fast {
+        for (cs, source) in [
+            ("tsc", Source::Tsc),
+            ("hpet", Source::Hpet),
+            ("pit", Source::Pit),
+            ("acpi_pm", Source::Other),
+        ] {
+            v.push(row(
+                &format!("clocksource={cs}"),
+                source,
+                &format!("clocksource={cs} test=periodic,oneshot,clocksource"),
+            ));
+        }
+    }
+    // Fallbacks.
+    v.push(row(
+        "fallback hpet=disable",
+        Source::Hpet,
+        "hpet=disable test=fallback",
+    ));
+    let mut no_hpet = row("fallback -M hpet=off", Source::Hpet, "test=fallback");
+    no_hpet.machine_opts = Some("hpet=off");
+    v.push(no_hpet);
+    v.push(row(
+        "fallback lapic=notimer",
+        Source::Lapic,
+        "lapic=notimer test=fallback",
+    ));
+    let mut pit_only = row(
+        "fallback to pit",
+        Source::Pit,
+        "hpet=disable lapic=notimer test=fallback",
+    );
+    pit_only.expect_tick = Some("pit");
+    v.push(pit_only);
+    v
+}
+
+/// Parsed `RESULT` and `CONFIG` lines of one boot.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Transcript {
+    /// The `CONFIG` fields.
+    pub config: BTreeMap<String, String>,
+    /// Each test's fields, in the order printed.
+    pub results: Vec<(String, BTreeMap<String, String>)>,
+    /// The boot table's "not used:" notes.
+    pub not_used: Vec<String>,
+}
+
+impl Transcript {
+    /// Parses a serial transcript.
+    pub fn parse(serial: &str) -> Self {
+        let mut t = Transcript::default();
+        for line in serial.lines() {
+            if let Some(note) = line.trim_start().strip_prefix("not used: ") {
+                t.not_used.push(note.to_string());
+            }
+            let Some((kind, fields)) = result::fields(line) else {
+                continue;
+            };
+            let map: BTreeMap<String, String> = fields
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect();
+            if kind == result::CONFIG {
+                t.config = map;
+            } else if let Some(test) = map.get("test").cloned() {
+                t.results.push((test, map));
+            }
+        }
+        t
+    }
+
+    /// The fields of test `name`.
+    pub fn result(&self, name: &str) -> Option<&BTreeMap<String, String>> {
+        self.results.iter().find(|(t, _)| t == name).map(|(_, m)| m)
+    }
+
+    /// The verdict of test `name`.
+    pub fn verdict(&self, name: &str) -> Option<Verdict> {
+        self.result(name)
+            .and_then(|m| m.get("verdict"))
+            .and_then(|v| Verdict::from_word(v))
+    }
+}
+
+/// How a row ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RowVerdict {
+    /// Everything asked for passed.
+    Pass,
+    /// Something failed: what.
+    Fail(String),
+    /// Not available here: why.
+    Skip(String),
+}
+
+impl RowVerdict {
+    /// Whether it counts as a failure.
+    pub fn is_fail(&self) -> bool {
+        matches!(self, RowVerdict::Fail(_))
+    }
+}
+
+/// Judges one row from the guest's exit and transcript.
+pub fn judge(row: &Row, passed: bool, status: &str, t: &Transcript) -> RowVerdict {
+    let tick = t.config.get("tick").map(String::as_str);
+    let apic = t.config.get("apic").map(String::as_str);
+    let missing_device = t.config.get("clockevent").is_some_and(|c| c == "missing")
+        || row.expect_tick.is_some_and(|e| tick != Some(e))
+        || row.expect_apic.is_some_and(|e| apic != Some(e));
+    if missing_device && !t.config.is_empty() {
+        let why = format!(
+            "asked for {} ({}), got {} ({}){}",
+            row.expect_tick.unwrap_or("?"),
+            row.expect_apic.unwrap_or("-"),
+            tick.unwrap_or("?"),
+            apic.unwrap_or("?"),
+            t.not_used
+                .iter()
+                .find(|n| n.starts_with("lapic") || n.starts_with("hpet") || n.starts_with("pit"))
+                .map(|n| format!(": {n}"))
+                .unwrap_or_default()
+        );
+        return if row.accel == Accel::Kvm {
+            RowVerdict::Skip(format!("not offered under KVM here: {why}"))
+        } else {
+            RowVerdict::Fail(why)
+        };
+    }
+    let failed: Vec<&str> = t
+        .results
+        .iter()
+        .map(|(n, _)| n.as_str())
+        .filter(|n| !matches!(t.verdict(n), Some(Verdict::Pass | Verdict::Skip)))
+        .collect();
+    if !failed.is_empty() {
+        return RowVerdict::Fail(format!("{} failed", failed.join(", ")));
+    }
+    if t.results.is_empty() {
+        return RowVerdict::Fail(format!("no RESULT line ({status})"));
+    }
+    if !passed {
+        return RowVerdict::Fail(status.to_string());
+    }
+    RowVerdict::Pass
+}
+
+/// The table's test columns.
+pub const COLUMNS: [&str; 5] = ["periodic", "oneshot", "nohz", "clocksource", "fallback"];
+
+/// One cell: verdict and the test's figures.
+pub fn cell(t: &Transcript, test: &str) -> String {
+    let Some(m) = t.result(test) else {
+        return "-".to_string();
+    };
+    let g = |k: &str| m.get(k).map(String::as_str).unwrap_or("?");
+    let v = match g("verdict") {
+        "pass" => "ok",
+        "skip" => "skip",
+        _ => "FAIL",
+    };
+    if g("verdict") == "skip" {
+        return "skip".to_string();
+    }
+    let figures = match test {
+        "periodic" => format!("{}/{}", g("ticks"), g("expected")),
+        "oneshot" => format!(
+            "{}/{}/{}us",
+            g("lat_p50_us"),
+            g("lat_p99_us"),
+            g("lat_max_us")
+        ),
+        "nohz" if m.contains_key("expected") => {
+            let stale = m.get("stale").filter(|s| *s != "0");
+            format!(
+                "{}/{}{}",
+                g("interrupts"),
+                g("expected"),
+                stale.map(|s| format!("+{s}st")).unwrap_or_default()
+            )
+        }
+        "nohz" => format!("{} ticks", g("ticks")),
+        "clocksource" => {
+            let tsc = m
+                .get("tsc_ppm")
+                .map(|p| format!(" tsc{p}ppm"))
+                .unwrap_or_default();
+            format!("{}back{tsc}", g("backwards"))
+        }
+        "fallback" => format!("{} {}t", g("source"), g("ticks")),
+        _ => String::new(),
+    };
+    format!("{v} {figures}")
+}
+
+/// The whole table, one line per row.
+pub fn table(rows: &[(Row, Transcript, RowVerdict, f64)]) -> String {
+    let mut out = String::new();
+    let widths = [5, 4, 24, 16, 15, 14, 22, 16, 22, 16];
+    let header = [
+        "accel",
+        "M",
+        "configuration",
+        "tick",
+        "mode",
+        "periodic",
+        "oneshot p50/p99/max",
+        "nohz irqs/exp",
+        "clocksource",
+        "fallback",
+    ];
+    let line = |cols: &[String]| {
+        let mut s = String::new();
+        for (i, c) in cols.iter().enumerate() {
+            let w = widths.get(i).copied().unwrap_or(0);
+            let _ = write!(s, "{c:<w$} ");
+        }
+        s.trim_end().to_string()
+    };
+    let _ = writeln!(out, "{}", line(&header.map(String::from)));
+    for (row, t, v, secs) in rows {
+        let mut cols = vec![
+            row.accel.as_str().to_string(),
+            row.machine.as_str().to_string(),
+            row.name.clone(),
+            t.config.get("tick").cloned().unwrap_or_else(|| "?".into()),
+            t.config.get("mode").cloned().unwrap_or_else(|| "?".into()),
+        ];
+        if matches!(v, RowVerdict::Skip(_)) {
+            cols.extend(COLUMNS.iter().map(|_| "-".to_string()));
+        } else {
+            cols.extend(COLUMNS.iter().map(|c| cell(t, c)));
+        }
+        let verdict = match v {
+            RowVerdict::Pass => format!("PASS {secs:.1}s"),
+            RowVerdict::Fail(why) => format!("FAIL {secs:.1}s: {why}"),
+            RowVerdict::Skip(why) => format!("skip: {why}"),
+        };
+        let _ = writeln!(out, "{}  {verdict}", line(&cols));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SERIAL: &str = "\
+dynticks guest
+  not used: lapic timer TMICT modes: calibration too imprecise: ±10029 ppm
+CONFIG accel=tcg clocksource=tsc tick=hpet mode=high-res+NO_HZ hz=250 apic=xAPIC clockevent=hpet
+RESULT test=periodic source=hpet ticks=251 expected=250.925 verdict=pass
+RESULT test=nohz source=hpet interrupts=6 expected=6 stale=0 verdict=pass
+RESULT test=oneshot source=hpet lat_p50_us=59.1 lat_p99_us=744.4 lat_max_us=1359.8 verdict=fail
+";
+
+    fn row(accel: Accel) -> Row {
+        rows(accel, Machine::Pc, Caps::default(), false)
+            .into_iter()
+            .find(|r| r.name == "hpet")
+            .unwrap()
+    }
+
+    #[test]
+    fn a_transcript_parses_into_config_results_and_notes() {
+        let t = Transcript::parse(SERIAL);
+        assert_eq!(t.config["tick"], "hpet");
+        assert_eq!(t.results.len(), 3);
+        assert_eq!(t.verdict("periodic"), Some(Verdict::Pass));
+        assert_eq!(t.verdict("oneshot"), Some(Verdict::Fail));
+        assert_eq!(t.not_used.len(), 1);
+        assert_eq!(cell(&t, "periodic"), "ok 251/250.925");
+        assert_eq!(cell(&t, "nohz"), "ok 6/6");
+        assert_eq!(cell(&t, "oneshot"), "FAIL 59.1/744.4/1359.8us");
+        assert_eq!(cell(&t, "fallback"), "-");
+    }
+
+    #[test]
+    fn a_failed_test_fails_the_row_even_if_qemu_passed() {
+        let t = Transcript::parse(SERIAL);
+        assert_eq!(
+            judge(&row(Accel::Tcg), true, "pass", &t),
+            RowVerdict::Fail("oneshot failed".into())
+        );
+        let ok = Transcript::parse(&SERIAL.replace("verdict=fail", "verdict=pass"));
+        assert_eq!(judge(&row(Accel::Tcg), true, "pass", &ok), RowVerdict::Pass);
+        assert!(judge(&row(Accel::Tcg), false, "timed out", &ok).is_fail());
+        assert!(judge(&row(Accel::Tcg), true, "pass", &Transcript::default()).is_fail());
+    }
+
+    #[test]
+    fn a_missing_device_fails_under_tcg_and_skips_under_kvm() {
+        let t = Transcript::parse(&SERIAL.replace("tick=hpet", "tick=lapic0"));
+        assert!(judge(&row(Accel::Tcg), true, "pass", &t).is_fail());
+        assert!(matches!(
+            judge(&row(Accel::Kvm), true, "pass", &t),
+            RowVerdict::Skip(_)
+        ));
+    }
+
+    #[test]
+    fn rows_follow_the_cpu_model_and_the_filters() {
+        let tcg = rows(Accel::Tcg, Machine::Pc, Caps::default(), false);
+        assert!(tcg
+            .iter()
+            .all(|r| !r.name.contains("x2APIC") && !r.name.contains("deadline")));
+        assert!(tcg.iter().any(|r| r.name == "lapic xAPIC nohz=off"));
+        let kvm = rows(
+            Accel::Kvm,
+            Machine::Q35,
+            Caps {
+                x2apic: true,
+                tsc_deadline: true,
+            },
+            false,
+        );
+        let x2 = kvm.iter().find(|r| r.name == "lapic x2APIC").unwrap();
+        assert_eq!(x2.cpu.as_deref(), Some(KVM_NO_DEADLINE));
+        assert!(kvm.iter().any(|r| r.name == "lapic-deadline"));
+        let fast = rows(Accel::Tcg, Machine::Pc, Caps::default(), true);
+        assert!(fast.len() < tcg.len());
+        assert!(fast.iter().all(|r| !r.name.contains("nohz=off")));
+        assert!(fast.iter().any(|r| r.name.starts_with("fallback")));
+        assert_eq!(Source::parse("all"), Ok(None));
+        assert_eq!(Source::parse("hpet"), Ok(Some(Source::Hpet)));
+        assert!(Source::parse("rtc").is_err());
+    }
+
+    #[test]
+    fn the_table_has_a_line_per_row() {
+        let t = Transcript::parse(SERIAL);
+        let s = table(&[(row(Accel::Tcg), t.clone(), RowVerdict::Pass, 3.2)]);
+        assert_eq!(s.lines().count(), 2);
+        assert!(s.contains("PASS 3.2s"), "{s}");
+    }
+}
