@@ -100,6 +100,9 @@ pub(crate) struct TickCpu<'a, S> {
     pub(crate) deferment_wakeup: Ktime,
     /// What the device was last programmed for (before any advance).
     pub(crate) target: Ktime,
+    /// Consecutive interrupts that came before the clocksource reached
+    /// their expiry.
+    pub(crate) behind_streak: u32,
     /// Adaptive timer advance.
     pub(crate) advance: Advance,
     pub(crate) stats: CpuStats,
@@ -207,6 +210,7 @@ where
             do_timer_last: false,
             deferment_wakeup: Ktime::MAX,
             target: Ktime::MAX,
+            behind_streak: 0,
             advance: Advance::default(),
             stats: CpuStats::default(),
         });
@@ -668,13 +672,22 @@ where
         if let Some((_, ev)) = c.dev.as_mut() {
             // A device never fires early (its contract). If the clocksource
             // says we are more than the device's min delta short of the
-            // programmed expiry, the clocksource is the suspect (stuck or
-            // slow): check it now rather than at a watchdog deadline that
-            // the suspect clock itself would have to reach.
+            // programmed expiry twice in a row, the clocksource is the
+            // suspect (stuck or slow): check it now rather than at a
+            // watchdog deadline that the suspect clock itself would have to
+            // reach. Once is not enough: an interrupt raised for the
+            // previous programming (a LAPIC cannot withdraw one already
+            // pending) also arrives "early" for the new one.
             let expected = ev.next_event();
-            clock_behind = !expected.is_never()
+            let behind = !expected.is_never()
                 && !c.in_broadcast
                 && expected.saturating_since(now) > ev.min_delta();
+            c.behind_streak = if behind {
+                c.behind_streak.saturating_add(1)
+            } else {
+                0
+            };
+            clock_behind = c.behind_streak >= 2;
             ev.event_handled();
             if !expected.is_never() && now >= expected {
                 c.advance.observe(now.saturating_since(expected));
