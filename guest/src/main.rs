@@ -104,9 +104,6 @@ mod kernel {
         for test in options.tests() {
             harness_check(test);
         }
-        if options.timer_advance.is_some() {
-            warn!("cmdline: timer_advance= is not implemented yet; ignored");
-        }
 
         let platform = firmware::discover(boot.rsdp);
         let brought_up = cpu::without_interrupts(|| sources::bring_up(&platform, &options));

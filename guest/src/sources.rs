@@ -300,6 +300,16 @@ pub fn bring_up(
     };
     let mut tick: Tick =
         TickSystem::new(config, first, [[TimerSlot::EMPTY; TIMERS]]).map_err(BringUpError::Tick)?;
+    if let Some(adv) = opts.timer_advance {
+        tick.set_timer_advance(match adv {
+            crate::cmdline::TimerAdvance::Off => tick::TimerAdvance::Off,
+            crate::cmdline::TimerAdvance::Auto => tick::TimerAdvance::Auto,
+            crate::cmdline::TimerAdvance::Fixed(ns) => tick::TimerAdvance::Fixed(ns),
+        });
+        log::info!(
+            "timer advance: {adv:?} (high-res events programmed early, spun to the deadline)"
+        );
+    }
     if let Some(name) = cs_req {
         let found = all.iter().flatten().find(|c| c.name() == name);
         inv.clocksource = Some((found.map_or("?", |c| c.name()), found.is_some()));
