@@ -50,8 +50,13 @@ pub struct Fire {
     /// Its expiry.
     pub expires: Ktime,
     /// Monotonic time when its callback ran (read from the clocksource in
-    /// the callback, [`ClockProbe`]).
+    /// the callback, [`ClockProbe`]): for latency.
     pub at: Ktime,
+    /// Monotonic time the tick layer found it expired at (its timekeeper's
+    /// reading of the selected clocksource): for "never early". The probe
+    /// can read a few ns behind the timekeeper (it takes its base first),
+    /// so it must not judge earliness.
+    pub found_at: Ktime,
 }
 
 /// Timer runs, in the order they happened.
@@ -69,6 +74,7 @@ impl Recorder {
                 data: 0,
                 expires: Ktime::ZERO,
                 at: Ktime::ZERO,
+                found_at: Ktime::ZERO,
             }; RECORDS],
             n: 0,
             lost: 0,
@@ -173,11 +179,12 @@ impl Kernel {
         let programmed = tick.programmed_event(0);
         let before = tick.cpu_info(0).map(|i| (i.stats, i.tick_stopped));
         let mut rec = REC.lock();
-        let mut run = |_cpu: usize, t: Timer, _now: Ktime| {
+        let mut run = |_cpu: usize, t: Timer, now: Ktime| {
             rec.record(Fire {
                 data: t.data,
                 expires: t.expires,
                 at: probe.now(),
+                found_at: now,
             });
             Rearm::No
         };
@@ -215,7 +222,8 @@ impl Kernel {
 ///
 /// The base is taken as `now` first and the counter second, so the probe
 /// can only read *earlier* than the timekeeper would (by the few ns between
-/// the two reads): a "not early" verdict from it is conservative.
+/// the two reads): latency from it is never overstated, but "early" is
+/// judged by the time the tick layer found a timer expired (`Fire::found_at`).
 pub struct ClockProbe {
     cs: &'static dyn ClockSource,
     conv: CyclesToNs,

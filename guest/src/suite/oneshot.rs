@@ -126,7 +126,7 @@ pub fn run(ctx: &Ctx<'_>) -> Verdict {
                 continue;
             }
             let i = (f.data & 0xFFFF) as usize;
-            if f.at < f.expires || expiries.get(i) != Some(&f.expires) {
+            if f.found_at < f.expires || expiries.get(i) != Some(&f.expires) {
                 early += 1;
             }
             let key = (f.expires, i as u64);
