@@ -68,8 +68,8 @@ pub use caps::Capabilities;
 pub use error::Error;
 pub use freq::{
     calibrate_timer, raise_by_ppm, timer_frequency, FrequencySource, TimerFrequency, APIC_DIVISOR,
-    CALIBRATION_MAX_READS, CALIBRATION_WINDOW, MAX_CALIBRATION_ERROR_PPM, MIN_BUS_RATE,
-    STOPPED_PROBE_READS,
+    CALIBRATION_MAX_READS, CALIBRATION_RETRY_WINDOW, CALIBRATION_WINDOW, MAX_CALIBRATION_ERROR_PPM,
+    MIN_BUS_RATE, RETRY_ABOVE_PPM, STOPPED_PROBE_READS,
 };
 pub use regs::{Divide, LvtTimer, Reg, TimerModeBits};
 pub use timer::{
