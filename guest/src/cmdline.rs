@@ -15,6 +15,7 @@
 //! | `hz=` | `100`, `250`, `1000` | periodic tick rate |
 //! | `test=` | names, comma-separated | the in-guest tests to run, in order |
 //! | `timer_advance=` | `auto`, `off`, nanoseconds | early programming of the deadline |
+//! | `tsc=` | `reliable` | trust the TSC without CPUID's invariant bit: no clocksource watchdog (Linux's `tsc=reliable`) |
 //!
 //! Nothing here can fail: an unknown option, a missing or bad value is
 //! returned as a [`Warning`] and the option is ignored (the default stays).
@@ -66,6 +67,17 @@ pub enum TimerAdvance {
     Fixed(Nanos),
 }
 
+impl TimerAdvance {
+    /// The tick layer's setting.
+    pub fn to_tick(self) -> tick::TimerAdvance {
+        match self {
+            TimerAdvance::Off => tick::TimerAdvance::Off,
+            TimerAdvance::Auto => tick::TimerAdvance::Auto,
+            TimerAdvance::Fixed(ns) => tick::TimerAdvance::Fixed(ns),
+        }
+    }
+}
+
 /// The options the command line set; `None` (or `false`) means "not given,
 /// use the default".
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -88,6 +100,8 @@ pub struct Options<'a> {
     pub test: Option<&'a str>,
     /// `timer_advance=auto|off|<ns>`.
     pub timer_advance: Option<TimerAdvance>,
+    /// `tsc=reliable`.
+    pub tsc_reliable: bool,
 }
 
 /// What was wrong with one word of the command line.
@@ -217,13 +231,14 @@ fn apply<'a>(options: &mut Options<'a>, word: &'a str) -> Result<(), Problem> {
         "lapic" => options.lapic_notimer = exactly(value, "notimer")?,
         "hz" => options.hz = Some(tick_rate(value)?),
         "timer_advance" => options.timer_advance = Some(timer_advance(value)?),
+        "tsc" => options.tsc_reliable = exactly(value, "reliable")?,
         _ => return Err(Problem::Unknown),
     }
     Ok(())
 }
 
 /// The keys `apply` has an arm for (to tell a missing value from an unknown key).
-const KNOWN_KEYS: [&str; 9] = [
+const KNOWN_KEYS: [&str; 10] = [
     "clocksource",
     "clockevent",
     "test",
@@ -233,6 +248,7 @@ const KNOWN_KEYS: [&str; 9] = [
     "lapic",
     "hz",
     "timer_advance",
+    "tsc",
 ];
 
 /// A device or test name: ASCII letters, digits, `_`, `-` and `.`.
@@ -356,6 +372,9 @@ impl fmt::Display for Options<'_> {
             }
             None => {}
         }
+        if self.tsc_reliable {
+            item(f, format_args!("tsc=reliable"))?;
+        }
         if sep.is_empty() {
             f.write_str("(defaults)")?;
         }
@@ -385,7 +404,7 @@ mod tests {
     fn every_option_is_recognised() {
         let p = parse(
             "clocksource=hpet clockevent=lapic-deadline nohz=on highres=off hpet=disable \
-             lapic=notimer hz=250 test=oneshot_basic timer_advance=1500",
+             lapic=notimer hz=250 test=oneshot_basic timer_advance=1500 tsc=reliable",
         );
         assert!(p.warnings.is_empty(), "{:?}", warnings(&p));
         assert_eq!(
@@ -400,13 +419,14 @@ mod tests {
                 hz: Some(TickRate::Hz250),
                 test: Some("oneshot_basic"),
                 timer_advance: Some(TimerAdvance::Fixed(Nanos::from_nanos(1500))),
+                tsc_reliable: true,
             }
         );
     }
 
     #[test]
     fn display_round_trips_through_parse() {
-        let line = "clocksource=tsc nohz=off hz=1000 test=x timer_advance=auto";
+        let line = "clocksource=tsc nohz=off hz=1000 test=x timer_advance=auto tsc=reliable";
         let p = parse(line);
         assert_eq!(p.options.to_string(), line);
         assert_eq!(parse(&p.options.to_string()).options, p.options);

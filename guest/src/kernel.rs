@@ -49,6 +49,8 @@ pub struct Fire {
     pub data: u64,
     /// Its expiry.
     pub expires: Ktime,
+    /// Monotonic time at the interrupt handler's entry (the probe's base).
+    pub entry: Ktime,
     /// Monotonic time when its callback ran (read from the clocksource in
     /// the callback, [`ClockProbe`]): for latency.
     pub at: Ktime,
@@ -73,6 +75,7 @@ impl Recorder {
             fires: [Fire {
                 data: 0,
                 expires: Ktime::ZERO,
+                entry: Ktime::ZERO,
                 at: Ktime::ZERO,
                 found_at: Ktime::ZERO,
             }; RECORDS],
@@ -183,6 +186,7 @@ impl Kernel {
             rec.record(Fire {
                 data: t.data,
                 expires: t.expires,
+                entry: probe.base,
                 at: probe.now(),
                 found_at: now,
             });
@@ -487,4 +491,63 @@ pub fn idle_until(mut done: impl FnMut(&mut Kernel) -> bool) {
         k.tick.idle_exit(0);
     }
     cpu::enable_interrupts();
+}
+
+/// The learned delay from a timer's callback to the waiting code's resume
+/// after `hlt` (handler exit, `iret`, the idle loop's wake path), in ns:
+/// what [`sleep_until`] sets its timer early by when timer advance is on.
+static RESUME_LEAD: AtomicU64 = AtomicU64::new(0);
+/// The most [`RESUME_LEAD`] may learn (a host stall must not make every
+/// later sleep spin for long).
+pub const RESUME_LEAD_MAX: Nanos = Nanos::from_micros(200);
+
+/// The resume lead learned so far.
+pub fn resume_lead() -> Nanos {
+    Nanos::from_nanos(RESUME_LEAD.load(Ordering::Relaxed))
+}
+
+/// Sleeps (idle, NO_HZ where the mode allows) until `deadline`, with a
+/// timer tagged `data`; returns the time the waiting code resumed, never
+/// before `deadline`.
+///
+/// With `advance`, the timer is set [`resume_lead`] early — the delivery
+/// delay is the tick layer's timer advance, this covers the path back to
+/// the waiter — and the rest is spun here, so the waiter resumes at the
+/// deadline rather than that path's length after it. The lead learns the
+/// callback→resume delay, bounded by [`RESUME_LEAD_MAX`], with an
+/// asymmetric exponential average — up by 1/4 of a longer sample, down by
+/// 1/16 of a shorter one — which settles near the 80th percentile rather
+/// than the mean: a lead at the mean leaves half the wake-ups late by the
+/// path's jitter, a longer one only costs spinning. Returns `None` if the timer could not
+/// be queued.
+pub fn sleep_until(deadline: Ktime, data: u64, advance: bool) -> Option<Ktime> {
+    let lead = if advance { resume_lead() } else { Nanos::ZERO };
+    with_rec(|r| r.clear());
+    with(|k| k.tick.add_timer(0, deadline.saturating_sub(lead), data))?.ok()?;
+    let mut woke = Ktime::ZERO;
+    idle_until(|k| {
+        let done = with_rec(|r| r.has(data));
+        if done {
+            woke = k.tick.now();
+        }
+        done
+    });
+    if advance {
+        if let Some(f) = with_rec(|r| r.fires().iter().find(|f| f.data == data).copied()) {
+            let sample = woke.saturating_since(f.at).min(RESUME_LEAD_MAX).as_nanos() as i64;
+            let old = RESUME_LEAD.load(Ordering::Relaxed) as i64;
+            let step = if sample > old {
+                (sample - old) / 4
+            } else {
+                (sample - old) / 16
+            };
+            let new = (old + step).clamp(0, RESUME_LEAD_MAX.as_nanos() as i64);
+            RESUME_LEAD.store(new as u64, Ordering::Relaxed);
+        }
+        while woke < deadline {
+            core::hint::spin_loop();
+            woke = now();
+        }
+    }
+    Some(woke)
 }

@@ -22,6 +22,9 @@ use core::fmt::{self, Write};
 pub const RESULT: &str = "RESULT";
 /// The prefix of the line that states the configuration a boot reached.
 pub const CONFIG: &str = "CONFIG";
+/// The prefix of a benchmark figure (`BENCH <group> key=value …`, as
+/// `bench/linux`'s program prints them).
+pub const BENCH: &str = "BENCH";
 
 /// What a test concluded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -169,6 +172,13 @@ impl Line {
     /// A `CONFIG` line.
     pub fn config() -> Self {
         Line::start(CONFIG)
+    }
+
+    /// A `BENCH <group>` line (no verdict: print [`Line::as_str`]).
+    pub fn bench(group: &str) -> Self {
+        let mut l = Line::start(BENCH);
+        let _ = write!(l.buf, " {group}");
+        l
     }
 
     fn start(kind: &str) -> Self {

@@ -286,7 +286,7 @@ pub fn bring_up(
     if let Some(r) = reference {
         log::info!("sources: calibration reference: {}", r.name());
     }
-    let tsc = tsc_up(reference, &mut inv);
+    let tsc = tsc_up(reference, opts.tsc_reliable, &mut inv);
 
     let all = [tsc, hpet, pm, pit];
     let mut present = all.iter().flatten().copied();
@@ -301,11 +301,7 @@ pub fn bring_up(
     let mut tick: Tick =
         TickSystem::new(config, first, [[TimerSlot::EMPTY; TIMERS]]).map_err(BringUpError::Tick)?;
     if let Some(adv) = opts.timer_advance {
-        tick.set_timer_advance(match adv {
-            crate::cmdline::TimerAdvance::Off => tick::TimerAdvance::Off,
-            crate::cmdline::TimerAdvance::Auto => tick::TimerAdvance::Auto,
-            crate::cmdline::TimerAdvance::Fixed(ns) => tick::TimerAdvance::Fixed(ns),
-        });
+        tick.set_timer_advance(adv.to_tick());
         log::info!(
             "timer advance: {adv:?} (high-res events programmed early, spun to the deadline)"
         );
@@ -651,6 +647,7 @@ fn pit_clocksource_up(system_clock: bool, inv: &mut Inventory) -> Option<&'stati
 
 fn tsc_up(
     reference: Option<&'static dyn ClockSource>,
+    reliable: bool,
     inv: &mut Inventory,
 ) -> Option<&'static dyn ClockSource> {
     #[cfg(feature = "tsc")]
@@ -659,7 +656,11 @@ fn tsc_up(
             hw::metal::MetalTsc,
             &raw_cpuid::CpuId::new(),
             reference,
-            tsc::Stability::Auto,
+            if reliable {
+                tsc::Stability::Reliable
+            } else {
+                tsc::Stability::Auto
+            },
         );
         match r {
             Ok(cs) => {
@@ -698,7 +699,7 @@ fn tsc_up(
     }
     #[cfg(not(feature = "tsc"))]
     {
-        let _ = reference;
+        let _ = (reference, reliable);
         inv.skip(format_args!("tsc: not built (feature tsc off)"));
         None
     }

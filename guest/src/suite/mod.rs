@@ -13,6 +13,7 @@
 //! | `fallback` | with a source missing, another one took over and the system ticks |
 //! | `all` | `periodic,oneshot,nohz,clocksource` |
 //! | `caps` | bring-up only (the boot table and `CONFIG` line) |
+//! | `bench`, `bench-*` | benchmarks: `BENCH` lines, no verdict on time ([`bench`]) |
 //!
 //! Without `test=` the kernel runs [`demo`] instead.
 //!
@@ -30,6 +31,7 @@
 //! There [`tick_tolerance`] allows 2 % short. Each `RESULT` line carries
 //! the tolerance it was judged with.
 
+pub mod bench;
 pub mod clocksource;
 pub mod demo;
 pub mod fallback;
@@ -270,6 +272,7 @@ pub fn run(name: &str, ctx: &Ctx<'_>) -> Option<Verdict> {
         "clocksource" => clocksource::run(ctx),
         "fallback" => fallback::run(ctx),
         "caps" => Verdict::Pass,
+        n if n.starts_with("bench") => return bench::run(n, ctx),
         _ => return None,
     })
 }
