@@ -251,7 +251,13 @@ impl<'a> Timekeeper<'a> {
     /// most `max_cycles` (see the module docs).
     #[inline(always)]
     fn read_delta(&self) -> Cycles {
-        let d = self.cs.read().wrapping_delta(self.cycle_last, self.mask);
+        self.delta_of(self.cs.read())
+    }
+
+    /// The checked delta of a counter value read now.
+    #[inline(always)]
+    fn delta_of(&self, now: Cycles) -> Cycles {
+        let d = now.wrapping_delta(self.cycle_last, self.mask);
         if d > self.params.max_cycles || d >= self.max_raw_delta {
             return self.clamp_slow(d);
         }
@@ -305,6 +311,18 @@ impl<'a> Timekeeper<'a> {
     #[inline]
     pub fn monotonic(&self) -> Ktime {
         Ktime::from_nanos(self.mono.at(self.read_delta()))
+    }
+
+    /// The monotonic clock at `counter`, a value of the current clocksource
+    /// the caller has just read itself — the vDSO's way (Linux reads the TSC
+    /// inline in `__arch_get_hw_counter` and applies the published
+    /// mult/shift): a caller that knows the source's type avoids the
+    /// indirect call of [`monotonic`](Self::monotonic), which costs as much
+    /// as the rest of the read under a binary translator. The same checks
+    /// apply (a value behind `cycle_last` gives the last update's time).
+    #[inline]
+    pub fn monotonic_at(&self, counter: Cycles) -> Ktime {
+        Ktime::from_nanos(self.mono.at(self.delta_of(counter)))
     }
 
     /// The raw clock: like [`monotonic`](Self::monotonic) but at the source's
@@ -571,6 +589,25 @@ mod tests {
         assert_eq!(tk.raw(), Ktime::from_millis(1_500));
         assert_eq!(tk.boot(), Ktime::from_millis(1_500));
         assert_eq!(tk.realtime(), Nanos::from_millis(1_500));
+    }
+
+    #[test]
+    fn monotonic_at_a_value_read_by_the_caller_equals_monotonic() {
+        let w = World::new();
+        let cs = FakeClock::new(&w, "hpet", 14_318_180)
+            .bits(32)
+            .offset(0xFFFF_0000);
+        let mut tk = Timekeeper::new(&cs).unwrap();
+        for step in [3 * MS, 700 * MS, 2 * S, 1, 999_999] {
+            w.set(w.now() + step);
+            assert_eq!(tk.monotonic_at(cs.read()), tk.monotonic());
+            tk.update();
+            assert_eq!(tk.monotonic_at(cs.read()), tk.monotonic());
+        }
+        // A value behind the last update reads as the update's time.
+        let behind = Cycles::new(cs.read().get().wrapping_sub(5) & 0xFFFF_FFFF);
+        tk.update();
+        assert_eq!(tk.monotonic_at(behind), tk.monotonic());
     }
 
     /// N updates at irregular steps across 32-bit wraps equal one conversion
