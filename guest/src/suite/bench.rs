@@ -9,7 +9,7 @@
 //! |---|---|---|
 //! | `bench-idle` | `idle` | timer interrupts/s over 10 s of idle with no timer pending but the one that ends the window (Linux: one `nanosleep` of 10 s) |
 //! | `bench-lateness` | `lateness` | a 1 ms absolute periodic timer, 2000 periods, timer advance off then auto: lateness where the idle loop resumes after `hlt` and at handler entry |
-//! | `bench-read` | `clock_read` | one clocksource read through a timekeeper (Linux: `clock_gettime`), per clocksource, and the bare `rdtsc` + multiply-shift |
+//! | `bench-read` | `clock_read` | one clocksource read through a timekeeper (Linux: `clock_gettime`), per clocksource; the TSC also read inline with `Timekeeper::monotonic_at` (the vDSO's way); the bare `rdtsc` + multiply-shift |
 //! | `bench-program` | `program` | one `program_event` on the tick device, and the driver's bare `set_next_event` |
 //! | `bench-nohz` | `nohz_path` | NO_HZ idle entry (`idle_enter` + `idle_sleep`) and exit (`idle_wake` + `idle_exit`) |
 //! | `bench-cal` | `calibration` | LAPIC timer and TSC rates calibrated against each reference vs the true rate, error, time taken |
@@ -412,47 +412,85 @@ fn lateness_run(state: TickState, advance: &str) {
 /// bare `rdtsc` + multiply-shift with the TSC's factor.
 fn read(ctx: &Ctx<'_>) -> Verdict {
     let clocks = sources::all_clocksources(ctx.inv);
-    let mut tsc_median = None;
+    let mut conv = None;
     for (cs, _) in clocks.iter().flatten() {
         let Ok(tk) = Timekeeper::new(*cs) else {
             continue;
         };
-        let median = cpu_quiet(|| read_one(cs.name(), &tk, TscClock::get(ctx)));
+        cpu_quiet(|| read_one(cs.name(), &tk, TscClock::get(ctx)));
         if cs.name() == "tsc" {
-            tsc_median = Some((median, tk.params().conv));
+            conv = Some(tk.params().conv);
         }
     }
-    let Some((tsc, conv)) = tsc_median else {
+    let Some(conv) = conv else {
         return not_measured("clock_read", "no TSC clocksource: no bare baseline");
     };
-    let bare = cpu_quiet(|| {
-        let base = rdtsc();
-        let mut h = HIST.lock();
+    let Some(tsc_cs) = sources::tsc_clocksource() else {
+        return not_measured("clock_read", "no TSC clocksource: no bare baseline");
+    };
+    let Ok(tk) = Timekeeper::new(tsc_cs) else {
+        return not_measured("clock_read", "no timekeeper on the TSC");
+    };
+    // The three TSC paths interleaved, 10 rounds of READS/10 each, so a
+    // host hiccup lands on all three alike: through the timekeeper (an
+    // indirect call to the source), inline (the vDSO's way: `rdtsc` here,
+    // `Timekeeper::monotonic_at`), and the bare `rdtsc` + multiply-shift.
+    let [dyn_h, inline_h, bare_h] = &mut *CMP.lock();
+    for h in [&mut *dyn_h, &mut *inline_h, &mut *bare_h] {
         h.clear();
-        let mut prev = 0u64;
-        for i in 0..=READS {
-            let t = conv.cycles_to_ns(Cycles::new(rdtsc().wrapping_sub(base)));
-            let t = core::hint::black_box(t.as_nanos());
-            if i > 0 {
-                h.add(t.wrapping_sub(prev));
+    }
+    cpu_quiet(|| {
+        let base = rdtsc();
+        for _ in 0..10 {
+            let mut prev = tk.monotonic();
+            for _ in 0..READS / 10 {
+                let t = core::hint::black_box(tk.monotonic());
+                dyn_h.add(t.saturating_since(prev).as_nanos());
+                prev = t;
             }
-            prev = t;
+            let mut prev = tk.monotonic_at(Cycles::new(rdtsc()));
+            for _ in 0..READS / 10 {
+                let t = core::hint::black_box(tk.monotonic_at(Cycles::new(rdtsc())));
+                inline_h.add(t.saturating_since(prev).as_nanos());
+                prev = t;
+            }
+            let mut prev = conv.cycles_to_ns(Cycles::new(rdtsc().wrapping_sub(base)));
+            for _ in 0..READS / 10 {
+                let t = conv.cycles_to_ns(Cycles::new(rdtsc().wrapping_sub(base)));
+                let t = core::hint::black_box(t);
+                bare_h.add(t.saturating_sub(prev).as_nanos());
+                prev = t;
+            }
         }
+    });
+    for (name, h) in [
+        ("tsc-interleaved", &*dyn_h),
+        ("tsc-inline", &*inline_h),
+        ("bare-rdtsc-mulshift", &*bare_h),
+    ] {
         let mut l = line("clock_read");
-        l.field("clock", "bare-rdtsc-mulshift")
-            .field("reads", READS)
+        l.field("clock", name)
+            .field("reads", h.n)
             .field("median_ns", h.median())
             .field("mean_ns", h.mean())
             .field("min_ns", h.min);
         emit(&l);
-        h.median()
-    });
+    }
+    let (d, i, b) = (dyn_h.median(), inline_h.median(), bare_h.median());
     let mut l = line("clock_read_ratio");
-    l.field("tsc_median_ns", tsc)
-        .field("bare_median_ns", bare)
-        .field("ratio", Ratio(tsc, bare));
+    l.field("tsc_median_ns", d)
+        .field("tsc_inline_median_ns", i)
+        .field("bare_median_ns", b)
+        .field("ratio", Ratio(d, b))
+        .field("inline_ratio", Ratio(i, b))
+        .field("tsc_mean_ratio", Ratio(dyn_h.mean(), bare_h.mean()))
+        .field("inline_mean_ratio", Ratio(inline_h.mean(), bare_h.mean()));
     emit(&l)
 }
+
+/// The three histograms of the interleaved TSC comparison.
+static CMP: spin::Mutex<[Histogram; 3]> =
+    spin::Mutex::new([Histogram::new(), Histogram::new(), Histogram::new()]);
 
 /// Runs `f` with interrupts off (a tick must not land in a sample).
 fn cpu_quiet<R>(f: impl FnOnce() -> R) -> R {
