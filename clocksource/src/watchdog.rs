@@ -33,13 +33,17 @@
 //! - It is far below what the watchdog exists to catch: a counter that
 //!   stops (100 % skew), a TSC scaled by cpufreq or halted in C-states
 //!   (several %), a misprogrammed period.
-//! - The margin is absolute, so the interval must stay near nominal: an
-//!   interval more than 2× nominal (Linux `WATCHDOG_INTERVAL_MAX_NS`, 1 s)
-//!   would make it a tighter ppm bound and demote good sources, and one past
-//!   either source's `max_idle` may hide a wrap — both reset the baseline
-//!   instead of judging. A call less than half an interval after the
-//!   baseline is "not due" and keeps the baseline, so calling `check` more
-//!   often than needed is harmless.
+//! - The margin is absolute per nominal interval; a longer interval scales
+//!   it in proportion ([`scaled_margin`]), keeping the bound at ≈ 1000 ppm.
+//!   Linux instead resets the baseline past 2× nominal
+//!   (`WATCHDOG_INTERVAL_MAX_NS`, 1 s), which suits a watchdog timer that
+//!   fires every 0.5 s whatever the CPU does; here the tick layer defers
+//!   checks while the CPU idles tickless (up to [`Watchdog::max_interval`]),
+//!   and the check that spans the idle period is the one that sees a TSC
+//!   halted in it. An interval past either source's `max_idle` may hide a
+//!   wrap: it resets the baseline instead of judging. A call less than half
+//!   an interval after the baseline is "not due" and keeps the baseline, so
+//!   calling `check` more often than needed is harmless.
 //! - The interval is measured on the reference only. Linux uses the longer
 //!   of the two, so a source running more than 2× fast is skipped as "too
 //!   long" every round; here it is judged, and fails.
@@ -88,6 +92,19 @@ pub fn uncertainty_margin(cs: &dyn ClockSource) -> Nanos {
     }
 }
 
+/// The allowed skew over an interval of `wd_ns` (measured on the
+/// reference) when `margin` is allowed over a nominal `interval`: `margin`
+/// up to the nominal interval, proportionally more beyond it, so the bound
+/// stays the same in ppm (≈ 1000 ppm). A check deferred across an idle
+/// period is judged, not skipped.
+pub fn scaled_margin(margin: Nanos, wd_ns: Nanos, interval: Nanos) -> Nanos {
+    if wd_ns <= interval || interval == Nanos::ZERO {
+        return margin;
+    }
+    let scaled = margin.as_nanos() as u128 * wd_ns.as_nanos() as u128 / interval.as_nanos() as u128;
+    Nanos::from_nanos(scaled.min(u64::MAX as u128) as u64)
+}
+
 /// Why the reference given to [`Watchdog::check`] was not used.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum WatchdogError {
@@ -104,9 +121,6 @@ pub enum ResetReason {
     /// The interval exceeded a source's max deferment (or its `max_cycles`):
     /// a counter may have wrapped unseen.
     WrapRisk,
-    /// The interval was more than twice the nominal one: the absolute margin
-    /// would be too tight a bound.
-    TooLong,
 }
 
 /// A judged interval.
@@ -120,7 +134,8 @@ pub struct Skew {
     pub skew_ns: i64,
     /// The skew in parts per million of the reference interval.
     pub ppm: i64,
-    /// The allowed `|skew_ns|`: `margin(cs) + margin(wd)`.
+    /// The allowed `|skew_ns|`: `margin(cs) + margin(wd)`, scaled by
+    /// `wd_ns / interval` when the interval was longer than nominal.
     pub margin: Nanos,
 }
 
@@ -248,6 +263,27 @@ impl<const N: usize> Watchdog<N> {
         best.map(|(_, id)| id)
     }
 
+    /// The longest interval a check against `reference` can judge: the
+    /// smallest max deferment of the reference and of every source it would
+    /// check (past it a counter may have wrapped unseen, and the check only
+    /// re-records its baseline). `None` if `reference` is not registered.
+    ///
+    /// A caller that defers checks while the CPU idles (the tick layer in
+    /// NO_HZ idle) may wait up to this long without losing a judgment.
+    pub fn max_interval<'a>(registry: &Registry<'a, N>, reference: SourceId) -> Option<Nanos> {
+        let wd = registry.get(reference)?;
+        let mut max = wd.params().max_idle;
+        for e in registry.iter() {
+            if e.id() != reference
+                && e.flags().contains(ClockSourceFlags::MUST_VERIFY)
+                && !e.is_unstable()
+            {
+                max = max.min(e.params().max_idle);
+            }
+        }
+        Some(max)
+    }
+
     /// Checks every registered `MUST_VERIFY`, not yet unstable source other
     /// than `reference` against `reference`, marks those beyond the margin
     /// unstable in `registry`, and reports. The caller then calls
@@ -358,10 +394,6 @@ impl<const N: usize> Watchdog<N> {
             self.baselines[slot] = fresh;
             return Verdict::Reset(ResetReason::WrapRisk);
         }
-        if wd_ns > self.interval.saturating_mul(2) {
-            self.baselines[slot] = fresh;
-            return Verdict::Reset(ResetReason::TooLong);
-        }
         if wd_ns.as_nanos() < self.interval.as_nanos() / 2 {
             return Verdict::NotDue { elapsed: wd_ns };
         }
@@ -369,7 +401,11 @@ impl<const N: usize> Watchdog<N> {
         self.baselines[slot] = fresh;
         let skew_ns = cs_ns.as_nanos() as i128 - wd_ns.as_nanos() as i128;
         let ppm = skew_ns * 1_000_000 / (wd_ns.as_nanos().max(1) as i128);
-        let margin = uncertainty_margin(cs).saturating_add(uncertainty_margin(wd));
+        let margin = scaled_margin(
+            uncertainty_margin(cs).saturating_add(uncertainty_margin(wd)),
+            wd_ns,
+            self.interval,
+        );
         let skew = Skew {
             cs_ns,
             wd_ns,
@@ -555,16 +591,75 @@ mod tests {
         };
         assert_eq!(check(0), Some(Verdict::Baseline));
         assert!(matches!(check(HALF_S / 4), Some(Verdict::NotDue { .. })));
-        assert_eq!(
-            check(5 * HALF_S),
-            Some(Verdict::Reset(ResetReason::TooLong))
-        );
         // Beyond the 32-bit HPET's 133 s max deferment: wrap risk.
         assert_eq!(
             check(140 * 1_000_000_000),
             Some(Verdict::Reset(ResetReason::WrapRisk))
         );
         assert!(matches!(check(HALF_S), Some(Verdict::Unstable(_))));
+    }
+
+    /// A check deferred over 10 s (an idle CPU) is judged with the margin
+    /// scaled to the interval: a good source (150 ppm, within crystal
+    /// tolerance) passes, one 2000 ppm fast fails as over 0.5 s.
+    #[test]
+    fn long_intervals_are_judged_with_a_proportional_margin() {
+        for (drift_ppb, stable) in [(150_000, true), (-150_000, true), (2_000_000, false)] {
+            let w = World::new();
+            let (h, t) = (hpet(&w), tsc(&w, drift_ppb));
+            let mut reg: Registry<'_, 4> = Registry::new();
+            let href = reg.register(&h).unwrap();
+            let tid = reg.register(&t).unwrap();
+            let mut wd: Watchdog<4> = Watchdog::new();
+            assert_eq!(
+                wd.check(&mut reg, href).unwrap().verdict(tid),
+                Some(Verdict::Baseline)
+            );
+            w.advance(20 * HALF_S);
+            let v = wd.check(&mut reg, href).unwrap().verdict(tid);
+            let skew = match v {
+                Some(Verdict::Stable(s)) if stable => s,
+                Some(Verdict::Unstable(s)) if !stable => s,
+                other => panic!("drift {drift_ppb} ppb: {other:?}"),
+            };
+            // 250 µs + 250 µs per 0.5 s, over 10 s (± the HPET's 70 ns
+            // cycle at the midpoint pairing).
+            assert!(
+                skew.margin.as_nanos().abs_diff(10_000_000) < 1_000,
+                "{:?}",
+                skew.margin
+            );
+            assert!((skew.ppm - drift_ppb / 1000).abs() <= 1, "{skew:?}");
+        }
+        assert_eq!(
+            scaled_margin(
+                Nanos::from_micros(500),
+                Nanos::from_millis(400),
+                WATCHDOG_INTERVAL
+            ),
+            Nanos::from_micros(500)
+        );
+        assert_eq!(
+            scaled_margin(
+                Nanos::from_micros(500),
+                Nanos::from_secs(3),
+                WATCHDOG_INTERVAL
+            ),
+            Nanos::from_millis(3)
+        );
+    }
+
+    #[test]
+    fn max_interval_is_the_smallest_max_deferment_of_the_pair() {
+        let w = World::new();
+        let (h, t) = (hpet(&w), tsc(&w, 0));
+        let mut reg: Registry<'_, 4> = Registry::new();
+        let href = reg.register(&h).unwrap();
+        reg.register(&t).unwrap();
+        let hpet_idle = reg.get(href).unwrap().params().max_idle;
+        // The 2.9 GHz 64-bit TSC can go far longer than the 32-bit HPET.
+        assert_eq!(Watchdog::<4>::max_interval(&reg, href), Some(hpet_idle));
+        assert!(hpet_idle > Nanos::from_secs(100) && hpet_idle < Nanos::from_secs(150));
     }
 
     #[test]

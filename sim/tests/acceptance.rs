@@ -352,6 +352,16 @@ fn deep_idle_without_broadcast_device_is_refused_and_timers_still_fire() {
 /// One CPU on a must-verify "tsc" (rating 300) with a trusted "hpet"
 /// (rating 250) registered beside it: the watchdog's setting.
 fn watched_tsc(cfg: TickConfig, tsc_hz: u64, hpet_bits: u32) -> (Machine<1>, &'static SimCounter) {
+    let (m, tsc, _) = watched_tsc_traced(cfg, tsc_hz, hpet_bits);
+    (m, tsc)
+}
+
+/// [`watched_tsc`], with the trace.
+fn watched_tsc_traced(
+    cfg: TickConfig,
+    tsc_hz: u64,
+    hpet_bits: u32,
+) -> (Machine<1>, &'static SimCounter, Trace) {
     let clock = VirtualClock::new();
     let trace = Trace::new();
     let tsc = SimCounter::new(
@@ -374,7 +384,70 @@ fn watched_tsc(cfg: TickConfig, tsc_hz: u64, hpet_bits: u32) -> (Machine<1>, &'s
     m.tick.register_clocksource(hpet).unwrap();
     m.add_device(local_dev(&clock, &trace, "lapic0", 0, BOTH));
     assert_eq!(m.tick.timekeeper().clocksource().name(), "tsc");
-    (m, tsc)
+    (m, tsc, trace)
+}
+
+/// With CPU 0 idle and its tick stopped, the watchdog wakes nobody: its
+/// check runs in the wake-ups the counters force anyway (here the device's
+/// 32-bit delta, 4.295 s at 1 GHz), and the check spanning the idle period
+/// is judged with a margin scaled to its length — so a clock that went
+/// wrong while idle is caught at the first wake-up.
+#[test]
+fn nohz_idle_defers_the_watchdog_into_the_wakeups_the_counters_force() {
+    for drift in [false, true] {
+        let (mut m, tsc, trace) = watched_tsc_traced(config(250, true, true), 1_000_000_000, 32);
+        // Busy to 1 s: checks at 0.5 s (baseline) and 1.0 s (judged).
+        m.run_until(Ktime::from_millis(1_002));
+        let s = m.tick.watchdog_schedule().expect("a must-verify source");
+        assert_eq!(s.last_run, Ktime::from_secs(1));
+        assert_eq!(s.next_due, Ktime::from_millis(1_500));
+        // 7/8 of the 32-bit 100 MHz HPET's max deferment (the TSC's is far
+        // longer): the HPET wraps in 42.9 s; half of it, less the 11 %
+        // slew margin, is its max_idle.
+        let hpet = m.tick.clocksources().find("hpet").unwrap();
+        let hpet_idle = m.tick.clocksources().get(hpet).unwrap().params().max_idle;
+        assert_eq!(s.deferral, Nanos::from_nanos(hpet_idle.as_nanos() / 8 * 7));
+        assert!(s.deferral > Nanos::from_secs(15) && s.deferral < Nanos::from_secs(20));
+        assert_eq!(s.idle_deadline, s.last_run.saturating_add(s.deferral));
+        if drift {
+            // 2000 ppm fast from here: 8.6 ms of skew over the first idle
+            // stretch, twice its scaled margin (0.5 ms per 0.5 s: 4.3 ms).
+            tsc.set_drift_ppb(2_000_000);
+        }
+        let start = trace.interrupts_of("lapic0").len();
+        m.idle(0, IdleDepth::Shallow);
+        m.run_until(Ktime::from_millis(5_296));
+        assert_eq!(
+            m.tick.timekeeper().clocksource().name(),
+            "tsc",
+            "not before"
+        );
+        m.run_until(Ktime::from_secs(11));
+        let irqs = &trace.interrupts_of("lapic0")[start..];
+        let device_max = Nanos::from_nanos(u32::MAX as u64);
+        if !drift {
+            // Only the device's forced re-arms, 4.295 s apart from idle
+            // entry (1.002 s): no wake-up for the watchdog, which ran in each.
+            let t0 = Ktime::from_millis(1_002);
+            let expect: Vec<Ktime> = (1..=2)
+                .map(|k| t0.saturating_add(device_max.saturating_mul(k)))
+                .collect();
+            assert_eq!(irqs, expect.as_slice());
+            let s = m.tick.watchdog_schedule().unwrap();
+            assert_eq!(s.last_run, expect[1]);
+            assert_eq!(m.tick.timekeeper().clocksource().name(), "tsc");
+        } else {
+            // Caught at the first wake-up (5.297 s): the TSC is unstable and
+            // the HPET took over.
+            assert_eq!(m.tick.timekeeper().clocksource().name(), "hpet");
+            let tsc_id = m.tick.clocksources().find("tsc").unwrap();
+            assert!(m.tick.clocksources().get(tsc_id).unwrap().is_unstable());
+            assert!(
+                m.tick.watchdog_schedule().is_none(),
+                "nothing left to verify"
+            );
+        }
+    }
 }
 
 #[test]

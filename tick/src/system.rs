@@ -21,6 +21,22 @@
 //! serialises calls (one lock, interrupts off, in a kernel); per-CPU state is
 //! reached by CPU index.
 //!
+//! # The clocksource watchdog, deferred in idle
+//!
+//! With a `MUST_VERIFY` clocksource registered (a TSC without the
+//! invariant bit), CPU 0 checks it against a trusted one every 0.5 s while
+//! its tick runs, as Linux does. Linux's watchdog is a timer that wakes an
+//! idle CPU every 0.5 s too (most of the ~2 wake-ups/s of an idle Linux
+//! guest under TCG); here, with CPU 0's tick stopped, the check waits for
+//! the CPU's next wake-up for anything else, and forces one only when the
+//! interval would grow past what a check can still judge: 7/8 of the
+//! smaller max deferment of the pair ([`Watchdog::max_interval`]: 16.7 s
+//! against a 32-bit 100 MHz HPET), at most
+//! [`WATCHDOG_IDLE_DEFERRAL_MAX`]. The watchdog scales its margin with the
+//! interval ([`clocksource::watchdog::scaled_margin`]), so the check that
+//! spans the idle period judges it — which is the one that sees a TSC
+//! halted in a deep C-state.
+//!
 //! Time always comes from the clocksource via the timekeeper: jiffies are
 //! derived from monotonic time (`(now − last update) / period`), never
 //! counted from interrupts, so a lost or coalesced interrupt loses no time
@@ -44,6 +60,24 @@ use crate::queue::{QueueFull, Timer, TimerId, TimerQueue, TimerSlot};
 pub const MAX_EVENT_DEVICES: usize = 16;
 /// Clock sources a system can register.
 pub const MAX_CLOCK_SOURCES: usize = 8;
+/// The longest CPU 0 defers a clocksource-watchdog check while idle with
+/// its tick stopped, however long the counters could go (module docs).
+pub const WATCHDOG_IDLE_DEFERRAL_MAX: Nanos = Nanos::from_secs(30);
+
+/// The clocksource watchdog's schedule ([`TickSystem::watchdog_schedule`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WatchdogSchedule {
+    /// When it last ran (or was scheduled from).
+    pub last_run: Ktime,
+    /// When the next check is due on the regular 0.5 s schedule; it runs in
+    /// CPU 0's first interrupt at or after this.
+    pub next_due: Ktime,
+    /// When CPU 0 idle with its tick stopped is woken for it: `last_run` +
+    /// `deferral` (or `next_due`, if later).
+    pub idle_deadline: Ktime,
+    /// How long an idle CPU 0 may defer the check.
+    pub deferral: Nanos,
+}
 
 /// What a timer's callback asks for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -167,6 +201,10 @@ pub struct TickSystem<'a, S, const CPUS: usize> {
     pub(crate) clocks: Registry<'a, MAX_CLOCK_SOURCES>,
     pub(crate) watchdog: Watchdog<MAX_CLOCK_SOURCES>,
     pub(crate) next_watchdog: Ktime,
+    /// When the watchdog last ran (its regular schedule counts from here).
+    pub(crate) last_watchdog: Ktime,
+    /// How long CPU 0 may defer a check while idle with its tick stopped.
+    pub(crate) watchdog_deferral: Nanos,
     pub(crate) devices: DevicePool<'a, MAX_EVENT_DEVICES>,
     pub(crate) device_override: Option<&'a str>,
     pub(crate) cpus: [TickCpu<'a, S>; CPUS],
@@ -221,6 +259,8 @@ where
             clocks,
             watchdog: Watchdog::new(),
             next_watchdog: Ktime::MAX,
+            last_watchdog: Ktime::ZERO,
+            watchdog_deferral: Nanos::ZERO,
             devices: DevicePool::new(),
             device_override: None,
             cpus,
@@ -513,12 +553,45 @@ where
             .clocks
             .iter()
             .any(|e| e.flags().contains(ClockSourceFlags::MUST_VERIFY) && !e.is_unstable());
-        let has_reference = Watchdog::pick_reference(&self.clocks).is_some();
-        self.next_watchdog = if must_verify && has_reference {
-            now.saturating_add(self.watchdog.interval())
-        } else {
-            Ktime::MAX
+        let reference = Watchdog::pick_reference(&self.clocks);
+        self.last_watchdog = now;
+        self.next_watchdog = match reference {
+            Some(_) if must_verify => now.saturating_add(self.watchdog.interval()),
+            _ => Ktime::MAX,
         };
+        // 7/8 of the longest interval a check can judge: a wake-up a little
+        // late still finds both counters unwrapped.
+        let judgeable = reference
+            .and_then(|r| Watchdog::max_interval(&self.clocks, r))
+            .unwrap_or(Nanos::ZERO);
+        self.watchdog_deferral = Nanos::from_nanos(judgeable.as_nanos() / 8 * 7)
+            .min(WATCHDOG_IDLE_DEFERRAL_MAX)
+            .max(self.watchdog.interval());
+    }
+
+    /// When CPU 0 must wake for the clocksource watchdog: at its regular
+    /// schedule while the tick runs; with the tick stopped, not before the
+    /// check would span [`TickSystem::watchdog_schedule`]'s deferral.
+    fn watchdog_deadline(&self, tick_stopped: bool) -> Ktime {
+        if self.next_watchdog.is_never() || !tick_stopped {
+            return self.next_watchdog;
+        }
+        self.next_watchdog
+            .max(self.last_watchdog.saturating_add(self.watchdog_deferral))
+    }
+
+    /// The clocksource watchdog's schedule; `None` when nothing needs
+    /// verifying.
+    pub fn watchdog_schedule(&self) -> Option<WatchdogSchedule> {
+        if self.next_watchdog.is_never() {
+            return None;
+        }
+        Some(WatchdogSchedule {
+            last_run: self.last_watchdog,
+            next_due: self.next_watchdog,
+            idle_deadline: self.watchdog_deadline(true),
+            deferral: self.watchdog_deferral,
+        })
     }
 
     /// Checks the must-verify clocksources against the best trusted one
@@ -740,7 +813,7 @@ where
     /// The next event `cpu` needs, by its mode and state.
     pub(crate) fn next_event_for(&mut self, cpu: usize, now: Ktime) -> (Ktime, bool) {
         let max_def = self.tk.max_deferment();
-        let watchdog = self.next_watchdog;
+        let watchdog = self.watchdog_deadline(self.cpus[cpu].tick_stopped);
         let c = &mut self.cpus[cpu];
         let mut next = if c.tick_stopped {
             Ktime::MAX

@@ -72,9 +72,9 @@ pub fn run() -> bool {
     );
     if state.mode.is_nohz() {
         println!(
-            "      = {} end-of-window timer + {} clocksource-watchdog checks + {} forced by max delta/deferment{}{}",
+            "      = {} end-of-window timer + {} wake-ups for the clocksource watchdog + {} forced by max delta/deferment{}{}",
             a.timer + a.timers_absorbed,
-            a.watchdog + a.watchdog_absorbed,
+            a.watchdog,
             a.forced,
             if a.stale > 0 {
                 " + 1 stale (raised for the tick before idle re-armed the device)"
@@ -87,6 +87,13 @@ pub fn run() -> bool {
                 ""
             }
         );
+        if a.watchdog_absorbed > 0 {
+            println!(
+                "        ({} watchdog check(s) ran in those interrupts: a stopped tick defers them, up to {} s)",
+                a.watchdog_absorbed,
+                Milli(m.wd_deferral.as_nanos() / 1_000_000)
+            );
+        }
     } else {
         match state.reason {
             Some(r) => println!("      the tick is kept in idle: {r}"),
