@@ -24,6 +24,14 @@ commands:
       print the table (configuration x test); exits non-zero on any failure.
       TCG always; KVM too when a probe boot passes (else \"KVM unusable here\").
       --fast drops the nohz=off and per-clocksource rows.
+  bench [--accel tcg|kvm|auto] [--machine pc|q35] [--source hpet|lapic|pit|all]
+      [--vs-linux]
+      build, then boot the guest's bench-* tests per tick device (NO_HZ,
+      nohz=off, tsc=reliable; clock reads and calibrations once) and print the
+      tables; logs and report-<accel>-<machine>.md go to target/bench/.
+      --vs-linux also runs bench/linux/run (default, nohz=off, tsc=reliable)
+      and compares; Linux runs under TCG only, so our guest then runs under
+      TCG too.
   help
       this text
 
@@ -31,7 +39,8 @@ defaults: run:  --accel auto (KVM if /dev/kvm opens read-write, else TCG),
                 --machine pc, --cpu max (TCG) / host,-arch-capabilities (KVM),
                 --timeout 30
           test: --accel auto (TCG, and KVM if usable), --machine both,
-                --source all, --timeout 120 per boot (300 under KVM)";
+                --source all, --timeout 120 per boot (300 under KVM)
+          bench: --accel tcg, --machine pc, --source all";
 
 /// Default wall-clock limit of one QEMU run.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
@@ -92,6 +101,19 @@ pub struct TestArgs {
     pub verbose: bool,
 }
 
+/// Options of `bench`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BenchArgs {
+    /// Accelerator.
+    pub accel: AccelChoice,
+    /// Machine type.
+    pub machine: Machine,
+    /// `--source`, `None` for all.
+    pub source: Option<crate::matrix::Source>,
+    /// `--vs-linux`: compare with Linux in the same QEMU.
+    pub vs_linux: bool,
+}
+
 /// A parsed `cargo xtask` invocation.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Command {
@@ -101,6 +123,8 @@ pub enum Command {
     Run(RunArgs),
     /// `test`.
     Test(TestArgs),
+    /// `bench`.
+    Bench(BenchArgs),
     /// `help`, `-h`, `--help`, or nothing.
     Help,
 }
@@ -142,6 +166,7 @@ where
         "build" => false,
         "run" => true,
         "test" => return parse_test(args),
+        "bench" => return parse_bench(args),
         other => return err(format!("unknown command `{other}`")),
     };
     while let Some(arg) = args.next() {
@@ -264,6 +289,56 @@ fn parse_test<I: Iterator<Item = String>>(mut args: I) -> Result<Command, UsageE
     Ok(Command::Test(t))
 }
 
+/// Parses the options of `bench`.
+fn parse_bench<I: Iterator<Item = String>>(mut args: I) -> Result<Command, UsageError> {
+    use crate::matrix::Source;
+    let mut b = BenchArgs {
+        accel: AccelChoice::Tcg,
+        machine: Machine::Pc,
+        source: None,
+        vs_linux: false,
+    };
+    while let Some(arg) = args.next() {
+        let (flag, inline) = match arg.split_once('=') {
+            Some((f, v)) if f.starts_with("--") => (f.to_string(), Some(v.to_string())),
+            _ => (arg.clone(), None),
+        };
+        let mut value = |name: &str| -> Result<String, UsageError> {
+            match inline.clone().or_else(|| args.next()) {
+                Some(v) if !v.is_empty() => Ok(v),
+                _ => err(format!("`{name}` needs a value")),
+            }
+        };
+        match flag.as_str() {
+            "--accel" => {
+                b.accel = match value(&flag)?.as_str() {
+                    "tcg" => AccelChoice::Tcg,
+                    "kvm" => AccelChoice::Kvm,
+                    "auto" => AccelChoice::Auto,
+                    other => return err(format!("`--accel {other}`: expected tcg, kvm or auto")),
+                }
+            }
+            "--machine" | "-M" => {
+                b.machine = match value(&flag)?.as_str() {
+                    "pc" => Machine::Pc,
+                    "q35" => Machine::Q35,
+                    other => return err(format!("`--machine {other}`: expected pc or q35")),
+                }
+            }
+            "--source" => {
+                b.source = match value(&flag)?.as_str() {
+                    "tsc" => return err("`--source tsc`: expected hpet, lapic, pit or all"),
+                    v => Source::parse(v)
+                        .map_err(|e| UsageError(e.replace(", tsc or all", " or all")))?,
+                }
+            }
+            "--vs-linux" if inline.is_none() => b.vs_linux = true,
+            _ => return err(format!("unknown option `{arg}` for `bench`")),
+        }
+    }
+    Ok(Command::Bench(b))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -376,6 +451,46 @@ mod tests {
             &["test", "--machine", "virt"],
             &["test", "--accel", "xen"],
             &["test", "--", "x"],
+        ] {
+            assert!(parse(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn bench_defaults_and_options() {
+        let Ok(Command::Bench(b)) = parse(&["bench"]) else {
+            panic!()
+        };
+        assert_eq!(
+            b,
+            BenchArgs {
+                accel: AccelChoice::Tcg,
+                machine: Machine::Pc,
+                source: None,
+                vs_linux: false,
+            }
+        );
+        let Ok(Command::Bench(b)) = parse(&[
+            "bench",
+            "--accel=kvm",
+            "-M",
+            "q35",
+            "--source",
+            "lapic",
+            "--vs-linux",
+        ]) else {
+            panic!()
+        };
+        assert_eq!(b.accel, AccelChoice::Kvm);
+        assert_eq!(b.machine, Machine::Q35);
+        assert_eq!(b.source, Some(crate::matrix::Source::Lapic));
+        assert!(b.vs_linux);
+        for bad in [
+            &["bench", "--source", "tsc"][..],
+            &["bench", "--source", "rtc"],
+            &["bench", "--accel", "both"],
+            &["bench", "--vs-linux=yes"],
+            &["bench", "--fast"],
         ] {
             assert!(parse(bad).is_err(), "{bad:?}");
         }

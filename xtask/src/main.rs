@@ -3,7 +3,9 @@
 //! `cargo xtask build` builds the guest ELF; `cargo xtask run` builds it
 //! and boots it in QEMU, exiting 0 only when the guest reports a pass;
 //! `cargo xtask test` runs the in-guest suite over every source
-//! configuration ([`matrix`]) and prints the table ([`runner`]).
+//! configuration ([`matrix`]) and prints the table ([`runner`]);
+//! `cargo xtask bench` boots the guest's benchmarks and prints their
+//! tables, beside Linux's with `--vs-linux` ([`bench`]).
 //! (`cargo xtask` is an alias in `.cargo/config.toml`.)
 //!
 //! A run is [`qemu::run_qemu`]`(&RunSpec) -> Result<RunOutcome>`: the
@@ -14,6 +16,7 @@ use std::fmt;
 use std::io;
 use std::process::ExitCode;
 
+mod bench;
 mod cli;
 mod guest_build;
 mod matrix;
@@ -75,6 +78,13 @@ fn main() -> ExitCode {
         Command::Test(args) => {
             if qemu_installed() {
                 runner::test(&args)
+            } else {
+                Err(Error::QemuMissing)
+            }
+        }
+        Command::Bench(args) => {
+            if qemu_installed() {
+                bench::bench(&args)
             } else {
                 Err(Error::QemuMissing)
             }
