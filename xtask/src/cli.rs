@@ -177,16 +177,8 @@ where
             run.cmdline.extend(args.by_ref());
             break;
         }
-        let (flag, inline) = match arg.split_once('=') {
-            Some((f, v)) if f.starts_with("--") => (f.to_string(), Some(v.to_string())),
-            _ => (arg.clone(), None),
-        };
-        let mut value = |name: &str| -> Result<String, UsageError> {
-            match inline.clone().or_else(|| args.next()) {
-                Some(v) if !v.is_empty() => Ok(v),
-                _ => err(format!("`{name}` needs a value")),
-            }
-        };
+        let (flag, inline) = split_flag(&arg);
+        let mut value = |name: &str| flag_value(inline.clone(), &mut args, name);
         match (flag.as_str(), is_run) {
             ("--features" | "-F", _) => run.build.features.push(value(&flag)?),
             ("--accel", true) => {
@@ -224,6 +216,26 @@ where
     })
 }
 
+/// `--flag=value` or `--flag value`: the flag, and its inline value if any.
+fn split_flag(arg: &str) -> (String, Option<String>) {
+    match arg.split_once('=') {
+        Some((f, v)) if f.starts_with("--") => (f.to_string(), Some(v.to_string())),
+        _ => (arg.to_string(), None),
+    }
+}
+
+/// The value of flag `name`: the inline one, else the next argument.
+fn flag_value(
+    inline: Option<String>,
+    args: &mut impl Iterator<Item = String>,
+    name: &str,
+) -> Result<String, UsageError> {
+    match inline.or_else(|| args.next()) {
+        Some(v) if !v.is_empty() => Ok(v),
+        _ => err(format!("`{name}` needs a value")),
+    }
+}
+
 /// Parses the options of `test`.
 fn parse_test<I: Iterator<Item = String>>(mut args: I) -> Result<Command, UsageError> {
     let mut t = TestArgs {
@@ -237,16 +249,8 @@ fn parse_test<I: Iterator<Item = String>>(mut args: I) -> Result<Command, UsageE
         verbose: false,
     };
     while let Some(arg) = args.next() {
-        let (flag, inline) = match arg.split_once('=') {
-            Some((f, v)) if f.starts_with("--") => (f.to_string(), Some(v.to_string())),
-            _ => (arg.clone(), None),
-        };
-        let mut value = |name: &str| -> Result<String, UsageError> {
-            match inline.clone().or_else(|| args.next()) {
-                Some(v) if !v.is_empty() => Ok(v),
-                _ => err(format!("`{name}` needs a value")),
-            }
-        };
+        let (flag, inline) = split_flag(&arg);
+        let mut value = |name: &str| flag_value(inline.clone(), &mut args, name);
         match flag.as_str() {
             "--features" | "-F" => t.build.features.push(value(&flag)?),
             "--accel" => {
@@ -299,16 +303,8 @@ fn parse_bench<I: Iterator<Item = String>>(mut args: I) -> Result<Command, Usage
         vs_linux: false,
     };
     while let Some(arg) = args.next() {
-        let (flag, inline) = match arg.split_once('=') {
-            Some((f, v)) if f.starts_with("--") => (f.to_string(), Some(v.to_string())),
-            _ => (arg.clone(), None),
-        };
-        let mut value = |name: &str| -> Result<String, UsageError> {
-            match inline.clone().or_else(|| args.next()) {
-                Some(v) if !v.is_empty() => Ok(v),
-                _ => err(format!("`{name}` needs a value")),
-            }
-        };
+        let (flag, inline) = split_flag(&arg);
+        let mut value = |name: &str| flag_value(inline.clone(), &mut args, name);
         match flag.as_str() {
             "--accel" => {
                 b.accel = match value(&flag)?.as_str() {
