@@ -50,6 +50,10 @@ pub const READS: u32 = 1_000_000;
 pub const PROGRAMS: usize = 10_000;
 /// NO_HZ entry/exit rounds.
 pub const NOHZ_ROUNDS: usize = 1_000;
+/// How far ahead the NO_HZ rounds' pending timer is: beyond the rounds
+/// even where each costs ~200 µs (the software KVM here), so every round
+/// stops the tick.
+pub const NOHZ_TIMER: Nanos = Nanos::from_secs(10);
 /// Histogram buckets: 1 ns wide below [`FINE`], 1 µs wide above it (up to
 /// 32.8 ms; larger values count in the last bucket). The software KVM here
 /// makes a register write cost tens of µs.
@@ -663,7 +667,8 @@ fn program(ctx: &Ctx<'_>) -> Verdict {
 // ---- NO_HZ entry/exit -----------------------------------------------------------
 
 /// `bench-nohz`: entry and exit of NO_HZ idle without the halt between,
-/// [`NOHZ_ROUNDS`] times, a timer pending 50 ms ahead so the tick stops.
+/// [`NOHZ_ROUNDS`] times, a timer pending [`NOHZ_TIMER`] ahead so the tick
+/// stops.
 fn nohz_path(ctx: &Ctx<'_>) -> Verdict {
     let Some(tsc) = TscClock::get(ctx) else {
         return not_measured("nohz_path", "no TSC rate to time with");
@@ -673,7 +678,7 @@ fn nohz_path(ctx: &Ctx<'_>) -> Verdict {
             return Err("not in a NO_HZ mode");
         }
         let over = bracket_overhead();
-        let far = k.tick.now().saturating_add(Nanos::from_millis(50));
+        let far = k.tick.now().saturating_add(NOHZ_TIMER);
         let id = k
             .tick
             .add_timer(0, far, TAG | 2)
