@@ -21,8 +21,9 @@
  *   dmesg        the kernel's TSC / APIC / clocksource calibration from /dev/kmsg
  *   done
  *
- * The method is the one of /work/shared/anchors/linux-guest.md. The TB_* names
- * are environment variables; the kernel hands unknown "NAME=value" parameters to
+ * The method is the one of the project's anchors file linux-guest.md
+ * (../shared/anchors/, beside the repository). The TB_* names are environment
+ * variables; the kernel hands unknown "NAME=value" parameters to
  * init as environment, so `bench/linux/run --append TB_IDLE_SECONDS=5` works.
  *
  * Powering off is left to /init, which runs this program as a child.
