@@ -246,7 +246,7 @@ fn idle(_ctx: &Ctx<'_>) -> Verdict {
     };
     let window = t1.saturating_since(t0);
     let n = n1 - n0;
-    let e = cap(state);
+    let e = cap();
     // Without lateness a NO_HZ window of W holds ⌈(W − E)/E⌉ wake-ups forced
     // by the cap E (device max delta or clocksource max deferment); late
     // deliveries shift the chain and can only remove some.
@@ -288,7 +288,7 @@ fn idle(_ctx: &Ctx<'_>) -> Verdict {
 
 /// The NO_HZ cap E: the tick device's max delta, the clocksource's max
 /// deferment, whichever is smaller.
-fn cap(_state: TickState) -> Nanos {
+fn cap() -> Nanos {
     kernel::with(|k| {
         let dev = sources::tick_device(k).map_or(Nanos::MAX, |(_, d)| {
             sources::cycles_ns(d.frequency(), d.max_delta())
@@ -369,14 +369,14 @@ fn lateness(ctx: &Ctx<'_>) -> Verdict {
         .map_or(TimerAdvance::Off, |a| a.to_tick());
     for (word, mode) in [("off", TimerAdvance::Off), ("auto", TimerAdvance::Auto)] {
         kernel::with(|k| k.tick.set_timer_advance(mode));
-        lateness_run(state, word);
+        lateness_run(word);
     }
     kernel::with(|k| k.tick.set_timer_advance(configured));
     Verdict::Pass
 }
 
 /// One run of [`WARMUP`] + [`PERIODS`] periods.
-fn lateness_run(state: TickState, advance: &str) {
+fn lateness_run(advance: &str) {
     let mut resume = RESUME.lock();
     let mut entry = ENTRY.lock();
     resume.n = 0;
@@ -438,7 +438,6 @@ fn lateness_run(state: TickState, advance: &str) {
             }
             l.field("resume_lead_ns", kernel::resume_lead().as_nanos());
         }
-        let _ = state;
         emit(&l);
     }
 }
@@ -597,9 +596,8 @@ fn program(ctx: &Ctx<'_>) -> Verdict {
         return not_measured("program", "no TSC rate to time with");
     };
     let r = kernel::with(|k| {
-        let state = TickState::of(k);
         let (_, dev) = sources::tick_device(k).ok_or("no tick device")?;
-        if !state.mode.is_oneshot() {
+        if !k.tick.mode(0).is_oneshot() {
             return Err("tick device not in one-shot mode");
         }
         let period = k.tick.period();
@@ -610,7 +608,6 @@ fn program(ctx: &Ctx<'_>) -> Verdict {
             .map_err(|_| "one-shot refused")?;
         let over = bracket_overhead();
         let mut rng = super::oneshot::Rng::new(0x5EED);
-        let base = k.tick.now();
         let mut h = HIST.lock();
         h.clear();
         let mut refused = 0u32;
@@ -642,13 +639,12 @@ fn program(ctx: &Ctx<'_>) -> Verdict {
         let target = k.tick.programmed_event(0);
         let now = k.tick.now();
         let _ = ev.program_event(target.max(now), now, Expired::Force);
-        let _ = base;
-        Ok((state, prog, bare, refused, tsc.ns(over)))
+        Ok((prog, bare, refused, tsc.ns(over)))
     });
     match r {
         None => not_measured("program", "no kernel"),
         Some(Err(why)) => not_measured("program", why),
-        Some(Ok((_, prog, bare, refused, over))) => {
+        Some(Ok((prog, bare, refused, over))) => {
             let mut l = line("program");
             l.field("calls", PROGRAMS)
                 .field("median_ns", prog.0)
