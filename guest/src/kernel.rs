@@ -30,14 +30,13 @@ use clockevents::DeviceId;
 use clocksource::{ClockSource, Cycles, CyclesToNs, Ktime, Nanos};
 use tick::{IdleDepth, Rearm, TickMode, TickSystem, Timer, TimerSlot};
 
+pub use crate::idle::{IrqRecord, IRQ_LOG_LEN};
 use crate::{apic, cpu};
 
 /// Timer slots of the CPU (the one-shot test queues 1000 at once).
 pub const TIMERS: usize = 1280;
 /// Timer runs the recorder keeps.
 pub const RECORDS: usize = 1100;
-/// Interrupts the interrupt log keeps (2 s of a 1000 Hz tick, and some).
-pub const IRQ_LOG_LEN: usize = 2200;
 
 /// The tick system of this kernel: one CPU.
 pub type Tick = TickSystem<'static, [TimerSlot; TIMERS], 1>;
@@ -255,25 +254,6 @@ impl ClockProbe {
         let d = self.cs.read().wrapping_delta(self.cycles, self.cs.mask());
         self.base.saturating_add(self.conv.cycles_to_ns(d))
     }
-}
-
-/// One interrupt as the interrupt path saw it, before and after the tick
-/// layer handled it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct IrqRecord {
-    /// Monotonic time at entry.
-    pub at: Ktime,
-    /// What the CPU's device was programmed for (`Ktime::MAX` in periodic
-    /// mode): the event this interrupt is for.
-    pub programmed: Ktime,
-    /// Whether the tick was stopped at entry.
-    pub stopped: bool,
-    /// Ticks it did (0 or 1).
-    pub ticks: u32,
-    /// Max-deferment wake-ups the tick layer counted for it.
-    pub deferment: u32,
-    /// Timers it ran.
-    pub timers: u32,
 }
 
 /// The interrupt log: off, except while a test measures.

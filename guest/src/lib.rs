@@ -41,6 +41,7 @@
 pub mod cmdline;
 pub mod exit;
 pub mod expect;
+pub mod idle;
 pub mod ioapic;
 pub mod pvh;
 pub mod result;

@@ -45,6 +45,8 @@ use ::clocksource::{Ktime, Nanos};
 use raw_cpuid::Hypervisor;
 use tick::{TickMode, TickSystem};
 
+pub use crate::idle::{ModeWord, TickState};
+
 use crate::cmdline::Options;
 use crate::firmware::Platform;
 use crate::kernel::{self, Kernel};
@@ -141,21 +143,6 @@ pub fn tick_tolerance(tight: bool, expected: u64) -> (u64, u64) {
     }
 }
 
-/// A snapshot of the tick configuration for result lines.
-#[derive(Debug, Clone, Copy)]
-pub struct TickState {
-    /// The tick device's name ("none" without one).
-    pub device: &'static str,
-    /// The mode reached.
-    pub mode: TickMode,
-    /// Why periodic though one-shot was asked for.
-    pub reason: Option<tick::PeriodicReason>,
-    /// HZ.
-    pub hz: u32,
-    /// The current clocksource.
-    pub clocksource: &'static str,
-}
-
 impl TickState {
     /// The state of CPU 0.
     pub fn of(k: &Kernel) -> Self {
@@ -172,31 +159,6 @@ impl TickState {
     /// Now, from a running kernel.
     pub fn now() -> Option<Self> {
         kernel::with(|k| TickState::of(k))
-    }
-
-    /// Adds `source=`, `cs=`, `mode=`, `hz=` to a result line.
-    pub fn fields(&self, l: &mut Line) {
-        l.field("source", self.device)
-            .field("cs", self.clocksource)
-            .field("mode", ModeWord(self.mode))
-            .field("hz", self.hz);
-    }
-}
-
-/// A tick mode as one word (`high-res+NO_HZ`, `periodic`, ...).
-#[derive(Debug, Clone, Copy)]
-pub struct ModeWord(pub TickMode);
-
-impl fmt::Display for ModeWord {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self.0 {
-            TickMode::NoDevice => "none",
-            TickMode::Periodic => "periodic",
-            TickMode::OneshotPeriodic => "oneshot-periodic",
-            TickMode::NoHzLowRes => "NO_HZ-lowres",
-            TickMode::HighRes { nohz: true } => "high-res+NO_HZ",
-            TickMode::HighRes { nohz: false } => "high-res",
-        })
     }
 }
 
