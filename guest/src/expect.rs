@@ -70,7 +70,7 @@ impl Latency {
 }
 
 /// The nearest-rank percentile `per_mille`/1000 of a sorted, non-empty slice.
-pub fn nearest_rank(sorted: &[u64], per_mille: u64) -> u64 {
+pub fn nearest_rank<T: Copy>(sorted: &[T], per_mille: u64) -> T {
     let n = sorted.len() as u64;
     let rank = (per_mille * n).div_ceil(1000).clamp(1, n);
     sorted[(rank - 1) as usize]

@@ -31,7 +31,7 @@ use clocksource::{Cycles, Hertz, Nanos, Timekeeper};
 use tick::{IdleDepth, TickMode, TimerAdvance};
 
 use super::{Ctx, TickState};
-use crate::expect::Micros;
+use crate::expect::{nearest_rank, Micros};
 use crate::kernel;
 use crate::result::{Line, Verdict};
 use crate::sources;
@@ -230,17 +230,12 @@ fn idle(_ctx: &Ctx<'_>) -> Verdict {
         let s = k.tick.cpu_info(0).map(|i| i.stats).unwrap_or_default();
         (k.tick.now(), k.counts.total(), s)
     };
-    kernel::with_rec(|r| r.clear());
-    let Some((t0, n0, s0)) = kernel::with(|k| {
-        let s = snap(k);
-        let _ = k
-            .tick
-            .add_timer(0, s.0.saturating_add(IDLE_WINDOW), TAG | 1);
-        s
-    }) else {
+    let Some((t0, n0, s0)) = kernel::with(snap) else {
         return not_measured("idle", "no kernel");
     };
-    kernel::idle_until(|_| kernel::with_rec(|r| r.has(TAG | 1)));
+    if kernel::sleep_until(t0.saturating_add(IDLE_WINDOW), TAG | 1, false).is_none() {
+        return not_measured("idle", "no timer slot");
+    }
     let Some((t1, n1, s1)) = kernel::with(snap) else {
         return not_measured("idle", "no kernel");
     };
@@ -338,8 +333,12 @@ impl Samples {
             return None;
         }
         s.sort_unstable();
-        let rank = |pm: usize| s[((pm * s.len()).div_ceil(1000)).clamp(1, s.len()) - 1];
-        Some([s[0], rank(500), rank(990), s[s.len() - 1]])
+        Some([
+            s[0],
+            nearest_rank(s, 500),
+            nearest_rank(s, 990),
+            s[s.len() - 1],
+        ])
     }
 }
 
