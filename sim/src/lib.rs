@@ -26,6 +26,7 @@
 //!   clock-event state machine, and [`InterruptSource`], what the machine
 //!   drives.
 //! - [`trace`]: [`Trace`], the shared log tests assert on.
+//! - [`rng`]: [`rng::XorShift64`] and [`rng::deltas`], reproducible inputs.
 //!
 //! Devices are plain values: share them with `Arc`, or [`SimCounter::leak`] /
 //! [`SimEventDevice::leak`] them for the `&'static dyn` the core registers.
@@ -35,6 +36,7 @@ pub mod clock;
 pub mod counter;
 pub mod event;
 pub mod machine;
+pub mod rng;
 pub mod trace;
 
 pub use clock::VirtualClock;
