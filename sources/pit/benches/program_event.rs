@@ -32,19 +32,6 @@ use sim::VirtualClock;
 
 const EVENTS: usize = 1024;
 
-/// 1024 deltas in ns, 20 µs..27 ms (Marsaglia's xorshift64, fixed seed).
-fn deltas() -> Vec<u64> {
-    let mut x = 0x9E37_79B9_7F4A_7C15u64;
-    (0..EVENTS)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            20_000 + x % 26_980_000
-        })
-        .collect()
-}
-
 fn bench(c: &mut Criterion) {
     let clock = VirtualClock::new();
     let model = PitModel::after_bios(clock.clone());
@@ -55,7 +42,8 @@ fn bench(c: &mut Criterion) {
         .expect("one-shot (feature `oneshot`)");
 
     let hz = dev.frequency().get() as u128;
-    let ds = deltas();
+    // 1024 deltas, 20 µs..27 ms (sim's xorshift64, fixed seed).
+    let ds = sim::rng::deltas(EVENTS, 20_000, 26_980_000);
     let cycles: Vec<Cycles> = ds
         .iter()
         .map(|&d| Cycles::new((d as u128 * hz).div_ceil(1_000_000_000) as u64))
