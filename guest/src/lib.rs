@@ -26,7 +26,7 @@
 //!                                                         └► TickSystem::interrupt, EOI
 //! ```
 //!
-//! The pure modules ([`cmdline`], [`pvh`] parsing, [`exit`] codes,
+//! The pure modules ([`acpi`] table reading, [`cmdline`], [`pvh`] parsing, [`exit`] codes,
 //! [`result`] lines, [`ioapic`] register encoding, [`expect`] arithmetic)
 //! build and are unit-tested on the host (`xtask` uses [`result`] and
 //! [`exit`]); the modules that touch the machine exist only for
@@ -38,6 +38,7 @@
 
 #![cfg_attr(not(test), no_std)]
 
+pub mod acpi;
 pub mod cmdline;
 pub mod exit;
 pub mod expect;
