@@ -1,8 +1,9 @@
-//! What the firmware says about the machine: the ACPI tables, read with the
-//! `acpi` crate (5.2, no allocator), turned into a [`Platform`].
+//! What the firmware says about the machine: the ACPI tables, read with
+//! the bounds-checked reader [`crate::acpi`], turned into a [`Platform`].
 //!
 //! ```text
-//!   PVH start info ── rsdp ──► AcpiTables::from_rsdp(IdentityMap, rsdp)
+//!   PVH start info ── rsdp ──► platform_from(IdentityMap, rsdp, IA32_APIC_BASE)
+//!     acpi::read_tables: RSDP → XSDT/RSDT → MADT, HPET, FADT
 //!     MADT (APIC) ─► local APIC address (or its 64-bit override entry)
 //!                 ─► I/O APICs: id, address, first GSI
 //!                 ─► interrupt source overrides: ISA IRQ → GSI, polarity,
@@ -10,26 +11,33 @@
 //!                 ─► enabled local APICs (CPUs), PCAT_COMPAT (8259s present)
 //!     HPET        ─► HPET base address, number, minimum tick
 //!     FACP (FADT) ─► PM timer I/O port (ACPI PM timer clocksource)
+//!   → Platform, with acpi::Notes: every table skipped and why
 //! ```
 //!
-//! Memory is identity-mapped (0–4 GiB, `crate::boot`), so the `acpi`
-//! crate's handler maps nothing: a table's physical address is its address.
+//! Memory is identity-mapped (0–4 GiB, `crate::boot`): `IdentityMap`
+//! reads a table's physical address as its address, and refuses address 0
+//! and anything that ends past 4 GiB with an error, never a panic.
+//! Everything but that and the `IA32_APIC_BASE` read is pure
+//! ([`platform_from`]) and tested on the host.
 //!
-//! Nothing is hard-coded, with one documented last resort: with no RSDP or
-//! no MADT the local APIC comes from the `IA32_APIC_BASE` MSR and one I/O
-//! APIC is assumed at 0xFEC0_0000 with GSI base 0 (the PC default of the
-//! Intel MultiProcessor Specification 1.4, §3.6.1), and the boot table says
-//! so. No HPET table means no HPET (as in Linux, which does not probe for
-//! one), no FADT PM timer block means no PM timer.
+//! A table that fails is skipped with a warning and noted
+//! ([`Platform::notes`], printed in the boot table); the kernel comes up on
+//! what remains (no HPET: the ACPI PM timer, the PIT and the local APIC
+//! timer serve). Nothing is hard-coded, with one documented last resort:
+//! with no usable RSDP or no MADT the local APIC comes from the
+//! `IA32_APIC_BASE` MSR and one I/O APIC is assumed at 0xFEC0_0000 with
+//! GSI base 0 (the PC default of the Intel MultiProcessor Specification
+//! 1.4, §3.6.1), and the boot table says so. No HPET table means no HPET
+//! (as in Linux, which does not probe for one), no FADT PM timer block
+//! means no PM timer.
 
-use core::ptr::NonNull;
+use core::fmt;
 
-use acpi::address::AddressSpace;
-use acpi::fadt::Fadt;
-use acpi::madt::{Madt, MadtEntry};
-use acpi::{AcpiHandler, AcpiTables, HpetInfo, PhysicalMapping};
-
+use crate::acpi::fadt::PmTimer;
+use crate::acpi::madt::{self, Entry};
+use crate::acpi::{self, Note, Notes, PhysMem, Problem as AcpiProblem, RootError, Subject};
 use crate::ioapic::IsaRoute;
+#[cfg(target_os = "none")]
 use crate::pvh::PhysAddr;
 
 /// I/O APICs kept (QEMU has one).
@@ -37,33 +45,29 @@ pub const MAX_IOAPICS: usize = 4;
 /// The I/O APIC address assumed when no MADT says (MP spec 1.4 default).
 pub const LAST_RESORT_IOAPIC: u64 = 0xFEC0_0000;
 /// `IA32_APIC_BASE`.
+#[cfg(target_os = "none")]
 const IA32_APIC_BASE: u32 = 0x1B;
 /// Identity mapping covers 0–4 GiB (`crate::boot`).
-const MAPPED_LIMIT: u64 = 1 << 32;
+pub const MAPPED_LIMIT: u64 = 1 << 32;
 
-/// The `acpi` crate's handler for identity-mapped memory.
+/// Physical memory through the boot page tables' identity map.
+#[cfg(target_os = "none")]
 #[derive(Debug, Clone, Copy)]
 pub struct IdentityMap;
 
-impl AcpiHandler for IdentityMap {
-    unsafe fn map_physical_region<T>(
-        &self,
-        physical_address: usize,
-        size: usize,
-    ) -> PhysicalMapping<Self, T> {
-        let ptr =
-            NonNull::new(physical_address as *mut T).expect("ACPI: a table at physical address 0");
-        assert!(
-            (physical_address as u64).saturating_add(size as u64) <= MAPPED_LIMIT,
-            "ACPI: table at {physical_address:#x} (+{size}) beyond the identity map"
-        );
-        // SAFETY: the caller (the acpi crate) guarantees a valid `T` at
-        // `physical_address` (trait contract); physical == virtual below
-        // 4 GiB (boot page tables), checked just above.
-        unsafe { PhysicalMapping::new(physical_address, ptr, size, size, *self) }
+#[cfg(target_os = "none")]
+impl PhysMem for IdentityMap {
+    fn read(&self, addr: u64, buf: &mut [u8]) -> Result<(), acpi::MapError> {
+        acpi::identity_range(addr, buf.len() as u64, MAPPED_LIMIT)?;
+        // SAFETY: `addr .. addr + buf.len()` is inside 1 .. 4 GiB (checked
+        // just above), which the boot page tables map with physical ==
+        // virtual (`crate::boot`); reading firmware memory there has no
+        // side effect, and `buf` is ours and does not overlap it.
+        unsafe {
+            core::ptr::copy_nonoverlapping(addr as *const u8, buf.as_mut_ptr(), buf.len());
+        }
+        Ok(())
     }
-
-    fn unmap_physical_region<T>(_region: &PhysicalMapping<Self, T>) {}
 }
 
 /// One I/O APIC from the MADT.
@@ -124,8 +128,31 @@ pub struct Platform {
     pub pcat_compat: bool,
     /// Enabled local APICs in the MADT.
     pub cpus: u32,
-    /// What went wrong reading the tables, if anything.
-    pub problem: Option<&'static str>,
+    /// Why the tables could not be read, or the MADT is missing.
+    pub problem: Option<Problem>,
+    /// Each table skipped or worked around, and why.
+    pub notes: Notes,
+}
+
+/// Why the platform comes (partly) from the last resort.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Problem {
+    /// The loader gave no RSDP.
+    NoRsdp,
+    /// The RSDP or the root table is unusable.
+    Tables(RootError),
+    /// No usable MADT.
+    NoMadt,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Problem::NoRsdp => f.write_str("no RSDP from the loader"),
+            Problem::Tables(e) => write!(f, "ACPI unusable: {e}"),
+            Problem::NoMadt => f.write_str("no usable MADT"),
+        }
+    }
 }
 
 impl Platform {
@@ -141,11 +168,24 @@ impl Platform {
 }
 
 /// Reads the ACPI tables at `rsdp` (the PVH loader's pointer).
+#[cfg(target_os = "none")]
 pub fn discover(rsdp: Option<PhysAddr>) -> Platform {
+    platform_from(&IdentityMap, rsdp.map(PhysAddr::as_u64), apic_base_msr())
+}
+
+/// The platform the ACPI tables in `mem` describe, from the RSDP at
+/// `rsdp`; `apic_base_msr` is the local APIC base `IA32_APIC_BASE` gives,
+/// the last resort. Pure: never panics and always ends, whatever `mem`
+/// holds.
+pub fn platform_from<M: PhysMem + ?Sized>(
+    mem: &M,
+    rsdp: Option<u64>,
+    apic_base_msr: u64,
+) -> Platform {
     let mut p = Platform {
-        rsdp: rsdp.map(PhysAddr::as_u64),
+        rsdp,
         oem: [0; 6],
-        lapic_base: apic_base_msr(),
+        lapic_base: apic_base_msr,
         lapic_origin: Origin::LastResort,
         ioapics: [None; MAX_IOAPICS],
         ioapic_origin: Origin::LastResort,
@@ -156,36 +196,49 @@ pub fn discover(rsdp: Option<PhysAddr>) -> Platform {
         pcat_compat: true,
         cpus: 1,
         problem: None,
+        notes: Notes::default(),
     };
-    let tables = match rsdp {
-        Some(addr) if addr.as_u64() < MAPPED_LIMIT => {
-            // SAFETY: the loader's RSDP pointer; the crate validates the
-            // signature and checksum before trusting anything behind it,
-            // and all of it is in identity-mapped memory (checked).
-            match unsafe { AcpiTables::from_rsdp(IdentityMap, addr.as_u64() as usize) } {
-                Ok(t) => Some(t),
-                Err(e) => {
-                    log::warn!("firmware: ACPI tables unusable: {e:?}");
-                    p.problem = Some("RSDP/RSDT invalid");
-                    None
-                }
-            }
-        }
-        Some(_) => {
-            p.problem = Some("RSDP beyond the identity map");
+    let tables = match rsdp.map(|r| acpi::read_tables(mem, r)) {
+        Some(Ok(t)) => Some(t),
+        Some(Err(e)) => {
+            log::warn!("firmware: ACPI tables unusable: {e}");
+            p.problem = Some(Problem::Tables(e));
             None
         }
         None => {
-            p.problem = Some("no RSDP from the loader");
+            p.problem = Some(Problem::NoRsdp);
             None
         }
     };
-    if let Some(t) = &tables {
-        read_madt(t, &mut p);
-        read_hpet(t, &mut p);
-        read_fadt(t, &mut p);
-        if let Some(h) = t.headers().next() {
-            p.oem = h.oem_id;
+    if let Some(t) = tables {
+        p.oem = t.rsdp.oem_id;
+        p.notes = t.notes;
+        match t.madt {
+            Some(m) => read_madt(mem, &m, &mut p),
+            None => {
+                log::warn!("firmware: no usable MADT: local APIC from IA32_APIC_BASE");
+                p.problem = Some(Problem::NoMadt);
+            }
+        }
+        p.hpet = t.hpet.map(|h| HpetTable {
+            base: h.base,
+            number: h.number,
+            min_tick: h.min_tick,
+        });
+        if p.hpet.is_none() {
+            log::info!("firmware: no usable ACPI HPET table: no HPET");
+        }
+        match t.fadt {
+            Some(f) => {
+                p.pm_timer_32bit = f.pm_timer_32bit();
+                match f.pm_timer {
+                    PmTimer::Port { port, .. } => p.pm_timer_port = Some(port),
+                    PmTimer::Absent => log::info!("firmware: the FADT has no PM timer"),
+                    // Noted by the reader.
+                    PmTimer::Unusable(_) => {}
+                }
+            }
+            None => log::info!("firmware: no usable FADT: no ACPI PM timer"),
         }
     }
     if p.ioapics.iter().all(Option::is_none) {
@@ -202,90 +255,303 @@ pub fn discover(rsdp: Option<PhysAddr>) -> Platform {
     p
 }
 
-fn read_madt(t: &AcpiTables<IdentityMap>, p: &mut Platform) {
-    let madt = match t.find_table::<Madt>() {
-        Ok(m) => m,
-        Err(e) => {
-            log::warn!("firmware: no MADT ({e:?}): local APIC from IA32_APIC_BASE");
-            p.problem = Some("no MADT");
-            return;
-        }
-    };
-    let madt = madt.get();
-    p.lapic_base = madt.local_apic_address as u64;
+fn read_madt<M: PhysMem + ?Sized>(mem: &M, madt: &acpi::Madt, p: &mut Platform) {
+    p.lapic_base = u64::from(madt.local_apic_address);
     p.lapic_origin = Origin::Acpi;
-    p.pcat_compat = madt.supports_8259();
-    p.ioapic_origin = Origin::Acpi;
-    let mut cpus = 0;
+    p.pcat_compat = madt.pcat_compat();
+    let subject = Subject::Table {
+        signature: acpi::Signature::MADT,
+        address: madt.address(),
+    };
+    let mut cpus = 0u32;
     let mut n_io = 0;
-    for e in madt.entries() {
+    for e in madt.entries(mem) {
         match e {
-            MadtEntry::LocalApic(l) if { l.flags } & 1 != 0 => cpus += 1,
-            MadtEntry::LocalX2Apic(l) if { l.flags } & 1 != 0 => cpus += 1,
-            MadtEntry::LocalApicAddressOverride(o) => p.lapic_base = o.local_apic_address,
-            MadtEntry::IoApic(io) => {
+            Ok(Entry::LocalApic { flags, .. } | Entry::LocalX2Apic { flags, .. }) => {
+                if flags & madt::ENABLED != 0 {
+                    cpus = cpus.saturating_add(1);
+                }
+            }
+            Ok(Entry::LocalApicAddressOverride { address }) => p.lapic_base = address,
+            Ok(Entry::IoApic {
+                id,
+                address,
+                gsi_base,
+            }) => {
                 if n_io < MAX_IOAPICS {
                     p.ioapics[n_io] = Some(IoApicInfo {
-                        id: io.io_apic_id,
-                        address: io.io_apic_address as u64,
-                        gsi_base: io.global_system_interrupt_base,
+                        id,
+                        address: u64::from(address),
+                        gsi_base,
                     });
+                    p.ioapic_origin = Origin::Acpi;
                     n_io += 1;
                 } else {
                     log::warn!("firmware: more than {MAX_IOAPICS} I/O APICs; extra ignored");
                 }
             }
-            MadtEntry::InterruptSourceOverride(o) => {
-                let (bus, irq, gsi, flags) = (o.bus, o.irq, o.global_system_interrupt, o.flags);
-                if bus == 0 && irq < 16 {
-                    p.isa[irq as usize] = IsaRoute::from_override(gsi, flags);
+            Ok(Entry::InterruptOverride {
+                bus,
+                source,
+                gsi,
+                flags,
+            }) => {
+                if bus == 0 && source < 16 {
+                    p.isa[source as usize] = IsaRoute::from_override(gsi, flags);
                 } else {
-                    log::warn!("firmware: interrupt override for bus {bus} irq {irq} ignored");
+                    log::warn!("firmware: interrupt override for bus {bus} irq {source} ignored");
                 }
             }
-            _ => {}
+            Ok(Entry::Short {
+                entry_type,
+                length,
+                offset,
+            }) => p.notes.push(Note {
+                subject,
+                problem: AcpiProblem::MadtShortEntry {
+                    entry_type,
+                    length,
+                    offset,
+                },
+            }),
+            Ok(Entry::Other { .. }) => {}
+            Err(stop) => p.notes.push(Note {
+                subject,
+                problem: AcpiProblem::MadtWalk(stop),
+            }),
         }
     }
     p.cpus = cpus.max(1);
 }
 
-fn read_hpet(t: &AcpiTables<IdentityMap>, p: &mut Platform) {
-    match HpetInfo::new(t) {
-        Ok(h) => {
-            p.hpet = Some(HpetTable {
-                base: h.base_address as u64,
-                number: h.hpet_number,
-                min_tick: h.clock_tick_unit,
-            })
-        }
-        Err(e) => log::info!("firmware: no HPET table ({e:?})"),
-    }
-}
-
-fn read_fadt(t: &AcpiTables<IdentityMap>, p: &mut Platform) {
-    let fadt = match t.find_table::<Fadt>() {
-        Ok(f) => f,
-        Err(e) => {
-            log::info!("firmware: no FADT ({e:?}): no ACPI PM timer");
-            return;
-        }
-    };
-    let flags = fadt.flags;
-    p.pm_timer_32bit = flags.pm_timer_is_32_bit();
-    match fadt.pm_timer_block() {
-        Ok(Some(gas)) if gas.address_space == AddressSpace::SystemIo && gas.address <= 0xFFFF => {
-            p.pm_timer_port = Some(gas.address as u16)
-        }
-        Ok(Some(gas)) => log::info!("firmware: PM timer not in I/O space ({gas:?}): unused"),
-        Ok(None) => log::info!("firmware: the FADT has no PM timer"),
-        Err(e) => log::warn!("firmware: FADT PM timer block unreadable: {e:?}"),
-    }
-}
-
 /// The local APIC base from `IA32_APIC_BASE` (bits 51:12).
+#[cfg(target_os = "none")]
 pub fn apic_base_msr() -> u64 {
     // SAFETY: IA32_APIC_BASE exists on every x86_64 CPU with an APIC (all
     // of them); reading it has no side effect.
     let v = unsafe { x86_64::registers::model_specific::Msr::new(IA32_APIC_BASE).read() };
     v & 0x000F_FFFF_FFFF_F000
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::acpi::build;
+    use crate::acpi::madt::WalkStop;
+    use crate::acpi::tests::{
+        qemu_hpet, qemu_image, qemu_madt, Image, HPET, MADT, OEM, RSDP, RSDT,
+    };
+    use crate::acpi::{MapError, RsdpError, Signature, TableError};
+    use crate::ioapic::{Polarity, Trigger};
+
+    /// What the tests pretend `IA32_APIC_BASE` says: not the MADT's value,
+    /// so which one was used shows.
+    const MSR_BASE: u64 = 0xFEE1_0000;
+
+    fn notes(p: &Platform) -> Vec<Note> {
+        p.notes.iter().copied().collect()
+    }
+
+    #[test]
+    fn a_qemu_like_table_set_gives_the_whole_platform() {
+        let p = platform_from(&qemu_image(), Some(RSDP), MSR_BASE);
+        assert_eq!(p.problem, None);
+        assert_eq!(p.notes.total(), 0);
+        assert_eq!(p.oem, OEM);
+        assert_eq!((p.lapic_base, p.lapic_origin), (0xFEE0_0000, Origin::Acpi));
+        assert_eq!(
+            p.ioapics[0],
+            Some(IoApicInfo {
+                id: 0,
+                address: 0xFEC0_0000,
+                gsi_base: 0
+            })
+        );
+        assert_eq!(p.ioapic_origin, Origin::Acpi);
+        assert_eq!((p.isa[0].gsi, p.isa[0].overridden), (2, true));
+        assert_eq!(
+            (p.isa[9].gsi, p.isa[9].trigger, p.isa[9].polarity),
+            (9, Trigger::Level, Polarity::High)
+        );
+        assert_eq!(p.isa[1], IsaRoute::identity(1));
+        assert_eq!(
+            p.hpet,
+            Some(HpetTable {
+                base: 0xFED0_0000,
+                number: 0,
+                min_tick: 128
+            })
+        );
+        assert_eq!(p.pm_timer_port, Some(0x608));
+        assert!(p.pm_timer_32bit && p.pcat_compat);
+        assert_eq!(p.cpus, 1);
+    }
+
+    #[test]
+    fn a_malformed_madt_keeps_the_entries_before_the_bad_one() {
+        let t = build::madt(0xFEE0_0000, 1);
+        let t = build::madt_lapic(t, 0, 0, 1);
+        let t = build::madt_ioapic(t, 0, 0xFEC0_0000, 0);
+        let t = build::madt_raw(t, 2, 0, &[0; 8]); // zero-length override
+        let t = build::madt_override(t, 0, 0, 2, 0).finish();
+        let mut m = qemu_image();
+        m.put(MADT, t.as_bytes());
+        let p = platform_from(&m, Some(RSDP), MSR_BASE);
+        assert_eq!(p.ioapics[0].map(|a| a.address), Some(0xFEC0_0000));
+        assert_eq!(p.cpus, 1);
+        // The override after the bad entry is not read: IRQ0 stays ISA.
+        assert_eq!(p.isa[0], IsaRoute::identity(0));
+        assert_eq!(
+            notes(&p),
+            [Note {
+                subject: Subject::Table {
+                    signature: Signature::MADT,
+                    address: MADT
+                },
+                problem: AcpiProblem::MadtWalk(WalkStop::LengthBelowHeader {
+                    offset: 64,
+                    length: 0
+                })
+            }]
+        );
+        assert_eq!(
+            notes(&p)[0].to_string(),
+            "ACPI APIC at 0x7fe1000: entry at offset 64 has length 0: later entries not read"
+        );
+    }
+
+    #[test]
+    fn a_short_madt_entry_is_noted_and_the_walk_goes_on() {
+        let t = build::madt(0xFEE0_0000, 1);
+        let t = build::madt_raw(t, 1, 8, &[0; 6]); // an I/O APIC needs 12
+        let t = build::madt_ioapic(t, 1, 0xFEC0_1000, 0).finish();
+        let mut m = qemu_image();
+        m.put(MADT, t.as_bytes());
+        let p = platform_from(&m, Some(RSDP), MSR_BASE);
+        assert_eq!(p.ioapics[0].map(|a| a.id), Some(1));
+        assert_eq!(
+            notes(&p)[0].problem,
+            AcpiProblem::MadtShortEntry {
+                entry_type: 1,
+                length: 8,
+                offset: 44
+            }
+        );
+    }
+
+    #[test]
+    fn a_skipped_hpet_table_leaves_no_hpet_and_says_why() {
+        let mut m = qemu_image();
+        m.put(
+            HPET,
+            build::hpet(0x8086_A201, 1, 0xFED0_0000, 0, 128).as_bytes(),
+        );
+        let p = platform_from(&m, Some(RSDP), MSR_BASE);
+        assert_eq!(p.hpet, None);
+        assert!(p.notes.about(Signature::HPET).is_some());
+        // The rest is as without the HPET.
+        assert_eq!(p.pm_timer_port, Some(0x608));
+        assert_eq!(p.lapic_origin, Origin::Acpi);
+        assert_eq!(p.problem, None);
+    }
+
+    #[test]
+    fn without_usable_tables_the_last_resort_serves() {
+        let m = qemu_image();
+        for (rsdp, problem) in [
+            (None, Problem::NoRsdp),
+            (
+                Some(MAPPED_LIMIT - 8),
+                Problem::Tables(RootError::Rsdp(RsdpError::Unmappable(
+                    MapError::BeyondMap {
+                        addr: MAPPED_LIMIT - 8,
+                        len: 20,
+                        limit: MAPPED_LIMIT,
+                    },
+                ))),
+            ),
+        ] {
+            let p = platform_from(&m, rsdp, MSR_BASE);
+            assert_eq!(p.problem, Some(problem));
+            assert_eq!(
+                (p.lapic_base, p.lapic_origin),
+                (MSR_BASE, Origin::LastResort)
+            );
+            assert_eq!(p.ioapics[0].map(|a| a.address), Some(LAST_RESORT_IOAPIC));
+            assert_eq!(p.ioapic_origin, Origin::LastResort);
+            assert_eq!((p.hpet, p.pm_timer_port), (None, None));
+        }
+    }
+
+    #[test]
+    fn a_bad_madt_checksum_means_no_madt() {
+        let mut m = qemu_image();
+        m.put(MADT, crate::acpi::tests::qemu_madt().poke(36, 1).as_bytes());
+        let p = platform_from(&m, Some(RSDP), MSR_BASE);
+        assert_eq!(p.problem, Some(Problem::NoMadt));
+        assert_eq!(
+            (p.lapic_base, p.lapic_origin),
+            (MSR_BASE, Origin::LastResort)
+        );
+        assert_eq!(
+            notes(&p)[0].problem,
+            AcpiProblem::Table(TableError::Checksum { sum: 1 })
+        );
+        assert_eq!(p.hpet.map(|h| h.base), Some(0xFED0_0000));
+    }
+
+    #[test]
+    fn a_madt_without_io_apics_gets_the_last_resort_one_and_says_so() {
+        let t = build::madt_lapic(build::madt(0xFEE0_0000, 1), 0, 0, 1).finish();
+        let mut m = qemu_image();
+        m.put(MADT, t.as_bytes());
+        let p = platform_from(&m, Some(RSDP), MSR_BASE);
+        assert_eq!(p.lapic_origin, Origin::Acpi);
+        assert_eq!(p.ioapics[0].map(|a| a.address), Some(LAST_RESORT_IOAPIC));
+        assert_eq!(p.ioapic_origin, Origin::LastResort);
+    }
+
+    #[test]
+    fn the_ioapic_for_a_gsi_is_the_one_with_the_highest_base_below_it() {
+        let mut p = platform_from(&Image::default(), None, MSR_BASE);
+        p.ioapics = [
+            Some(IoApicInfo {
+                id: 0,
+                address: 0xFEC0_0000,
+                gsi_base: 0,
+            }),
+            Some(IoApicInfo {
+                id: 1,
+                address: 0xFEC0_1000,
+                gsi_base: 24,
+            }),
+            None,
+            None,
+        ];
+        assert_eq!(p.ioapic_for(23).map(|(i, _)| i), Some(0));
+        assert_eq!(p.ioapic_for(24).map(|(i, _)| i), Some(1));
+    }
+
+    quickcheck::quickcheck! {
+        fn the_platform_from_mutated_tables_never_panics(edits: Vec<(u16, u8)>) -> bool {
+            let mut m = qemu_image();
+            let mut regions = [
+                (RSDT, build::rsdt(&[MADT as u32, HPET as u32]).as_bytes().to_vec()),
+                (MADT, qemu_madt().as_bytes().to_vec()),
+                (HPET, qemu_hpet().as_bytes().to_vec()),
+            ];
+            for (at, v) in &edits {
+                let (_, bytes) = &mut regions[*at as usize % 3];
+                let i = (*at as usize / 3) % bytes.len();
+                bytes[i] = *v;
+                bytes[9] = 0;
+                bytes[9] = build::balancing_checksum(bytes);
+            }
+            for (a, bytes) in &regions {
+                m.put(*a, bytes);
+            }
+            let p = platform_from(&m, Some(RSDP), MSR_BASE);
+            p.cpus >= 1 && p.ioapics.iter().any(Option::is_some)
+        }
+    }
 }

@@ -26,9 +26,10 @@
 //!                                                         └► TickSystem::interrupt, EOI
 //! ```
 //!
-//! The pure modules ([`acpi`] table reading, [`cmdline`], [`pvh`] parsing, [`exit`] codes,
-//! [`result`] lines, [`ioapic`] register encoding, [`expect`] arithmetic)
-//! build and are unit-tested on the host (`xtask` uses [`result`] and
+//! The pure modules ([`acpi`] table reading and the [`firmware`] platform
+//! built from it, [`cmdline`], [`pvh`] parsing, [`exit`] codes, [`result`]
+//! lines, [`ioapic`] register encoding, [`expect`] arithmetic) build and
+//! are unit-tested on the host (`xtask` uses [`result`] and
 //! [`exit`]); the modules that touch the machine exist only for
 //! `target_os = "none"`.
 //!
@@ -42,6 +43,7 @@ pub mod acpi;
 pub mod cmdline;
 pub mod exit;
 pub mod expect;
+pub mod firmware;
 pub mod idle;
 pub mod ioapic;
 pub mod pvh;
@@ -55,8 +57,6 @@ pub mod apic;
 pub mod boot;
 #[cfg(target_os = "none")]
 pub mod cpu;
-#[cfg(target_os = "none")]
-pub mod firmware;
 #[cfg(target_os = "none")]
 pub mod idt;
 #[cfg(target_os = "none")]

@@ -527,9 +527,15 @@ fn hpet_clocksource_up(
             return None;
         }
         let Some(table) = platform.hpet else {
-            inv.skip(format_args!(
-                "hpet: no ACPI HPET table (e.g. -machine hpet=off)"
-            ));
+            if platform.notes.about(crate::acpi::Signature::HPET).is_some() {
+                inv.skip(format_args!(
+                    "hpet: the ACPI HPET table was skipped (firmware)"
+                ));
+            } else {
+                inv.skip(format_args!(
+                    "hpet: no ACPI HPET table (e.g. -machine hpet=off)"
+                ));
+            }
             return None;
         };
         if !apic::in_mmio_window(table.base, hpet::regs::BLOCK_SIZE as u64) {

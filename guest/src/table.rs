@@ -8,6 +8,7 @@ use core::fmt;
 use clockevents::{Features, Owner};
 use clocksource::{ClockSourceFlags, Hertz, Nanos};
 
+use crate::acpi::Signature;
 use crate::apic;
 use crate::cmdline::Options;
 use crate::firmware::{Origin, Platform};
@@ -128,7 +129,7 @@ pub fn print(k: &Kernel, inv: &Inventory, platform: &Platform, opts: &Options<'_
         platform.cpus,
         platform
             .problem
-            .map_or(crate::result::TextBuf::<64>::new(), |p| {
+            .map_or(crate::result::TextBuf::<160>::new(), |p| {
                 crate::result::TextBuf::format(format_args!(" — {p}"))
             })
     );
@@ -164,7 +165,14 @@ pub fn print(k: &Kernel, inv: &Inventory, platform: &Platform, opts: &Options<'_
         isa0.trigger,
         isa0.polarity,
         platform.hpet.map_or(
-            crate::result::TextBuf::<48>::format(format_args!("none (no ACPI HPET table)")),
+            crate::result::TextBuf::<48>::format(format_args!(
+                "none ({})",
+                if platform.notes.about(Signature::HPET).is_some() {
+                    "ACPI HPET table skipped"
+                } else {
+                    "no ACPI HPET table"
+                }
+            )),
             |h| {
                 crate::result::TextBuf::format(format_args!("table #{} at {:#x}", h.number, h.base))
             }
@@ -174,6 +182,13 @@ pub fn print(k: &Kernel, inv: &Inventory, platform: &Platform, opts: &Options<'_
             |p| { crate::result::TextBuf::format(format_args!("port {p:#x}")) }
         ),
     );
+    for n in platform.notes.iter() {
+        println!("          not used: {n}");
+    }
+    let unlisted = platform.notes.total() as usize - platform.notes.iter().count();
+    if unlisted > 0 {
+        println!("          not used: {unlisted} more ACPI problems (in the log)");
+    }
     // CPU.
     if let Some(l) = apic::get() {
         let c = l.cpuid();
