@@ -24,10 +24,11 @@
 //! ([`Platform::notes`], printed in the boot table); the kernel comes up on
 //! what remains (no HPET: the ACPI PM timer, the PIT and the local APIC
 //! timer serve). Nothing is hard-coded, with one documented last resort:
-//! with no usable RSDP or no MADT the local APIC comes from the
-//! `IA32_APIC_BASE` MSR and one I/O APIC is assumed at 0xFEC0_0000 with
-//! GSI base 0 (the PC default of the Intel MultiProcessor Specification
-//! 1.4, §3.6.1), and the boot table says so. No HPET table means no HPET
+//! with no usable RSDP or no MADT, or a MADT local APIC address of 0, the
+//! local APIC comes from the `IA32_APIC_BASE` MSR; with no I/O APIC in the
+//! MADT one is assumed at 0xFEC0_0000 with GSI base 0 (the PC default of
+//! the Intel MultiProcessor Specification 1.4, §3.6.1); the boot table
+//! says so. No HPET table means no HPET
 //! (as in Linux, which does not probe for one), no FADT PM timer block
 //! means no PM timer.
 
@@ -255,9 +256,12 @@ pub fn platform_from<M: PhysMem + ?Sized>(
     p
 }
 
+/// Reads the MADT into `p`. A local APIC address of 0 (the 32-bit field,
+/// and no non-zero override entry) is no address: `p` keeps the
+/// `IA32_APIC_BASE` value, as Linux keeps its default when the MADT's is 0
+/// (`acpi_parse_madt`, `arch/x86/kernel/acpi/boot.c`), and a note says so.
 fn read_madt<M: PhysMem + ?Sized>(mem: &M, madt: &acpi::Madt, p: &mut Platform) {
-    p.lapic_base = u64::from(madt.local_apic_address);
-    p.lapic_origin = Origin::Acpi;
+    let mut lapic = u64::from(madt.local_apic_address);
     p.pcat_compat = madt.pcat_compat();
     let subject = Subject::Table {
         signature: acpi::Signature::MADT,
@@ -272,7 +276,10 @@ fn read_madt<M: PhysMem + ?Sized>(mem: &M, madt: &acpi::Madt, p: &mut Platform) 
                     cpus = cpus.saturating_add(1);
                 }
             }
-            Ok(Entry::LocalApicAddressOverride { address }) => p.lapic_base = address,
+            Ok(Entry::LocalApicAddressOverride { address: 0 }) => {
+                log::warn!("firmware: MADT local APIC address override of 0 ignored");
+            }
+            Ok(Entry::LocalApicAddressOverride { address }) => lapic = address,
             Ok(Entry::IoApic {
                 id,
                 address,
@@ -322,6 +329,15 @@ fn read_madt<M: PhysMem + ?Sized>(mem: &M, madt: &acpi::Madt, p: &mut Platform) 
         }
     }
     p.cpus = cpus.max(1);
+    if lapic == 0 {
+        p.notes.push(Note {
+            subject,
+            problem: AcpiProblem::MadtLapicAddressZero,
+        });
+    } else {
+        p.lapic_base = lapic;
+        p.lapic_origin = Origin::Acpi;
+    }
 }
 
 /// The local APIC base from `IA32_APIC_BASE` (bits 51:12).
@@ -498,6 +514,50 @@ mod tests {
             AcpiProblem::Table(TableError::Checksum { sum: 1 })
         );
         assert_eq!(p.hpet.map(|h| h.base), Some(0xFED0_0000));
+    }
+
+    #[test]
+    fn a_madt_local_apic_address_of_0_falls_back_to_ia32_apic_base() {
+        let madt = |lapic: u32, over: Option<u64>| {
+            let t = build::madt(lapic, 1);
+            let t = build::madt_ioapic(t, 0, 0xFEC0_0000, 0);
+            let t = match over {
+                Some(a) => build::madt_lapic_override(t, a),
+                None => t,
+            };
+            let mut m = qemu_image();
+            m.put(MADT, t.finish().as_bytes());
+            platform_from(&m, Some(RSDP), MSR_BASE)
+        };
+        let zero_note = Note {
+            subject: Subject::Table {
+                signature: Signature::MADT,
+                address: MADT,
+            },
+            problem: AcpiProblem::MadtLapicAddressZero,
+        };
+        // 0, no override: the MSR's base, said so.
+        let p = madt(0, None);
+        assert_eq!(
+            (p.lapic_base, p.lapic_origin),
+            (MSR_BASE, Origin::LastResort)
+        );
+        assert_eq!(notes(&p), [zero_note]);
+        // An override of 0 changes nothing either.
+        let p = madt(0, Some(0));
+        assert_eq!(
+            (p.lapic_base, p.lapic_origin),
+            (MSR_BASE, Origin::LastResort)
+        );
+        let p = madt(0xFEE0_0000, Some(0));
+        assert_eq!((p.lapic_base, p.lapic_origin), (0xFEE0_0000, Origin::Acpi));
+        // A non-zero override serves where the 32-bit field is 0.
+        let p = madt(0, Some(0x1_FEE0_0000));
+        assert_eq!(
+            (p.lapic_base, p.lapic_origin),
+            (0x1_FEE0_0000, Origin::Acpi)
+        );
+        assert_eq!(p.notes.total(), 0);
     }
 
     #[test]
