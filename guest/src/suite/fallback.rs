@@ -2,8 +2,10 @@
 //! system ticks.
 //!
 //! What is missing comes from the command line (`hpet=disable`,
-//! `lapic=notimer`) or the firmware (no ACPI HPET table: QEMU
-//! `-machine hpet=off`). The test asserts that the missing source is
+//! `lapic=notimer`), the firmware (no ACPI HPET table: QEMU
+//! `-machine hpet=off`; or one the reader skipped as malformed), or
+//! bring-up (the HPET the table describes was refused: outside the MMIO
+//! window, or its probe failed). The test asserts that the missing source is
 //! neither a registered clocksource nor an event device, that a tick device
 //! took over, and that it ticks: over 0.5 s of the clocksource, HZ/2 ticks
 //! within the tolerance of `periodic`.
@@ -11,6 +13,7 @@
 use clocksource::Nanos;
 
 use super::{count_ticks, expected_milliticks, report, ticks_ok, Ctx, Milli, TickState};
+use crate::acpi::Signature;
 use crate::kernel;
 use crate::result::{Line, Verdict};
 
@@ -22,12 +25,22 @@ pub fn run(ctx: &Ctx<'_>) -> Verdict {
     let Some(state) = TickState::now() else {
         return super::cannot_run("fallback", Verdict::Fail, "no kernel");
     };
+    let hpet_refused = ctx
+        .inv
+        .skipped
+        .iter()
+        .flatten()
+        .any(|n| n.as_str().starts_with("hpet"));
     let (missing, why): (&str, &str) = if ctx.opts.hpet_disabled {
         ("hpet", "hpet=disable")
+    } else if ctx.platform.notes.about(Signature::HPET).is_some() {
+        ("hpet", "ACPI-HPET-table-skipped")
     } else if ctx.platform.hpet.is_none() {
         ("hpet", "no-ACPI-HPET-table")
     } else if ctx.opts.lapic_notimer {
         ("lapic", "lapic=notimer")
+    } else if hpet_refused {
+        ("hpet", "HPET-refused")
     } else {
         ("none", "nothing-missing")
     };
