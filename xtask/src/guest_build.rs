@@ -54,6 +54,14 @@ pub fn elf_path(target_dir: Option<&Path>, root: &Path) -> PathBuf {
         .join(GUEST_PACKAGE)
 }
 
+/// Cargo's target directory: `$CARGO_TARGET_DIR`, else `target/` in the
+/// workspace.
+pub fn target_dir() -> PathBuf {
+    env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join("target"))
+}
+
 /// Builds the guest (cargo's output goes to our stderr) and returns the
 /// path of its ELF.
 pub fn build(features: &[String]) -> Result<PathBuf> {
@@ -70,8 +78,7 @@ pub fn build(features: &[String]) -> Result<PathBuf> {
             "building the guest failed ({status})"
         )));
     }
-    let target_dir = env::var_os("CARGO_TARGET_DIR").map(PathBuf::from);
-    let elf = elf_path(target_dir.as_deref(), &root);
+    let elf = elf_path(Some(&target_dir()), &root);
     if !elf.is_file() {
         return Err(Error::Other(format!(
             "the guest built, but {} is missing",

@@ -3,7 +3,8 @@
 //! `cargo xtask build` builds the guest ELF; `cargo xtask run` builds it
 //! and boots it in QEMU, exiting 0 only when the guest reports a pass;
 //! `cargo xtask test` runs the in-guest suite over every source
-//! configuration ([`matrix`]) and prints the table ([`runner`]);
+//! configuration ([`matrix`]; the malformed ACPI tables of its firmware
+//! rows: [`firmware`]) and prints the table ([`runner`]);
 //! `cargo xtask bench` boots the guest's benchmarks and prints their
 //! tables, beside Linux's with `--vs-linux` ([`bench`]).
 //! (`cargo xtask` is an alias in `.cargo/config.toml`.)
@@ -18,6 +19,7 @@ use std::process::ExitCode;
 
 mod bench;
 mod cli;
+mod firmware;
 mod guest_build;
 mod matrix;
 mod qemu;

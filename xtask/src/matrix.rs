@@ -10,11 +10,16 @@
 //!     clocksource rows   clocksource=tsc|hpet|pit|acpi_pm test=periodic,oneshot,clocksource
 //!     fallback rows      hpet=disable / -machine hpet=off / lapic=notimer /
 //!                        hpet=disable lapic=notimer: test=fallback
+//!     firmware rows      -machine hpet=off -acpitable <malformed HPET table>
+//!                        (base 0, I/O space, truncated, base in RAM, base
+//!                        where nothing answers; crate::firmware): test=fallback
 //! ```
 //!
 //! A row passes when the guest exits with pass, every `RESULT` line says
-//! pass or skip, and the `CONFIG` line shows the tick device (and APIC mode)
-//! the row asked for. Under KVM a row whose device the CPU or the host does
+//! pass or skip, the `CONFIG` line shows the tick device (and APIC mode)
+//! the row asked for, and the boot table says what the row expects (a
+//! firmware row: the HPET table skipped or the HPET refused, and why; its
+//! `fallback` test: the HPET missing). Under KVM a row whose device the CPU or the host does
 //! not offer is a skip, with the reason; under TCG it is a failure.
 
 use std::collections::BTreeMap;
@@ -22,6 +27,7 @@ use std::fmt::Write as _;
 
 use guest::result::{self, Verdict};
 
+use crate::firmware::BogusHpet;
 use crate::qemu::{Accel, Machine};
 
 /// Which source's rows to run (`--source`).
@@ -35,7 +41,8 @@ pub enum Source {
     Pit,
     /// TSC rows.
     Tsc,
-    /// Rows of no single source (the ACPI PM timer clocksource row).
+    /// Rows of no single source (the ACPI PM timer clocksource row, the
+    /// malformed-firmware rows).
     Other,
 }
 
@@ -87,6 +94,12 @@ pub struct Row {
     pub expect_tick: Option<&'static str>,
     /// The APIC mode it must show.
     pub expect_apic: Option<&'static str>,
+    /// A malformed HPET table QEMU adds (`-acpitable`).
+    pub acpi_table: Option<BogusHpet>,
+    /// Words one of the boot table's "not used:" lines must hold.
+    pub expect_note: Option<&'static str>,
+    /// The source `fallback` must report missing.
+    pub expect_missing: Option<&'static str>,
 }
 
 /// The KVM CPU model without TSC-deadline.
@@ -107,6 +120,9 @@ pub fn rows(accel: Accel, machine: Machine, caps: Caps, fast: bool) -> Vec<Row> 
         cmdline: cmdline.to_string(),
         expect_tick: None,
         expect_apic: None,
+        acpi_table: None,
+        expect_note: None,
+        expect_missing: None,
     };
     let with_variants = |v: &mut Vec<Row>, base: Row| {
         let mut periodic = base.clone();
@@ -186,6 +202,19 @@ pub fn rows(accel: Accel, machine: Machine, caps: Caps, fast: bool) -> Vec<Row> 
     );
     pit_only.expect_tick = Some("pit");
     v.push(pit_only);
+    // Malformed firmware: the kernel boots without the HPET and says why.
+    for case in BogusHpet::ALL {
+        let mut r = row(
+            &format!("firmware HPET {}", case.name()),
+            Source::Other,
+            "test=fallback",
+        );
+        r.machine_opts = Some("hpet=off");
+        r.acpi_table = Some(case);
+        r.expect_note = Some(case.expect_note());
+        r.expect_missing = Some("hpet");
+        v.push(r);
+    }
     v
 }
 
@@ -279,6 +308,20 @@ pub fn judge(row: &Row, passed: bool, status: &str, t: &Transcript) -> RowVerdic
         } else {
             RowVerdict::Fail(why)
         };
+    }
+    if let Some(note) = row.expect_note {
+        if !t.not_used.iter().any(|n| n.contains(note)) {
+            return RowVerdict::Fail(format!("the boot table does not say \"{note}\""));
+        }
+    }
+    if let Some(source) = row.expect_missing {
+        let missing = t.result("fallback").and_then(|m| m.get("missing"));
+        if missing.map(String::as_str) != Some(source) {
+            return RowVerdict::Fail(format!(
+                "fallback found missing {}, not {source}",
+                missing.map_or("nothing", String::as_str)
+            ));
+        }
     }
     let failed: Vec<&str> = t
         .results
@@ -477,6 +520,37 @@ RESULT test=oneshot source=hpet lat_p50_us=59.1 lat_p99_us=744.4 lat_max_us=1359
         assert_eq!(Source::parse("all"), Ok(None));
         assert_eq!(Source::parse("hpet"), Ok(Some(Source::Hpet)));
         assert!(Source::parse("rtc").is_err());
+    }
+
+    const FIRMWARE_SERIAL: &str = "\
+          not used: ACPI HPET at 0x7fe1a12: event timer block at address 0: skipped
+  not used: hpet: the ACPI HPET table was skipped (firmware)
+CONFIG accel=tcg clocksource=tsc tick=lapic0 mode=high-res+NO_HZ hz=250 apic=xAPIC
+RESULT test=fallback source=lapic0 missing=hpet why=ACPI-HPET-table-skipped verdict=pass
+";
+
+    #[test]
+    fn a_firmware_row_needs_the_boot_table_to_say_why_and_the_hpet_missing() {
+        let tcg = rows(Accel::Tcg, Machine::Q35, Caps::default(), true);
+        let firmware: Vec<&Row> = tcg.iter().filter(|r| r.acpi_table.is_some()).collect();
+        assert_eq!(firmware.len(), BogusHpet::ALL.len());
+        assert!(firmware
+            .iter()
+            .all(|r| r.machine_opts == Some("hpet=off") && r.source == Source::Other));
+        let base0 = firmware
+            .iter()
+            .find(|r| r.acpi_table == Some(BogusHpet::BaseZero))
+            .unwrap();
+        let t = Transcript::parse(FIRMWARE_SERIAL);
+        assert_eq!(judge(base0, true, "pass", &t), RowVerdict::Pass);
+        // Without the note, or with the HPET not missing, the row fails.
+        let quiet = Transcript::parse(&FIRMWARE_SERIAL.replace("address 0", "somewhere"));
+        assert!(judge(base0, true, "pass", &quiet).is_fail());
+        let present = Transcript::parse(&FIRMWARE_SERIAL.replace("missing=hpet", "missing=none"));
+        assert_eq!(
+            judge(base0, true, "pass", &present),
+            RowVerdict::Fail("fallback found missing none, not hpet".into())
+        );
     }
 
     #[test]

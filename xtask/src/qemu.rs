@@ -117,6 +117,9 @@ pub struct RunSpec {
     pub memory_mib: u32,
     /// The guest command line (`-append`).
     pub cmdline: String,
+    /// ACPI tables QEMU adds after its own (`-acpitable file=…`, each a
+    /// whole table; a `:` in a path would split it in two for QEMU).
+    pub acpi_tables: Vec<PathBuf>,
     /// Wall-clock limit; the run is killed and fails after it.
     pub timeout: Duration,
     /// Copy the guest's serial output and QEMU's stderr to ours as they come.
@@ -140,6 +143,7 @@ impl RunSpec {
             bios,
             memory_mib: 128,
             cmdline: String::new(),
+            acpi_tables: Vec::new(),
             timeout: crate::cli::DEFAULT_TIMEOUT,
             echo: true,
         }
@@ -184,6 +188,13 @@ impl RunSpec {
         if let Some(bios) = &self.bios {
             args.push("-bios".into());
             args.push(bios.into());
+        }
+        for table in &self.acpi_tables {
+            // QEMU's option syntax: a comma in a value is written twice.
+            let mut opt = OsString::from("file=");
+            opt.push(table.to_string_lossy().replace(',', ",,"));
+            args.push("-acpitable".into());
+            args.push(opt);
         }
         args.push("-kernel".into());
         args.push(self.kernel.clone().into());
@@ -431,6 +442,28 @@ mod tests {
         let args = spec.qemu_args();
         assert_eq!(args[0], "-M");
         assert_eq!(args[1], "pc,hpet=off");
+    }
+
+    #[test]
+    fn acpi_tables_go_before_the_kernel_with_commas_doubled() {
+        let mut spec = RunSpec::new("/k/guest", Machine::Pc, Accel::Tcg);
+        spec.acpi_tables = vec!["/t/hpet.dat".into(), "/t/a,b.dat".into()];
+        let args: Vec<String> = spec
+            .qemu_args()
+            .into_iter()
+            .map(|a| a.into_string().unwrap())
+            .collect();
+        let at = args.iter().position(|a| a == "-acpitable").unwrap();
+        assert_eq!(
+            args[at..at + 5],
+            [
+                "-acpitable",
+                "file=/t/hpet.dat",
+                "-acpitable",
+                "file=/t/a,,b.dat",
+                "-kernel"
+            ]
+        );
     }
 
     #[test]
