@@ -136,6 +136,31 @@ impl<M: PhysMem + ?Sized> PhysMem for &M {
     }
 }
 
+/// Physical memory that is one byte slice at `base`, below 4 GiB as in the
+/// guest: what a fuzz harness or a test hands [`read_tables`] (put the
+/// RSDP and the tables in `bytes`, pass `base + offset` as addresses).
+/// Reads outside the slice, at 0, or ending past 4 GiB fail.
+#[derive(Debug, Clone, Copy)]
+pub struct SliceMem<'a> {
+    /// The physical address of `bytes[0]`.
+    pub base: u64,
+    /// The memory.
+    pub bytes: &'a [u8],
+}
+
+impl PhysMem for SliceMem<'_> {
+    fn read(&self, addr: u64, buf: &mut [u8]) -> Result<(), MapError> {
+        let len = buf.len() as u64;
+        identity_range(addr, len, 1 << 32)?;
+        let from = addr
+            .checked_sub(self.base)
+            .filter(|off| off.saturating_add(len) <= self.bytes.len() as u64)
+            .ok_or(MapError::NotBacked { addr, len })? as usize;
+        buf.copy_from_slice(&self.bytes[from..from + buf.len()]);
+        Ok(())
+    }
+}
+
 /// Checks `addr .. addr + len` against an identity map of `0 .. limit`:
 /// not at 0, no overflow, the end not past `limit`. The guest's
 /// [`PhysMem`] applies it with its 4 GiB map (`crate::boot`).

@@ -136,6 +136,62 @@ fn the_identity_map_refuses_0_overflow_and_anything_ending_past_it() {
     assert_eq!(identity_range(1, 0, FOUR_GIB), Ok(()));
 }
 
+#[test]
+fn slice_memory_reads_only_inside_its_slice() {
+    let bytes: Vec<u8> = (0..16).collect();
+    let m = SliceMem {
+        base: 0x1000,
+        bytes: &bytes,
+    };
+    let mut b = [0u8; 4];
+    assert_eq!(m.read(0x100C, &mut b), Ok(()));
+    assert_eq!(b, [12, 13, 14, 15]);
+    assert_eq!(
+        m.read(0x100D, &mut b),
+        Err(MapError::NotBacked {
+            addr: 0x100D,
+            len: 4
+        })
+    );
+    assert_eq!(
+        m.read(0xFFF, &mut b),
+        Err(MapError::NotBacked {
+            addr: 0xFFF,
+            len: 4
+        })
+    );
+    assert_eq!(m.read(0, &mut b), Err(MapError::Null));
+    let top = SliceMem {
+        base: FOUR_GIB - 8,
+        bytes: &bytes,
+    };
+    assert!(matches!(
+        top.read(FOUR_GIB - 2, &mut b),
+        Err(MapError::BeyondMap { .. })
+    ));
+}
+
+#[test]
+fn a_table_set_in_one_slice_reads_as_from_its_regions() {
+    // RSDP at base, RSDT at +0x40, the HPET table at +0x80.
+    let base = 0x000E_0000u64;
+    let mut bytes = vec![0u8; 0x100];
+    bytes[..20].copy_from_slice(&build::rsdp_v1(&OEM, base as u32 + 0x40));
+    let rsdt = build::rsdt(&[base as u32 + 0x80]);
+    bytes[0x40..0x40 + rsdt.as_bytes().len()].copy_from_slice(rsdt.as_bytes());
+    bytes[0x80..0x80 + 56].copy_from_slice(qemu_hpet().as_bytes());
+    let t = read_tables(
+        &SliceMem {
+            base,
+            bytes: &bytes,
+        },
+        base,
+    )
+    .unwrap();
+    assert_eq!(t.hpet.map(|h| h.base), Some(0xFED0_0000));
+    assert_eq!(t.notes.total(), 0);
+}
+
 // ---- a good table set -------------------------------------------------------
 
 #[test]
