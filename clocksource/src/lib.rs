@@ -10,7 +10,8 @@
 //!   Registry ── rating, user override ──► selected source
 //!        │            ▲
 //!        │            └── Watchdog: must-verify sources checked against a
-//!        │                trusted one; skew past the threshold → UNSTABLE
+//!        │                trusted one; skew past the threshold → UNSTABLE,
+//!        │                switch, and the skew taken out of the clocks
 //!        ▼
 //!   Timekeeper: cycles ─(mult/shift)─► monotonic / raw / boot / realtime
 //! ```
@@ -45,5 +46,5 @@ pub use registry::{
 };
 pub use source::{ClockParams, ClockSource, ClockSourceFlags};
 pub use time::{Cycles, Hertz, Ktime, Nanos, NSEC_PER_MSEC, NSEC_PER_SEC, NSEC_PER_USEC};
-pub use timekeeper::{AdjustError, Timekeeper, MAX_FREQ_ADJ_PPB};
+pub use timekeeper::{AdjustError, ClockError, Timekeeper, MAX_FREQ_ADJ_PPB};
 pub use watchdog::{Verdict, Watchdog, WatchdogError, WatchdogReport};

@@ -25,6 +25,7 @@ use crate::mult_shift::ConversionError;
 use crate::source::{ClockParams, ClockSource, ClockSourceFlags};
 use crate::time::{Hertz, Nanos};
 use crate::timekeeper::Timekeeper;
+use crate::watchdog::{Verdict, WatchdogReport};
 
 /// The longest override name [`Registry::set_override`] stores, in bytes.
 pub const OVERRIDE_NAME_MAX: usize = 32;
@@ -489,6 +490,44 @@ impl<'a, const N: usize> Registry<'a, N> {
                 }
             },
         }
+    }
+
+    /// [`reselect`](Self::reselect) after a watchdog check. If `report`
+    /// found the current source unstable, the clocks carry the error it ran
+    /// up since its last good check (the judged interval's skew); once they
+    /// run on another source, that error is taken out
+    /// ([`Timekeeper::correct`] with [`Skew::clock_error`]): time after the
+    /// switch is the time the reference counted since that check, never
+    /// stepping back. (Linux only switches, keeping the error.) The result
+    /// is `reselect`'s; with no source to switch to nothing is corrected.
+    ///
+    /// The correction assumes the clocks ran on that source over the whole
+    /// judged interval: a caller that switches sources otherwise should
+    /// [`Watchdog::reset`](crate::Watchdog::reset) the baselines.
+    ///
+    /// # Errors
+    ///
+    /// As [`reselect`](Self::reselect).
+    ///
+    /// [`Skew::clock_error`]: crate::watchdog::Skew::clock_error
+    pub fn reselect_after_check(
+        &mut self,
+        tk: &mut Timekeeper<'a>,
+        require_hres: bool,
+        report: &WatchdogReport<N>,
+    ) -> Result<Option<SourceId>, ReselectError> {
+        let error = self
+            .current
+            .and_then(|c| report.verdict(c))
+            .and_then(|v| match v {
+                Verdict::Unstable(s) => Some(s.clock_error()),
+                _ => None,
+            });
+        let switched = self.reselect(tk, require_hres)?;
+        if let (Some(_), Some(e)) = (switched, error) {
+            tk.correct(e);
+        }
+        Ok(switched)
     }
 
     fn switch(&mut self, tk: &mut Timekeeper<'a>, to: SourceId) {

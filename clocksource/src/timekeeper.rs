@@ -56,6 +56,12 @@
 //! - Switching sources ([`Timekeeper::change_clocksource`]) first accumulates
 //!   with the old source up to now, then continues from the new source's
 //!   current count: the clocks are continuous across the switch.
+//! - Taking out an error a reference measured ([`Timekeeper::correct`], after
+//!   the watchdog found the source unstable) steps the clocks forward if they
+//!   were behind; if they were ahead it lowers `base` by the error and sets
+//!   a *floor*, the value shown at that moment: a read is
+//!   `max(floor, base + f(delta))`, so the clocks hold until true time has
+//!   caught up and then run on from it, never stepping back.
 //!
 //! The timekeeper is a plain value: it does no locking. The tick layer
 //! serializes updates and makes reads consistent (Linux uses a seqcount).
@@ -85,6 +91,21 @@ pub enum AdjustError {
     },
 }
 
+/// How far the clocks are from true time, as a trusted reference measured
+/// it (the clocksource watchdog's [`Skew::clock_error`]); what
+/// [`Timekeeper::correct`] takes out.
+///
+/// [`Skew::clock_error`]: crate::watchdog::Skew::clock_error
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ClockError {
+    /// The clocks show this much less than true time (their source ran
+    /// slow).
+    Behind(Nanos),
+    /// The clocks show this much more than true time (their source ran
+    /// fast).
+    Ahead(Nanos),
+}
+
 /// One clock's read base: the time at `cycle_last` and the factor to go on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct ReadBase {
@@ -95,6 +116,9 @@ struct ReadBase {
     frac: u64,
     mult: u32,
     shift: u32,
+    /// The clock reads at least this: what it showed when a correction
+    /// found it ahead ([`Timekeeper::correct`]); 0 otherwise.
+    floor_ns: u64,
 }
 
 impl ReadBase {
@@ -104,6 +128,7 @@ impl ReadBase {
             frac: 0,
             mult: m.mult(),
             shift: m.shift(),
+            floor_ns: 0,
         }
     }
 
@@ -113,11 +138,20 @@ impl ReadBase {
         delta.get() as u128 * self.mult as u128 + self.frac as u128
     }
 
-    /// The clock `delta` cycles after `cycle_last`.
+    /// The clock `delta` cycles after `cycle_last` (never below the floor).
     #[inline(always)]
     fn at(&self, delta: Cycles) -> u64 {
         self.base_ns
             .saturating_add(saturate_u64(self.shifted(delta) >> self.shift))
+            .max(self.floor_ns)
+    }
+
+    /// Takes out `d` ns the clock shows too much, without a step back: it
+    /// holds at what it shows now (at `cycle_last`, just updated) until `d`
+    /// more has passed.
+    fn hold(&mut self, d: u64) {
+        self.floor_ns = self.at(Cycles::ZERO);
+        self.base_ns = self.base_ns.saturating_sub(d);
     }
 
     /// Moves `delta` cycles into the base, keeping the remainder.
@@ -174,8 +208,9 @@ const fn max_raw_delta(mask: Cycles) -> Cycles {
 /// The caller MUST call [`update`](Self::update) at least once every
 /// [`max_deferment`](Self::max_deferment) — also while NO_HZ idle — and
 /// serialize updates against reads. In return monotonic, raw and boot never
-/// go backwards, also across [`change_clocksource`](Self::change_clocksource)
-/// and [`adjust_frequency`](Self::adjust_frequency).
+/// go backwards, also across [`change_clocksource`](Self::change_clocksource),
+/// [`adjust_frequency`](Self::adjust_frequency) and
+/// [`correct`](Self::correct).
 pub struct Timekeeper<'a> {
     cs: &'a dyn ClockSource,
     params: ClockParams,
@@ -381,6 +416,44 @@ impl<'a> Timekeeper<'a> {
         self.freq_ppb = ppb;
         self.mono.set_factor(adjusted(self.params.conv.0, ppb));
         Ok(())
+    }
+
+    /// Takes out of the clocks an error their source ran up, as a trusted
+    /// reference measured it (the watchdog's verdict on a source found
+    /// unstable: [`Registry::reselect_after_check`] calls this once the
+    /// clocks run on another source). Never backwards:
+    ///
+    /// - [`ClockError::Behind`]: monotonic, raw, boot and realtime step
+    ///   forward by the error at once (monotonic by the error at its
+    ///   adjusted rate, `d · (1 + ppb/10⁹)`, since it would have run that
+    ///   much faster over the interval).
+    /// - [`ClockError::Ahead`]: they hold at what they show now until true
+    ///   time has caught up — the error's length — then run on from true
+    ///   time. Holding is the shortest way back that never goes backwards;
+    ///   a slew at the 500 ppm of [`MAX_FREQ_ADJ_PPB`] would keep the clocks
+    ///   wrong 2000 times longer (4 s for 2 ms). Timers due meanwhile wait
+    ///   for the clock to reach them.
+    ///
+    /// The read path gains one `max` for it (see the module docs).
+    ///
+    /// [`Registry::reselect_after_check`]: crate::Registry::reselect_after_check
+    pub fn correct(&mut self, error: ClockError) {
+        self.update();
+        let (ClockError::Behind(d) | ClockError::Ahead(d)) = error;
+        let raw = d.as_nanos();
+        let scaled = raw as i128 + raw as i128 * self.freq_ppb as i128 / NSEC_PER_SEC as i128;
+        let mono = scaled.clamp(0, u64::MAX as i128) as u64;
+        match error {
+            ClockError::Behind(_) => {
+                self.mono.base_ns = self.mono.base_ns.saturating_add(mono);
+                self.raw.base_ns = self.raw.base_ns.saturating_add(raw);
+            }
+            ClockError::Ahead(_) => {
+                self.mono.hold(mono);
+                self.raw.hold(raw);
+            }
+        }
+        log::warn!("timekeeping: clocks corrected by {error:?} as measured against a reference");
     }
 
     /// Moves the clocks onto `new`: accumulates with the old source up to
@@ -812,6 +885,86 @@ mod tests {
         assert!(gain.abs_diff(13 * S / 10_000) <= 1_000, "{gain}");
     }
 
+    /// A source that ran 2 ms slow, as a reference measured: every clock
+    /// steps forward by the error at once (monotonic by the error at the
+    /// adjusted rate), and runs on from there.
+    #[test]
+    fn correcting_a_clock_that_ran_behind_steps_every_clock_forward() {
+        let w = World::new();
+        let cs = FakeClock::new(&w, "hpet", 100_000_000).bits(64);
+        let mut tk = Timekeeper::new(&cs).unwrap();
+        tk.set_realtime(Nanos::from_secs(1_767_225_600));
+        tk.inject_sleep(Nanos::from_secs(60));
+        w.set(3 * S);
+        let (mono, raw, boot, real) = (tk.monotonic(), tk.raw(), tk.boot(), tk.realtime());
+        tk.correct(ClockError::Behind(Nanos::from_millis(2)));
+        let two_ms = Nanos::from_millis(2);
+        assert_eq!(tk.monotonic(), mono.saturating_add(two_ms));
+        assert_eq!(tk.raw(), raw.saturating_add(two_ms));
+        assert_eq!(tk.boot(), boot.saturating_add(two_ms));
+        assert_eq!(tk.realtime(), real.saturating_add(two_ms));
+        w.advance(S);
+        tk.update();
+        assert_eq!(
+            tk.monotonic(),
+            mono.saturating_add(two_ms)
+                .saturating_add(Nanos::from_secs(1))
+        );
+        // With monotonic slewed +500 ppm the step is the error at that rate:
+        // 2 ms + 1 µs; raw steps by the error itself.
+        tk.adjust_frequency(MAX_FREQ_ADJ_PPB).unwrap();
+        let (mono, raw) = (tk.monotonic(), tk.raw());
+        tk.correct(ClockError::Behind(two_ms));
+        assert_eq!(
+            tk.monotonic(),
+            mono.saturating_add(Nanos::from_nanos(2_001_000))
+        );
+        assert_eq!(tk.raw(), raw.saturating_add(two_ms));
+    }
+
+    /// A source that ran 2 ms fast: the clocks hold at what they show
+    /// (never backwards) until true time has caught up, then run on from
+    /// true time; updates during the hold change nothing.
+    #[test]
+    fn correcting_a_clock_that_ran_ahead_holds_until_true_time_reaches_it() {
+        let w = World::new();
+        let cs = FakeClock::new(&w, "hpet", 100_000_000)
+            .bits(32)
+            .offset(0xFFFF_0000);
+        let mut tk = Timekeeper::new(&cs).unwrap();
+        tk.set_realtime(Nanos::from_secs(1_767_225_600));
+        w.set(3 * S);
+        tk.update();
+        let (mono, raw, real) = (tk.monotonic(), tk.raw(), tk.realtime());
+        tk.correct(ClockError::Ahead(Nanos::from_millis(2)));
+        for k in 0..20 {
+            w.set(3 * S + k * 100_000); // 0 .. 1.9 ms after, 100 µs steps
+            if k % 3 == 0 {
+                tk.update();
+            }
+            assert_eq!(tk.monotonic(), mono, "held at {k}");
+            assert_eq!(tk.raw(), raw);
+            assert_eq!(tk.realtime(), real);
+        }
+        w.set(3 * S + 2 * MS);
+        assert_eq!(tk.monotonic(), mono, "caught up: the hold ends here");
+        w.set(3 * S + 5 * MS);
+        let after = Nanos::from_millis(3);
+        assert_eq!(tk.monotonic(), mono.saturating_add(after));
+        assert_eq!(tk.raw(), raw.saturating_add(after));
+        assert_eq!(tk.realtime(), real.saturating_add(after));
+        tk.update();
+        assert_eq!(tk.monotonic(), mono.saturating_add(after));
+        // A later step forward lands on true time, never under the hold.
+        tk.correct(ClockError::Ahead(Nanos::from_millis(4)));
+        tk.correct(ClockError::Behind(Nanos::from_millis(1)));
+        assert_eq!(tk.monotonic(), mono.saturating_add(after), "still held");
+        w.set(3 * S + 8 * MS);
+        assert_eq!(tk.monotonic(), mono.saturating_add(after), "3 ms of 3 ms");
+        w.set(3 * S + 9 * MS);
+        assert_eq!(tk.monotonic(), mono.saturating_add(Nanos::from_millis(4)));
+    }
+
     #[test]
     fn switch_to_a_source_without_a_rate_is_refused() {
         let w = World::new();
@@ -824,8 +977,9 @@ mod tests {
     }
 
     /// Property: random switches between two sources with different rates,
-    /// widths and offsets, mixed with updates, frequency changes and reads,
-    /// never make monotonic, raw or boot go backwards.
+    /// widths and offsets, mixed with updates, frequency changes,
+    /// corrections either way and reads, never make monotonic, raw or boot
+    /// go backwards.
     #[test]
     fn clocks_never_go_backwards_across_switches() {
         fn prop(
@@ -859,7 +1013,7 @@ mod tests {
                 }
                 w.advance(step);
                 since_update += step;
-                match op % 4 {
+                match op % 6 {
                     0 => {}
                     1 => tk.update(),
                     2 => {
@@ -867,9 +1021,15 @@ mod tests {
                         tk.change_clocksource(to).unwrap();
                         on_a = !on_a;
                     }
-                    _ => tk
+                    3 => tk
                         .adjust_frequency(ppb as i64 % (MAX_FREQ_ADJ_PPB + 1))
                         .unwrap(),
+                    4 => tk.correct(ClockError::Ahead(Nanos::from_nanos(
+                        ppb.unsigned_abs() as u64
+                    ))),
+                    _ => tk.correct(ClockError::Behind(Nanos::from_nanos(
+                        ppb.unsigned_abs() as u64
+                    ))),
                 }
                 let now = (tk.monotonic(), tk.raw(), tk.boot());
                 if now.0 < last.0 || now.1 < last.1 || now.2 < last.2 {
@@ -877,7 +1037,7 @@ mod tests {
                         "fa={fa}/{ba} fb={fb}/{bb}: {last:?} -> {now:?}"
                     ));
                 }
-                if op % 4 != 0 {
+                if op % 6 != 0 {
                     since_update = 0;
                 }
                 last = now;

@@ -54,12 +54,29 @@
 //! so it keeps the ≤ 6.x margins. The measured skew is always reported in
 //! ppm so a caller can apply a tighter policy.
 //!
+//! # When the clocks' own source fails
+//!
+//! A source found unstable has kept the clocks since its last good check,
+//! and the judged interval's skew is the error it put in them (as far as
+//! the reference can tell: to its readout, a cycle at each end).
+//! [`Registry::reselect_after_check`] switches to the best source left and
+//! takes that error out ([`Skew::clock_error`], [`Timekeeper::correct`]):
+//! a source that ran slow leaves the clocks behind, and they step forward
+//! to the reference's time; one that ran fast leaves them ahead, and they
+//! hold until the reference's time reaches them — never backwards. Linux
+//! (`clocksource_watchdog_work` → `clocksource_select`) only switches, so
+//! the whole interval's error stays in `CLOCK_MONOTONIC` and
+//! `CLOCK_REALTIME`.
+//!
+//! [`Timekeeper::correct`]: crate::Timekeeper::correct
+//!
 //! After a resume, or whenever time may have jumped under the watchdog, call
 //! [`Watchdog::reset`] (Linux `watchdog_reset_pending`).
 
 use crate::registry::{Registry, SourceId};
 use crate::source::{ClockParams, ClockSource, ClockSourceFlags};
 use crate::time::{Cycles, Nanos, NSEC_PER_SEC};
+use crate::timekeeper::ClockError;
 
 /// Nominal time between checks: 0.5 s (Linux `WATCHDOG_INTERVAL` = HZ/2).
 pub const WATCHDOG_INTERVAL: Nanos = Nanos::from_millis(500);
@@ -137,6 +154,20 @@ pub struct Skew {
     /// The allowed `|skew_ns|`: `margin(cs) + margin(wd)`, scaled by
     /// `wd_ns / interval` when the interval was longer than nominal.
     pub margin: Nanos,
+}
+
+impl Skew {
+    /// How far clocks kept by the checked source over the interval are from
+    /// the reference's time: ahead if it ran fast, behind if slow (what
+    /// [`Timekeeper::correct`](crate::Timekeeper::correct) takes out).
+    pub fn clock_error(&self) -> ClockError {
+        let d = Nanos::from_nanos(self.skew_ns.unsigned_abs());
+        if self.skew_ns > 0 {
+            ClockError::Ahead(d)
+        } else {
+            ClockError::Behind(d)
+        }
+    }
 }
 
 /// What one check found for one source.
@@ -680,6 +711,123 @@ mod tests {
             Some(WatchdogError::UnknownReference)
         );
         assert_eq!(Watchdog::pick_reference(&reg), None);
+    }
+
+    /// The whole loop with the correction: a TSC 2000 ppm slow or fast is
+    /// caught at the first judged interval (0.5 s → 1.0 s), and after the
+    /// switch the clocks show the reference's elapsed time since that
+    /// interval's start: what they showed at the 0.5 s baseline (its error
+    /// included — the reference judged nothing before it) plus what the
+    /// HPET counted since. Slow: a step forward at the switch. Fast: the
+    /// clocks hold 1 ms, then run on from the reference's time. Monotonic
+    /// and realtime never go back, read every 10 µs around the switch.
+    #[test]
+    fn after_an_unstable_verdict_the_clocks_show_the_references_time() {
+        for drift_ppb in [-2_000_000i64, 2_000_000] {
+            let w = World::new();
+            let (h, t) = (hpet(&w), tsc(&w, drift_ppb));
+            let mut reg: Registry<'_, 4> = Registry::new();
+            let href = reg.register(&h).unwrap();
+            let tid = reg.register(&t).unwrap();
+            let mut tk = Timekeeper::new(&h).unwrap();
+            assert_eq!(reg.reselect(&mut tk, true), Ok(Some(tid)));
+            tk.set_realtime(Nanos::from_secs(1_767_225_600));
+            let mut wd: Watchdog<4> = Watchdog::new();
+            let mut last = (tk.monotonic(), tk.realtime());
+            let mut read = |tk: &Timekeeper<'_>, w: &World| {
+                let now = (tk.monotonic(), tk.realtime());
+                assert!(
+                    now.0 >= last.0 && now.1 >= last.1,
+                    "{drift_ppb}: {last:?} -> {now:?} at {}",
+                    w.now()
+                );
+                last = now;
+                now.0.as_nanos() as i64 - w.now() as i64
+            };
+            let mut offset_at_baseline = None;
+            let mut switched = None;
+            for round in 1..=2 {
+                for _ in 0..50 {
+                    w.advance(HALF_S / 50);
+                    tk.update();
+                    read(&tk, &w);
+                }
+                let report = wd.check(&mut reg, href).unwrap();
+                if round == 1 {
+                    assert_eq!(report.verdict(tid), Some(Verdict::Baseline));
+                    offset_at_baseline = Some(read(&tk, &w));
+                    continue;
+                }
+                let Some(Verdict::Unstable(s)) = report.verdict(tid) else {
+                    panic!("{drift_ppb}: {report:?}")
+                };
+                // 2000 ppm of 0.5 s, within the readout's pairing.
+                assert!(s.skew_ns.abs().abs_diff(1_000_000) < 1_000, "{s:?}");
+                assert_eq!(
+                    reg.reselect_after_check(&mut tk, true, &report),
+                    Ok(Some(href))
+                );
+                switched = Some((w.now(), s));
+            }
+            let (at, s) = switched.expect("switched at the first judged interval");
+            let base = offset_at_baseline.unwrap();
+            // Around the switch, every 10 µs for 3 ms.
+            let mut held = 0;
+            for _ in 0..300 {
+                let before = tk.monotonic();
+                w.advance(10_000);
+                tk.update();
+                let off = read(&tk, &w);
+                if tk.monotonic() == before {
+                    held += 1;
+                    continue;
+                }
+                // The reference's error: a 70 ns HPET cycle at each end of
+                // the judged interval and at the switch, and the TSC's
+                // conversion (under 1 ns per cycle read).
+                assert!(
+                    off.abs_diff(base) <= 3 * 70 + 2,
+                    "{drift_ppb}: {off} vs {base} at {}",
+                    w.now() - at
+                );
+            }
+            if drift_ppb > 0 {
+                // Held for the 1 ms the TSC ran ahead: the reads of the
+                // first 1 ms (the one at its end too, if the HPET's 70 ns
+                // cycle has not quite ticked over).
+                let hold_reads = s.skew_ns as u64 / 10_000;
+                assert!(
+                    (hold_reads..=hold_reads + 1).contains(&held),
+                    "{held} {s:?}"
+                );
+            } else {
+                assert_eq!(held, 0, "a slow clock steps forward, never holds");
+            }
+            assert_eq!(tk.clocksource().name(), "hpet");
+        }
+    }
+
+    /// An unstable source the clocks do not run on changes nothing in them.
+    #[test]
+    fn an_unstable_source_not_in_use_leaves_the_clocks_alone() {
+        let w = World::new();
+        let (h, t) = (hpet(&w), tsc(&w, 2_000_000));
+        let mut reg: Registry<'_, 4> = Registry::new();
+        let href = reg.register(&h).unwrap();
+        let tid = reg.register(&t).unwrap();
+        reg.set_override("hpet").unwrap();
+        let mut tk = Timekeeper::new(&h).unwrap();
+        reg.set_current(href).unwrap();
+        let mut wd: Watchdog<4> = Watchdog::new();
+        let v = run(&w, &mut wd, &mut reg, href, tid, 1);
+        assert_eq!(v[0], Some(Verdict::Baseline));
+        w.advance(HALF_S);
+        tk.update();
+        let before = tk.monotonic();
+        let report = wd.check(&mut reg, href).unwrap();
+        assert!(report.any_unstable());
+        assert_eq!(reg.reselect_after_check(&mut tk, true, &report), Ok(None));
+        assert_eq!(tk.monotonic(), before);
     }
 
     /// The whole loop: tick updates, watchdog checks, reselect on failure.
