@@ -38,9 +38,10 @@
 //!   Linux instead resets the baseline past 2× nominal
 //!   (`WATCHDOG_INTERVAL_MAX_NS`, 1 s), which suits a watchdog timer that
 //!   fires every 0.5 s whatever the CPU does; here the tick layer defers
-//!   checks while the CPU idles tickless (up to [`Watchdog::max_interval`]),
-//!   and the check that spans the idle period is the one that sees a TSC
-//!   halted in it. An interval past either source's `max_idle` may hide a
+//!   checks while the CPU idles tickless (up to 1 s after the last, its
+//!   `WATCHDOG_IDLE_DEFERRAL_MAX`; this watchdog judges any interval up to
+//!   [`Watchdog::max_interval`]), and the check that spans the idle period
+//!   is the one that sees a TSC halted in it. An interval past either source's `max_idle` may hide a
 //!   wrap: it resets the baseline instead of judging. A call less than half
 //!   an interval after the baseline is "not due" and keeps the baseline, so
 //!   calling `check` more often than needed is harmless.

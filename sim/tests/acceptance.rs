@@ -362,6 +362,17 @@ fn watched_tsc_traced(
     tsc_hz: u64,
     hpet_bits: u32,
 ) -> (Machine<1>, &'static SimCounter, Trace) {
+    watched_tsc_on(cfg, tsc_hz, hpet_bits, Cycles::new(u32::MAX as u64))
+}
+
+/// [`watched_tsc_traced`] with a tick device ("lapic0", 1 GHz) whose max
+/// delta is `max_delta` cycles.
+fn watched_tsc_on(
+    cfg: TickConfig,
+    tsc_hz: u64,
+    hpet_bits: u32,
+    max_delta: Cycles,
+) -> (Machine<1>, &'static SimCounter, Trace) {
     let clock = VirtualClock::new();
     let trace = Trace::new();
     let tsc = SimCounter::new(
@@ -382,18 +393,70 @@ fn watched_tsc_traced(
     .leak();
     let mut m: Machine<1> = Machine::new(clock.clone(), trace.clone(), cfg, tsc);
     m.tick.register_clocksource(hpet).unwrap();
-    m.add_device(local_dev(&clock, &trace, "lapic0", 0, BOTH));
+    let dev = SimEventDevice::new(
+        clock.clone(),
+        EventConfig::new("lapic0", Hertz::new(1_000_000_000))
+            .features(BOTH | Features::PERCPU)
+            .rating(100)
+            .min_delta(Cycles::new(1_000))
+            .max_delta(max_delta)
+            .cpus(CpuMask::single(0)),
+    )
+    .with_trace(trace.clone())
+    .leak();
+    m.add_device(dev);
     assert_eq!(m.tick.timekeeper().clocksource().name(), "tsc");
     (m, tsc, trace)
 }
 
-/// With CPU 0 idle and its tick stopped, the watchdog wakes nobody: its
-/// check runs in the wake-ups the counters force anyway (here the device's
-/// 32-bit delta, 4.295 s at 1 GHz), and the check spanning the idle period
-/// is judged with a margin scaled to its length — so a clock that went
-/// wrong while idle is caught at the first wake-up.
+/// The longest a must-verify clock may go unchecked while CPU 0 idles
+/// tickless: 1 s, the longest interval Linux's watchdog judges
+/// (`WATCHDOG_INTERVAL_MAX_NS` = 2 × `WATCHDOG_INTERVAL`,
+/// kernel/time/clocksource.c). A source wrong by the watchdog's threshold
+/// (250 + 250 µs per 0.5 s: 1000 ppm) runs up 1 ms in it.
+const UNVERIFIED_MAX: Nanos = Nanos::from_secs(1);
+
+/// CPU 0 idle with its tick stopped, no timer, and nothing else to wake it
+/// (a device that can wait ~10 min, a 64-bit TSC and HPET that would not
+/// wrap for centuries): the watchdog still checks the TSC every
+/// [`UNVERIFIED_MAX`] — a wake-up of its own each time, and nothing else.
 #[test]
-fn nohz_idle_defers_the_watchdog_into_the_wakeups_the_counters_force() {
+fn nohz_idle_checks_a_must_verify_clock_at_least_every_second() {
+    let (mut m, _tsc, trace) = watched_tsc_on(
+        config(250, true, true),
+        1_000_000_000,
+        64,
+        Cycles::new(1 << 40),
+    );
+    // Busy to 1 s: checks at 0.5 s (baseline) and 1.0 s (judged).
+    m.run_until(Ktime::from_millis(1_002));
+    let s = m.tick.watchdog_schedule().expect("a must-verify source");
+    assert_eq!(s.last_run, Ktime::from_secs(1));
+    assert_eq!(s.deferral, UNVERIFIED_MAX);
+    assert!(m.tick.timekeeper().max_deferment() > Nanos::from_secs(60));
+    let start = trace.interrupts_of("lapic0").len();
+    m.idle(0, IdleDepth::Shallow);
+    m.run_until(Ktime::from_millis(11_500));
+    assert_eq!(m.tick.cpu_info(0).unwrap().stats.tick_stops, 1);
+    // One wake-up per second after the last check, each running one.
+    let irqs = &trace.interrupts_of("lapic0")[start..];
+    let expect: Vec<Ktime> = (2..=11).map(Ktime::from_secs).collect();
+    assert_eq!(irqs, expect.as_slice());
+    let s = m.tick.watchdog_schedule().unwrap();
+    assert_eq!(s.last_run, Ktime::from_secs(11));
+    assert_eq!(s.idle_deadline, Ktime::from_secs(12));
+    assert_eq!(m.tick.timekeeper().clocksource().name(), "tsc");
+}
+
+/// With CPU 0 idle and its tick stopped, a due check runs in a wake-up for
+/// something else (here a timer at 1.7 s), and the watchdog wakes the CPU
+/// itself only once the last check is [`UNVERIFIED_MAX`] old — long before
+/// the device's 32-bit delta (4.295 s at 1 GHz) or the 32-bit HPET's wrap
+/// would force a wake-up. The check spanning the idle stretch is judged
+/// with a margin scaled to its length, so a clock that went wrong while
+/// idle is caught at the first wake-up.
+#[test]
+fn nohz_idle_runs_the_watchdog_in_other_wakeups_and_wakes_for_it_after_a_second() {
     for drift in [false, true] {
         let (mut m, tsc, trace) = watched_tsc_traced(config(250, true, true), 1_000_000_000, 32);
         // Busy to 1 s: checks at 0.5 s (baseline) and 1.0 s (judged).
@@ -401,22 +464,19 @@ fn nohz_idle_defers_the_watchdog_into_the_wakeups_the_counters_force() {
         let s = m.tick.watchdog_schedule().expect("a must-verify source");
         assert_eq!(s.last_run, Ktime::from_secs(1));
         assert_eq!(s.next_due, Ktime::from_millis(1_500));
-        // 7/8 of the 32-bit 100 MHz HPET's max deferment (the TSC's is far
-        // longer): the HPET wraps in 42.9 s; half of it, less the 11 %
-        // slew margin, is its max_idle.
-        let hpet = m.tick.clocksources().find("hpet").unwrap();
-        let hpet_idle = m.tick.clocksources().get(hpet).unwrap().params().max_idle;
-        assert_eq!(s.deferral, Nanos::from_nanos(hpet_idle.as_nanos() / 8 * 7));
-        assert!(s.deferral > Nanos::from_secs(15) && s.deferral < Nanos::from_secs(20));
-        assert_eq!(s.idle_deadline, s.last_run.saturating_add(s.deferral));
+        // The HPET wraps in 42.9 s (2^32 at 100 MHz); 7/8 of its max
+        // deferment is far beyond the bound, which decides.
+        assert_eq!(s.deferral, UNVERIFIED_MAX);
+        assert_eq!(s.idle_deadline, Ktime::from_secs(2));
         if drift {
-            // 2000 ppm fast from here: 8.6 ms of skew over the first idle
-            // stretch, twice its scaled margin (0.5 ms per 0.5 s: 4.3 ms).
+            // 2000 ppm fast from here: 1.4 ms of skew by 1.7 s, twice its
+            // scaled margin (0.5 ms per 0.5 s: 0.7 ms).
             tsc.set_drift_ppb(2_000_000);
         }
+        m.add_timer(0, Ktime::from_millis(1_700), 5);
         let start = trace.interrupts_of("lapic0").len();
         m.idle(0, IdleDepth::Shallow);
-        m.run_until(Ktime::from_millis(5_296));
+        m.run_until(Ktime::from_millis(1_699));
         assert_eq!(
             m.tick.timekeeper().clocksource().name(),
             "tsc",
@@ -424,21 +484,22 @@ fn nohz_idle_defers_the_watchdog_into_the_wakeups_the_counters_force() {
         );
         m.run_until(Ktime::from_secs(11));
         let irqs = &trace.interrupts_of("lapic0")[start..];
-        let device_max = Nanos::from_nanos(u32::MAX as u64);
+        let timer = Ktime::from_millis(1_700);
+        assert_eq!(m.fired().len(), 1);
         if !drift {
-            // Only the device's forced re-arms, 4.295 s apart from idle
-            // entry (1.002 s): no wake-up for the watchdog, which ran in each.
-            let t0 = Ktime::from_millis(1_002);
-            let expect: Vec<Ktime> = (1..=2)
-                .map(|k| t0.saturating_add(device_max.saturating_mul(k)))
+            // The timer's interrupt ran the check due since 1.5 s; then one
+            // wake-up a second for the next.
+            let expect: Vec<Ktime> = (0..=9)
+                .map(|k| timer.saturating_add(Nanos::from_secs(k)))
                 .collect();
             assert_eq!(irqs, expect.as_slice());
             let s = m.tick.watchdog_schedule().unwrap();
-            assert_eq!(s.last_run, expect[1]);
+            assert_eq!(s.last_run, expect[9]);
             assert_eq!(m.tick.timekeeper().clocksource().name(), "tsc");
         } else {
-            // Caught at the first wake-up (5.297 s): the TSC is unstable and
-            // the HPET took over.
+            // Caught at the timer's interrupt: the TSC is unstable and the
+            // HPET took over; nothing is left to verify, so only the
+            // device's forced re-arms follow, 4.295 s apart.
             assert_eq!(m.tick.timekeeper().clocksource().name(), "hpet");
             let tsc_id = m.tick.clocksources().find("tsc").unwrap();
             assert!(m.tick.clocksources().get(tsc_id).unwrap().is_unstable());
@@ -446,6 +507,11 @@ fn nohz_idle_defers_the_watchdog_into_the_wakeups_the_counters_force() {
                 m.tick.watchdog_schedule().is_none(),
                 "nothing left to verify"
             );
+            let device_max = Nanos::from_nanos(u32::MAX as u64);
+            let expect: Vec<Ktime> = (0..=2)
+                .map(|k| timer.saturating_add(device_max.saturating_mul(k)))
+                .collect();
+            assert_eq!(irqs, expect.as_slice());
         }
     }
 }

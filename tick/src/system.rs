@@ -25,17 +25,33 @@
 //!
 //! With a `MUST_VERIFY` clocksource registered (a TSC without the
 //! invariant bit), CPU 0 checks it against a trusted one every 0.5 s while
-//! its tick runs, as Linux does. Linux's watchdog is a timer that wakes an
+//! its tick runs, as Linux does (`WATCHDOG_INTERVAL`,
+//! kernel/time/clocksource.c). Linux's watchdog is a timer that wakes an
 //! idle CPU every 0.5 s too (most of the ~2 wake-ups/s of an idle Linux
-//! guest under TCG); here, with CPU 0's tick stopped, the check waits for
-//! the CPU's next wake-up for anything else, and forces one only when the
-//! interval would grow past what a check can still judge: 7/8 of the
-//! smaller max deferment of the pair ([`Watchdog::max_interval`]: 16.7 s
-//! against a 32-bit 100 MHz HPET), at most
-//! [`WATCHDOG_IDLE_DEFERRAL_MAX`]. The watchdog scales its margin with the
-//! interval ([`clocksource::watchdog::scaled_margin`]), so the check that
-//! spans the idle period judges it — which is the one that sees a TSC
-//! halted in a deep C-state.
+//! guest under TCG); here, with CPU 0's tick stopped, a check that is due
+//! runs in the CPU's next wake-up for anything else, and a wake-up of its
+//! own is forced only when the last check is [`WATCHDOG_IDLE_DEFERRAL_MAX`]
+//! = 1 s old (or 7/8 of the pair's smaller max deferment,
+//! [`Watchdog::max_interval`], if that is shorter, so that no counter has
+//! wrapped unseen). The watchdog scales its margin with the interval
+//! ([`clocksource::watchdog::scaled_margin`]), so the check that spans an
+//! idle period judges it — which is the one that sees a TSC halted in a
+//! deep C-state.
+//!
+//! **The bound, and why 1 s.** A source is unstable when it is off by more
+//! than the two sources' margins: 250 + 250 µs per 0.5 s (Linux's
+//! uncertainty margins, 2 × `WATCHDOG_MAX_SKEW` = 125 µs each), about
+//! 1000 ppm. A source going wrong at that rate runs up 1 ms of error in
+//! 1 s — twice what one regular check tolerates, and as much as Linux
+//! lets through: it judges intervals up to `WATCHDOG_INTERVAL_MAX_NS` =
+//! 2 × `WATCHDOG_INTERVAL` = 1 s (a late watchdog timer) and skips longer
+//! ones. So a must-verify clock runs unchecked here no longer than Linux's
+//! longest judged interval, with half Linux's idle wake-ups for it (1/s
+//! where Linux takes 2/s), and none at all when something else wakes the
+//! CPU at least every 0.5 s. The bound is the device's time after the last
+//! check; a clock running under half speed (or stopped) reads short of the
+//! check's due time at that wake-up, and the next interrupt found early
+//! checks it (two in a row, see `cpu_event`): 2 s at most.
 //!
 //! Time always comes from the clocksource via the timekeeper: jiffies are
 //! derived from monotonic time (`(now − last update) / period`), never
@@ -60,9 +76,12 @@ use crate::queue::{QueueFull, Timer, TimerId, TimerQueue, TimerSlot};
 pub const MAX_EVENT_DEVICES: usize = 16;
 /// Clock sources a system can register.
 pub const MAX_CLOCK_SOURCES: usize = 8;
-/// The longest CPU 0 defers a clocksource-watchdog check while idle with
-/// its tick stopped, however long the counters could go (module docs).
-pub const WATCHDOG_IDLE_DEFERRAL_MAX: Nanos = Nanos::from_secs(30);
+/// The longest CPU 0 leaves a `MUST_VERIFY` clocksource unchecked while
+/// idle with its tick stopped, however long the counters could go: 1 s,
+/// the longest interval Linux's watchdog judges (`WATCHDOG_INTERVAL_MAX_NS`
+/// = 2 × `WATCHDOG_INTERVAL`, kernel/time/clocksource.c). A source wrong by
+/// the watchdog's threshold (≈ 1000 ppm) runs up 1 ms in it (module docs).
+pub const WATCHDOG_IDLE_DEFERRAL_MAX: Nanos = Nanos::from_secs(1);
 
 /// The clocksource watchdog's schedule ([`TickSystem::watchdog_schedule`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
