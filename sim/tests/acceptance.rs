@@ -516,6 +516,156 @@ fn nohz_idle_runs_the_watchdog_in_other_wakeups_and_wakes_for_it_after_a_second(
     }
 }
 
+/// The reference's error in the scenarios below: the 100 MHz HPET's 10 ns
+/// cycle, at each end of the judged interval and at the switch (the 1 GHz
+/// TSC converts exactly).
+const HPET_ERROR: Nanos = Nanos::from_nanos(3 * 10);
+
+/// Runs `m` to each of `steps` (true time) and reads monotonic there: it
+/// never decreases. Returns the reads (true time, monotonic) and the index
+/// of the first one taken on the HPET.
+fn read_through_switch(
+    m: &mut Machine<1>,
+    steps: impl Iterator<Item = Ktime>,
+) -> (Vec<(Ktime, Ktime)>, usize) {
+    let mut reads: Vec<(Ktime, Ktime)> = Vec::new();
+    let mut switched = None;
+    for t in steps {
+        m.run_until(t);
+        let mono = m.now();
+        if let Some(&(_, prev)) = reads.last() {
+            assert!(mono >= prev, "monotonic went back at {t}: {prev} -> {mono}");
+        }
+        if switched.is_none() && m.tick.timekeeper().clocksource().name() == "hpet" {
+            switched = Some(reads.len());
+        }
+        reads.push((t, mono));
+    }
+    let at = switched.expect("the TSC was found out");
+    let tsc_id = m.tick.clocksources().find("tsc").unwrap();
+    assert!(m.tick.clocksources().get(tsc_id).unwrap().is_unstable());
+    (reads, at)
+}
+
+/// From the switch on (`reads[0]`), monotonic is the reference's time: it
+/// holds at what it showed while true time is still short of that, and is
+/// true time within [`HPET_ERROR`] from then on. Returns how many reads
+/// were held.
+fn assert_reference_time_after_switch(reads: &[(Ktime, Ktime)]) -> usize {
+    let held = reads[0].1;
+    let mut holds = 0;
+    for &(t, mono) in reads {
+        if t.saturating_add(HPET_ERROR) < held {
+            assert_eq!(mono, held, "held at {t}");
+            holds += 1;
+        } else {
+            let off = mono.as_nanos().abs_diff(t.as_nanos());
+            assert!(off <= HPET_ERROR.as_nanos(), "{off} ns off at {t}");
+        }
+    }
+    holds
+}
+
+/// A TSC running `drift_ppb` off from idle entry (1.002 s), CPU 0 idle with
+/// its tick stopped and nothing else to wake it: the check runs within
+/// [`UNVERIFIED_MAX`] of the last (at 2.0 s), the TSC is marked unstable,
+/// the HPET takes over, and from then on monotonic is the reference's time
+/// ([`assert_reference_time_after_switch`]). Monotonic is read every 1 ms,
+/// and every 1 µs from 1.999 s to 2.003 s. Returns the reads and the index
+/// of the first after the switch.
+fn tsc_off_from_idle_entry(drift_ppb: i64) -> (Vec<(Ktime, Ktime)>, usize) {
+    let (mut m, tsc, _) = watched_tsc_on(
+        config(250, true, true),
+        1_000_000_000,
+        64,
+        Cycles::new(1 << 40),
+    );
+    m.run_until(Ktime::from_millis(1_002));
+    let last_check = m.tick.watchdog_schedule().unwrap().last_run;
+    assert_eq!(last_check, Ktime::from_secs(1));
+    assert_eq!(m.now(), m.clock.now(), "exact until here");
+    tsc.set_drift_ppb(drift_ppb);
+    m.idle(0, IdleDepth::Shallow);
+    let steps = (1_003..1_999)
+        .map(Ktime::from_millis)
+        .chain((1_999_000..2_003_000).map(Ktime::from_micros))
+        .chain((2_003..3_500).map(Ktime::from_millis));
+    let (reads, at) = read_through_switch(&mut m, steps);
+    // Within the bound of the last check: the check's own wake-up at 2.0 s.
+    assert_eq!(reads[at].0, Ktime::from_secs(2));
+    assert!(reads[at].0 <= last_check.saturating_add(UNVERIFIED_MAX));
+    (reads, at)
+}
+
+/// A TSC 2000 ppm slow from idle entry shows 1.996 ms too little at the
+/// check; after the switch monotonic has stepped forward to true time.
+#[test]
+fn tsc_2000_ppm_slow_from_idle_entry_is_caught_and_time_steps_to_the_reference() {
+    let (reads, at) = tsc_off_from_idle_entry(-2_000_000);
+    // Just before the switch (1 µs before 2.0 s): 2000 ppm of the time
+    // since idle entry.
+    let (t, mono) = reads[at - 1];
+    let drifted = t.saturating_since(Ktime::from_millis(1_002)).as_nanos() / 500;
+    assert_eq!(drifted, 1_995_998);
+    assert!(t.saturating_since(mono).as_nanos().abs_diff(drifted) <= 1);
+    assert_eq!(assert_reference_time_after_switch(&reads[at..]), 0);
+}
+
+/// A TSC 2000 ppm fast from idle entry shows 1.996 ms too much at the
+/// check; monotonic holds there until true time has caught up (never
+/// back), and runs on true time after that.
+#[test]
+fn tsc_2000_ppm_fast_from_idle_entry_is_caught_and_time_holds_for_the_reference() {
+    let (reads, at) = tsc_off_from_idle_entry(2_000_000);
+    let ahead = reads[at].1.saturating_since(reads[at].0);
+    assert!(ahead.as_nanos().abs_diff(1_996_000) <= 1, "{ahead}");
+    // Held for the 1.996 ms the TSC had run ahead (reads 1 µs apart).
+    let holds = assert_reference_time_after_switch(&reads[at..]);
+    assert!((1_995..=1_996).contains(&holds), "{holds}");
+}
+
+/// The interval a correction is measured over starts no earlier than the
+/// clocks' switch onto the source, so it never takes out more error than
+/// they carry. On the HPET (`clocksource=hpet`) until 0.7 s, the TSC
+/// 2000 ppm fast from 0.6 s, `clocksource=tsc` at 0.7 s: the next check
+/// (0.5 s after the switch by the fast TSC: 1.199 s) judges 0.7 s onwards,
+/// 1 ms of skew against a 0.5 ms margin, and the clocks hold exactly that
+/// long, landing on true time. Judged from the 0.5 s baseline it would take
+/// out 1.2 ms and leave them 0.2 ms behind.
+#[test]
+fn switching_onto_a_must_verify_clock_starts_its_judged_interval_there() {
+    let (mut m, tsc, _) = watched_tsc_on(
+        config(250, true, true),
+        1_000_000_000,
+        64,
+        Cycles::new(1 << 40),
+    );
+    m.tick.set_clocksource_override("hpet").unwrap();
+    assert_eq!(m.tick.timekeeper().clocksource().name(), "hpet");
+    m.run_until(Ktime::from_millis(600));
+    tsc.set_drift_ppb(2_000_000);
+    m.run_until(Ktime::from_millis(700));
+    m.tick.set_clocksource_override("tsc").unwrap();
+    assert_eq!(m.tick.timekeeper().clocksource().name(), "tsc");
+    assert_eq!(m.now(), m.clock.now());
+    let steps = (701..1_198)
+        .map(Ktime::from_millis)
+        .chain((1_198_000..1_201_000).map(Ktime::from_micros))
+        .chain((1_201..2_000).map(Ktime::from_millis));
+    let (reads, at) = read_through_switch(&mut m, steps);
+    // 0.7 s + 0.5 s / 1.002, at the tick whose monotonic time reaches
+    // 1.2 s: up to 2000 ppm of a 4 ms period (8 µs) later.
+    let due = Ktime::from_micros(1_199_002);
+    let t = reads[at].0;
+    assert!(
+        t >= due && t <= due.saturating_add(Nanos::from_micros(8)),
+        "{t}"
+    );
+    // Held the 0.998 ms the TSC ran ahead since 0.7 s (reads 1 µs apart).
+    let holds = assert_reference_time_after_switch(&reads[at..]);
+    assert!((997..=998).contains(&holds), "{holds}");
+}
+
 #[test]
 fn drifting_must_verify_clock_is_marked_unstable_and_time_stays_monotonic() {
     let (mut m, tsc) = watched_tsc(config(250, true, true), 2_000_000_000, 64);

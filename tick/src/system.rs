@@ -53,6 +53,18 @@
 //! check's due time at that wake-up, and the next interrupt found early
 //! checks it (two in a row, see `cpu_event`): 2 s at most.
 //!
+//! **When the clocks' own source is found unstable**, they switch to the
+//! best source left and lose the error the bad one put in them since its
+//! last good check, as the reference measured it
+//! ([`Registry::reselect_after_check`]): if it ran slow, monotonic and
+//! realtime step forward to the reference's time; if it ran fast, they hold
+//! until the reference's time reaches them, then run on from it — never
+//! backwards ([`clocksource::Timekeeper::correct`]). Linux only switches,
+//! keeping the error. For the measured error to be no more than what the
+//! clocks carry, every switch of source restarts the watchdog's baselines
+//! at once: a judged interval never reaches back before the clocks moved
+//! onto the source it judges.
+//!
 //! Time always comes from the clocksource via the timekeeper: jiffies are
 //! derived from monotonic time (`(now − last update) / period`), never
 //! counted from interrupts, so a lost or coalesced interrupt loses no time
@@ -64,7 +76,7 @@ use clockevents::{
 };
 use clocksource::{
     ClockSource, ClockSourceFlags, ConversionError, Cycles, Ktime, Nanos, Registry, SourceId,
-    Timekeeper, Watchdog,
+    Timekeeper, Watchdog, WatchdogReport,
 };
 
 use crate::advance::{Advance, TimerAdvance, MAX_SPIN_READS, MAX_TIMER_ADVANCE};
@@ -352,7 +364,7 @@ where
         cs: &'a dyn ClockSource,
     ) -> Result<SourceId, RegisterError> {
         let id = self.clocks.register(cs).map_err(RegisterError::Clock)?;
-        self.reselect_clocksource();
+        self.reselect_clocksource(None);
         Ok(id)
     }
 
@@ -362,7 +374,7 @@ where
         name: &str,
     ) -> Result<(), clocksource::OverrideError> {
         self.clocks.set_override(name)?;
-        self.reselect_clocksource();
+        self.reselect_clocksource(None);
         Ok(())
     }
 
@@ -375,10 +387,19 @@ where
         &self.devices
     }
 
-    fn reselect_clocksource(&mut self) {
+    /// Re-selects the clocksource; `after` is the watchdog check that found
+    /// a source unstable, whose error the clocks then lose if they ran on it
+    /// ([`Registry::reselect_after_check`]).
+    fn reselect_clocksource(&mut self, after: Option<&WatchdogReport<MAX_CLOCK_SOURCES>>) {
         let hres = self.cpus.iter().any(|c| c.mode.is_oneshot());
-        if let Err(e) = self.clocks.reselect(&mut self.tk, hres) {
-            log::error!("tick: clocksource reselection failed: {e:?}");
+        let result = match after {
+            Some(report) => self.clocks.reselect_after_check(&mut self.tk, hres, report),
+            None => self.clocks.reselect(&mut self.tk, hres),
+        };
+        match result {
+            Ok(Some(_)) => self.restart_watchdog(),
+            Ok(None) => {}
+            Err(e) => log::error!("tick: clocksource reselection failed: {e:?}"),
         }
         let now = self.now();
         self.schedule_watchdog(now);
@@ -626,10 +647,22 @@ where
     fn check_clocks(&mut self) {
         if let Some(reference) = Watchdog::pick_reference(&self.clocks) {
             match self.watchdog.check(&mut self.clocks, reference) {
-                Ok(report) if report.any_unstable() => self.reselect_clocksource(),
+                Ok(report) if report.any_unstable() => self.reselect_clocksource(Some(&report)),
                 Ok(_) => {}
                 Err(e) => log::warn!("tick: clocksource watchdog: {e:?}"),
             }
+        }
+    }
+
+    /// The clocks moved to another source: the baselines start again at
+    /// once, so that every interval the watchdog judges was kept by one
+    /// source, and the error an "unstable" verdict takes out of the clocks
+    /// is no more than they carry (module docs).
+    fn restart_watchdog(&mut self) {
+        self.watchdog.reset();
+        if let Some(reference) = Watchdog::pick_reference(&self.clocks) {
+            // After a reset every verdict is a baseline (or a skipped round).
+            let _ = self.watchdog.check(&mut self.clocks, reference);
         }
     }
 
