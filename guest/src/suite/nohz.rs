@@ -24,15 +24,17 @@
 //!   `MUST_VERIFY` (a TSC without CPUID's invariant bit: TCG, KVM without
 //!   `+invtsc`), the tick layer checks it on CPU 0: every 0.5 s while the
 //!   tick runs, as Linux does, but with the tick stopped it wakes the CPU
-//!   only when the check could no longer span the interval
-//!   ([`tick::WatchdogSchedule::deferral`]: the 30 s cap against QEMU's
-//!   64-bit HPET, 1.8 s against the 24-bit ACPI PM timer alone). A check runs in the first
-//!   interrupt at or after its regular due time — usually one that came
-//!   for something else (*absorbed*, needing no interrupt of its own). The
-//!   test follows the schedule from the last run before the window: an
-//!   interrupt programmed `deferral` after the last run is a wake-up for
-//!   it, and none may be missing by the window's end. Against the HPET a
-//!   2 s window holds none.
+//!   only once the last check is [`tick::WatchdogSchedule::deferral`] old
+//!   (1 s, the bound on how long a must-verify clock goes unchecked; less
+//!   only against a reference that would wrap sooner). A check runs in the
+//!   first interrupt at or after its regular due time — usually one that
+//!   came for something else (*absorbed*, needing no interrupt of its
+//!   own). The test follows the schedule from the last run before the
+//!   window: an interrupt programmed `deferral` after the last run is a
+//!   wake-up for it, and none may be missing by the window's end. On the
+//!   HPET or LAPIC a 2 s window holds one (under TCG: `watchdog=1`, the
+//!   next check absorbed by the 1.5 s timer); on the PIT none (its forced
+//!   wake-ups, 27 ms apart, absorb every check).
 //! - **forced**: the device cannot be programmed further than its max delta
 //!   (PIT 0x7FFF at 1.193182 MHz = 27.46 ms; HPET 0x7FFF_FFFF at 100 MHz =
 //!   21.47 s; LAPIC 0x7FFF_FFFF at 62.5 MHz = 34.36 s), nor the clocksource
