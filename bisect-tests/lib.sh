@@ -7,12 +7,16 @@
 # `bisect-tests/prepare` (the scripts at an old commit may not exist).
 #
 # Verdicts:
-#   good (0)   S's crate builds in every feature combination, its host
+#   good (0)   S's crate builds in every tickless feature set, its host
 #              simulator scenarios pass in each, and (unless --fast) its
 #              in-guest suite passes under QEMU/TCG where the commit has one.
+#              A feature set is left out only where the commit predates one
+#              of its features (no ancestor declared it: bt_feature_introduced).
 #   bad (1)    any of those fails — including a build failure of S or of
 #              what S depends on: a commit that cannot build a working S is
-#              exactly what a bisection for S must be able to land on.
+#              exactly what a bisection for S must be able to land on — or
+#              a tickless feature of S that an ancestor declared is missing
+#              (deleted or renamed).
 #   skip (125) the commit cannot be tested here: S does not exist yet at
 #              this commit; or the environment lacks cargo, the crates
 #              cannot be fetched, or (without --fast, when the commit has an
@@ -78,27 +82,78 @@ bt_run() {
     "$@" >>"$BT_LOG" 2>&1
 }
 
+# Whether the checked-out sources/S/Cargo.toml declares feature F (a line
+# that starts `F =`, as its [features] table writes it).
+bt_declares() { # source, feature
+    grep -qE "^$2 *=" "sources/$1/Cargo.toml"
+}
+
+# The oldest commit that HEAD descends from (HEAD included) whose diff of
+# sources/S/Cargo.toml adds or removes a declaration of feature F; empty
+# if there is none: then no ancestor of HEAD ever declared F, and HEAD
+# predates the feature's introduction.
+#
+# Why this question. A feature set is left untested only where the commit
+# comes before the feature existed (an old lapic without `deadline`). A
+# feature that existed and is gone was deleted or renamed, and that commit
+# is bad: renaming `oneshot` while the code still tests
+# `cfg(feature = "oneshot")` compiles the one-shot device out, and every
+# build stays green.
+#
+# Why it is robust. The answer comes from HEAD's ancestry in the object
+# database, not from the work tree (the commit under test), nor from refs
+# or branch names (during `git bisect run` HEAD is detached at the commit
+# under test; which refs exist depends on the clone). A feature existed
+# before HEAD exactly when some ancestor of HEAD declared it — wherever it
+# was introduced: on a side branch merged since, or on two branches. A
+# commit HEAD does not descend from cannot have removed anything from HEAD,
+# so it is not looked at. `--full-history` keeps side branches that
+# default history simplification would prune; `-m` diffs merges too. A
+# shallow clone hides ancestors: the caller then says skip, not "predates".
+bt_feature_introduced() { # source, feature
+    git log --full-history -m --reverse --format=%H -G"^$2 *=" HEAD -- \
+        "sources/$1/Cargo.toml" 2>/dev/null | head -n1
+}
+
+# Sets BT_SETS to the feature sets of S to test at this commit ("-" =
+# none). A set with a feature the commit predates is left out; a feature
+# that is missing although an ancestor declared it is a bad verdict.
+bt_feature_sets() { # source
+    local s=$1 f feat intro predates
+    BT_SETS=()
+    for f in $(features_of "$s"); do
+        predates=0
+        if [ "$f" != "-" ]; then
+            for feat in ${f//,/ }; do
+                bt_declares "$s" "$feat" && continue
+                intro=$(bt_feature_introduced "$s" "$feat")
+                if [ -n "$intro" ]; then
+                    bt_verdict bad "feature $feat of $s missing at this commit (declared in its ancestor ${intro:0:12})"
+                fi
+                if [ "$(git rev-parse --is-shallow-repository)" = true ]; then
+                    bt_verdict skip "feature $feat of $s missing and the clone is shallow: cannot tell whether it was removed"
+                fi
+                predates=1
+            done
+        fi
+        if [ $predates = 1 ]; then
+            echo "# $s: feature set '$f' not tested: this commit predates a feature of it" >>"$BT_LOG"
+        else
+            BT_SETS+=("$f")
+        fi
+    done
+}
+
 bt_check_source() {
     local s=$BT_SOURCE
     [ -f "sources/$s/Cargo.toml" ] || bt_verdict skip "sources/$s does not exist at this commit"
     command -v cargo >/dev/null 2>&1 || bt_verdict skip "cargo is not installed"
+    bt_feature_sets "$s"
     bt_run cargo fetch || bt_verdict skip "crates could not be fetched"
 
     local f args
-    for f in $(features_of "$s"); do
+    for f in "${BT_SETS[@]}"; do
         if [ "$f" = "-" ]; then args=(); else args=(--features "$f"); fi
-        # Only features this commit's crate declares (an older crate may
-        # predate one, e.g. lapic 'deadline').
-        if [ "$f" != "-" ]; then
-            local feat missing=0
-            for feat in ${f//,/ }; do
-                grep -qE "^$feat *=" "sources/$s/Cargo.toml" || missing=1
-            done
-            if [ $missing = 1 ]; then
-                echo "# $s: feature set '$f' not declared at this commit, not tested" >>"$BT_LOG"
-                continue
-            fi
-        fi
         bt_run cargo build -p "$s" "${args[@]}" ||
             bt_verdict bad "build of $s failed (features: ${f/-/none})"
         bt_run cargo test -p "$s" "${args[@]}" ||
