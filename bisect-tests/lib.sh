@@ -7,7 +7,8 @@
 # `bisect-tests/prepare` (the scripts at an old commit may not exist).
 #
 # Verdicts:
-#   good (0)   S's crate builds in every tickless feature set, its host
+#   good (0)   S's crate builds in every tickless feature set, for the host
+#              and for the kernel's target (x86_64-unknown-none), its host
 #              simulator scenarios pass in each, and (unless --fast) its
 #              in-guest suite passes under QEMU/TCG where the commit has one.
 #              A feature set is left out only where the commit predates one
@@ -18,9 +19,11 @@
 #              a tickless feature of S that an ancestor declared is missing
 #              (deleted or renamed).
 #   skip (125) the commit cannot be tested here: S does not exist yet at
-#              this commit; or the environment lacks cargo, the crates
-#              cannot be fetched, or (without --fast, when the commit has an
-#              in-guest suite) qemu-system-x86_64 is missing.
+#              this commit; or the environment lacks cargo or the
+#              x86_64-unknown-none target, the crates cannot be fetched, a
+#              feature is missing in a shallow clone, or (without --fast,
+#              when the commit has an in-guest suite) qemu-system-x86_64 is
+#              missing.
 
 set -u
 
@@ -144,18 +147,31 @@ bt_feature_sets() { # source
     done
 }
 
+# Whether the toolchain has the kernel's target (its core library).
+bt_have_baremetal() {
+    local dir
+    dir=$(rustc --print target-libdir --target x86_64-unknown-none 2>/dev/null) || return 1
+    compgen -G "$dir/libcore-*" >/dev/null
+}
+
 bt_check_source() {
     local s=$BT_SOURCE
     [ -f "sources/$s/Cargo.toml" ] || bt_verdict skip "sources/$s does not exist at this commit"
     command -v cargo >/dev/null 2>&1 || bt_verdict skip "cargo is not installed"
     bt_feature_sets "$s"
     bt_run cargo fetch || bt_verdict skip "crates could not be fetched"
+    bt_have_baremetal ||
+        bt_verdict skip "the x86_64-unknown-none target is not installed (rustup target add x86_64-unknown-none)"
 
     local f args
     for f in "${BT_SETS[@]}"; do
         if [ "$f" = "-" ]; then args=(); else args=(--features "$f"); fi
         bt_run cargo build -p "$s" "${args[@]}" ||
             bt_verdict bad "build of $s failed (features: ${f/-/none})"
+        # The kernel's target, no std: compiled (`check`, no code
+        # generation, as scripts/test does for every source).
+        bt_run cargo check -p "$s" --target x86_64-unknown-none "${args[@]}" ||
+            bt_verdict bad "bare-metal build of $s failed (x86_64-unknown-none, features: ${f/-/none})"
         bt_run cargo test -p "$s" "${args[@]}" ||
             bt_verdict bad "host tests of $s failed (features: ${f/-/none})"
     done
