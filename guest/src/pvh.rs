@@ -13,8 +13,11 @@
 //! memory map entry (24 bytes): 0 addr  8 size  16 type  20 reserved
 //! ```
 //!
-//! Parsing works on bytes and is tested on the host; the `target_os = "none"`
-//! functions read those bytes from (identity-mapped) physical memory.
+//! Parsing works on bytes, and reading goes through [`PhysMemory`], so both
+//! are tested on the host over a byte image (and fuzzed: the `fuzz`
+//! crate). On metal the memory is [`IdentityMapped`]: the boot code's map of
+//! the first 4 GiB; a structure or memory-map entry that is not inside it
+//! is an error or ends the map, never a fault.
 
 use core::fmt;
 
@@ -54,9 +57,19 @@ impl fmt::Display for PhysAddr {
     }
 }
 
+/// Physical memory the readers take their bytes from.
+pub trait PhysMemory {
+    /// Copies the bytes at `paddr .. paddr + buf.len()` into `buf`, or
+    /// returns `None` (having read nothing) if any of them is outside this
+    /// memory.
+    fn read(&self, paddr: u64, buf: &mut [u8]) -> Option<()>;
+}
+
 /// Why a start-info structure was rejected.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StartInfoError {
+    /// The structure at this address is not (wholly) inside readable memory.
+    Unreadable(u64),
     /// The magic field holds this instead of [`START_INFO_MAGIC`].
     BadMagic(u32),
     /// Fewer bytes than the structure's version needs.
@@ -71,6 +84,9 @@ pub enum StartInfoError {
 impl fmt::Display for StartInfoError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
+            StartInfoError::Unreadable(a) => {
+                write!(f, "hvm_start_info at {a:#x} is outside readable memory")
+            }
             StartInfoError::BadMagic(m) => {
                 write!(
                     f,
@@ -165,6 +181,78 @@ impl StartInfo {
     }
 }
 
+impl StartInfo {
+    /// Reads and parses the structure at `paddr` of `mem`: the header
+    /// first, then as many bytes as its version has.
+    pub fn read(mem: &impl PhysMemory, paddr: u64) -> Result<Self, StartInfoError> {
+        let mut bytes = [0u8; START_INFO_V1_LEN];
+        mem.read(paddr, &mut bytes[..8])
+            .ok_or(StartInfoError::Unreadable(paddr))?;
+        if u32_at(&bytes, 0) != START_INFO_MAGIC {
+            return Self::parse(&bytes[..8]);
+        }
+        let len = Self::len_for_version(u32_at(&bytes, 4));
+        mem.read(paddr, &mut bytes[..len])
+            .ok_or(StartInfoError::Unreadable(paddr))?;
+        Self::parse(&bytes[..len])
+    }
+}
+
+/// The memory map of a [`StartInfo`], read from a [`PhysMemory`] entry by
+/// entry: at most the structure's entry count, and it ends early at the
+/// first entry that is not inside the memory.
+#[derive(Debug, Clone)]
+pub struct MemoryMap<'m, M> {
+    mem: &'m M,
+    base: u64,
+    next: u32,
+    count: u32,
+}
+
+impl<'m, M: PhysMemory> MemoryMap<'m, M> {
+    /// The map `info` describes (empty without one), in `mem`.
+    pub fn new(mem: &'m M, info: &StartInfo) -> Self {
+        let (base, count) = info.memmap.map_or((0, 0), |(a, n)| (a.as_u64(), n));
+        MemoryMap {
+            mem,
+            base,
+            next: 0,
+            count,
+        }
+    }
+}
+
+impl<M: PhysMemory> Iterator for MemoryMap<'_, M> {
+    type Item = MemoryRange;
+
+    fn next(&mut self) -> Option<MemoryRange> {
+        if self.next >= self.count {
+            return None;
+        }
+        let mut entry = [0u8; MEMMAP_ENTRY_LEN];
+        let read = (self.next as u64)
+            .checked_mul(MEMMAP_ENTRY_LEN as u64)
+            .and_then(|off| self.base.checked_add(off))
+            .and_then(|addr| self.mem.read(addr, &mut entry));
+        if read.is_none() {
+            log::warn!(
+                "pvh: memory map entry {} of {} at {:#x} is outside readable memory: map ends there",
+                self.next,
+                self.count,
+                self.base
+            );
+            self.next = self.count;
+            return None;
+        }
+        self.next += 1;
+        Some(MemoryRange::parse(&entry))
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        (0, Some((self.count - self.next) as usize))
+    }
+}
+
 /// The kind of a memory-map range (`XEN_HVM_MEMMAP_TYPE_*`, the E820 types).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum MemoryKind {
@@ -224,6 +312,53 @@ impl MemoryRange {
     }
 }
 
+/// Physical memory as the boot code maps it: identity-mapped from 0 to
+/// 4 GiB (2 MiB pages); nothing above is mapped, so nothing above is read.
+#[cfg(target_os = "none")]
+#[derive(Debug)]
+pub struct IdentityMapped(());
+
+/// Where the boot code's identity map ends.
+#[cfg(target_os = "none")]
+const IDENTITY_MAP_END: u64 = 1 << 32;
+
+#[cfg(target_os = "none")]
+impl IdentityMapped {
+    /// The identity map.
+    ///
+    /// # Safety
+    ///
+    /// The boot code's identity map of the first 4 GiB must be in place,
+    /// and reading the bytes callers ask for must have no side effect (the
+    /// loader's structures are in RAM).
+    pub const unsafe fn new() -> Self {
+        IdentityMapped(())
+    }
+}
+
+#[cfg(target_os = "none")]
+impl PhysMemory for IdentityMapped {
+    fn read(&self, paddr: u64, buf: &mut [u8]) -> Option<()> {
+        let end = paddr.checked_add(buf.len() as u64)?;
+        if end > IDENTITY_MAP_END {
+            return None;
+        }
+        // SAFETY: `paddr .. end` lies below 4 GiB, which the boot code
+        // identity-maps, and reading it has no side effect (the contract of
+        // `IdentityMapped::new`); `buf` is a distinct, writable buffer.
+        unsafe {
+            core::ptr::copy_nonoverlapping(paddr as usize as *const u8, buf.as_mut_ptr(), buf.len())
+        };
+        Some(())
+    }
+}
+
+/// The loader's structures, read through the boot identity map. Only the
+/// two `unsafe fn`s below use it, under their callers' contract (the one
+/// [`IdentityMapped::new`] states).
+#[cfg(target_os = "none")]
+static BOOT_MEMORY: IdentityMapped = IdentityMapped(());
+
 /// Reads and parses the start info the loader left at `paddr`.
 ///
 /// # Safety
@@ -233,19 +368,7 @@ impl MemoryRange {
 /// code maps the first 4 GiB and nothing writes below the kernel image).
 #[cfg(target_os = "none")]
 pub unsafe fn read_start_info(paddr: u32) -> Result<StartInfo, StartInfoError> {
-    let header = paddr as usize as *const [u8; 8];
-    // SAFETY: per the contract, `paddr` points at the loader's structure in
-    // mapped RAM, which is at least as long as its 8-byte header.
-    let header = unsafe { header.read_unaligned() };
-    let version = u32_at(&header, 4);
-    if u32_at(&header, 0) != START_INFO_MAGIC {
-        return StartInfo::parse(&header);
-    }
-    let len = StartInfo::len_for_version(version);
-    // SAFETY: the magic matched, so the loader wrote a structure of this
-    // version there, `len` bytes long, in mapped RAM nothing writes to.
-    let bytes = unsafe { core::slice::from_raw_parts(paddr as usize as *const u8, len) };
-    StartInfo::parse(bytes)
+    StartInfo::read(&BOOT_MEMORY, paddr as u64)
 }
 
 /// The memory map of `info`, read from physical memory.
@@ -255,17 +378,8 @@ pub unsafe fn read_start_info(paddr: u32) -> Result<StartInfo, StartInfoError> {
 /// `info` must come from [`read_start_info`] under that function's
 /// conditions, which must still hold.
 #[cfg(target_os = "none")]
-pub unsafe fn memory_map(info: &StartInfo) -> impl Iterator<Item = MemoryRange> {
-    let (base, count) = match info.memmap {
-        Some((base, count)) => (base.as_u64() as usize, count as usize),
-        None => (0, 0),
-    };
-    (0..count).map(move |i| {
-        let entry = (base + i * MEMMAP_ENTRY_LEN) as *const [u8; MEMMAP_ENTRY_LEN];
-        // SAFETY: the loader wrote `count` entries at `base` in mapped RAM
-        // (the function's contract).
-        MemoryRange::parse(&unsafe { entry.read_unaligned() })
-    })
+pub unsafe fn memory_map(info: &StartInfo) -> MemoryMap<'static, IdentityMapped> {
+    MemoryMap::new(&BOOT_MEMORY, info)
 }
 
 #[cfg(test)]
@@ -336,6 +450,89 @@ mod tests {
             StartInfo::parse(&b[..3]),
             Err(StartInfoError::Truncated { needed: 8, got: 3 })
         );
+    }
+
+    /// `bytes` at physical address `base`; nothing else is readable.
+    struct Image {
+        base: u64,
+        bytes: Vec<u8>,
+    }
+
+    impl PhysMemory for Image {
+        fn read(&self, paddr: u64, buf: &mut [u8]) -> Option<()> {
+            let start = usize::try_from(paddr.checked_sub(self.base)?).ok()?;
+            let src = self.bytes.get(start..start.checked_add(buf.len())?)?;
+            buf.copy_from_slice(src);
+            Some(())
+        }
+    }
+
+    fn entry(base: u64, size: u64, kind: u32) -> [u8; MEMMAP_ENTRY_LEN] {
+        let mut e = [0u8; MEMMAP_ENTRY_LEN];
+        e[0..8].copy_from_slice(&base.to_le_bytes());
+        e[8..16].copy_from_slice(&size.to_le_bytes());
+        e[16..20].copy_from_slice(&kind.to_le_bytes());
+        e
+    }
+
+    /// A start info at 0x1000 and `entries` map entries right after it, of
+    /// which the structure claims `claimed`.
+    fn image(entries: usize, claimed: u32) -> Image {
+        let mut bytes = v1(0, 0, 0x1000 + START_INFO_V1_LEN as u64, claimed).to_vec();
+        for i in 0..entries {
+            bytes.extend_from_slice(&entry(i as u64 * 0x1000, 0x1000, 1));
+        }
+        Image {
+            base: 0x1000,
+            bytes,
+        }
+    }
+
+    #[test]
+    fn start_info_and_memory_map_are_read_from_memory() {
+        let mem = image(3, 3);
+        let info = StartInfo::read(&mem, 0x1000).unwrap();
+        let map: Vec<_> = MemoryMap::new(&mem, &info).collect();
+        assert_eq!(map.len(), 3);
+        assert_eq!(map[2].base, 0x2000);
+        assert_eq!(map[2].kind, MemoryKind::Ram);
+    }
+
+    #[test]
+    fn start_info_outside_memory_is_an_error() {
+        let mem = image(0, 0);
+        assert_eq!(
+            StartInfo::read(&mem, 0x0fff),
+            Err(StartInfoError::Unreadable(0x0fff))
+        );
+        // The header is readable, the version-1 tail is not.
+        let short = Image {
+            base: 0x1000,
+            bytes: mem.bytes[..48].to_vec(),
+        };
+        assert_eq!(
+            StartInfo::read(&short, 0x1000),
+            Err(StartInfoError::Unreadable(0x1000))
+        );
+        assert_eq!(
+            StartInfo::read(&mem, u64::MAX - 3),
+            Err(StartInfoError::Unreadable(u64::MAX - 3))
+        );
+    }
+
+    #[test]
+    fn memory_map_ends_at_the_end_of_memory_and_never_passes_its_count() {
+        let mem = image(2, 1_000_000);
+        let info = StartInfo::read(&mem, 0x1000).unwrap();
+        assert_eq!(MemoryMap::new(&mem, &info).count(), 2);
+        let mem = image(4, 2);
+        let info = StartInfo::read(&mem, 0x1000).unwrap();
+        assert_eq!(MemoryMap::new(&mem, &info).count(), 2);
+        // A map whose entries would pass the top of the address space.
+        let mut mem = image(0, u32::MAX);
+        mem.bytes[40..48].copy_from_slice(&(u64::MAX - 30).to_le_bytes());
+        let info = StartInfo::read(&mem, 0x1000).unwrap();
+        assert_eq!(MemoryMap::new(&mem, &info).count(), 0);
     }
 
     #[test]
