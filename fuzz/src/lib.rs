@@ -14,9 +14,12 @@
 //! Input `0` of a run is `seed_k = S` itself, which is what makes the last
 //! line reproduce exactly the failing input.
 //!
-//! Targets ([`TARGETS`]): the guest's command-line parser ([`cmdline`])
-//! and its PVH start-info and memory-map reader ([`pvh`]). Each module's
-//! docs state its invariants and where they come from.
+//! Targets ([`TARGETS`]): the guest's command-line parser ([`cmdline`]),
+//! its PVH start-info and memory-map reader ([`pvh`]), and the register
+//! files of the device models ([`hpet`], [`lapic`], [`pit`], [`tsc`]),
+//! driven by random access sequences with virtual time advancing between
+//! accesses, each invariant checked after every step. Each module's docs
+//! state its invariants and where they come from.
 //!
 //! The short pass CI runs is a `#[test]` per target (`cargo test -p
 //! fuzz`); `cargo xtask fuzz` runs long, in release. `TESTING.md` has the
@@ -31,7 +34,11 @@ use std::sync::Once;
 use sim::rng::XorShift64;
 
 pub mod cmdline;
+pub mod hpet;
+pub mod lapic;
+pub mod pit;
 pub mod pvh;
+pub mod tsc;
 
 // ACPI table readers: another branch replaces the guest's `acpi`-crate
 // parsing with our own bounds-checked parser; its fuzz target (random and
@@ -116,6 +123,18 @@ impl Gen {
         }
     }
 
+    /// A virtual-time step in ns: none, a few device clocks (below
+    /// `fine`), up to 1 ms, up to 10 s, or 2^27..2^40 ns (up to ~18 min).
+    pub fn advance_ns(&mut self, fine: u64) -> u64 {
+        match self.below(8) {
+            0 => 0,
+            1..=3 => self.below(fine),
+            4..=5 => self.below(1_000_000),
+            6 => self.below(10_000_000_000),
+            _ => 1 << self.range(27, 40),
+        }
+    }
+
     /// A value biased to the edges: 0, all ones, one bit, near a power of
     /// two, or uniform — where parsers and registers break.
     pub fn interesting_u64(&mut self) -> u64 {
@@ -143,6 +162,55 @@ pub fn ensure(ok: bool, what: impl FnOnce() -> String) -> Check {
     } else {
         Err(what())
     }
+}
+
+/// Runs a register-file target's steps: `step` applies one and checks
+/// every invariant after it, returning a summary bit set; the first
+/// failure panics, naming the step. Returns the union of the summaries.
+pub fn drive<S: Copy + Debug>(steps: &[S], mut step: impl FnMut(S) -> Result<u64, String>) -> u64 {
+    let mut summary = 0;
+    for (i, s) in steps.iter().enumerate() {
+        summary |= step(*s).unwrap_or_else(|e| panic!("after step {i} ({s:?}): {e}"));
+    }
+    summary
+}
+
+/// Fires `irq` as a simulator does, checking `hw::InterruptSource`'s
+/// contract: a `fire` before `next_fire` delivers nothing; then time moves
+/// to `next_fire` if that is at most `limit` ns ahead, and `fire` again;
+/// `delivered()` (the model's count) moves exactly when `fire` says it
+/// delivered. Returns whether time moved and whether it delivered.
+pub fn fire(
+    irq: &dyn hw::InterruptSource,
+    clock: &sim::clock::VirtualClock,
+    limit: u64,
+    delivered: impl Fn() -> u64,
+) -> Result<(bool, bool), String> {
+    let now = clock.now();
+    let before = delivered();
+    let mut moved = false;
+    if let Some(t) = irq.next_fire() {
+        if t > now {
+            ensure(!irq.fire(), || {
+                format!("fired at {now}, before next_fire {t}")
+            })?;
+            ensure(delivered() == before, || {
+                "an early fire() was counted".into()
+            })?;
+        }
+        if t.as_nanos().saturating_sub(now.as_nanos()) <= limit {
+            clock.advance_to(t);
+            moved = true;
+        }
+    }
+    let d = irq.fire();
+    ensure(delivered() == before + d as u64, || {
+        format!(
+            "fire() returned {d}, the delivered count went {before} → {}",
+            delivered()
+        )
+    })?;
+    Ok((moved, d))
 }
 
 /// The increment between the seeds of consecutive inputs of a run
@@ -262,13 +330,24 @@ pub fn run<T: Target>(seed: u64, iterations: u64) -> Report {
 }
 
 /// The targets, by name, in the order `cargo xtask fuzz` runs them.
-pub const TARGETS: [&str; 2] = [cmdline::Cmdline::NAME, pvh::Pvh::NAME];
+pub const TARGETS: [&str; 6] = [
+    cmdline::Cmdline::NAME,
+    pvh::Pvh::NAME,
+    hpet::Hpet::NAME,
+    lapic::Lapic::NAME,
+    pit::Pit::NAME,
+    tsc::Tsc::NAME,
+];
 
 /// Runs the target named `name`; `None` if there is no such target.
 pub fn run_named(name: &str, seed: u64, iterations: u64) -> Option<Report> {
     Some(match name {
         cmdline::Cmdline::NAME => run::<cmdline::Cmdline>(seed, iterations),
         pvh::Pvh::NAME => run::<pvh::Pvh>(seed, iterations),
+        hpet::Hpet::NAME => run::<hpet::Hpet>(seed, iterations),
+        lapic::Lapic::NAME => run::<lapic::Lapic>(seed, iterations),
+        pit::Pit::NAME => run::<pit::Pit>(seed, iterations),
+        tsc::Tsc::NAME => run::<tsc::Tsc>(seed, iterations),
         _ => return None,
     })
 }
