@@ -32,6 +32,11 @@ commands:
       --vs-linux also runs bench/linux/run (default, nohz=off, tsc=reliable)
       and compares; Linux runs under TCG only, so our guest then runs under
       TCG too.
+  fuzz [--target cmdline|pvh|hpet|lapic|pit|tsc] [--iterations N] [--seed S]
+      build the fuzz harness (fuzz/) in release and run every target (or T)
+      for N inputs (default 1000000) from seed S (default: from the clock,
+      printed); on a failure it prints the input and the command that runs
+      it alone (--seed <its seed> --iterations 1). See TESTING.md.
   help
       this text
 
@@ -114,6 +119,17 @@ pub struct BenchArgs {
     pub vs_linux: bool,
 }
 
+/// Options of `fuzz` (`None`: the harness's default).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct FuzzArgs {
+    /// `--target`: one target.
+    pub target: Option<String>,
+    /// `--iterations`: inputs per target.
+    pub iterations: Option<u64>,
+    /// `--seed`: the seed of the first input.
+    pub seed: Option<u64>,
+}
+
 /// A parsed `cargo xtask` invocation.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Command {
@@ -125,6 +141,8 @@ pub enum Command {
     Test(TestArgs),
     /// `bench`.
     Bench(BenchArgs),
+    /// `fuzz`.
+    Fuzz(FuzzArgs),
     /// `help`, `-h`, `--help`, or nothing.
     Help,
 }
@@ -167,6 +185,7 @@ where
         "run" => true,
         "test" => return parse_test(args),
         "bench" => return parse_bench(args),
+        "fuzz" => return parse_fuzz(args),
         other => return err(format!("unknown command `{other}`")),
     };
     while let Some(arg) = args.next() {
@@ -335,9 +354,52 @@ fn parse_bench<I: Iterator<Item = String>>(mut args: I) -> Result<Command, Usage
     Ok(Command::Bench(b))
 }
 
+/// Parses the options of `fuzz`.
+fn parse_fuzz<I: Iterator<Item = String>>(mut args: I) -> Result<Command, UsageError> {
+    let mut f = FuzzArgs::default();
+    while let Some(arg) = args.next() {
+        let (flag, inline) = split_flag(&arg);
+        let mut value = |name: &str| flag_value(inline.clone(), &mut args, name);
+        let number = |flag: &str, v: String| {
+            v.replace('_', "")
+                .parse::<u64>()
+                .map_err(|_| UsageError(format!("`{flag} {v}`: expected a number")))
+        };
+        match flag.as_str() {
+            "--target" => f.target = Some(value(&flag)?),
+            "--iterations" | "-n" => f.iterations = Some(number(&flag, value(&flag)?)?),
+            "--seed" => f.seed = Some(number(&flag, value(&flag)?)?),
+            _ => return err(format!("unknown option `{arg}` for `fuzz`")),
+        }
+    }
+    Ok(Command::Fuzz(f))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn fuzz_options() {
+        assert_eq!(parse(&["fuzz"]), Ok(Command::Fuzz(FuzzArgs::default())));
+        assert_eq!(
+            parse(&[
+                "fuzz",
+                "--target",
+                "hpet",
+                "--iterations=10_000_000",
+                "--seed",
+                "7"
+            ]),
+            Ok(Command::Fuzz(FuzzArgs {
+                target: Some("hpet".into()),
+                iterations: Some(10_000_000),
+                seed: Some(7),
+            }))
+        );
+        assert!(parse(&["fuzz", "--iterations", "many"]).is_err());
+        assert!(parse(&["fuzz", "--fast"]).is_err());
+    }
 
     fn parse(args: &[&str]) -> Result<Command, UsageError> {
         parse_args(args.iter().map(|s| s.to_string()))

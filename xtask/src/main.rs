@@ -6,7 +6,8 @@
 //! configuration ([`matrix`]; the malformed ACPI tables of its firmware
 //! rows: [`firmware`]) and prints the table ([`runner`]);
 //! `cargo xtask bench` boots the guest's benchmarks and prints their
-//! tables, beside Linux's with `--vs-linux` ([`bench`]).
+//! tables, beside Linux's with `--vs-linux` ([`bench`]); `cargo xtask
+//! fuzz` runs the fuzz harness in release ([`fuzz`]).
 //! (`cargo xtask` is an alias in `.cargo/config.toml`.)
 //!
 //! A run is [`qemu::run_qemu`]`(&RunSpec) -> Result<RunOutcome>`: the
@@ -20,6 +21,7 @@ use std::process::ExitCode;
 mod bench;
 mod cli;
 mod firmware;
+mod fuzz;
 mod guest_build;
 mod matrix;
 mod qemu;
@@ -84,6 +86,7 @@ fn main() -> ExitCode {
                 Err(Error::QemuMissing)
             }
         }
+        Command::Fuzz(args) => fuzz::fuzz(&args),
         Command::Bench(args) => {
             if qemu_installed() {
                 bench::bench(&args)
