@@ -7,7 +7,9 @@
 //!                        TSC-deadline where the CPU offers them), pit:
 //!                        clockevent=<dev> test=all
 //!                        + the same with nohz=off highres=off (test=periodic,nohz)
-//!     clocksource rows   clocksource=tsc|hpet|pit|acpi_pm test=periodic,oneshot,clocksource
+//!     clocksource rows   clocksource=tsc|hpet|acpi_pm test=periodic,oneshot,clocksource;
+//!                        clocksource=pit test=periodic,nohz,clocksource (pit-ch2 is never
+//!                        valid for high-res: the tick is kept, and `nohz` checks that)
 //!     fallback rows      hpet=disable / -machine hpet=off / lapic=notimer /
 //!                        hpet=disable lapic=notimer: test=fallback
 //!     firmware rows      -machine hpet=off -acpitable <malformed HPET table>
@@ -174,10 +176,14 @@ pub fn rows(accel: Accel, machine: Machine, caps: Caps, fast: bool) -> Vec<Row> 
             ("pit", Source::Pit),
             ("acpi_pm", Source::Other),
         ] {
+            // pit-ch2 is not valid for high-res (Linux's PIT clocksource
+            // is not either): no one-shot timers on it; `nohz` then checks
+            // that idle keeps the tick.
+            let timers = if cs == "pit" { "nohz" } else { "oneshot" };
             v.push(row(
                 &format!("clocksource={cs}"),
                 source,
-                &format!("clocksource={cs} test=periodic,oneshot,clocksource"),
+                &format!("clocksource={cs} test=periodic,{timers},clocksource"),
             ));
         }
     }
@@ -550,6 +556,24 @@ RESULT test=fallback source=lapic0 missing=hpet why=ACPI-HPET-table-skipped verd
         assert_eq!(
             judge(base0, true, "pass", &present),
             RowVerdict::Fail("fallback found missing none, not hpet".into())
+        );
+    }
+
+    /// pit-ch2 is never valid for high resolution (Linux's PIT clocksource
+    /// is not either): its row checks that the tick is kept, not one-shot
+    /// timers.
+    #[test]
+    fn the_pit_clocksource_row_checks_the_kept_tick_not_oneshot_timers() {
+        let v = rows(Accel::Tcg, Machine::Pc, Caps::default(), false);
+        let pit = v.iter().find(|r| r.name == "clocksource=pit").unwrap();
+        assert_eq!(
+            pit.cmdline,
+            "clocksource=pit test=periodic,nohz,clocksource"
+        );
+        let tsc = v.iter().find(|r| r.name == "clocksource=tsc").unwrap();
+        assert_eq!(
+            tsc.cmdline,
+            "clocksource=tsc test=periodic,oneshot,clocksource"
         );
     }
 
