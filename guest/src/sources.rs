@@ -279,9 +279,7 @@ pub fn bring_up(
     let cs_req = opts.clocksource.map(clocksource_alias);
     let hpet = hpet_clocksource_up(platform, opts, &mut inv);
     let pm = acpi_pm_up(platform, &mut inv);
-    let pit_system =
-        cs_req == Some("pit-ch2") || (hpet.is_none() && pm.is_none() && !cfg!(feature = "tsc"));
-    let pit = pit_clocksource_up(pit_system, &mut inv);
+    let pit = pit_clocksource_up(&mut inv);
     let reference: Option<&'static dyn ClockSource> = hpet.or(pm).or(pit);
     if let Some(r) = reference {
         log::info!("sources: calibration reference: {}", r.name());
@@ -612,27 +610,17 @@ fn acpi_pm_up(platform: &Platform, inv: &mut Inventory) -> Option<&'static dyn C
     }
 }
 
-fn pit_clocksource_up(system_clock: bool, inv: &mut Inventory) -> Option<&'static dyn ClockSource> {
+fn pit_clocksource_up(inv: &mut Inventory) -> Option<&'static dyn ClockSource> {
     #[cfg(feature = "pit")]
     {
-        let opts = if system_clock {
-            pit::Ch2Options::SYSTEM_CLOCK
-        } else {
-            pit::Ch2Options::REFERENCE
-        };
-        let cs = pit::PitClockSource::new(pit_src::pit(), opts);
+        let cs = pit::PitClockSource::new(pit_src::pit(), pit::Ch2Options::REFERENCE);
         match cs.probe(pit::source::PROBE_READS) {
             Ok(_) => {
                 let cs = pit_src::CS.call_once(|| cs);
                 inv.source(
                     cs.name(),
                     format_args!(
-                        "fixed 1.193182 MHz (i8254 input clock), counter 2, 16-bit{}",
-                        if system_clock {
-                            ", valid for high-res"
-                        } else {
-                            ", calibration reference (not high-res)"
-                        }
+                        "fixed 1.193182 MHz (i8254 input clock), counter 2, 16-bit, not high-res"
                     ),
                 );
                 Some(cs)
@@ -645,7 +633,6 @@ fn pit_clocksource_up(system_clock: bool, inv: &mut Inventory) -> Option<&'stati
     }
     #[cfg(not(feature = "pit"))]
     {
-        let _ = system_clock;
         inv.skip(format_args!("pit: not built (feature pit off)"));
         None
     }

@@ -15,8 +15,8 @@
 //! at [`PIT_TICK_RATE`] that wraps every 54.925 ms. The
 //! [`ClockSource`] contract wants an up-counter, so `read()` returns
 //! `mask − count`. The core derives a max deferment of ≈24.4 ms from that
-//! wrap (half of it, less the 11 % slew margin): with this as the system
-//! clock, a NO_HZ idle machine wakes at least every 24.4 ms.
+//! wrap (half of it, less the 11 % slew margin); with this as the system
+//! clock the tick stays periodic (below), so that bound is never reached.
 //!
 //! Each read is three port accesses under a lock (the counter-latch
 //! command, then LSB and MSB of the latched count, as Linux's `i8253_read`
@@ -26,18 +26,19 @@
 //! reads), `read()` returns the last value read instead of waiting —
 //! never backwards, never blocked.
 //!
-//! # High resolution
+//! # Never high resolution
 //!
 //! Linux never offers the PIT as a high-resolution clock (its 32-bit-only
-//! "pit" clocksource, rating 110, is not even `CONTINUOUS`: it is
-//! extrapolated from jiffies). A 838 ns tick, three port accesses per read
-//! (≈3 µs on hardware, three VM exits in a guest) and a wake-up every
-//! 24 ms make it a poor base for high-resolution timers and NO_HZ. So
-//! [`Ch2Options::REFERENCE`] (the default) declares only `CONTINUOUS`, and
-//! the tick layer stays periodic on it; [`Ch2Options::SYSTEM_CLOCK`] adds
-//! `VALID_FOR_HRES` for machines where the PIT is the only clock (the
-//! "PIT as clock" scenarios, `clocksource=pit-ch2`), where NO_HZ then works
-//! with its forced wake-ups.
+//! "pit" clocksource in drivers/clocksource/i8253.c, rating 110, is not
+//! even `CONTINUOUS`: it is extrapolated from jiffies), and neither does
+//! this one: it declares `CONTINUOUS` only, so the tick layer stays
+//! periodic on it (`PeriodicReason::ClockNotHres`) and reads it every tick.
+//! The 16-bit counter wraps every 54.925 ms: a NO_HZ wake-up at the 24.4 ms
+//! max deferment that came ~30 ms late would find it wrapped and lose a
+//! whole 54.9 ms, stalling time; a periodic tick (4 ms at HZ=250) leaves
+//! 50 ms of lateness before that can happen. A 838 ns tick and three port
+//! accesses per read (≈3 µs on hardware, three VM exits in a guest) make it
+//! a poor base for high-resolution timers anyway.
 
 use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 
@@ -73,23 +74,13 @@ pub const FREE_RUNNING: ControlWord = ControlWord::program(
 pub struct Ch2Options {
     /// Preference among clock sources (TSC 300, HPET 250, ACPI PM 200).
     pub rating: u16,
-    /// Declare `VALID_FOR_HRES`: high-resolution timers and NO_HZ may run
-    /// on it. See the [module docs](self#high-resolution).
-    pub valid_for_hres: bool,
 }
 
 impl Ch2Options {
     /// A calibration reference, as Linux uses counter 2: rating 50 (below
-    /// every other x86 clock), not valid for high resolution.
-    pub const REFERENCE: Ch2Options = Ch2Options {
-        rating: 50,
-        valid_for_hres: false,
-    };
-    /// The machine's only clock: rating 50, valid for high resolution.
-    pub const SYSTEM_CLOCK: Ch2Options = Ch2Options {
-        rating: 50,
-        valid_for_hres: true,
-    };
+    /// every other x86 clock). Never valid for high resolution (see the
+    /// [module docs](self#never-high-resolution)).
+    pub const REFERENCE: Ch2Options = Ch2Options { rating: 50 };
 }
 
 impl Default for Ch2Options {
@@ -221,12 +212,9 @@ impl ClockSource for PitClockSource<'_> {
         self.opts.rating
     }
 
+    /// `CONTINUOUS` only: never `VALID_FOR_HRES` (module docs).
     fn flags(&self) -> ClockSourceFlags {
-        if self.opts.valid_for_hres {
-            ClockSourceFlags::CONTINUOUS | ClockSourceFlags::VALID_FOR_HRES
-        } else {
-            ClockSourceFlags::CONTINUOUS
-        }
+        ClockSourceFlags::CONTINUOUS
     }
 }
 
@@ -320,13 +308,12 @@ mod tests {
             log: Mutex::new(Vec::new()),
             reads: Mutex::new(std::vec![0x00, 0x10, 0x00]),
         };
-        let cs = PitClockSource::new(Pit::new(&io), Ch2Options::SYSTEM_CLOCK);
+        let cs = PitClockSource::new(Pit::new(&io), Ch2Options::REFERENCE);
         let first = cs.read();
         assert_eq!(first, Cycles::new(0xFFFF - 0x10));
         let _held = cs.lock.try_lock(1).unwrap();
         assert_eq!(cs.read(), first);
         assert_eq!(cs.contended_reads(), 1);
-        assert!(cs.flags().contains(ClockSourceFlags::VALID_FOR_HRES));
     }
 
     #[test]
