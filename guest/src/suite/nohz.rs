@@ -54,13 +54,17 @@
 //!   later, and a raised interrupt cannot be withdrawn (LAPIC IRR, PIT OUT
 //!   edge). Seen at idle entry under the software KVM here, whose trapped
 //!   `cli`/`sti`/`wrmsr` make the re-arm slower than a tick period's rest.
+//!   Only the tick in flight at idle entry can be one: at most one stale
+//!   interrupt is allowed, the window's first, arriving within a tick
+//!   period and [`SLACK`] of idle entry ([`Measured::stale_until`]: that
+//!   tick was due within a period of it); any other fails the test.
 //!   Counted and shown (`stale=`), not charged to the idle period's events
-//!   (the tick layer only re-arms for them, and, finding the interrupt
+//!   (the tick layer only re-arms for it, and, finding the interrupt
 //!   early, checks the clocks once).
 //!
 //! So the line states `expected` = 2 + wake-ups for the watchdog + the
 //! forced count without lateness, and the verdict requires every interrupt to be one of
-//! the above, the cap rule and the watchdog schedule to hold, both timers to
+//! the above (at most one stale), the cap rule and the watchdog schedule to hold, both timers to
 //! have run, and `interrupts` to be `expected` less at most the lateness
 //! allowance (`allow`; 0 when nothing was late by a whole E).
 //!
