@@ -49,12 +49,23 @@ const VERSION: usize = 0x30;
 const TPR: usize = 0x80;
 const EOI: usize = 0xB0;
 const SVR: usize = 0xF0;
+/// The first of the eight 32-bit in-service registers (ISR 0–7, 0x100 apart
+/// by 0x10): bit `v % 32` of register `v / 32` is vector `v`.
+const ISR0: usize = 0x100;
 const ESR: usize = 0x280;
+/// The interrupt command register, low half (xAPIC; the whole 64-bit
+/// register is MSR 0x830 in x2APIC mode).
+const ICR_LOW: usize = 0x300;
 const LVT_LINT0: usize = 0x350;
 const LVT_LINT1: usize = 0x360;
 const LVT_ERROR: usize = 0x370;
 
 const SVR_ENABLE: u32 = 1 << 8;
+/// ICR destination shorthand "self" (bits 19:18 = 01), fixed delivery mode
+/// (bits 10:8 = 000): the vector goes to this CPU only.
+const ICR_SELF_FIXED: u32 = 0b01 << 18;
+/// ICR delivery status: the xAPIC is still sending the previous IPI.
+const ICR_SEND_PENDING: u32 = 1 << 12;
 const LVT_MASKED: u32 = 1 << 16;
 const DELIVERY_NMI: u32 = 0b100 << 8;
 
@@ -64,14 +75,23 @@ const fn x2(offset: usize) -> u32 {
 
 /// Every x2APIC MSR the guest and the `lapic` crate touch, and
 /// `IA32_APIC_BASE`.
-const X2APIC_MSRS: [u32; 14] = [
+const X2APIC_MSRS: [u32; 23] = [
     IA32_APIC_BASE,
     x2(ID),
     x2(VERSION),
     x2(TPR),
     x2(EOI),
     x2(SVR),
+    x2(ISR0),
+    x2(ISR0 + 0x10),
+    x2(ISR0 + 0x20),
+    x2(ISR0 + 0x30),
+    x2(ISR0 + 0x40),
+    x2(ISR0 + 0x50),
+    x2(ISR0 + 0x60),
+    x2(ISR0 + 0x70),
     x2(ESR),
+    x2(ICR_LOW),
     0x832, // LVT timer
     x2(LVT_LINT0),
     x2(LVT_LINT1),
@@ -80,11 +100,11 @@ const X2APIC_MSRS: [u32; 14] = [
     0x839, // timer current count
     0x83E, // timer divide configuration
 ];
-static MSRS_X2APIC: [u32; 14] = X2APIC_MSRS;
-static MSRS_X2APIC_DEADLINE: [u32; 15] = {
-    let mut a = [IA32_TSC_DEADLINE; 15];
+static MSRS_X2APIC: [u32; 23] = X2APIC_MSRS;
+static MSRS_X2APIC_DEADLINE: [u32; 24] = {
+    let mut a = [IA32_TSC_DEADLINE; 24];
     let mut i = 0;
-    while i < 14 {
+    while i < X2APIC_MSRS.len() {
         a[i] = X2APIC_MSRS[i];
         i += 1;
     }
@@ -263,6 +283,34 @@ pub fn get() -> Option<&'static LocalApic> {
 pub fn eoi() {
     if let Some(l) = LAPIC.get() {
         l.write(EOI, 0);
+    }
+}
+
+/// Whether `vector` is in service (its ISR bit is set: delivered to the
+/// CPU and not yet acknowledged by an EOI). False before [`init`].
+pub fn in_service(vector: u8) -> bool {
+    LAPIC.get().is_some_and(|l| {
+        let v = usize::from(vector);
+        l.read(ISR0 + v / 32 * 0x10) & (1 << (v % 32)) != 0
+    })
+}
+
+/// Sends `vector` to this CPU as a fixed interrupt through the ICR
+/// (destination shorthand "self"), as another CPU's IPI would arrive. It is
+/// delivered once interrupts are enabled and its priority class is above
+/// what is in service. Does nothing before [`init`].
+pub fn self_ipi(vector: u8) {
+    let Some(l) = LAPIC.get() else { return };
+    l.write(ICR_LOW, ICR_SELF_FIXED | u32::from(vector));
+    if l.mode == Mode::XApic {
+        // The xAPIC accepts the next command only when this one is sent
+        // (SDM §11.6.1, delivery status); x2APIC has no such bit.
+        for _ in 0..1_000_000 {
+            if l.read(ICR_LOW) & ICR_SEND_PENDING == 0 {
+                break;
+            }
+            core::hint::spin_loop();
+        }
     }
 }
 

@@ -57,6 +57,8 @@ impl ExitCode {
 pub fn exit(code: ExitCode) -> ! {
     use x86_64::instructions::port::PortWriteOnly;
 
+    // The log ring's last records, before the machine stops.
+    crate::serial::emergency_drain();
     let mut port = PortWriteOnly::<u32>::new(ISA_DEBUG_EXIT_PORT);
     // SAFETY: port 0xf4 is the isa-debug-exit device in the machines we
     // boot on; on a machine without it, the port is unassigned and the write

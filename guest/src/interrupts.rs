@@ -20,15 +20,17 @@
 //! disabled (interrupt gates) on the interrupted stack, and **must send the
 //! EOI itself** (the dispatcher does not know which controller raised the
 //! vector: local APIC, IOAPIC line, ...). It must not block or take a lock
-//! the interrupted code could hold; the console's lock is safe to use
-//! (`log`, `println!`), it is only ever held with interrupts off.
+//! the interrupted code could hold. It may log (`log`, `println!`): while
+//! [`in_interrupt`] says so, that goes to the log ring
+//! ([`crate::klog`]), never to the console, and is printed after the
+//! handler by normal code ([`crate::serial`]).
 //!
 //! The table is lock-free (one atomic word per vector), so registering from
 //! normal code can never deadlock against the interrupt path.
 
 use core::fmt;
 use core::ops::RangeInclusive;
-use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 
 use crate::exit::{exit, ExitCode};
 use crate::serial::emergency_print;
@@ -93,6 +95,13 @@ pub struct InterruptFrame {
 static HANDLERS: [AtomicUsize; 256] = [const { AtomicUsize::new(0) }; 256];
 static UNHANDLED: [AtomicU64; 256] = [const { AtomicU64::new(0) }; 256];
 static BREAKPOINTS: AtomicU64 = AtomicU64::new(0);
+/// Handlers running (nested ones included).
+static DEPTH: AtomicU32 = AtomicU32::new(0);
+
+/// Whether an interrupt handler is running on this (the only) CPU.
+pub fn in_interrupt() -> bool {
+    DEPTH.load(Ordering::Relaxed) > 0
+}
 
 fn check_vector(vector: u8) -> Result<(), RegisterError> {
     if vector < FIRST_EXTERNAL_VECTOR || vector == SPURIOUS_VECTOR {
@@ -149,6 +158,13 @@ pub(crate) extern "sysv64" fn dispatch(vector: u64, error_code: u64, frame: &Int
     if vector == SPURIOUS_VECTOR {
         return;
     }
+    DEPTH.fetch_add(1, Ordering::Relaxed);
+    external(vector);
+    DEPTH.fetch_sub(1, Ordering::Relaxed);
+}
+
+/// An external interrupt or IPI: its handler, or the unhandled count.
+fn external(vector: u8) {
     let raw = HANDLERS[usize::from(vector)].load(Ordering::Acquire);
     if raw != 0 {
         // SAFETY: the only non-zero values ever stored in HANDLERS are
@@ -164,10 +180,13 @@ pub(crate) extern "sysv64" fn dispatch(vector: u64, error_code: u64, frame: &Int
 fn exception(vector: u8, error_code: u64, frame: &InterruptFrame) {
     if vector == BREAKPOINT_VECTOR {
         BREAKPOINTS.fetch_add(1, Ordering::Relaxed);
-        // RIP is past the `int3`: returning resumes the code.
+        // RIP is past the `int3`: returning resumes the code. What the log
+        // ring holds came first.
+        crate::serial::emergency_drain();
         emergency_print(format_args!("#BP breakpoint at rip={:#x}\n", frame.rip));
         return;
     }
+    crate::serial::emergency_drain();
     emergency_print(format_args!(
         "\nEXCEPTION {vector} {}: error_code={error_code:#x} rip={:#x} cs={:#x} \
          rflags={:#x} rsp={:#x}\n",

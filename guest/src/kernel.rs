@@ -14,7 +14,7 @@
 //!   idle_until(done):   cli; idle_enter
 //!                       loop { done? break ; idle_sleep(0, Shallow) ; unlock
 //!                              sti;hlt  (cpu::idle: atomic)  ── handler runs ──
-//!                              cli; idle_wake }
+//!                              serial::drain (what handlers logged); cli; idle_wake }
 //!                       idle_exit; sti
 //! ```
 //!
@@ -31,7 +31,7 @@ use clocksource::{ClockSource, Cycles, CyclesToNs, Ktime, Nanos};
 use tick::{IdleDepth, Rearm, TickMode, TickSystem, Timer, TimerSlot};
 
 pub use crate::idle::{IrqRecord, IRQ_LOG_LEN};
-use crate::{apic, cpu};
+use crate::{apic, cpu, serial};
 
 /// Timer slots of the CPU (the one-shot test queues 1000 at once).
 pub const TIMERS: usize = 1280;
@@ -416,6 +416,8 @@ pub fn wait_until(deadline: Ktime) {
             cpu::enable_interrupts();
             core::hint::spin_loop();
         }
+        // Interrupts are on: print what the handlers logged.
+        serial::drain();
     }
 }
 
@@ -429,6 +431,7 @@ pub fn halt_once() {
     } else {
         cpu::enable_interrupts();
     }
+    serial::drain();
 }
 
 /// Waits for `d` (see [`wait_until`]).
@@ -462,6 +465,9 @@ pub fn idle_until(mut done: impl FnMut(&mut Kernel) -> bool) {
             }
         }
         cpu::idle();
+        // Interrupts are on between the halt and the wake path: print what
+        // the handlers logged.
+        serial::drain();
         cpu::disable_interrupts();
         if let Some(k) = KERNEL.lock().as_mut() {
             k.tick.idle_wake(0);

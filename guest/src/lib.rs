@@ -28,8 +28,9 @@
 //!
 //! The pure modules ([`acpi`] table reading and the [`firmware`] platform
 //! built from it, [`cmdline`], [`pvh`] parsing, [`exit`] codes, [`result`]
-//! lines, [`ioapic`] register encoding, [`expect`] arithmetic) build and
-//! are unit-tested on the host (`xtask` uses [`result`] and
+//! lines, [`ioapic`] register encoding, [`expect`] arithmetic, the [`idle`]
+//! analysis, the [`klog`] ring) build and are unit-tested on the host
+//! (`xtask` uses [`result`] and
 //! [`exit`]); the modules that touch the machine exist only for
 //! `target_os = "none"`.
 //!
@@ -46,6 +47,7 @@ pub mod expect;
 pub mod firmware;
 pub mod idle;
 pub mod ioapic;
+pub mod klog;
 pub mod pvh;
 pub mod result;
 

@@ -281,6 +281,7 @@ mod kernel {
     #[panic_handler]
     fn panic(info: &PanicInfo<'_>) -> ! {
         cpu::disable_interrupts();
+        serial::emergency_drain();
         serial::emergency_print(format_args!("\nPANIC: {info}\n"));
         exit(ExitCode::Fail)
     }

@@ -4,20 +4,48 @@
 //! QEMU's `-serial stdio` connects COM1 to the host runner, which captures
 //! everything written here. `\n` is sent as `\r\n`, as a terminal expects.
 //!
-//! Locking: normal output takes a spin lock *with interrupts disabled*, so
-//! an interrupt handler that logs on this CPU can never find the lock held
-//! by the code it interrupted. Exception and panic reports use
-//! [`emergency_print`], which takes no lock (the fault may have happened
-//! while the lock was held); its output may interleave with a line in
-//! progress, which is acceptable for a last message.
+//! # Never from an interrupt handler
+//!
+//! A polled UART costs ~87 µs a byte at 115200 baud on real hardware: a
+//! 100-byte line is ~9 ms, which a handler holding the kernel lock with
+//! interrupts off would add to every interrupt behind it. So the console
+//! is never written from interrupt context, nor by a `log` record made
+//! with interrupts disabled (the kernel lock is only held so):
+//!
+//! ```text
+//!   log record, interrupts off or in a handler ─┐  format on the stack,
+//!   println!, in a handler                      ─┴► RING (klog::Ring): copy, under its lock
+//!                                                     (taken only with interrupts off)
+//!   normal code, interrupts on: log record, println! ─► drain RING ─► CONSOLE ─► UART
+//!   idle and wait loops between halts, exit, panic   ─► drain RING ─► UART
+//! ```
+//!
+//! Records come out in order, each as one line; a record that does not fit
+//! the ring is dropped and the drain says how many were. Because no handler
+//! takes the console's lock, normal code holds it with interrupts enabled:
+//! a long line delays no interrupt. A `println!` from normal code with
+//! interrupts disabled (the boot table, printed inside `kernel::with`)
+//! still writes directly: that is not the interrupt path.
+//!
+//! Exception and panic reports use [`emergency_print`], which takes no lock
+//! (the fault may have happened while the lock was held), after printing
+//! what the ring holds the same way ([`emergency_drain`]); their output may
+//! interleave with a line in progress, which is acceptable for a last
+//! message.
 //!
 //! Waiting for the transmitter is bounded: if the UART never becomes ready
 //! (no UART at all) bytes are dropped instead of hanging the kernel.
 
 use core::fmt::{self, Write};
+use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
-use log::{LevelFilter, Log, Metadata, Record};
+use log::{LevelFilter, Log, Metadata};
+use x86_64::instructions::interrupts::{are_enabled, without_interrupts};
 use x86_64::instructions::port::{Port, PortReadOnly, PortWriteOnly};
+
+use crate::interrupts::in_interrupt;
+use crate::klog::{Record, Ring, RECORD_MAX};
+use crate::result::TextBuf;
 
 /// The I/O base of COM1.
 pub const COM1: u16 = 0x3F8;
@@ -104,28 +132,135 @@ impl Write for Uart {
 
 // SAFETY: COM1 is the UART at the standard base, and this lock is its only
 // owner; `emergency_print` bypasses it by design (see the module docs).
+// Never taken in interrupt context (module docs), so it needs no
+// interrupts-off section.
 static CONSOLE: spin::Mutex<Uart> = spin::Mutex::new(unsafe { Uart::new(COM1) });
+
+/// The bytes of the log ring.
+pub const RING_BYTES: usize = 16 * 1024;
+
+/// Records waiting for the console. Its lock is taken only with interrupts
+/// disabled, and held only to copy one record in or out.
+static RING: spin::Mutex<Ring<RING_BYTES>> = spin::Mutex::new(Ring::new());
+/// Records in [`RING`] (read without its lock, so that the idle loop's
+/// check costs no interrupts-off section).
+static PENDING: AtomicUsize = AtomicUsize::new(0);
+/// [`Ring::dropped`] when a drain last reported it.
+static DROPS_REPORTED: AtomicU64 = AtomicU64::new(0);
 
 /// Initialises COM1 and installs the logger at `level`.
 ///
 /// Call once, first thing in `kmain`; a second call only changes the level.
 pub fn init(level: LevelFilter) {
-    without_interrupts_locked(|uart| uart.init());
+    CONSOLE.lock().init();
     // `set_logger` fails only if a logger is already set: that is ours.
     let _ = log::set_logger(&LOGGER);
     log::set_max_level(level);
 }
 
-fn without_interrupts_locked<R>(f: impl FnOnce(&mut Uart) -> R) -> R {
-    x86_64::instructions::interrupts::without_interrupts(|| f(&mut CONSOLE.lock()))
+/// Bytes written to the console through its lock so far.
+static CONSOLE_BYTES: AtomicU64 = AtomicU64::new(0);
+
+/// Bytes written to the console (not counting [`emergency_print`]): a test
+/// reads it around a handler to see that the handler wrote none.
+pub fn console_bytes() -> u64 {
+    CONSOLE_BYTES.load(Ordering::Relaxed)
 }
 
-/// Writes formatted output to the console (used by [`print!`](crate::print)).
+/// Counts what passes through to the UART.
+struct Counting<'a>(&'a mut Uart);
+
+impl Write for Counting<'_> {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        CONSOLE_BYTES.fetch_add(s.len() as u64, Ordering::Relaxed);
+        self.0.write_str(s)
+    }
+}
+
+/// Writes formatted output to the console (used by [`print!`](crate::print)):
+/// what the ring holds first, then `args`. In interrupt context `args`
+/// goes to the ring instead, as one line.
 pub fn print(args: fmt::Arguments<'_>) {
-    without_interrupts_locked(|uart| {
-        // `Uart::write_str` never fails.
-        let _ = uart.write_fmt(args);
+    if in_interrupt() {
+        let text = TextBuf::<{ RECORD_MAX + 4 }>::format(args);
+        enqueue(text.as_str().strip_suffix('\n').unwrap_or(text.as_str()));
+        return;
+    }
+    drain();
+    // `Uart::write_str` never fails.
+    let _ = Counting(&mut CONSOLE.lock()).write_fmt(args);
+}
+
+/// Copies `line` into the ring as one record.
+fn enqueue(line: &str) {
+    without_interrupts(|| {
+        if RING.lock().push(line) {
+            PENDING.fetch_add(1, Ordering::Relaxed);
+        }
     });
+}
+
+/// Prints the records waiting in the ring, oldest first, each as a line,
+/// and how many were dropped since the last report. Does nothing in
+/// interrupt context (the records wait for normal code).
+pub fn drain() {
+    if in_interrupt() {
+        return;
+    }
+    let mut rec = Record::new();
+    while PENDING.load(Ordering::Relaxed) > 0 {
+        let (got, dropped) = without_interrupts(|| {
+            let mut ring = RING.lock();
+            (ring.pop(&mut rec), ring.dropped())
+        });
+        if !got {
+            break;
+        }
+        PENDING.fetch_sub(1, Ordering::Relaxed);
+        let mut console = CONSOLE.lock();
+        let _ = write_record(&mut Counting(&mut console), &rec, dropped);
+    }
+}
+
+/// Records waiting in the ring.
+pub fn pending_records() -> usize {
+    PENDING.load(Ordering::Relaxed)
+}
+
+/// Records the ring could not hold, since boot.
+pub fn dropped_records() -> u64 {
+    without_interrupts(|| RING.lock().dropped())
+}
+
+/// Writes one drained record as a line, after a note of records dropped
+/// since the last note.
+fn write_record(out: &mut impl Write, rec: &Record, dropped: u64) -> fmt::Result {
+    let before = DROPS_REPORTED.swap(dropped, Ordering::Relaxed);
+    if dropped > before {
+        writeln!(
+            out,
+            "[log ring full: {} record(s) dropped]",
+            dropped - before
+        )?;
+    }
+    let cut = if rec.was_cut() { " [cut]" } else { "" };
+    writeln!(out, "{}{cut}", rec.as_str())
+}
+
+/// Prints what the ring holds without waiting for either lock: for the
+/// panic and exception paths and the exit (a lock may be held by the code
+/// that failed; then the records stay unprinted).
+pub fn emergency_drain() {
+    let Some(mut ring) = RING.try_lock() else {
+        return;
+    };
+    // SAFETY: a second handle to COM1, as in `emergency_print`.
+    let mut uart = unsafe { Uart::new(COM1) };
+    let mut rec = Record::new();
+    while ring.pop(&mut rec) {
+        PENDING.fetch_sub(1, Ordering::Relaxed);
+        let _ = write_record(&mut uart, &rec, ring.dropped());
+    }
 }
 
 /// Writes formatted output without taking the console lock: for exception
@@ -166,14 +301,23 @@ impl Log for SerialLogger {
         metadata.level() <= log::max_level()
     }
 
-    fn log(&self, record: &Record<'_>) {
-        if self.enabled(record.metadata()) {
-            print(format_args!(
-                "[{:<5} {}] {}\n",
-                record.level(),
-                record.target(),
-                record.args()
-            ));
+    fn log(&self, record: &log::Record<'_>) {
+        if !self.enabled(record.metadata()) {
+            return;
+        }
+        let line = format_args!(
+            "[{:<5} {}] {}",
+            record.level(),
+            record.target(),
+            record.args()
+        );
+        if in_interrupt() || !are_enabled() {
+            // Formatted on the stack, outside the ring's lock; copied in.
+            // A few bytes more than a record holds: a longer text is then
+            // cut (and marked) by the ring.
+            enqueue(TextBuf::<{ RECORD_MAX + 4 }>::format(line).as_str());
+        } else {
+            print(format_args!("{line}\n"));
         }
     }
 

@@ -11,7 +11,8 @@
 //! | `nohz` | 2 s idle with a timer at 1.5 s: every wake-up accounted for, exactly |
 //! | `clocksource` | the timekeeper is monotonic over 100,000 reads; the clocks agree in rate |
 //! | `fallback` | with a source missing, another one took over and the system ticks |
-//! | `all` | `periodic,oneshot,nohz,clocksource` |
+//! | `irq` | the interrupt path: a handler writes no console output ([`irq`]) |
+//! | `all` | `periodic,oneshot,nohz,clocksource,irq` |
 //! | `caps` | bring-up only (the boot table and `CONFIG` line) |
 //! | `bench`, `bench-*` | benchmarks: `BENCH` lines, no verdict on time ([`bench`]) |
 //!
@@ -35,6 +36,7 @@ pub mod bench;
 pub mod clocksource;
 pub mod demo;
 pub mod fallback;
+pub mod irq;
 pub mod nohz;
 pub mod oneshot;
 pub mod periodic;
@@ -233,6 +235,7 @@ pub fn run(name: &str, ctx: &Ctx<'_>) -> Option<Verdict> {
         "nohz" => nohz::run(ctx),
         "clocksource" => clocksource::run(ctx),
         "fallback" => fallback::run(ctx),
+        "irq" => irq::run(ctx),
         "caps" => Verdict::Pass,
         n if n.starts_with("bench") => return bench::run(n, ctx),
         _ => return None,
@@ -240,7 +243,7 @@ pub fn run(name: &str, ctx: &Ctx<'_>) -> Option<Verdict> {
 }
 
 /// The tests `all` stands for.
-pub const ALL: [&str; 4] = ["periodic", "oneshot", "nohz", "clocksource"];
+pub const ALL: [&str; 5] = ["periodic", "oneshot", "nohz", "clocksource", "irq"];
 
 /// Busy-waits until the next interrupt has been handled, so a measurement
 /// starts just after a tick.
