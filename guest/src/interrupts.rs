@@ -9,7 +9,8 @@
 //!                  one is reported (vector, name, error code, RIP, CR2 for
 //!                  #PF) and ends the run with ExitCode::Fail
 //!          32–254  the handler registered for the vector, or, if none,
-//!                  counted (`unhandled_count`) and logged the first time
+//!                  counted (`unhandled_count`), logged the first time, and
+//!                  given its EOI if the local APIC has it in service
 //!            255   the local APIC's spurious vector: ignored (no EOI)
 //! ```
 //!
@@ -172,8 +173,29 @@ fn external(vector: u8) {
         // function pointer round-trips through usize on x86_64.
         let handler = unsafe { core::mem::transmute::<usize, Handler>(raw) };
         handler(vector);
-    } else if UNHANDLED[usize::from(vector)].fetch_add(1, Ordering::Relaxed) == 0 {
-        log::warn!("interrupt on vector {vector:#04x} with no handler (counted, logged once)");
+    } else {
+        unhandled(vector);
+    }
+}
+
+/// A vector with no handler: counted, logged the first time, and
+/// acknowledged if the local APIC has it in service.
+///
+/// Unacknowledged, its in-service bit would stay set and block every
+/// vector of its priority class and below — the timers' included — for
+/// good. As Linux's `handle_spurious_interrupt`
+/// (arch/x86/kernel/apic/apic.c), the ISR bit is checked first and the
+/// EOI sent only if it is set: a vector that did not come through the
+/// local APIC (none here: the 8259s are masked) is not in service, and an
+/// EOI then would acknowledge another, in-service, interrupt.
+fn unhandled(vector: u8) {
+    if crate::apic::in_service(vector) {
+        crate::apic::eoi();
+    }
+    if UNHANDLED[usize::from(vector)].fetch_add(1, Ordering::Relaxed) == 0 {
+        log::warn!(
+            "interrupt on vector {vector:#04x} with no handler (counted, acknowledged, logged once)"
+        );
     }
 }
 

@@ -8,6 +8,15 @@
 //!   has returned, and a drain by normal code prints it (the console
 //!   count grows by at least its length, the ring is empty, nothing was
 //!   dropped).
+//! - **an unhandled vector is acknowledged**: a self-IPI to
+//!   [`UNHANDLED_VECTOR`], which has no handler, in priority class 0xF —
+//!   above the LAPIC timer's 0xEC and IRQ0's vector (≤ 0xEF, class 0xE). A
+//!   vector left in service (its ISR bit set, no EOI) blocks every vector
+//!   of its class and below (SDM vol. 3A §11.8.3, the processor priority):
+//!   the timer would never interrupt again. After it, its ISR bit must be
+//!   clear and the tick device must interrupt again within
+//!   [`DELIVERY_WAIT`] (a tick is due every period, at most 10 ms; the CPU
+//!   spins busy meanwhile, so the tick runs).
 
 use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
@@ -20,6 +29,9 @@ use crate::{apic, interrupts, kernel, serial};
 /// The vector of the handler that logs (priority class 0xF, above the
 /// LAPIC timer's 0xEC: it is delivered whatever timer work is pending).
 pub const LOG_VECTOR: u8 = 0xF2;
+
+/// A vector no handler is registered for, in priority class 0xF.
+pub const UNHANDLED_VECTOR: u8 = 0xF1;
 
 /// How long to wait for a self-IPI's handler (it runs at once; this only
 /// bounds a failure).
@@ -80,5 +92,28 @@ pub fn run(_ctx: &Ctx<'_>) -> Verdict {
         .field("drained_bytes", drained)
         .field("ring_dropped", dropped);
     let logged_later = waiting >= 1 && left == 0 && drained >= LOG_LINE_MIN && dropped == 0;
-    report(l, Verdict::from_bool(ran && during == 0 && logged_later))
+    let acked = unhandled_is_acknowledged(&mut l);
+    report(
+        l,
+        Verdict::from_bool(ran && during == 0 && logged_later && acked),
+    )
+}
+
+/// The unhandled-vector check (module docs); adds its fields to `l`.
+fn unhandled_is_acknowledged(l: &mut Line) -> bool {
+    let unhandled = interrupts::unhandled_count(UNHANDLED_VECTOR);
+    apic::self_ipi(UNHANDLED_VECTOR);
+    let arrived = spin_until(|| interrupts::unhandled_count(UNHANDLED_VECTOR) > unhandled);
+    let stuck = apic::in_service(UNHANDLED_VECTOR);
+    let ticks = || kernel::with(|k| k.counts.total()).unwrap_or(0);
+    let before = ticks();
+    let timer_after = spin_until(|| ticks() > before);
+    if stuck {
+        // Unblock the timer for the tests that follow.
+        apic::eoi();
+    }
+    l.field("unhandled_arrived", u8::from(arrived))
+        .field("unhandled_left_in_service", u8::from(stuck))
+        .field("timer_after_unhandled", u8::from(timer_after));
+    arrived && !stuck && timer_after
 }
