@@ -418,7 +418,8 @@ fn resolve_clockevent(
     ("?", false)
 }
 
-fn lapic_timer_vector() -> u8 {
+/// The LAPIC timer's vector (its LVT entry's).
+pub fn lapic_timer_vector() -> u8 {
     #[cfg(feature = "lapic")]
     return lapic::LOCAL_TIMER_VECTOR;
     #[cfg(not(feature = "lapic"))]

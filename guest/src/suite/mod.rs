@@ -11,7 +11,7 @@
 //! | `nohz` | 2 s idle with a timer at 1.5 s: every wake-up accounted for, exactly |
 //! | `clocksource` | the timekeeper is monotonic over 100,000 reads; the clocks agree in rate |
 //! | `fallback` | with a source missing, another one took over and the system ticks |
-//! | `irq` | the interrupt path: a handler writes no console output; an unhandled vector gets its EOI ([`irq`]) |
+//! | `irq` | the interrupt path: a handler writes no console output; an unhandled vector gets its EOI; only the tick device's interrupts are logged ([`irq`]) |
 //! | `all` | `periodic,oneshot,nohz,clocksource,irq` |
 //! | `caps` | bring-up only (the boot table and `CONFIG` line) |
 //! | `bench`, `bench-*` | benchmarks: `BENCH` lines, no verdict on time ([`bench`]) |
