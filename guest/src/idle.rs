@@ -251,6 +251,38 @@ impl Analysis {
     }
 }
 
+/// The demonstration's breakdown of a NO_HZ window's interrupts
+/// (`suite::demo`): `= T end-of-window timer + W wake-ups … + F forced …`,
+/// then what else there was.
+pub struct Breakdown<'a>(pub &'a Analysis);
+
+impl fmt::Display for Breakdown<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let a = self.0;
+        write!(
+            f,
+            "= {} end-of-window timer + {} wake-ups for the clocksource watchdog + {} forced by max delta/deferment",
+            a.timer + a.timers_absorbed,
+            a.watchdog,
+            a.forced
+        )?;
+        if a.stale > 0 {
+            write!(
+                f,
+                " + {} stale (raised for a programming idle had moved later; 1 is allowed, at idle entry)",
+                a.stale
+            )?;
+        }
+        if a.tick > 0 {
+            write!(f, " + {} ticks", a.tick)?;
+        }
+        if a.unexplained > 0 {
+            write!(f, " + {} unexplained", a.unexplained)?;
+        }
+        Ok(())
+    }
+}
+
 /// What an interrupt was for, from what it did and what was programmed
 /// (without the watchdog's schedule, which [`classify_all`] adds).
 fn classify_local(m: &Measured, r: &IrqRecord) -> Option<Reason> {
@@ -627,6 +659,27 @@ mod tests {
         assert_eq!((a.timer, a.timers_absorbed), (1, 1));
         assert!(a.cap_rule_ok);
         assert_eq!(a.nohz_failures(&m).as_str(), "");
+    }
+
+    /// Regression: the demonstration printed "+ 1 stale" whatever the
+    /// count.
+    #[test]
+    fn the_breakdown_states_each_count_as_measured() {
+        let (m, log) = hpet_window(&[Nanos::from_micros(2_500), Nanos::from_millis(9)]);
+        let a = analyse(&m, &log);
+        assert_eq!(a.stale, 2);
+        assert_eq!(
+            Breakdown(&a).to_string(),
+            "= 2 end-of-window timer + 0 wake-ups for the clocksource watchdog + 0 forced by \
+             max delta/deferment + 2 stale (raised for a programming idle had moved later; \
+             1 is allowed, at idle entry)"
+        );
+        let (m, log) = hpet_window(&[]);
+        assert_eq!(
+            Breakdown(&analyse(&m, &log)).to_string(),
+            "= 2 end-of-window timer + 0 wake-ups for the clocksource watchdog + 0 forced by \
+             max delta/deferment"
+        );
     }
 
     /// A NO_HZ window on a device whose max delta is far beyond it (HPET

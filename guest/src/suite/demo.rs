@@ -71,22 +71,7 @@ pub fn run() -> bool {
         per_second(idle, window)
     );
     if state.mode.is_nohz() {
-        println!(
-            "      = {} end-of-window timer + {} wake-ups for the clocksource watchdog + {} forced by max delta/deferment{}{}",
-            a.timer + a.timers_absorbed,
-            a.watchdog,
-            a.forced,
-            if a.stale > 0 {
-                " + 1 stale (raised for the tick before idle re-armed the device)"
-            } else {
-                ""
-            },
-            if a.tick + a.unexplained > 0 {
-                " + others"
-            } else {
-                ""
-            }
-        );
+        println!("      {}", nohz::Breakdown(&a));
         if a.watchdog_absorbed > 0 {
             println!(
                 "        ({} watchdog check(s) ran in those interrupts: a stopped tick defers them, up to {} s)",

@@ -89,7 +89,8 @@ use crate::result::{Line, Verdict};
 use crate::sources;
 
 pub use crate::idle::{
-    analyse, classify_all, Analysis, Measured, Reason, REARM_MAX, SLACK, WATCHDOG_INTERVAL,
+    analyse, classify_all, Analysis, Breakdown, Measured, Reason, REARM_MAX, SLACK,
+    WATCHDOG_INTERVAL,
 };
 
 /// The idle window.
