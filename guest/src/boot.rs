@@ -35,6 +35,7 @@
 use core::arch::global_asm;
 use core::fmt;
 
+use crate::cmdline;
 use crate::pvh::{self, PhysAddr, StartInfo, StartInfoError};
 
 /// Bytes of the boot stack (in `.bss`).
@@ -212,12 +213,16 @@ pub struct BootInfo {
     cmdline: [u8; CMDLINE_MAX],
     cmdline_len: usize,
     cmdline_problem: Option<CmdlineProblem>,
+    /// The bytes of the word the length limit cut in two (dropped).
+    cut_word: core::ops::Range<usize>,
 }
 
 /// Why the command line is not exactly what the loader passed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CmdlineProblem {
-    /// It was longer than [`CMDLINE_MAX`] and was cut.
+    /// It was longer than [`CMDLINE_MAX`] and was cut after its last whole
+    /// word (a word the limit went through is dropped:
+    /// [`cmdline::whole_words`]).
     Truncated,
     /// It was not UTF-8; only the part before byte `valid_up_to` is kept.
     NotUtf8 {
@@ -229,7 +234,10 @@ pub enum CmdlineProblem {
 impl fmt::Display for CmdlineProblem {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            CmdlineProblem::Truncated => write!(f, "longer than {CMDLINE_MAX} bytes, cut"),
+            CmdlineProblem::Truncated => write!(
+                f,
+                "longer than {CMDLINE_MAX} bytes, cut after its last whole word"
+            ),
             CmdlineProblem::NotUtf8 { valid_up_to } => {
                 write!(f, "not UTF-8 after byte {valid_up_to}, cut there")
             }
@@ -253,6 +261,17 @@ impl BootInfo {
     pub fn cmdline_problem(&self) -> Option<CmdlineProblem> {
         self.cmdline_problem
     }
+
+    /// What was left of the word the length limit cut in two, which was
+    /// dropped (not applied); `None` if the cut fell between words.
+    pub fn cut_word(&self) -> Option<&str> {
+        let bytes = self.cmdline.get(self.cut_word.clone())?;
+        let s = match core::str::from_utf8(bytes) {
+            Ok(s) => s,
+            Err(e) => core::str::from_utf8(&bytes[..e.valid_up_to()]).unwrap_or(""),
+        };
+        Some(s).filter(|s| !s.is_empty())
+    }
 }
 
 static BOOT_INFO: spin::Once<BootInfo> = spin::Once::new();
@@ -274,6 +293,7 @@ pub unsafe fn init(start_info_paddr: u32) -> Result<&'static BootInfo, StartInfo
             cmdline: [0; CMDLINE_MAX],
             cmdline_len: 0,
             cmdline_problem: None,
+            cut_word: 0..0,
         };
         if let Some(addr) = start_info.cmdline {
             let src = addr.as_u64() as usize as *const u8;
@@ -287,7 +307,11 @@ pub unsafe fn init(start_info_paddr: u32) -> Result<&'static BootInfo, StartInfo
                     break;
                 }
                 if len == CMDLINE_MAX {
+                    // `byte` is the one after the cut: keep whole words.
                     info.cmdline_problem = Some(CmdlineProblem::Truncated);
+                    let keep = cmdline::whole_words(&info.cmdline, byte);
+                    info.cut_word = keep..len;
+                    len = keep;
                     break;
                 }
                 info.cmdline[len] = byte;

@@ -78,6 +78,20 @@ impl TimerAdvance {
     }
 }
 
+/// How much of a command line cut after `kept` to keep, when `next` is the
+/// byte that followed the cut: up to the end of its last whole word. A
+/// word the cut went through is dropped (`hz=1000` cut after `hz=100`
+/// would set another rate than the one asked for); if the cut fell on
+/// whitespace, or `kept` ends with it, every word is whole.
+pub fn whole_words(kept: &[u8], next: u8) -> usize {
+    if next.is_ascii_whitespace() {
+        return kept.len();
+    }
+    kept.iter()
+        .rposition(u8::is_ascii_whitespace)
+        .map_or(0, |i| i + 1)
+}
+
 /// The options the command line set; `None` (or `false`) means "not given,
 /// use the default".
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -575,6 +589,33 @@ mod tests {
         assert_eq!(p.warnings.dropped(), 3);
         assert_eq!(p.warnings.iter().count(), MAX_WARNINGS);
         assert_eq!(p.warnings.iter().next().unwrap().word, "bogus0");
+    }
+
+    /// A line cut after its first `n` bytes, as the boot code copies it,
+    /// with the partial last word dropped.
+    fn cut(line: &str, n: usize) -> &str {
+        let b = line.as_bytes();
+        let keep = whole_words(&b[..n], b[n]);
+        core::str::from_utf8(&b[..keep]).unwrap()
+    }
+
+    /// Regression: a line longer than the boot code keeps was cut in the
+    /// middle of `hz=1000`, and the `hz=100` left applied.
+    #[test]
+    fn a_word_cut_by_the_length_limit_is_dropped_not_applied() {
+        // 2041 bytes, a space, then `hz=1000` in bytes 2042..=2048.
+        let line = format!("{} hz=1000 nohz=off", "x".repeat(2041));
+        let kept = cut(&line, 2048);
+        assert_eq!(parse(kept).options.hz, None, "{:?}", &kept[2035..]);
+        assert_eq!(kept, format!("{} ", "x".repeat(2041)));
+        // Cut on the space after the word: the word is whole and kept.
+        assert_eq!(cut(&line, 2049), format!("{} hz=1000", "x".repeat(2041)));
+        assert_eq!(parse(cut(&line, 2049)).options.hz, Some(TickRate::Hz1000));
+        // Cut just after a space: nothing of the next word is kept anyway.
+        assert_eq!(cut(&line, 2042), format!("{} ", "x".repeat(2041)));
+        // One word longer than the limit: nothing is left.
+        assert_eq!(cut(&"y".repeat(3000), 2048), "");
+        assert_eq!(whole_words(b"a\tb", b'c'), 2);
     }
 
     quickcheck::quickcheck! {

@@ -202,6 +202,9 @@ mod kernel {
         if let Some(problem) = boot.cmdline_problem() {
             warn!("cmdline: {problem}");
         }
+        if let Some(word) = boot.cut_word() {
+            warn!("cmdline: `{word}`, the start of a word the length limit cut, dropped");
+        }
         match boot.rsdp {
             Some(rsdp) => info!("ACPI RSDP at {rsdp}"),
             None => warn!("no ACPI RSDP from the loader"),
