@@ -224,6 +224,8 @@ pub enum CmdlineProblem {
     /// word (a word the limit went through is dropped:
     /// [`cmdline::whole_words`]).
     Truncated,
+    /// Its address is not in mapped memory: there is no command line.
+    Unreadable(pvh::CmdlineError),
     /// It was not UTF-8; only the part before byte `valid_up_to` is kept.
     NotUtf8 {
         /// Length of the valid prefix.
@@ -238,6 +240,7 @@ impl fmt::Display for CmdlineProblem {
                 f,
                 "longer than {CMDLINE_MAX} bytes, cut after its last whole word"
             ),
+            CmdlineProblem::Unreadable(e) => write!(f, "{e}"),
             CmdlineProblem::NotUtf8 { valid_up_to } => {
                 write!(f, "not UTF-8 after byte {valid_up_to}, cut there")
             }
@@ -296,27 +299,31 @@ pub unsafe fn init(start_info_paddr: u32) -> Result<&'static BootInfo, StartInfo
             cut_word: 0..0,
         };
         if let Some(addr) = start_info.cmdline {
-            let src = addr.as_u64() as usize as *const u8;
-            let mut len = 0;
-            loop {
-                // SAFETY: the loader wrote a NUL-terminated string at `src`
-                // in identity-mapped RAM; reading stops at the NUL or at
-                // CMDLINE_MAX bytes, whichever is first.
-                let byte = unsafe { src.add(len).read() };
-                if byte == 0 {
-                    break;
+            let read = |a: u64| {
+                // SAFETY: `copy_cmdline` reads only below 4 GiB, which the
+                // boot page tables identity-map, byte by byte from the
+                // loader's string up to its NUL (or CMDLINE_MAX + 1
+                // bytes); reading RAM has no side effect.
+                unsafe { (a as usize as *const u8).read() }
+            };
+            let copied = pvh::copy_cmdline(addr, &mut info.cmdline, read);
+            let mut len = match copied {
+                Ok(c) => {
+                    if let Some(next) = c.next {
+                        // Keep whole words: the cut may have gone through one.
+                        info.cmdline_problem = Some(CmdlineProblem::Truncated);
+                        let keep = cmdline::whole_words(&info.cmdline[..c.len], next);
+                        info.cut_word = keep..c.len;
+                        keep
+                    } else {
+                        c.len
+                    }
                 }
-                if len == CMDLINE_MAX {
-                    // `byte` is the one after the cut: keep whole words.
-                    info.cmdline_problem = Some(CmdlineProblem::Truncated);
-                    let keep = cmdline::whole_words(&info.cmdline, byte);
-                    info.cut_word = keep..len;
-                    len = keep;
-                    break;
+                Err(e) => {
+                    info.cmdline_problem = Some(CmdlineProblem::Unreadable(e));
+                    0
                 }
-                info.cmdline[len] = byte;
-                len += 1;
-            }
+            };
             if let Err(e) = core::str::from_utf8(&info.cmdline[..len]) {
                 len = e.valid_up_to();
                 info.cmdline_problem = Some(CmdlineProblem::NotUtf8 { valid_up_to: len });

@@ -17,7 +17,10 @@
 //! are tested on the host over a byte image (and fuzzed: the `fuzz`
 //! crate). On metal the memory is [`IdentityMapped`]: the boot code's map of
 //! the first 4 GiB; a structure or memory-map entry that is not inside it
-//! is an error or ends the map, never a fault.
+//! is an error or ends the map, never a fault. The command line is copied
+//! by [`copy_cmdline`], which never reads at or past the 4 GiB the boot
+//! page tables map: a start info pointing there (or a string running
+//! there) has no command line.
 
 use core::fmt;
 
@@ -318,10 +321,6 @@ impl MemoryRange {
 #[derive(Debug)]
 pub struct IdentityMapped(());
 
-/// Where the boot code's identity map ends.
-#[cfg(target_os = "none")]
-const IDENTITY_MAP_END: u64 = 1 << 32;
-
 #[cfg(target_os = "none")]
 impl IdentityMapped {
     /// The identity map.
@@ -340,7 +339,7 @@ impl IdentityMapped {
 impl PhysMemory for IdentityMapped {
     fn read(&self, paddr: u64, buf: &mut [u8]) -> Option<()> {
         let end = paddr.checked_add(buf.len() as u64)?;
-        if end > IDENTITY_MAP_END {
+        if end > MAPPED_LIMIT {
             return None;
         }
         // SAFETY: `paddr .. end` lies below 4 GiB, which the boot code
@@ -358,6 +357,77 @@ impl PhysMemory for IdentityMapped {
 /// [`IdentityMapped::new`] states).
 #[cfg(target_os = "none")]
 static BOOT_MEMORY: IdentityMapped = IdentityMapped(());
+
+/// The first physical address the boot page tables do not map (they
+/// identity-map 0–4 GiB, `crate::boot`): nothing at or past it can be read.
+pub const MAPPED_LIMIT: u64 = 1 << 32;
+
+/// Why the command line the start info points at cannot be read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CmdlineError {
+    /// Its address is at or above [`MAPPED_LIMIT`].
+    AboveMapped(PhysAddr),
+    /// No NUL before [`MAPPED_LIMIT`]: the string runs past what is mapped.
+    RunsPastMapped(PhysAddr),
+}
+
+impl fmt::Display for CmdlineError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CmdlineError::AboveMapped(a) => {
+                write!(f, "at {a}, at or above 4 GiB (not mapped): ignored")
+            }
+            CmdlineError::RunsPastMapped(a) => write!(
+                f,
+                "at {a}, no NUL before 4 GiB (runs past what is mapped): ignored"
+            ),
+        }
+    }
+}
+
+/// A command line copied by [`copy_cmdline`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CmdlineCopy {
+    /// Bytes copied (no NUL).
+    pub len: usize,
+    /// If the line was longer than the buffer: the byte after the copy
+    /// (so the caller can tell whether the cut fell inside a word).
+    pub next: Option<u8>,
+}
+
+/// Copies the NUL-terminated command line at `addr` into `out`, reading
+/// the byte at physical address `a` with `read(a)` — never at or past
+/// [`MAPPED_LIMIT`]. Stops at the NUL, or after `out.len()` bytes and the
+/// one after them.
+pub fn copy_cmdline(
+    addr: PhysAddr,
+    out: &mut [u8],
+    mut read: impl FnMut(u64) -> u8,
+) -> Result<CmdlineCopy, CmdlineError> {
+    let base = addr.as_u64();
+    if base >= MAPPED_LIMIT {
+        return Err(CmdlineError::AboveMapped(addr));
+    }
+    let mut len = 0;
+    loop {
+        let at = base + len as u64;
+        if at >= MAPPED_LIMIT {
+            return Err(CmdlineError::RunsPastMapped(addr));
+        }
+        let byte = read(at);
+        if byte == 0 {
+            return Ok(CmdlineCopy { len, next: None });
+        }
+        let Some(slot) = out.get_mut(len) else {
+            return Ok(CmdlineCopy {
+                len,
+                next: Some(byte),
+            });
+        };
+        *slot = byte;
+        len += 1;
+    }
+}
 
 /// Reads and parses the start info the loader left at `paddr`.
 ///
@@ -533,6 +603,56 @@ mod tests {
         mem.bytes[40..48].copy_from_slice(&(u64::MAX - 30).to_le_bytes());
         let info = StartInfo::read(&mem, 0x1000).unwrap();
         assert_eq!(MemoryMap::new(&mem, &info).count(), 0);
+    }
+
+    /// Physical memory for [`copy_cmdline`]: `text` at `base`, and a read
+    /// at or past 4 GiB fails the test (there is nothing mapped there).
+    fn copy_from(base: u64, text: &[u8], out: &mut [u8]) -> Result<CmdlineCopy, CmdlineError> {
+        copy_cmdline(PhysAddr::new(base).unwrap(), out, |a| {
+            assert!(a < MAPPED_LIMIT, "read at {a:#x}, past 4 GiB");
+            text.get((a - base) as usize).copied().unwrap_or(0)
+        })
+    }
+
+    #[test]
+    fn a_command_line_is_copied_up_to_its_nul_or_the_buffer() {
+        let mut out = [0u8; 8];
+        assert_eq!(
+            copy_from(0x2_0000, b"hz=250\0junk", &mut out),
+            Ok(CmdlineCopy { len: 6, next: None })
+        );
+        assert_eq!(&out[..6], b"hz=250");
+        assert_eq!(
+            copy_from(0x2_0000, b"nohz=off hz=250\0", &mut out),
+            Ok(CmdlineCopy {
+                len: 8,
+                next: Some(b' ')
+            })
+        );
+        assert_eq!(&out, b"nohz=off");
+        // Ending just below 4 GiB is fine.
+        let base = MAPPED_LIMIT - 4;
+        assert_eq!(copy_from(base, b"hz=\0", &mut out).map(|c| c.len), Ok(3));
+    }
+
+    /// Regression: the command-line address was not checked against the
+    /// 4 GiB the boot page tables map (the RSDP's is), so a start info
+    /// pointing there made the copy read unmapped memory.
+    #[test]
+    fn a_command_line_at_or_past_4_gib_is_refused_without_reading_it() {
+        let mut out = [0u8; 8];
+        for base in [MAPPED_LIMIT, MAPPED_LIMIT + 0x1000, u64::MAX - 2] {
+            assert_eq!(
+                copy_from(base, b"hz=250\0", &mut out),
+                Err(CmdlineError::AboveMapped(PhysAddr::new(base).unwrap()))
+            );
+        }
+        // Starts below 4 GiB, no NUL before it.
+        let base = MAPPED_LIMIT - 3;
+        assert_eq!(
+            copy_from(base, b"hz=250\0", &mut out),
+            Err(CmdlineError::RunsPastMapped(PhysAddr::new(base).unwrap()))
+        );
     }
 
     #[test]
