@@ -11,6 +11,7 @@ use core::fmt;
 use clocksource::{Ktime, Nanos};
 use tick::TickMode;
 
+use crate::documented::Figure;
 use crate::expect::forced_range;
 use crate::result::{Line, TextBuf};
 
@@ -78,8 +79,8 @@ impl fmt::Display for ModeWord {
     }
 }
 
-/// The watchdog's interval ([`clocksource::watchdog::WATCHDOG_INTERVAL`]).
-pub const WATCHDOG_INTERVAL: Nanos = clocksource::watchdog::WATCHDOG_INTERVAL;
+/// The watchdog's interval, as documented (Linux's; [`crate::documented`]).
+pub const WATCHDOG_INTERVAL: Nanos = crate::documented::WATCHDOG_INTERVAL;
 /// Tolerance when matching programmed times (see the module docs).
 pub const SLACK: Nanos = Nanos::from_millis(1);
 /// How long after an interrupt the device may be re-armed (the idle loop
@@ -138,9 +139,21 @@ pub struct Measured {
     pub wd_deferral: Nanos,
     /// Interrupts that did not fit the log.
     pub dropped: u64,
+    /// What the drivers and the tick layer reported beside the documented
+    /// figures that `max_delta`, `max_deferment` and `wd_deferral` were
+    /// taken from ([`crate::documented`]); each must hold.
+    pub figures: [Option<Figure>; 4],
 }
 
 impl Measured {
+    /// How long the window's timers span from `t0`.
+    pub fn span(&self) -> Nanos {
+        self.expiries[..self.timers]
+            .iter()
+            .max()
+            .map_or(Nanos::ZERO, |e| e.saturating_since(self.t0))
+    }
+
     /// The effective cap E.
     pub fn cap(&self) -> Nanos {
         self.max_delta.min(self.max_deferment)
@@ -219,8 +232,9 @@ impl Analysis {
     /// and nothing unexplained; at most one stale interrupt, at idle entry;
     /// the cap rule and the watchdog's schedule held; the count, that
     /// stale interrupt aside, is the lateness-free expectation less at most
-    /// the allowance; nothing was dropped.
-    pub fn nohz_failures(&self, m: &Measured) -> TextBuf<96> {
+    /// the allowance; nothing was dropped; every reported figure agrees
+    /// with its documented one (a failure names the figure).
+    pub fn nohz_failures(&self, m: &Measured) -> TextBuf<160> {
         let mut failed = TextBuf::new();
         let mut check = |ok: bool, what: &str| {
             if !ok {
@@ -240,6 +254,9 @@ impl Analysis {
             "count",
         );
         check(m.dropped == 0, "log-overflow");
+        for f in m.figures.iter().flatten() {
+            check(f.holds(m.span()), f.what);
+        }
         failed
     }
 
@@ -593,6 +610,7 @@ mod tests {
             wd_last: d.t0.saturating_sub(Nanos::from_millis(100)),
             wd_deferral: Nanos::from_secs(30),
             dropped: 0,
+            figures: [None; 4],
         };
         (m, log)
     }
@@ -731,6 +749,7 @@ mod tests {
             wd_last: t0,
             wd_deferral: WATCHDOG_INTERVAL,
             dropped: 0,
+            figures: [None; 4],
         };
         (m, log)
     }
@@ -749,6 +768,20 @@ mod tests {
     fn a_window_with_490_do_nothing_interrupts_fails() {
         let extra: Vec<Nanos> = (0..490).map(|i| Nanos::from_millis(1 + 3 * i)).collect();
         assert_eq!(fails_on_stale(&extra).interrupts, 492);
+    }
+
+    /// A report that disagrees with its documented figure fails the
+    /// window, by name, though the interrupts add up.
+    #[test]
+    fn a_figure_that_does_not_hold_fails_the_window() {
+        let (mut m, log) = hpet_window(&[]);
+        m.figures[0] = crate::documented::device_max_delta("hpet", m.max_delta, 0, true);
+        assert_eq!(analyse(&m, &log).nohz_failures(&m).as_str(), "");
+        m.figures[0] = crate::documented::device_max_delta("hpet", Nanos::from_secs(10), 0, true);
+        assert_eq!(
+            analyse(&m, &log).nohz_failures(&m).as_str(),
+            "hpet-max-delta "
+        );
     }
 
     /// Analyses [`hpet_window`] with `extra` and asserts that it fails on

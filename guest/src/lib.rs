@@ -29,8 +29,8 @@
 //! The pure modules ([`acpi`] table reading and the [`firmware`] platform
 //! built from it, [`cmdline`], [`pvh`] parsing, [`exit`] codes, [`result`]
 //! lines, [`ioapic`] register encoding, [`expect`] arithmetic, the [`idle`]
-//! analysis, the [`klog`] ring) build and are unit-tested on the host
-//! (`xtask` uses [`result`] and
+//! analysis, the [`klog`] ring, the [`documented`] figures) build and are
+//! unit-tested on the host (`xtask` uses [`result`] and
 //! [`exit`]); the modules that touch the machine exist only for
 //! `target_os = "none"`.
 //!
@@ -42,6 +42,7 @@
 
 pub mod acpi;
 pub mod cmdline;
+pub mod documented;
 pub mod exit;
 pub mod expect;
 pub mod firmware;

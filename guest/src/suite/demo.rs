@@ -57,7 +57,7 @@ pub fn run() -> bool {
         per_second(kept, kept_window)
     );
 
-    let Some(m) = nohz::measure(&[PHASE]) else {
+    let Some(m) = nohz::measure(&[PHASE], None) else {
         return false;
     };
     let a = kernel::with_irq_log(|l| nohz::analyse(&m, l.records()));
