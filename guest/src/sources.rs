@@ -10,13 +10,17 @@
 //!     │                 acpi_pm   [FADT PM_TMR_BLK]: must count
 //!     │                 pit-ch2   [feature pit]: must count
 //!     │                 tsc       [feature tsc]: CPUID rate, else calibrated
-//!     │                           against the reference = hpet > acpi_pm > pit-ch2
+//!     │                           against the reference = hpet > acpi_pm > pit-ch2;
+//!     │                           no reference: CPUID's rate, UNVERIFIED (boot table,
+//!     │                           log, CONFIG reference=none); no rate either: bring-up
+//!     │                           fails, saying so (BringUpError::NoClock)
 //!     │
 //!     ├─ TickSystem::new(hz/nohz/highres, first clocksource, storage)
 //!     │    clocksource= override, then the other clocksources registered
 //!     │
 //!     └─ event devices ─ lapic     [feature lapic, no lapic=notimer]: rate from
-//!                       │           CPUID or calibrated against the reference;
+//!                       │           CPUID or calibrated against the reference
+//!                       │           (without one: against the TSC);
 //!                       │           TSC-deadline if built, offered and the TSC rate known
 //!                       ├ hpet      [feature hpet, not clockevent=pit]: comparator 0,
 //!                       │           LegacyReplacement → IRQ0
@@ -95,6 +99,9 @@ pub struct Inventory {
     pub lapic_error_ppm: Option<u32>,
     /// The TSC's rate, its error bound (ppm; 0 if CPUID states it).
     pub tsc: Option<(Hertz, u32)>,
+    /// The calibration reference (`None`: no HPET, PM timer or PIT — the
+    /// TSC's rate, if any, is CPUID's, unverified).
+    pub reference: Option<&'static str>,
 }
 
 impl Inventory {
@@ -146,17 +153,52 @@ impl Inventory {
 pub enum BringUpError {
     /// No local APIC (nothing can deliver interrupts).
     Apic(apic::ApicError),
-    /// No clocksource counts: no time, no tick system.
-    NoClocksource,
+    /// No clocksource: no HPET, no ACPI PM timer and no PIT came up (the
+    /// reasons are logged as each was skipped), and the TSC neither.
+    NoClock(NoTsc),
     /// The tick system refused its configuration or first clocksource.
     Tick(tick::RegisterError),
 }
 
+/// Why the TSC did not come up when nothing else did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NoTsc {
+    /// Built without the `tsc` feature.
+    NotBuilt,
+    /// There is a TSC, but nothing to know its rate from: no reference
+    /// clock to calibrate it against, and no CPUID leaf states it.
+    NoRate,
+    /// CPUID says there is no TSC.
+    NotPresent,
+    /// It did not come up for another reason (logged).
+    Other,
+}
+
 impl core::fmt::Display for BringUpError {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        const NONE: &str = "no HPET, no PM timer, no PIT";
         match self {
             BringUpError::Apic(e) => write!(f, "local APIC: {e}"),
-            BringUpError::NoClocksource => f.write_str("no clocksource counts"),
+            BringUpError::NoClock(NoTsc::NoRate) => write!(
+                f,
+                "no reference clock to calibrate the TSC against: {NONE}; \
+                 CPUID 0x15/0x16 and the hypervisor leaf 0x40000010 give no rate"
+            ),
+            BringUpError::NoClock(NoTsc::NotBuilt) => {
+                write!(
+                    f,
+                    "no clocksource: {NONE}, and the TSC is not built (feature tsc off)"
+                )
+            }
+            BringUpError::NoClock(NoTsc::NotPresent) => {
+                write!(f, "no clocksource: {NONE}, and CPUID says there is no TSC")
+            }
+            BringUpError::NoClock(NoTsc::Other) => {
+                write!(
+                    f,
+                    "no clocksource: {NONE}, and the TSC did not come up (logged)"
+                )
+            }
             BringUpError::Tick(e) => write!(f, "tick system: {e:?}"),
         }
     }
@@ -281,14 +323,29 @@ pub fn bring_up(
     let pm = acpi_pm_up(platform, &mut inv);
     let pit = pit_clocksource_up(&mut inv);
     let reference: Option<&'static dyn ClockSource> = hpet.or(pm).or(pit);
+    inv.reference = reference.map(|r| r.name());
     if let Some(r) = reference {
         log::info!("sources: calibration reference: {}", r.name());
     }
     let tsc = tsc_up(reference, opts.tsc_reliable, &mut inv);
+    if let (None, Ok(t)) = (reference, tsc) {
+        // The degraded mode: the TSC's rate is what CPUID states, and
+        // nothing can check it (nor that the TSC runs, nor a rate
+        // calibrated against it).
+        log::warn!(
+            "sources: no reference clock (no HPET, no PM timer, no PIT): the TSC runs at \
+             CPUID's rate, {}, UNVERIFIED; the LAPIC timer's rate comes from CPUID or \
+             from this TSC",
+            t.frequency()
+        );
+    }
 
-    let all = [tsc, hpet, pm, pit];
+    let all = [tsc.ok(), hpet, pm, pit];
     let mut present = all.iter().flatten().copied();
-    let first = present.next().ok_or(BringUpError::NoClocksource)?;
+    let first = present.next().ok_or(BringUpError::NoClock(match tsc {
+        Err(why) => why,
+        Ok(_) => NoTsc::Other,
+    }))?;
     let config = TickConfig {
         hz: opts
             .hz
@@ -321,7 +378,9 @@ pub fn bring_up(
     }
 
     // ---- event devices ----
-    let lapic_dev = lapic_timer_up(lapic, reference, opts, &mut inv);
+    // Without a reference the LAPIC timer, if CPUID does not state its
+    // rate, is calibrated against the TSC (whose rate is CPUID's).
+    let lapic_dev = lapic_timer_up(lapic, reference.or(tsc.ok()), opts, &mut inv);
     let want_pit_event = opts.clockevent == Some("pit");
     let hpet_dev = if want_pit_event {
         if hpet.is_some() {
@@ -643,7 +702,7 @@ fn tsc_up(
     reference: Option<&'static dyn ClockSource>,
     reliable: bool,
     inv: &mut Inventory,
-) -> Option<&'static dyn ClockSource> {
+) -> Result<&'static dyn ClockSource, NoTsc> {
     #[cfg(feature = "tsc")]
     {
         let r = tsc::TscClockSource::probe(
@@ -670,7 +729,7 @@ fn tsc_up(
                 inv.source(
                     cs.name(),
                     format_args!(
-                        "{}; {}invariant{}",
+                        "{}; {}invariant{}{}",
                         f.source,
                         if cs.is_invariant() { "" } else { "not " },
                         if cs
@@ -680,14 +739,23 @@ fn tsc_up(
                             ", watched by the clocksource watchdog"
                         } else {
                             ""
+                        },
+                        if reference.is_none() {
+                            "; UNVERIFIED: no reference clock to check it against"
+                        } else {
+                            ""
                         }
                     ),
                 );
-                Some(cs)
+                Ok(cs)
             }
             Err(e) => {
                 inv.skip(format_args!("tsc: {e}"));
-                None
+                Err(match e {
+                    tsc::TscError::NoFrequency => NoTsc::NoRate,
+                    tsc::TscError::NotPresent => NoTsc::NotPresent,
+                    _ => NoTsc::Other,
+                })
             }
         }
     }
@@ -695,7 +763,7 @@ fn tsc_up(
     {
         let _ = (reference, reliable);
         inv.skip(format_args!("tsc: not built (feature tsc off)"));
-        None
+        Err(NoTsc::NotBuilt)
     }
 }
 

@@ -318,7 +318,8 @@ pub fn print_config(k: &Kernel, inv: &Inventory, accel: Accel) {
         .field("tick", st.device)
         .field("mode", ModeWord(st.mode))
         .field("hz", st.hz)
-        .field("broadcast", k.tick.broadcast_device().unwrap_or("none"));
+        .field("broadcast", k.tick.broadcast_device().unwrap_or("none"))
+        .field("reference", inv.reference.unwrap_or("none"));
     if let Some(r) = st.reason {
         l.text("periodic_reason", r);
     }
