@@ -13,7 +13,7 @@ commands:
   build [--features F]...
       build the guest kernel (x86_64-unknown-none, release) and print its path;
       --features replaces the default set (all sources) with exactly F
-  run [--accel tcg|kvm|auto] [--machine pc|q35] [--cpu MODEL] [--features F]...
+  run [--accel tcg|kvm|auto] [--machine pc|q35|microvm] [--cpu MODEL] [--features F]...
       [--timeout SECS] [-- CMDLINE...]
       build, then boot the guest in QEMU; exits 0 only if the guest reports pass.
       Without test= on CMDLINE the guest prints its boot table and the NO_HZ
@@ -212,7 +212,10 @@ where
                 run.machine = match value(&flag)?.as_str() {
                     "pc" => Machine::Pc,
                     "q35" => Machine::Q35,
-                    other => return err(format!("`--machine {other}`: expected pc or q35")),
+                    "microvm" => Machine::Microvm,
+                    other => {
+                        return err(format!("`--machine {other}`: expected pc, q35 or microvm"))
+                    }
                 }
             }
             ("--cpu", true) => run.cpu = Some(value(&flag)?),
@@ -449,6 +452,7 @@ mod tests {
         assert_eq!(r.build.features, ["hpet,lapic", "pit"]);
         assert_eq!(r.timeout, Duration::from_millis(2500));
         assert_eq!(r.cpu.as_deref(), Some("Skylake-Client"));
+        assert_eq!(run(&["run", "-M", "microvm"]).machine, Machine::Microvm);
     }
 
     #[test]

@@ -15,13 +15,20 @@
 //!     firmware rows      -machine hpet=off -acpitable <malformed HPET table>
 //!                        (base 0, I/O space, truncated, base in RAM, base
 //!                        where nothing answers; crate::firmware): test=fallback
+//!   per accelerator, once:
+//!     no reference clock -M microvm,acpi=on,pit=off,pic=off,rtc=off (no HPET, PM timer
+//!                        or PIT): under TCG (no CPUID TSC rate) the boot must fail with
+//!                        exactly NO_REFERENCE_FAILURE; under KVM with the TSC rate in
+//!                        CPUID 0x40000010 it boots on it, unverified (reference=none)
 //! ```
 //!
 //! A row passes when the guest exits with pass, every `RESULT` line says
-//! pass or skip, the `CONFIG` line shows the tick device (and APIC mode)
-//! the row asked for, and the boot table says what the row expects (a
-//! firmware row: the HPET table skipped or the HPET refused, and why; its
-//! `fallback` test: the HPET missing). Under KVM a row whose device the CPU or the host does
+//! pass or skip, the `CONFIG` line shows the tick device (and APIC mode,
+//! calibration reference) the row asked for, and the boot table says what
+//! the row expects (a firmware row: the HPET table skipped or the HPET
+//! refused, and why; its `fallback` test: the HPET missing); a row that
+//! expects a failure passes only when the guest reports exactly that
+//! bring-up failure. Under KVM a row whose device the CPU or the host does
 //! not offer is a skip, with the reason; under TCG it is a failure.
 
 use std::collections::BTreeMap;
@@ -30,7 +37,7 @@ use std::fmt::Write as _;
 use guest::result::{self, Verdict};
 
 use crate::firmware::BogusHpet;
-use crate::qemu::{Accel, Machine};
+use crate::qemu::{Accel, Machine, RunStatus};
 
 /// Which source's rows to run (`--source`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -102,6 +109,12 @@ pub struct Row {
     pub expect_note: Option<&'static str>,
     /// The source `fallback` must report missing.
     pub expect_missing: Option<&'static str>,
+    /// The calibration reference it must show (`none`: booted without one).
+    pub expect_reference: Option<&'static str>,
+    /// The boot must fail, with this `bring-up failed: …` message: a
+    /// machine the guest cannot keep time on, where that failure, said
+    /// exactly, is the defined outcome.
+    pub expect_failure: Option<&'static str>,
 }
 
 /// The KVM CPU model without TSC-deadline.
@@ -125,6 +138,8 @@ pub fn rows(accel: Accel, machine: Machine, caps: Caps, fast: bool) -> Vec<Row> 
         acpi_table: None,
         expect_note: None,
         expect_missing: None,
+        expect_reference: None,
+        expect_failure: None,
     };
     let with_variants = |v: &mut Vec<Row>, base: Row| {
         let mut periodic = base.clone();
@@ -224,6 +239,53 @@ pub fn rows(accel: Accel, machine: Machine, caps: Caps, fast: bool) -> Vec<Row> 
     v
 }
 
+/// `-M microvm` without its PIT, 8259s and RTC: no HPET (microvm has none),
+/// no ACPI PM timer (its FADT is hardware-reduced), no PIT — no clock to
+/// calibrate the TSC against.
+pub const MICROVM_NO_REFERENCE: &str = "acpi=on,pit=off,pic=off,rtc=off";
+
+/// The message the guest must end with where the CPU states no TSC rate
+/// either (QEMU TCG's CPU models here: CPUID's highest basic leaf is 0xD,
+/// its hypervisor leaves end at 0x40000001).
+pub const NO_REFERENCE_FAILURE: &str = "no reference clock to calibrate the TSC against: no HPET, no PM timer, no PIT; CPUID 0x15/0x16 and the hypervisor leaf 0x40000010 give no rate";
+
+/// The KVM CPU model that states the TSC rate in the hypervisor leaf
+/// 0x40000010 (QEMU's `vmware-cpuid-freq`, which needs an invariant TSC).
+const KVM_TSC_RATE_LEAF: &str = "host,-arch-capabilities,+invtsc,vmware-cpuid-freq=on";
+
+/// The rows of machines with no reference clock, once per accelerator:
+/// under TCG the defined failure, said exactly; under KVM, where the CPU
+/// can state the TSC's rate, the degraded boot on that unverified rate
+/// (`reference=none`).
+pub fn no_reference_rows(accel: Accel) -> Vec<Row> {
+    let mut r = Row {
+        name: "no reference clock".to_string(),
+        source: Source::Tsc,
+        accel,
+        machine: Machine::Microvm,
+        cpu: None,
+        machine_opts: Some(MICROVM_NO_REFERENCE),
+        cmdline: "test=caps".to_string(),
+        expect_tick: None,
+        expect_apic: None,
+        acpi_table: None,
+        expect_note: None,
+        expect_missing: None,
+        expect_reference: None,
+        expect_failure: None,
+    };
+    match accel {
+        Accel::Tcg => r.expect_failure = Some(NO_REFERENCE_FAILURE),
+        Accel::Kvm => {
+            r.name = "no reference, CPUID TSC rate".to_string();
+            r.cpu = Some(KVM_TSC_RATE_LEAF.to_string());
+            r.cmdline = "test=periodic,oneshot,nohz,irq".to_string();
+            r.expect_reference = Some("none");
+        }
+    }
+    vec![r]
+}
+
 /// Parsed `RESULT` and `CONFIG` lines of one boot.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Transcript {
@@ -233,6 +295,8 @@ pub struct Transcript {
     pub results: Vec<(String, BTreeMap<String, String>)>,
     /// The boot table's "not used:" notes.
     pub not_used: Vec<String>,
+    /// What followed `bring-up failed: `, if the boot ended there.
+    pub bring_up_failure: Option<String>,
 }
 
 impl Transcript {
@@ -242,6 +306,9 @@ impl Transcript {
         for line in serial.lines() {
             if let Some(note) = line.trim_start().strip_prefix("not used: ") {
                 t.not_used.push(note.to_string());
+            }
+            if let Some((_, why)) = line.split_once("bring-up failed: ") {
+                t.bring_up_failure = Some(why.trim_end().to_string());
             }
             let Some((kind, fields)) = result::fields(line) else {
                 continue;
@@ -291,11 +358,23 @@ impl RowVerdict {
 
 /// Judges one row from the guest's exit and transcript.
 pub fn judge(row: &Row, passed: bool, status: &str, t: &Transcript) -> RowVerdict {
+    if let Some(want) = row.expect_failure {
+        return match &t.bring_up_failure {
+            Some(got) if got == want && !passed && status == RunStatus::GuestFail.to_string() => {
+                RowVerdict::Pass
+            }
+            Some(got) => RowVerdict::Fail(format!("bring-up failed with `{got}`, want `{want}`")),
+            None => RowVerdict::Fail(format!("expected `bring-up failed: {want}` ({status})")),
+        };
+    }
     let tick = t.config.get("tick").map(String::as_str);
     let apic = t.config.get("apic").map(String::as_str);
     let missing_device = t.config.get("clockevent").is_some_and(|c| c == "missing")
         || row.expect_tick.is_some_and(|e| tick != Some(e))
-        || row.expect_apic.is_some_and(|e| apic != Some(e));
+        || row.expect_apic.is_some_and(|e| apic != Some(e))
+        || row
+            .expect_reference
+            .is_some_and(|e| t.config.get("reference").map(String::as_str) != Some(e));
     if missing_device && !t.config.is_empty() {
         let why = format!(
             "asked for {} ({}), got {} ({}){}",
@@ -398,7 +477,7 @@ pub fn cell(t: &Transcript, test: &str) -> String {
 /// The whole table, one line per row.
 pub fn table(rows: &[(Row, Transcript, RowVerdict, f64)]) -> String {
     let mut out = String::new();
-    let widths = [5, 4, 24, 16, 15, 14, 22, 16, 22, 16];
+    let widths = [5, 7, 28, 16, 15, 14, 22, 16, 22, 16];
     let header = [
         "accel",
         "M",
@@ -575,6 +654,54 @@ RESULT test=fallback source=lapic0 missing=hpet why=ACPI-HPET-table-skipped verd
             tsc.cmdline,
             "clocksource=tsc test=periodic,oneshot,clocksource"
         );
+    }
+
+    /// The defined outcome of a machine with no reference clock under TCG:
+    /// the exact failure, nothing else.
+    #[test]
+    fn the_no_reference_row_passes_only_on_the_exact_failure() {
+        let row = &no_reference_rows(Accel::Tcg)[0];
+        assert_eq!(row.machine, Machine::Microvm);
+        let fail = RunStatus::GuestFail.to_string();
+        let serial = |why: &str| {
+            Transcript::parse(&format!(
+                "dynticks guest\n[ERROR guest::kernel] bring-up failed: {why}\n"
+            ))
+        };
+        let exact = serial(NO_REFERENCE_FAILURE);
+        assert_eq!(judge(row, false, &fail, &exact), RowVerdict::Pass);
+        // The message this machine got before.
+        assert!(judge(row, false, &fail, &serial("no clocksource counts")).is_fail());
+        assert!(judge(row, false, "FAIL: timed out", &exact).is_fail());
+        assert!(judge(row, true, "pass", &Transcript::default()).is_fail());
+        // Under KVM: a boot on the CPUID rate, with no reference.
+        let kvm = &no_reference_rows(Accel::Kvm)[0];
+        let booted = Transcript::parse(&SERIAL.replace("clockevent=hpet", "reference=none"));
+        let ok = Transcript::parse(&booted_ok(&booted));
+        assert_eq!(judge(kvm, true, "pass", &ok), RowVerdict::Pass);
+        let with_ref = Transcript::parse(&SERIAL.replace("verdict=fail", "verdict=pass"));
+        assert!(matches!(
+            judge(kvm, true, "pass", &with_ref),
+            RowVerdict::Skip(_)
+        ));
+    }
+
+    /// `t`'s lines with every verdict a pass.
+    fn booted_ok(t: &Transcript) -> String {
+        let mut s = String::new();
+        let _ = writeln!(
+            s,
+            "CONFIG {}",
+            t.config
+                .iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect::<Vec<_>>()
+                .join(" ")
+        );
+        for (name, _) in &t.results {
+            let _ = writeln!(s, "RESULT test={name} verdict=pass");
+        }
+        s
     }
 
     #[test]

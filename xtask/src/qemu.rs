@@ -48,6 +48,11 @@ pub enum Machine {
     Pc,
     /// Q35 + ICH9 (`-M q35`).
     Q35,
+    /// QEMU's minimal machine (`-M microvm`): no PCI, no firmware tables
+    /// beyond ACPI's MADT/FADT/DSDT (`acpi=on`), its legacy devices (PIT,
+    /// 8259s, RTC) each switchable, PVH `-kernel` boot through its own
+    /// qboot-based firmware.
+    Microvm,
 }
 
 impl Machine {
@@ -56,6 +61,7 @@ impl Machine {
         match self {
             Machine::Pc => "pc",
             Machine::Q35 => "q35",
+            Machine::Microvm => "microvm",
         }
     }
 }
@@ -128,10 +134,13 @@ pub struct RunSpec {
 
 impl RunSpec {
     /// A run of `kernel` with the defaults: the accelerator's CPU, qboot
-    /// under KVM (if installed), 128 MiB, no command line, 30 s, echo on.
+    /// under KVM (if installed; microvm has its own), 128 MiB, no command
+    /// line, 30 s, echo on.
     pub fn new(kernel: impl Into<PathBuf>, machine: Machine, accel: Accel) -> Self {
         let bios = match accel {
-            Accel::Kvm if Path::new(QBOOT).exists() => Some(PathBuf::from(QBOOT)),
+            Accel::Kvm if machine != Machine::Microvm && Path::new(QBOOT).exists() => {
+                Some(PathBuf::from(QBOOT))
+            }
             _ => None,
         };
         RunSpec {
@@ -464,6 +473,16 @@ mod tests {
                 "-kernel"
             ]
         );
+    }
+
+    #[test]
+    fn microvm_keeps_its_own_firmware_and_takes_its_options() {
+        let mut spec = RunSpec::new("/k/guest", Machine::Microvm, Accel::Kvm);
+        assert_eq!(spec.bios, None);
+        spec.machine_opts = Some("acpi=on,pit=off".into());
+        let args = spec.qemu_args();
+        assert_eq!(args[1], "microvm,acpi=on,pit=off");
+        assert!(!args.iter().any(|a| a == "-bios"));
     }
 
     #[test]

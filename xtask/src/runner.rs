@@ -136,6 +136,7 @@ pub fn test(args: &TestArgs) -> Result<bool> {
             .machines
             .iter()
             .flat_map(|m| matrix::rows(accel, *m, caps, args.fast))
+            .chain(matrix::no_reference_rows(accel))
             .filter(|r| args.source.is_none_or(|s| s == r.source))
             .collect();
         let n = rows.len();
