@@ -21,9 +21,9 @@
 //!   never a byte outside the memory it read — each decoded as the ABI
 //!   says.
 
+use guest::phys::{MapError, PhysMem};
 use guest::pvh::{
-    MemoryKind, MemoryMap, PhysMemory, StartInfo, StartInfoError, MEMMAP_ENTRY_LEN,
-    START_INFO_MAGIC,
+    MemoryKind, MemoryMap, StartInfo, StartInfoError, MEMMAP_ENTRY_LEN, START_INFO_MAGIC,
 };
 
 use crate::{Gen, Target};
@@ -66,10 +66,15 @@ impl Memory {
     }
 }
 
-impl PhysMemory for Memory {
-    fn read(&self, paddr: u64, buf: &mut [u8]) -> Option<()> {
-        buf.copy_from_slice(self.slice(paddr, buf.len())?);
-        Some(())
+impl PhysMem for Memory {
+    fn read(&self, paddr: u64, buf: &mut [u8]) -> Result<(), MapError> {
+        let len = buf.len();
+        let src = self.slice(paddr, len).ok_or(MapError::NotBacked {
+            addr: paddr,
+            len: len as u64,
+        })?;
+        buf.copy_from_slice(src);
+        Ok(())
     }
 }
 

@@ -36,6 +36,7 @@ use core::arch::global_asm;
 use core::fmt;
 
 use crate::cmdline;
+use crate::phys::IdentityMap;
 use crate::pvh::{self, PhysAddr, StartInfo, StartInfoError};
 
 /// Bytes of the boot stack (in `.bss`).
@@ -299,14 +300,12 @@ pub unsafe fn init(start_info_paddr: u32) -> Result<&'static BootInfo, StartInfo
             cut_word: 0..0,
         };
         if let Some(addr) = start_info.cmdline {
-            let read = |a: u64| {
-                // SAFETY: `copy_cmdline` reads only below 4 GiB, which the
-                // boot page tables identity-map, byte by byte from the
-                // loader's string up to its NUL (or CMDLINE_MAX + 1
-                // bytes); reading RAM has no side effect.
-                unsafe { (a as usize as *const u8).read() }
-            };
-            let copied = pvh::copy_cmdline(addr, &mut info.cmdline, read);
+            // SAFETY: the boot page tables identity-map 0–4 GiB (set up
+            // before `kmain`), and the loader's string is in RAM: reading it
+            // has no side effect. `copy_cmdline` reads nothing at or past
+            // 4 GiB.
+            let mem = unsafe { IdentityMap::new() };
+            let copied = pvh::copy_cmdline(&mem, addr, &mut info.cmdline);
             let mut len = match copied {
                 Ok(c) => {
                     if let Some(next) = c.next {

@@ -15,6 +15,7 @@
 //! ```
 //!
 //! Memory is identity-mapped (0–4 GiB, `crate::boot`): `IdentityMap`
+//! ([`crate::phys`])
 //! reads a table's physical address as its address, and refuses address 0
 //! and anything that ends past 4 GiB with an error, never a panic.
 //! Everything but that and the `IA32_APIC_BASE` read is pure
@@ -39,6 +40,8 @@ use crate::acpi::madt::{self, Entry};
 use crate::acpi::{self, Note, Notes, PhysMem, Problem as AcpiProblem, RootError, Subject};
 use crate::ioapic::IsaRoute;
 #[cfg(target_os = "none")]
+use crate::phys::IdentityMap;
+#[cfg(target_os = "none")]
 use crate::pvh::PhysAddr;
 
 /// I/O APICs kept (QEMU has one).
@@ -48,29 +51,6 @@ pub const LAST_RESORT_IOAPIC: u64 = 0xFEC0_0000;
 /// `IA32_APIC_BASE`.
 #[cfg(target_os = "none")]
 const IA32_APIC_BASE: u32 = 0x1B;
-/// Identity mapping covers 0–4 GiB (`crate::boot`).
-pub const MAPPED_LIMIT: u64 = 1 << 32;
-
-/// Physical memory through the boot page tables' identity map.
-#[cfg(target_os = "none")]
-#[derive(Debug, Clone, Copy)]
-pub struct IdentityMap;
-
-#[cfg(target_os = "none")]
-impl PhysMem for IdentityMap {
-    fn read(&self, addr: u64, buf: &mut [u8]) -> Result<(), acpi::MapError> {
-        acpi::identity_range(addr, buf.len() as u64, MAPPED_LIMIT)?;
-        // SAFETY: `addr .. addr + buf.len()` is inside 1 .. 4 GiB (checked
-        // just above), which the boot page tables map with physical ==
-        // virtual (`crate::boot`); reading firmware memory there has no
-        // side effect, and `buf` is ours and does not overlap it.
-        unsafe {
-            core::ptr::copy_nonoverlapping(addr as *const u8, buf.as_mut_ptr(), buf.len());
-        }
-        Ok(())
-    }
-}
-
 /// One I/O APIC from the MADT.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct IoApicInfo {
@@ -171,7 +151,11 @@ impl Platform {
 /// Reads the ACPI tables at `rsdp` (the PVH loader's pointer).
 #[cfg(target_os = "none")]
 pub fn discover(rsdp: Option<PhysAddr>) -> Platform {
-    platform_from(&IdentityMap, rsdp.map(PhysAddr::as_u64), apic_base_msr())
+    // SAFETY: the boot identity map is in place for the kernel's whole life
+    // (`crate::boot`), and the ACPI tables are in RAM: reading them has no
+    // side effect.
+    let mem = unsafe { IdentityMap::new() };
+    platform_from(&mem, rsdp.map(PhysAddr::as_u64), apic_base_msr())
 }
 
 /// The platform the ACPI tables in `mem` describe, from the RSDP at
@@ -359,6 +343,7 @@ mod tests {
     };
     use crate::acpi::{MapError, RsdpError, Signature, TableError};
     use crate::ioapic::{Polarity, Trigger};
+    use crate::phys::MAPPED_LIMIT;
 
     /// What the tests pretend `IA32_APIC_BASE` says: not the MADT's value,
     /// so which one was used shows.

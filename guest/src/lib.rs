@@ -29,7 +29,7 @@
 //! The pure modules ([`acpi`] table reading and the [`firmware`] platform
 //! built from it, [`cmdline`], [`pvh`] parsing, [`exit`] codes, [`result`]
 //! lines, [`ioapic`] register encoding, [`expect`] arithmetic, the [`idle`]
-//! analysis, the [`klog`] ring, the [`documented`] figures) build and are
+//! analysis, the [`klog`] ring, the [`documented`] figures, [`phys`] memory) build and are
 //! unit-tested on the host (`xtask` uses [`result`] and
 //! [`exit`]); the modules that touch the machine exist only for
 //! `target_os = "none"`.
@@ -49,6 +49,7 @@ pub mod firmware;
 pub mod idle;
 pub mod ioapic;
 pub mod klog;
+pub mod phys;
 pub mod pvh;
 pub mod result;
 

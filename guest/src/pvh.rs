@@ -13,16 +13,21 @@
 //! memory map entry (24 bytes): 0 addr  8 size  16 type  20 reserved
 //! ```
 //!
-//! Parsing works on bytes, and reading goes through [`PhysMemory`], so both
-//! are tested on the host over a byte image (and fuzzed: the `fuzz`
-//! crate). On metal the memory is [`IdentityMapped`]: the boot code's map of
-//! the first 4 GiB; a structure or memory-map entry that is not inside it
-//! is an error or ends the map, never a fault. The command line is copied
-//! by [`copy_cmdline`], which never reads at or past the 4 GiB the boot
-//! page tables map: a start info pointing there (or a string running
-//! there) has no command line.
+//! Parsing works on bytes, and reading goes through [`PhysMem`]
+//! ([`crate::phys`]), so both are tested on the host over a byte image (and
+//! fuzzed: the `fuzz` crate). On metal the memory is the boot code's
+//! identity map of the first 4 GiB; a structure or memory-map entry that is
+//! not inside it is an error or ends the map, never a fault. The command
+//! line is copied by [`copy_cmdline`], which never reads at or past the
+//! 4 GiB the boot page tables map: a start info pointing there (or a
+//! string running there) has no command line.
 
 use core::fmt;
+
+#[cfg(target_os = "none")]
+use crate::phys::IdentityMap;
+use crate::phys::PhysMem;
+pub use crate::phys::MAPPED_LIMIT;
 
 /// `hvm_start_info.magic`: "xEn3" with the 0x80 bit of the "E" set.
 pub const START_INFO_MAGIC: u32 = 0x336e_c578;
@@ -58,14 +63,6 @@ impl fmt::Display for PhysAddr {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{:#x}", self.0)
     }
-}
-
-/// Physical memory the readers take their bytes from.
-pub trait PhysMemory {
-    /// Copies the bytes at `paddr .. paddr + buf.len()` into `buf`, or
-    /// returns `None` (having read nothing) if any of them is outside this
-    /// memory.
-    fn read(&self, paddr: u64, buf: &mut [u8]) -> Option<()>;
 }
 
 /// Why a start-info structure was rejected.
@@ -187,21 +184,21 @@ impl StartInfo {
 impl StartInfo {
     /// Reads and parses the structure at `paddr` of `mem`: the header
     /// first, then as many bytes as its version has.
-    pub fn read(mem: &impl PhysMemory, paddr: u64) -> Result<Self, StartInfoError> {
+    pub fn read(mem: &impl PhysMem, paddr: u64) -> Result<Self, StartInfoError> {
         let mut bytes = [0u8; START_INFO_V1_LEN];
         mem.read(paddr, &mut bytes[..8])
-            .ok_or(StartInfoError::Unreadable(paddr))?;
+            .map_err(|_| StartInfoError::Unreadable(paddr))?;
         if u32_at(&bytes, 0) != START_INFO_MAGIC {
             return Self::parse(&bytes[..8]);
         }
         let len = Self::len_for_version(u32_at(&bytes, 4));
         mem.read(paddr, &mut bytes[..len])
-            .ok_or(StartInfoError::Unreadable(paddr))?;
+            .map_err(|_| StartInfoError::Unreadable(paddr))?;
         Self::parse(&bytes[..len])
     }
 }
 
-/// The memory map of a [`StartInfo`], read from a [`PhysMemory`] entry by
+/// The memory map of a [`StartInfo`], read from a [`PhysMem`] entry by
 /// entry: at most the structure's entry count, and it ends early at the
 /// first entry that is not inside the memory.
 #[derive(Debug, Clone)]
@@ -212,7 +209,7 @@ pub struct MemoryMap<'m, M> {
     count: u32,
 }
 
-impl<'m, M: PhysMemory> MemoryMap<'m, M> {
+impl<'m, M: PhysMem> MemoryMap<'m, M> {
     /// The map `info` describes (empty without one), in `mem`.
     pub fn new(mem: &'m M, info: &StartInfo) -> Self {
         let (base, count) = info.memmap.map_or((0, 0), |(a, n)| (a.as_u64(), n));
@@ -225,7 +222,7 @@ impl<'m, M: PhysMemory> MemoryMap<'m, M> {
     }
 }
 
-impl<M: PhysMemory> Iterator for MemoryMap<'_, M> {
+impl<M: PhysMem> Iterator for MemoryMap<'_, M> {
     type Item = MemoryRange;
 
     fn next(&mut self) -> Option<MemoryRange> {
@@ -236,7 +233,7 @@ impl<M: PhysMemory> Iterator for MemoryMap<'_, M> {
         let read = (self.next as u64)
             .checked_mul(MEMMAP_ENTRY_LEN as u64)
             .and_then(|off| self.base.checked_add(off))
-            .and_then(|addr| self.mem.read(addr, &mut entry));
+            .and_then(|addr| self.mem.read(addr, &mut entry).ok());
         if read.is_none() {
             log::warn!(
                 "pvh: memory map entry {} of {} at {:#x} is outside readable memory: map ends there",
@@ -315,53 +312,6 @@ impl MemoryRange {
     }
 }
 
-/// Physical memory as the boot code maps it: identity-mapped from 0 to
-/// 4 GiB (2 MiB pages); nothing above is mapped, so nothing above is read.
-#[cfg(target_os = "none")]
-#[derive(Debug)]
-pub struct IdentityMapped(());
-
-#[cfg(target_os = "none")]
-impl IdentityMapped {
-    /// The identity map.
-    ///
-    /// # Safety
-    ///
-    /// The boot code's identity map of the first 4 GiB must be in place,
-    /// and reading the bytes callers ask for must have no side effect (the
-    /// loader's structures are in RAM).
-    pub const unsafe fn new() -> Self {
-        IdentityMapped(())
-    }
-}
-
-#[cfg(target_os = "none")]
-impl PhysMemory for IdentityMapped {
-    fn read(&self, paddr: u64, buf: &mut [u8]) -> Option<()> {
-        let end = paddr.checked_add(buf.len() as u64)?;
-        if end > MAPPED_LIMIT {
-            return None;
-        }
-        // SAFETY: `paddr .. end` lies below 4 GiB, which the boot code
-        // identity-maps, and reading it has no side effect (the contract of
-        // `IdentityMapped::new`); `buf` is a distinct, writable buffer.
-        unsafe {
-            core::ptr::copy_nonoverlapping(paddr as usize as *const u8, buf.as_mut_ptr(), buf.len())
-        };
-        Some(())
-    }
-}
-
-/// The loader's structures, read through the boot identity map. Only the
-/// two `unsafe fn`s below use it, under their callers' contract (the one
-/// [`IdentityMapped::new`] states).
-#[cfg(target_os = "none")]
-static BOOT_MEMORY: IdentityMapped = IdentityMapped(());
-
-/// The first physical address the boot page tables do not map (they
-/// identity-map 0–4 GiB, `crate::boot`): nothing at or past it can be read.
-pub const MAPPED_LIMIT: u64 = 1 << 32;
-
 /// Why the command line the start info points at cannot be read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CmdlineError {
@@ -369,6 +319,8 @@ pub enum CmdlineError {
     AboveMapped(PhysAddr),
     /// No NUL before [`MAPPED_LIMIT`]: the string runs past what is mapped.
     RunsPastMapped(PhysAddr),
+    /// The memory refused a byte of it (at this address).
+    Unreadable(u64),
 }
 
 impl fmt::Display for CmdlineError {
@@ -381,6 +333,9 @@ impl fmt::Display for CmdlineError {
                 f,
                 "at {a}, no NUL before 4 GiB (runs past what is mapped): ignored"
             ),
+            CmdlineError::Unreadable(at) => {
+                write!(f, "byte at {at:#x} unreadable: ignored")
+            }
         }
     }
 }
@@ -395,14 +350,13 @@ pub struct CmdlineCopy {
     pub next: Option<u8>,
 }
 
-/// Copies the NUL-terminated command line at `addr` into `out`, reading
-/// the byte at physical address `a` with `read(a)` — never at or past
-/// [`MAPPED_LIMIT`]. Stops at the NUL, or after `out.len()` bytes and the
-/// one after them.
+/// Copies the NUL-terminated command line at `addr` of `mem` into `out`,
+/// byte by byte — never at or past [`MAPPED_LIMIT`]. Stops at the NUL, or
+/// after `out.len()` bytes and the one after them.
 pub fn copy_cmdline(
+    mem: &impl PhysMem,
     addr: PhysAddr,
     out: &mut [u8],
-    mut read: impl FnMut(u64) -> u8,
 ) -> Result<CmdlineCopy, CmdlineError> {
     let base = addr.as_u64();
     if base >= MAPPED_LIMIT {
@@ -414,7 +368,10 @@ pub fn copy_cmdline(
         if at >= MAPPED_LIMIT {
             return Err(CmdlineError::RunsPastMapped(addr));
         }
-        let byte = read(at);
+        let mut byte = [0u8];
+        mem.read(at, &mut byte)
+            .map_err(|_| CmdlineError::Unreadable(at))?;
+        let [byte] = byte;
         if byte == 0 {
             return Ok(CmdlineCopy { len, next: None });
         }
@@ -438,7 +395,9 @@ pub fn copy_cmdline(
 /// code maps the first 4 GiB and nothing writes below the kernel image).
 #[cfg(target_os = "none")]
 pub unsafe fn read_start_info(paddr: u32) -> Result<StartInfo, StartInfoError> {
-    StartInfo::read(&BOOT_MEMORY, paddr as u64)
+    // SAFETY: the identity map is in place and the loader's structures are
+    // in RAM (this function's contract).
+    StartInfo::read(&unsafe { IdentityMap::new() }, paddr as u64)
 }
 
 /// The memory map of `info`, read from physical memory.
@@ -448,13 +407,19 @@ pub unsafe fn read_start_info(paddr: u32) -> Result<StartInfo, StartInfoError> {
 /// `info` must come from [`read_start_info`] under that function's
 /// conditions, which must still hold.
 #[cfg(target_os = "none")]
-pub unsafe fn memory_map(info: &StartInfo) -> MemoryMap<'static, IdentityMapped> {
+pub unsafe fn memory_map(info: &StartInfo) -> MemoryMap<'static, IdentityMap> {
+    /// The loader's memory, read through the boot identity map.
+    // SAFETY: reading the loader's structures through the identity map is
+    // what `read_start_info`'s contract allows, and the callers of this
+    // function keep to it.
+    static BOOT_MEMORY: IdentityMap = unsafe { IdentityMap::new() };
     MemoryMap::new(&BOOT_MEMORY, info)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::phys::{MapError, SliceMem};
 
     fn v1(cmdline: u64, rsdp: u64, memmap: u64, entries: u32) -> [u8; START_INFO_V1_LEN] {
         let mut b = [0u8; START_INFO_V1_LEN];
@@ -528,12 +493,14 @@ mod tests {
         bytes: Vec<u8>,
     }
 
-    impl PhysMemory for Image {
-        fn read(&self, paddr: u64, buf: &mut [u8]) -> Option<()> {
-            let start = usize::try_from(paddr.checked_sub(self.base)?).ok()?;
-            let src = self.bytes.get(start..start.checked_add(buf.len())?)?;
-            buf.copy_from_slice(src);
-            Some(())
+    impl PhysMem for Image {
+        fn read(&self, paddr: u64, buf: &mut [u8]) -> Result<(), MapError> {
+            let bytes = &self.bytes;
+            SliceMem {
+                base: self.base,
+                bytes,
+            }
+            .read(paddr, buf)
         }
     }
 
@@ -605,13 +572,31 @@ mod tests {
         assert_eq!(MemoryMap::new(&mem, &info).count(), 0);
     }
 
-    /// Physical memory for [`copy_cmdline`]: `text` at `base`, and a read
-    /// at or past 4 GiB fails the test (there is nothing mapped there).
+    /// Physical memory for [`copy_cmdline`]: `text` at `base`, zeros after
+    /// it, and a read at or past 4 GiB fails the test (there is nothing
+    /// mapped there).
+    struct Text<'a> {
+        base: u64,
+        text: &'a [u8],
+    }
+
+    impl PhysMem for Text<'_> {
+        fn read(&self, a: u64, buf: &mut [u8]) -> Result<(), MapError> {
+            for (i, b) in buf.iter_mut().enumerate() {
+                let a = a + i as u64;
+                assert!(a < MAPPED_LIMIT, "read at {a:#x}, past 4 GiB");
+                *b = self
+                    .text
+                    .get((a - self.base) as usize)
+                    .copied()
+                    .unwrap_or(0);
+            }
+            Ok(())
+        }
+    }
+
     fn copy_from(base: u64, text: &[u8], out: &mut [u8]) -> Result<CmdlineCopy, CmdlineError> {
-        copy_cmdline(PhysAddr::new(base).unwrap(), out, |a| {
-            assert!(a < MAPPED_LIMIT, "read at {a:#x}, past 4 GiB");
-            text.get((a - base) as usize).copied().unwrap_or(0)
-        })
+        copy_cmdline(&Text { base, text }, PhysAddr::new(base).unwrap(), out)
     }
 
     #[test]

@@ -36,11 +36,12 @@
 //!
 //! # Memory
 //!
-//! Physical memory is read only through [`PhysMem`], which refuses (with a
-//! [`MapError`], never a panic) what it cannot map. The guest's
-//! implementation reads its identity map and refuses address 0, anything
-//! whose end passes 4 GiB, and overflow ([`identity_range`]); the host tests
-//! implement it over byte buffers. Every loop is bounded by a length the
+//! Physical memory is read only through [`PhysMem`] ([`crate::phys`]),
+//! which refuses (with a [`MapError`], never a panic) what it cannot map.
+//! The guest's implementation reads its identity map and refuses address
+//! 0, anything whose end passes 4 GiB, and overflow
+//! ([`crate::phys::identity_range`]); the host tests implement it over byte
+//! buffers. Every loop is bounded by a length the
 //! code has checked: the root table's entry count comes from its length
 //! (at most [`sdt::MAX_TABLE_LEN`]), the MADT walk advances by at least
 //! two bytes per entry and stops at the table's end.
@@ -68,114 +69,13 @@ pub(crate) mod tests;
 
 use core::fmt;
 
+pub use crate::phys::{MapError, PhysMem};
+
 pub use fadt::Fadt;
 pub use hpet::HpetDescription;
 pub use madt::Madt;
 pub use rsdp::{Rsdp, RsdpError};
 pub use sdt::{Sdt, TableError};
-
-/// Why a physical range cannot be read.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum MapError {
-    /// The range starts at physical address 0.
-    Null,
-    /// `addr + len` overflows 64 bits.
-    Overflow {
-        /// The start.
-        addr: u64,
-        /// The length.
-        len: u64,
-    },
-    /// The range ends past what is mapped.
-    BeyondMap {
-        /// The start.
-        addr: u64,
-        /// The length.
-        len: u64,
-        /// The end of the mapping.
-        limit: u64,
-    },
-    /// Nothing backs the range (an implementation over a partial image of
-    /// memory, such as the host tests').
-    NotBacked {
-        /// The start.
-        addr: u64,
-        /// The length.
-        len: u64,
-    },
-}
-
-impl fmt::Display for MapError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match *self {
-            MapError::Null => f.write_str("at physical address 0"),
-            MapError::Overflow { addr, len } => {
-                write!(f, "{addr:#x} + {len} overflows the address space")
-            }
-            MapError::BeyondMap { addr, len, limit } => {
-                write!(f, "{addr:#x} + {len} ends beyond the map ({limit:#x})")
-            }
-            MapError::NotBacked { addr, len } => write!(f, "{addr:#x} + {len}: no memory there"),
-        }
-    }
-}
-
-/// Physical memory, as the reader sees it.
-///
-/// An implementation MUST fill all of `buf` from `addr ..` or return an
-/// error; it MUST NOT panic for any `addr` and length, and reading MUST have
-/// no side effect (the reader may read a byte more than once).
-pub trait PhysMem {
-    /// Copies the bytes at `addr .. addr + buf.len()` into `buf`.
-    fn read(&self, addr: u64, buf: &mut [u8]) -> Result<(), MapError>;
-}
-
-impl<M: PhysMem + ?Sized> PhysMem for &M {
-    fn read(&self, addr: u64, buf: &mut [u8]) -> Result<(), MapError> {
-        (**self).read(addr, buf)
-    }
-}
-
-/// Physical memory that is one byte slice at `base`, below 4 GiB as in the
-/// guest: what a fuzz harness or a test hands [`read_tables`] (put the
-/// RSDP and the tables in `bytes`, pass `base + offset` as addresses).
-/// Reads outside the slice, at 0, or ending past 4 GiB fail.
-#[derive(Debug, Clone, Copy)]
-pub struct SliceMem<'a> {
-    /// The physical address of `bytes[0]`.
-    pub base: u64,
-    /// The memory.
-    pub bytes: &'a [u8],
-}
-
-impl PhysMem for SliceMem<'_> {
-    fn read(&self, addr: u64, buf: &mut [u8]) -> Result<(), MapError> {
-        let len = buf.len() as u64;
-        identity_range(addr, len, 1 << 32)?;
-        let from = addr
-            .checked_sub(self.base)
-            .filter(|off| off.saturating_add(len) <= self.bytes.len() as u64)
-            .ok_or(MapError::NotBacked { addr, len })? as usize;
-        buf.copy_from_slice(&self.bytes[from..from + buf.len()]);
-        Ok(())
-    }
-}
-
-/// Checks `addr .. addr + len` against an identity map of `0 .. limit`:
-/// not at 0, no overflow, the end not past `limit`. The guest's
-/// [`PhysMem`] applies it with its 4 GiB map (`crate::boot`).
-pub fn identity_range(addr: u64, len: u64, limit: u64) -> Result<(), MapError> {
-    if addr == 0 {
-        return Err(MapError::Null);
-    }
-    let end = addr
-        .checked_add(len)
-        .ok_or(MapError::Overflow { addr, len })?;
-    if end > limit {
-        return Err(MapError::BeyondMap { addr, len, limit });
-    }
-    Ok(())
-}
 
 /// A table signature (four ASCII characters, e.g. `APIC` for the MADT).
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]

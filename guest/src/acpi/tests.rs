@@ -9,7 +9,7 @@ use super::madt::{Entry, WalkStop};
 use super::*;
 
 /// The guest maps 0–4 GiB (`crate::boot`).
-const FOUR_GIB: u64 = 1 << 32;
+use crate::phys::{identity_range, SliceMem, MAPPED_LIMIT as FOUR_GIB};
 
 /// Physical memory: a few byte regions; reads must fall inside one, and
 /// pass the guest's identity-map check first.
@@ -110,65 +110,6 @@ fn entry_note(root: RootKind, index: u32, address: u64, problem: Problem) -> Not
         },
         problem,
     }
-}
-
-// ---- the identity map -------------------------------------------------------
-
-#[test]
-fn the_identity_map_refuses_0_overflow_and_anything_ending_past_it() {
-    assert_eq!(identity_range(0, 1, FOUR_GIB), Err(MapError::Null));
-    assert_eq!(
-        identity_range(u64::MAX - 1, 4, FOUR_GIB),
-        Err(MapError::Overflow {
-            addr: u64::MAX - 1,
-            len: 4
-        })
-    );
-    assert_eq!(identity_range(0xFFFF_FFFF, 1, FOUR_GIB), Ok(()));
-    assert_eq!(
-        identity_range(0xFFFF_FFFF, 2, FOUR_GIB),
-        Err(MapError::BeyondMap {
-            addr: 0xFFFF_FFFF,
-            len: 2,
-            limit: FOUR_GIB
-        })
-    );
-    assert_eq!(identity_range(1, 0, FOUR_GIB), Ok(()));
-}
-
-#[test]
-fn slice_memory_reads_only_inside_its_slice() {
-    let bytes: Vec<u8> = (0..16).collect();
-    let m = SliceMem {
-        base: 0x1000,
-        bytes: &bytes,
-    };
-    let mut b = [0u8; 4];
-    assert_eq!(m.read(0x100C, &mut b), Ok(()));
-    assert_eq!(b, [12, 13, 14, 15]);
-    assert_eq!(
-        m.read(0x100D, &mut b),
-        Err(MapError::NotBacked {
-            addr: 0x100D,
-            len: 4
-        })
-    );
-    assert_eq!(
-        m.read(0xFFF, &mut b),
-        Err(MapError::NotBacked {
-            addr: 0xFFF,
-            len: 4
-        })
-    );
-    assert_eq!(m.read(0, &mut b), Err(MapError::Null));
-    let top = SliceMem {
-        base: FOUR_GIB - 8,
-        bytes: &bytes,
-    };
-    assert!(matches!(
-        top.read(FOUR_GIB - 2, &mut b),
-        Err(MapError::BeyondMap { .. })
-    ));
 }
 
 #[test]
