@@ -211,10 +211,7 @@ mod kernel {
         }
         // SAFETY: `si` was read by `boot::init` from the loader's structure,
         // which is still intact (nothing writes below the kernel image).
-        let ram: u64 = unsafe { pvh::memory_map(si) }
-            .filter(|r| r.kind == pvh::MemoryKind::Ram)
-            .map(|r| r.size)
-            .sum();
+        let ram = pvh::ram_bytes(unsafe { pvh::memory_map(si) });
         info!("memory map: {} KiB of RAM", ram / 1024);
     }
 

@@ -290,6 +290,16 @@ impl MemoryKind {
     }
 }
 
+/// The bytes of RAM in `ranges` (the [`MemoryKind::Ram`] ones), saturating
+/// at `u64::MAX`: a bogus map whose sizes overflow is a large figure in the
+/// boot log, not a panic.
+pub fn ram_bytes(ranges: impl IntoIterator<Item = MemoryRange>) -> u64 {
+    ranges
+        .into_iter()
+        .filter(|r| r.kind == MemoryKind::Ram)
+        .fold(0u64, |total, r| total.saturating_add(r.size))
+}
+
 /// One range of the memory map.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct MemoryRange {
@@ -523,6 +533,28 @@ mod tests {
             base: 0x1000,
             bytes,
         }
+    }
+
+    /// Regression: the boot log summed the map's RAM sizes with a plain
+    /// `sum()`, which a bogus map overflows (a panic in a debug build, a
+    /// wrapped figure in release).
+    #[test]
+    fn ram_bytes_saturate_on_a_map_whose_sizes_overflow() {
+        let ram = |size| MemoryRange {
+            base: 0,
+            size,
+            kind: MemoryKind::Ram,
+        };
+        let reserved = MemoryRange {
+            kind: MemoryKind::from_raw(2),
+            ..ram(u64::MAX)
+        };
+        assert_eq!(ram_bytes([ram(0x1000), reserved, ram(0x2000)]), 0x3000);
+        assert_eq!(
+            ram_bytes([ram(u64::MAX / 2 + 1), ram(u64::MAX / 2 + 1)]),
+            u64::MAX
+        );
+        assert_eq!(ram_bytes([ram(u64::MAX), reserved, ram(1)]), u64::MAX);
     }
 
     #[test]
