@@ -68,10 +68,17 @@
 //!   Counted and shown (`stale=`), not charged to the idle period's events
 //!   (the tick layer only re-arms for it, and, finding the interrupt
 //!   early, checks the clocks once).
+//! - **the tick kept at idle entry**: when the busy CPU's next tick is
+//!   due within the device's min delta, idle keeps the tick for that round
+//!   (`tick::TickSystem::idle_sleep`) so the interrupt, raised or about to
+//!   be, does its tick work instead of arriving stale. It is the window's
+//!   first interrupt, with the tick not yet stopped, within the same
+//!   bound; shown as `entry_tick=`, not charged to the idle period, and it
+//!   and a stale interrupt together are one too many.
 //!
 //! So the line states `expected` = 2 + wake-ups for the watchdog + the
 //! forced count without lateness, and the verdict requires every interrupt to be one of
-//! the above (at most one stale), the cap rule and the watchdog schedule to hold, both timers to
+//! the above (at most one stale or kept tick, at entry), the cap rule and the watchdog schedule to hold, both timers to
 //! have run, and `interrupts` to be `expected` less at most the lateness
 //! allowance (`allow`; 0 when nothing was late by a whole E).
 //!
@@ -262,6 +269,7 @@ pub fn run(ctx: &Ctx<'_>) -> Verdict {
             )
             .field("shift_us", Micros(a.shift.as_nanos()))
             .field("stale", a.stale)
+            .field("entry_tick", a.entry_tick)
             .field("ticks", a.tick)
             .field("unexplained", a.unexplained);
         let failed = a.nohz_failures(&m);
