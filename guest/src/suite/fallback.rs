@@ -12,7 +12,7 @@
 
 use clocksource::Nanos;
 
-use super::{count_ticks, expected_milliticks, report, ticks_ok, Ctx, Milli, TickState};
+use super::{measure_ticks, report, Ctx, TickState};
 use crate::acpi::Signature;
 use crate::kernel;
 use crate::result::{Line, Verdict};
@@ -62,12 +62,9 @@ pub fn run(ctx: &Ctx<'_>) -> Verdict {
         l.text("reason", "no tick device took over");
         return report(l, Verdict::Fail);
     }
-    let (ticks, window) = count_ticks(WINDOW);
-    let expected = expected_milliticks(window, state.hz);
-    let (ok, (short, over)) = ticks_ok(ctx.tight, ticks, expected);
-    l.field("in_use", leaked)
-        .field("ticks", ticks)
-        .field("expected", Milli(expected))
-        .field("tol", format_args!("-{short}/+{over}"));
+    let (w, attempts) = measure_ticks(WINDOW, ctx.tight);
+    l.field("in_use", leaked);
+    let ok = w.judge(ctx.tight, state.mode == tick::TickMode::Periodic, &mut l);
+    l.field("windows", attempts);
     report(l, Verdict::from_bool(ok && !leaked))
 }
