@@ -933,3 +933,23 @@ fn timer_advance_auto_learns_the_delivery_delay_and_never_fires_early() {
         learned.iter().max()
     );
 }
+
+#[test]
+fn rearmed_timer_keeps_its_id_and_cancelling_it_stops_it_for_good() {
+    let (mut m, clock, trace) = machine::<1>(config(250, true, true));
+    m.add_device(local_dev(&clock, &trace, "lapic0", 0, BOTH));
+    // Re-armed from its callback every 10 ms (Rearm::At), first at 10 ms.
+    let id = m.add_periodic_timer(0, Ktime::from_millis(10), Nanos::from_millis(10), 3);
+    m.idle(0, IdleDepth::Shallow);
+    m.run_until(Ktime::from_millis(35));
+    assert_eq!(m.fired().len(), 3, "ran at 10, 20 and 30 ms");
+    // The id the caller holds still names the timer, now due at 40 ms.
+    let t = m.tick.cancel_timer(0, id);
+    assert_eq!(
+        t.map(|t| (t.id, t.expires, t.data)),
+        Some((id, Ktime::from_millis(40), 3))
+    );
+    assert_eq!(m.tick.cpu_info(0).unwrap().timers_queued, 0);
+    m.run_until(Ktime::from_millis(200));
+    assert_eq!(m.fired().len(), 3, "never runs again: {:?}", m.fired());
+}

@@ -61,6 +61,10 @@
 //!   a pop is amortised O(levels). A slot holding a single timer is not
 //!   cascaded: that timer is the earliest, and is compared and popped
 //!   directly. After a pop, `base` moves up to the popped expiry.
+//! - **pop_expired_with(now, then)** pops the same way but keeps the slot
+//!   until `then` has decided: a new expiry re-links it under the same
+//!   [`TimerId`] (a periodic timer re-armed from its callback keeps the
+//!   handle its owner cancels it by), `None` frees it.
 //!
 //! **Lanes.** A cascade walks linked lists, and with a large queue each step
 //! is a cache miss that the next step depends on. So each (level, slot) is
@@ -160,7 +164,8 @@ impl Default for TimerSlot {
 /// The handle of a queued timer, returned by [`TimerQueue::add`].
 ///
 /// It stays valid while the timer is queued (including across
-/// [`TimerQueue::rearm`]) and becomes stale once the timer fires or is
+/// [`TimerQueue::rearm`] and a re-arm from
+/// [`TimerQueue::pop_expired_with`]) and becomes stale once the timer fires or is
 /// cancelled, even if its slot is reused: the id carries the slot's generation.
 /// (A slot's generation repeats after 2³¹ reuses; an id kept that long could
 /// name a later timer.)
@@ -577,9 +582,56 @@ where
         self.pop_due(now)
     }
 
+    /// Like [`pop_expired`](Self::pop_expired), but `then` sees the timer
+    /// before its slot is freed and may return a new expiry: the timer is
+    /// then queued again under the **same id** (as [`rearm`](Self::rearm)
+    /// would), so a handle the owner holds stays valid across a periodic
+    /// re-arm from the timer's own callback. With `None` from `then` the
+    /// timer is gone, as after `pop_expired`.
+    ///
+    /// Returns the timer as it was popped (its id is valid again only if
+    /// `then` re-armed it). The re-arm cannot fail: it reuses the slot.
+    pub fn pop_expired_with(
+        &mut self,
+        now: Ktime,
+        then: impl FnOnce(Timer) -> Option<Ktime>,
+    ) -> Option<Timer> {
+        let now = now.as_nanos();
+        if now < self.floor {
+            return None;
+        }
+        // Unlinked but still allocated (odd generation) until `then` has
+        // decided: re-linked, or released.
+        let index = self.unlink_due(now)?;
+        let slots = self.storage.as_mut();
+        let timer = timer_at(slots, index);
+        match then(timer) {
+            Some(expires) => {
+                let key = expires.as_nanos().max(self.wheel.base);
+                slots[index as usize].expires = key;
+                self.wheel.link(slots, index);
+                self.note_added(key);
+            }
+            None => self.pool.release(slots, index),
+        }
+        Some(timer)
+    }
+
     /// [`pop_expired`](Self::pop_expired) past the quick "nothing can be due"
     /// check.
     fn pop_due(&mut self, now: u64) -> Option<Timer> {
+        let index = self.unlink_due(now)?;
+        let slots = self.storage.as_mut();
+        let timer = timer_at(slots, index);
+        self.pool.release(slots, index);
+        Some(timer)
+    }
+
+    /// Finds the earliest timer due at or before `now`, unlinks it from the
+    /// wheel (its slot stays allocated: the caller releases or re-links it),
+    /// moves `base` up to its expiry and updates the cached earliest expiry
+    /// as if it were gone. Returns its index.
+    fn unlink_due(&mut self, now: u64) -> Option<u32> {
         let slots = self.storage.as_mut();
         let (index, level, slot) = loop {
             let (level, slot) = self.wheel.first()?;
@@ -608,19 +660,18 @@ where
             break (index, level, slot);
         };
         self.wheel.unlink(slots, index);
-        let timer = timer_at(slots, index);
         // Every other timer expires at or after this one, so the clock can
         // move up to it (it is <= now) without moving any of them.
-        self.wheel.base = timer.expires.as_nanos();
-        self.pool.release(slots, index);
-        self.earliest.set(if self.pool.len == 0 {
+        let key = slots[index as usize].expires;
+        self.wheel.base = key;
+        self.earliest.set(if self.pool.len == 1 {
             Earliest::Empty
         } else if level == 0 && self.wheel.bitmap[0] & (1 << slot) != 0 {
-            Earliest::At(timer.expires.as_nanos())
+            Earliest::At(key)
         } else {
             Earliest::Unknown
         });
-        Some(timer)
+        Some(index)
     }
 
     /// The earliest queued expiry, exactly; `None` when the queue is empty.
@@ -904,6 +955,25 @@ mod tests {
     }
 
     #[test]
+    fn timer_rearmed_from_pop_expired_with_keeps_its_id() {
+        let mut q = queue(4);
+        let a = q.add(ns(100), 1).unwrap();
+        let b = q.add(ns(150), 2).unwrap();
+        let popped = q.pop_expired_with(ns(120), |_| Some(ns(200)));
+        assert_eq!(popped.map(|t| (t.id, t.expires)), Some((a, ns(100))));
+        assert_eq!(q.get(a).map(|t| (t.expires, t.data)), Some((ns(200), 1)));
+        assert_eq!(q.next_expiry(), Some(ns(150)));
+        // Dropped: the id goes stale and the slot is free again.
+        let popped = q.pop_expired_with(ns(160), |_| None);
+        assert_eq!(popped.map(|t| t.id), Some(b));
+        assert!(!q.contains(b));
+        assert_eq!(q.len(), 1);
+        assert_eq!(q.cancel(a).map(|t| t.expires), Some(ns(200)));
+        assert!(q.is_empty());
+        assert_eq!(q.pop_expired_with(ns(1_000), |_| Some(ns(0))), None);
+    }
+
+    #[test]
     fn rearmed_timer_is_last_among_equal_expiries() {
         let mut q = queue(4);
         let x = q.add(ns(50), 1).unwrap();
@@ -1057,6 +1127,10 @@ mod tests {
         /// `now` to the earliest expiry plus `d` (if that is later), then pop
         /// everything due: hits expiries exactly and just before.
         AdvanceToEarliest(i8),
+        /// `now += x >> shift`, then pop everything due with
+        /// `pop_expired_with`, re-arming timers with odd data `1 + d` ns
+        /// after `now` (a periodic timer's callback).
+        AdvanceRearming(u64, u8, u16),
         NextExpiry,
         Clear,
     }
@@ -1068,8 +1142,13 @@ mod tests {
                 24..=31 => Op::Cancel(u16::arbitrary(g)),
                 32..=39 => Op::Rearm(u16::arbitrary(g), When::arbitrary(g)),
                 40..=49 => Op::Advance(u64::arbitrary(g), 20 + u8::arbitrary(g) % 44),
-                50..=55 => Op::AdvanceToEarliest(i8::arbitrary(g) % 3),
-                56..=62 => Op::NextExpiry,
+                50..=53 => Op::AdvanceToEarliest(i8::arbitrary(g) % 3),
+                54..=57 => Op::AdvanceRearming(
+                    u64::arbitrary(g),
+                    20 + u8::arbitrary(g) % 44,
+                    u16::arbitrary(g),
+                ),
+                58..=62 => Op::NextExpiry,
                 _ => Op::Clear,
             }
         }
@@ -1170,6 +1249,24 @@ mod tests {
                             break;
                         }
                     }
+                }
+                Op::AdvanceRearming(x, shift, d) => {
+                    now = now.saturating_add(x >> shift);
+                    let again = now.saturating_add(1 + u64::from(d));
+                    // Never at or before `now` (saturated): that would loop.
+                    let keeps = |t: &Timer| t.data % 2 == 1 && again > now;
+                    let rearm = |t: Timer| keeps(&t).then_some(ns(again));
+                    while let Some(got) = q.pop_expired_with(ns(now), rearm) {
+                        assert_eq!(Some(got), model.pop_due(now));
+                        if keeps(&got) {
+                            model.insert(got.id, again, got.data);
+                            assert!(q.contains(got.id), "re-armed under its id");
+                        } else {
+                            assert!(!q.contains(got.id));
+                        }
+                        assert_eq!(q.next_expiry(), model.earliest());
+                    }
+                    assert_eq!(model.pop_due(now), None);
                 }
                 Op::NextExpiry => assert_eq!(q.next_expiry(), model.earliest()),
                 Op::Clear => {

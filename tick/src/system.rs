@@ -115,7 +115,8 @@ pub struct WatchdogSchedule {
 pub enum Rearm {
     /// Done.
     No,
-    /// Queue it again at this expiry (same `data`, new id).
+    /// Queue it again at this expiry, under the same id and `data`: the
+    /// [`TimerId`] the owner holds still cancels it.
     At(Ktime),
 }
 
@@ -734,13 +735,17 @@ where
         let c = &mut self.cpus[cpu];
         let budget = c.timers.len() + 1;
         let mut n = 0;
-        while let Some(t) = c.timers.pop_expired(now) {
+        // A re-arm re-queues the timer in its own slot, under its id: the
+        // owner's handle keeps naming it (and it cannot fail for room).
+        while c
+            .timers
+            .pop_expired_with(now, |t| match run(cpu, t, now) {
+                Rearm::At(at) => Some(at),
+                Rearm::No => None,
+            })
+            .is_some()
+        {
             c.stats.timers_fired += 1;
-            if let Rearm::At(at) = run(cpu, t, now) {
-                if c.timers.add(at, t.data).is_err() {
-                    log::warn!("tick: cpu{cpu}: timer queue full, re-arm dropped");
-                }
-            }
             n += 1;
             if n >= budget {
                 c.stats.timer_runs_deferred += 1;
