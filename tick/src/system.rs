@@ -715,11 +715,14 @@ where
         Some(t)
     }
 
-    /// When `cpu`'s next interrupt is programmed for (local or broadcast).
+    /// When `cpu`'s next interrupt is programmed for (local or broadcast);
+    /// `Ktime::MAX` if nothing is, or there is no such CPU.
     pub fn programmed_event(&self, cpu: usize) -> Ktime {
-        let c = &self.cpus[cpu];
+        let Some(c) = self.cpus.get(cpu) else {
+            return Ktime::MAX;
+        };
         if c.in_broadcast {
-            return self.bc.next_event[cpu];
+            return self.bc.next_event[cpu]; // cpu < CPUS: it has a TickCpu
         }
         c.dev.as_ref().map_or(Ktime::MAX, |(_, e)| e.next_event())
     }

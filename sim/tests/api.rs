@@ -1,0 +1,48 @@
+//! The tick layer's API given CPUs, configurations and ids that do not
+//! exist: never a panic, a defined answer or a typed error (issue: "never
+//! panics on bad hardware or bad input").
+
+use std::sync::Arc;
+
+use clockevents::{CpuMask, Features};
+use clocksource::{Cycles, Hertz, Ktime};
+use sim::{CounterConfig, EventConfig, Machine, SimCounter, SimEventDevice, Trace, VirtualClock};
+use tick::{TickConfig, TickMode};
+
+fn counter(clock: &Arc<VirtualClock>) -> &'static SimCounter {
+    SimCounter::new(
+        clock.clone(),
+        CounterConfig::new("tsc", Hertz::new(1_000_000_000)).rating(300),
+    )
+    .leak()
+}
+
+/// One CPU with a LAPIC-like one-shot device (1 GHz, min delta 1 µs).
+fn one_cpu() -> Machine<1> {
+    let clock = VirtualClock::new();
+    let trace = Trace::new();
+    let cs = counter(&clock);
+    let mut m = Machine::new(clock.clone(), trace.clone(), TickConfig::DEFAULT, cs);
+    m.add_device(
+        SimEventDevice::new(
+            clock,
+            EventConfig::new("lapic0", Hertz::new(1_000_000_000))
+                .features(Features::PERIODIC | Features::ONESHOT | Features::PERCPU)
+                .min_delta(Cycles::new(1_000))
+                .cpus(CpuMask::single(0)),
+        )
+        .with_trace(trace)
+        .leak(),
+    );
+    m
+}
+
+#[test]
+fn programmed_event_of_a_cpu_that_does_not_exist_is_never() {
+    let m = one_cpu();
+    assert_eq!(m.tick.mode(1), TickMode::NoDevice);
+    assert_eq!(m.tick.programmed_event(1), Ktime::MAX);
+    assert_eq!(m.tick.programmed_event(usize::MAX), Ktime::MAX);
+    // CPU 0 is programmed for its first tick (HZ=250: 4 ms).
+    assert_eq!(m.tick.programmed_event(0), Ktime::from_millis(4));
+}
