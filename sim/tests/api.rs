@@ -7,7 +7,7 @@ use std::sync::Arc;
 use clockevents::{CpuMask, Features};
 use clocksource::{Cycles, Hertz, Ktime};
 use sim::{CounterConfig, EventConfig, Machine, SimCounter, SimEventDevice, Trace, VirtualClock};
-use tick::{TickConfig, TickMode};
+use tick::{AddError, TickConfig, TickMode};
 
 fn counter(clock: &Arc<VirtualClock>) -> &'static SimCounter {
     SimCounter::new(
@@ -45,4 +45,20 @@ fn programmed_event_of_a_cpu_that_does_not_exist_is_never() {
     assert_eq!(m.tick.programmed_event(usize::MAX), Ktime::MAX);
     // CPU 0 is programmed for its first tick (HZ=250: 4 ms).
     assert_eq!(m.tick.programmed_event(0), Ktime::from_millis(4));
+}
+
+#[test]
+fn add_timer_on_a_cpu_that_does_not_exist_says_so_and_a_full_queue_says_full() {
+    let mut m = one_cpu();
+    let at = Ktime::from_millis(10);
+    assert_eq!(m.tick.add_timer(1, at, 1), Err(AddError::NoCpu));
+    assert_eq!(m.tick.add_timer(usize::MAX, at, 1), Err(AddError::NoCpu));
+
+    let clock = VirtualClock::new();
+    let cs = counter(&clock);
+    let mut small: Machine<1> =
+        Machine::with_timer_capacity(clock, Trace::new(), TickConfig::DEFAULT, cs, 2);
+    assert!(small.tick.add_timer(0, at, 1).is_ok());
+    assert!(small.tick.add_timer(0, at, 2).is_ok());
+    assert_eq!(small.tick.add_timer(0, at, 3), Err(AddError::QueueFull));
 }

@@ -46,6 +46,6 @@ pub use config::{PeriodicReason, TickConfig, TickMode};
 pub use nohz::{IdleDepth, IdleSleep};
 pub use queue::{NotQueued, QueueFull, Timer, TimerId, TimerQueue, TimerSlot};
 pub use system::{
-    CpuInfo, CpuStats, IdleError, Rearm, RegisterError, TickSystem, WatchdogSchedule,
+    AddError, CpuInfo, CpuStats, IdleError, Rearm, RegisterError, TickSystem, WatchdogSchedule,
     MAX_CLOCK_SOURCES, MAX_EVENT_DEVICES, WATCHDOG_IDLE_DEFERRAL_MAX,
 };

@@ -70,6 +70,8 @@
 //! counted from interrupts, so a lost or coalesced interrupt loses no time
 //! (Linux `tick_do_update_jiffies64`).
 
+use core::fmt;
+
 use clockevents::{
     ClockEventDevice, CpuMask, DeviceId, DevicePool, DeviceState, EventDevice, Expired, Features,
     Owner, PoolError, ProgramError,
@@ -183,6 +185,30 @@ pub enum RegisterError {
     Device(clockevents::ConfigError),
     /// The clock source registry refused it.
     Clock(clocksource::RegisterError),
+}
+
+/// Why [`TickSystem::add_timer`] refused a timer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AddError {
+    /// No such CPU.
+    NoCpu,
+    /// The CPU's timer queue has no free slot ([`QueueFull`]).
+    QueueFull,
+}
+
+impl From<QueueFull> for AddError {
+    fn from(_: QueueFull) -> Self {
+        AddError::QueueFull
+    }
+}
+
+impl fmt::Display for AddError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            AddError::NoCpu => f.write_str("no such CPU"),
+            AddError::QueueFull => QueueFull.fmt(f),
+        }
+    }
 }
 
 /// Why an idle request was refused.
@@ -676,9 +702,9 @@ where
         cpu: usize,
         expires: Ktime,
         data: u64,
-    ) -> Result<TimerId, QueueFull> {
+    ) -> Result<TimerId, AddError> {
         let Some(c) = self.cpus.get_mut(cpu) else {
-            return Err(QueueFull);
+            return Err(AddError::NoCpu);
         };
         let id = c.timers.add(expires, data)?;
         let at = if c.mode.is_highres() {
