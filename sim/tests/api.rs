@@ -7,7 +7,8 @@ use std::sync::Arc;
 use clockevents::{CpuMask, Features};
 use clocksource::{Cycles, Hertz, Ktime};
 use sim::{CounterConfig, EventConfig, Machine, SimCounter, SimEventDevice, Trace, VirtualClock};
-use tick::{AddError, TickConfig, TickMode};
+use tick::config::ConfigError;
+use tick::{AddError, RegisterError, TickConfig, TickMode, TickSystem, TimerSlot};
 
 fn counter(clock: &Arc<VirtualClock>) -> &'static SimCounter {
     SimCounter::new(
@@ -61,4 +62,33 @@ fn add_timer_on_a_cpu_that_does_not_exist_says_so_and_a_full_queue_says_full() {
     assert!(small.tick.add_timer(0, at, 1).is_ok());
     assert!(small.tick.add_timer(0, at, 2).is_ok());
     assert_eq!(small.tick.add_timer(0, at, 3), Err(AddError::QueueFull));
+}
+
+#[test]
+fn tick_system_refuses_an_hz_whose_period_is_no_period() {
+    let clock = VirtualClock::new();
+    let cs = counter(&clock);
+    // 10⁹ / hz rounds to 0 ns for hz > 2·10⁹: a tick grid of 0.
+    for hz in [0, 10_001, 2_000_000_001, u32::MAX] {
+        let cfg = TickConfig {
+            hz,
+            ..TickConfig::DEFAULT
+        };
+        let storage = [vec![TimerSlot::EMPTY; 4]];
+        let got = TickSystem::<_, 1>::new(cfg, cs, storage).err();
+        assert_eq!(
+            got,
+            Some(RegisterError::Config(ConfigError::BadHz(hz))),
+            "hz={hz}"
+        );
+    }
+    // The documented range, 1..=10000, is accepted.
+    for hz in [1, 100, 250, 1000, 10_000] {
+        let cfg = TickConfig {
+            hz,
+            ..TickConfig::DEFAULT
+        };
+        let t = TickSystem::<_, 1>::new(cfg, cs, [vec![TimerSlot::EMPTY; 4]]).unwrap();
+        assert!(t.period().as_nanos() > 0);
+    }
 }

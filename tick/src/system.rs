@@ -185,6 +185,8 @@ pub enum RegisterError {
     Device(clockevents::ConfigError),
     /// The clock source registry refused it.
     Clock(clocksource::RegisterError),
+    /// The [`TickConfig`] is out of range ([`TickConfig::validate`]).
+    Config(crate::config::ConfigError),
 }
 
 /// Why [`TickSystem::add_timer`] refused a timer.
@@ -278,11 +280,14 @@ where
 {
     /// A tick system running on clocksource `cs`, with one timer storage per
     /// CPU. No device yet: CPUs have no tick until one is registered.
+    /// `config` must pass [`TickConfig::validate`] (an `hz` past 10⁴ would
+    /// make a tick grid of a few ns, past 2·10⁹ one of 0).
     pub fn new(
         config: TickConfig,
         cs: &'a dyn ClockSource,
         storage: [S; CPUS],
     ) -> Result<Self, RegisterError> {
+        let config = config.validate().map_err(RegisterError::Config)?;
         let mut clocks = Registry::new();
         let cs_id = clocks.register(cs).map_err(RegisterError::Clock)?;
         // The timekeeper starts on `cs`; recorded as the registry's current.
