@@ -953,3 +953,36 @@ fn rearmed_timer_keeps_its_id_and_cancelling_it_stops_it_for_good() {
     m.run_until(Ktime::from_millis(200));
     assert_eq!(m.fired().len(), 3, "never runs again: {:?}", m.fired());
 }
+
+/// An idle entry 500 ns before the tick, within the device's 1 µs min
+/// delta: the tick's interrupt may already be raised (a TSC deadline, a
+/// TMICT count or an IRQ0 edge cannot be withdrawn), so idle keeps the
+/// tick for this round and that interrupt does the tick's work; the next
+/// idle entry, a whole period from the tick, stops it.
+#[test]
+fn idle_entry_within_min_delta_of_the_tick_keeps_it_for_one_round() {
+    for highres in [true, false] {
+        let (mut m, clock, trace) = machine::<1>(config(250, true, highres));
+        m.add_device(local_dev(&clock, &trace, "lapic0", 0, BOTH));
+        m.add_timer(0, Ktime::from_millis(100), 1);
+        // The first tick is at 4 ms (HZ=250).
+        m.run_until(Ktime::from_nanos(3_999_500));
+        assert_eq!(trace.interrupts_of("lapic0"), []);
+        m.idle(0, IdleDepth::Shallow);
+        let s = m.tick.cpu_info(0).unwrap().stats;
+        assert_eq!((s.tick_retained, s.tick_stops), (1, 0), "highres={highres}");
+        assert_eq!(m.tick.programmed_event(0), Ktime::from_millis(4));
+        m.run_until(Ktime::from_millis(200));
+        assert_eq!(
+            trace.interrupts_of("lapic0"),
+            [Ktime::from_millis(4), Ktime::from_millis(100)],
+            "highres={highres}"
+        );
+        let s = m.tick.cpu_info(0).unwrap().stats;
+        assert_eq!(s.interrupts, 2);
+        assert_eq!(s.ticks, 1, "the 4 ms interrupt did the tick's work");
+        assert_eq!((s.tick_retained, s.tick_stops), (1, 1));
+        assert_eq!(m.fired().len(), 1);
+        assert_eq!(m.tick.jiffies(), 25, "100 ms at HZ=250");
+    }
+}

@@ -22,9 +22,26 @@
 //!   next timer ≤ next tick? ── yes ──► keep the tick (no gain in stopping)
 //!        │ no
 //!        ▼
+//!   programmed interrupt ─────── yes ──► keep the tick this round (it may
+//!   due within min delta?                already be raised: let it do the
+//!        │ no                            tick's work)
+//!        ▼
 //!   hand off the timekeeping duty if we hold it (remember we were last)
 //!   program the device for min(next timer, [last holder] now + max deferment)
 //! ```
+//!
+//! The first rule is Linux's: `tick_nohz_next_event()` (tick-sched.c)
+//! keeps the tick running when the next timer is due within one tick of
+//! the last jiffies update (`delta = next_tick − basemono; if (delta <=
+//! TICK_NSEC)` with the tick not yet stopped). The second is ours: an
+//! interrupt the hardware may already have raised cannot be taken back —
+//! the LAPIC's TSC-deadline and TMICT interrupts and the PIT's IRQ0 edge
+//! stay pending once their time has come — so when the programmed
+//! interrupt (`min(device event, next tick)`, which includes a timer
+//! advance's lead) is no more than the tick device's min delta away, the
+//! tick stays for this round. That interrupt then does the tick's work,
+//! instead of arriving with nothing to do after the tick was stopped; the
+//! next idle entry, a period later, stops the tick.
 //!
 //! The max-deferment cap is what keeps a 32-bit clocksource from wrapping
 //! unseen while every CPU sleeps; only the CPU that last held the duty pays
@@ -159,6 +176,22 @@ where
         if next_timer <= c.next_tick {
             c.stats.tick_retained += 1;
             return;
+        }
+        // The interrupt programmed for the tick (or earlier: the advance
+        // lead, the watchdog) may already be raised when it is within the
+        // device's min delta: a TSC deadline, a TMICT count or an IRQ0 edge
+        // that has fired cannot be withdrawn. Stopping the tick now would
+        // leave that interrupt with nothing to do; keep the tick this round.
+        let due = c
+            .dev
+            .as_ref()
+            .map(|(_, e)| (e.next_event().min(c.next_tick), e.min_delta()));
+        if let Some((due, min_delta)) = due {
+            if due.saturating_since(now) <= min_delta {
+                c.stats.tick_retained += 1;
+                c.stats.tick_retained_due += 1;
+                return;
+            }
         }
         if self.do_timer_cpu == Some(cpu) {
             self.do_timer_cpu = None;

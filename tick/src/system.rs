@@ -133,9 +133,14 @@ pub struct CpuStats {
     pub timers_fired: u64,
     /// Times the tick was stopped on idle entry.
     pub tick_stops: u64,
-    /// Times the tick was kept on idle entry because a timer was due within
-    /// the next tick.
+    /// Times the tick was kept on idle entry: a timer was due within the
+    /// next tick, or the tick's interrupt was due within the device's min
+    /// delta ([`CpuStats::tick_retained_due`]).
     pub tick_retained: u64,
+    /// Of [`CpuStats::tick_retained`], the times the programmed interrupt
+    /// was due within the tick device's min delta of idle entry: it may
+    /// already be raised, so it is left to do the tick's work.
+    pub tick_retained_due: u64,
     /// Wake-ups forced by the clocksource's max deferment while idle.
     pub max_deferment_wakeups: u64,
     /// Times the timer run stopped early (hang protection).
