@@ -986,3 +986,61 @@ fn idle_entry_within_min_delta_of_the_tick_keeps_it_for_one_round() {
         assert_eq!(m.tick.jiffies(), 25, "100 ms at HZ=250");
     }
 }
+
+/// An advanced event (programmed 100 µs early) whose clocksource reads cost
+/// `read_cost` of true time from just before the interrupt, and which is
+/// `stuck` from then on. Returns the true time the interrupt took (its
+/// delivery to the handler's return) and the CPU's counters.
+fn advanced_interrupt_on_a_slow_clock(
+    advance: tick::TimerAdvance,
+    read_cost: Nanos,
+    stuck: bool,
+) -> (Nanos, tick::CpuInfo, Vec<sim::Fired>) {
+    let clock = VirtualClock::new();
+    let trace = Trace::new();
+    let cs = exact_counter(&clock, &trace);
+    let mut m: Machine<1> = Machine::new(clock.clone(), trace.clone(), config(250, true, true), cs);
+    m.add_device(local_dev(&clock, &trace, "lapic0", 0, BOTH));
+    m.tick.set_timer_advance(advance);
+    m.add_timer(0, Ktime::from_millis(10), 1);
+    m.idle(0, IdleDepth::Shallow);
+    let fire_at = m.tick.programmed_event(0);
+    m.run_until(fire_at.saturating_sub(Nanos::from_nanos(1)));
+    cs.set_stuck(stuck);
+    cs.set_read_delay(read_cost);
+    m.run_until(fire_at);
+    let took = clock.now().saturating_since(fire_at);
+    (took, m.tick.cpu_info(0).unwrap(), m.fired())
+}
+
+/// The spin to an advanced deadline is bounded by time: on a clocksource
+/// whose reads cost 3 µs (a PIT-ch2 read under TCG), it ends at the
+/// deadline; on one that stopped, it ends well within the advance's
+/// 200 µs, however slow the reads (it used to make 100 000 of them: 300 ms
+/// with interrupts off).
+#[test]
+fn timer_advance_spin_ends_at_the_deadline_or_within_200us_on_a_stuck_clock() {
+    let pit_read = Nanos::from_micros(3);
+    let fixed = tick::TimerAdvance::Fixed(Nanos::from_micros(100));
+    // Slow reads: the device fires at 9.9 ms; the handler's first read
+    // returns at 9.903 ms; the spin's reads land every 3 µs and the first at
+    // or after 10 ms is at 10.002 ms: 99 µs spun, and the timer runs then.
+    let (_, info, fired) = advanced_interrupt_on_a_slow_clock(fixed, pit_read, false);
+    assert_eq!(info.advance_spun, Nanos::from_micros(99));
+    assert_eq!(info.stats.advance_spin_stalls, 0);
+    assert_eq!(fired.len(), 1);
+    assert!(fired[0].at >= fired[0].expires);
+
+    // Stuck: the same interrupt with advance off makes the same reads but
+    // for the spin, so the difference is the spin's cost.
+    let (with_spin, info, fired) = advanced_interrupt_on_a_slow_clock(fixed, pit_read, true);
+    let (without, _, _) =
+        advanced_interrupt_on_a_slow_clock(tick::TimerAdvance::Off, pit_read, true);
+    let spin = with_spin.saturating_sub(without);
+    assert!(
+        spin > Nanos::ZERO && spin <= Nanos::from_micros(200),
+        "spin held the CPU {spin} (interrupt {with_spin}, {without} without the spin)"
+    );
+    assert_eq!(info.stats.advance_spin_stalls, 1);
+    assert!(fired.is_empty(), "time stood still: nothing is due");
+}

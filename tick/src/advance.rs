@@ -14,9 +14,35 @@
 //!                      advance += (delay − advance) / 8      (EWMA, 1/8 weight)
 //!                      advance  = min(advance, MAX_TIMER_ADVANCE)
 //!   now < target?      spin reading the clocksource until now ≥ target
-//!                      (bounded: at most MAX_SPIN_READS reads)
+//!                      (bounded by time, below)
 //!   run timers         (a timer still runs only if its expiry ≤ now: never early)
 //! ```
+//!
+//! # How long the spin can hold the CPU
+//!
+//! The spin runs with interrupts off, so it is bounded by time, not by a
+//! number of reads (100 000 reads of an HPET at ~1 µs a read under TCG, or
+//! of the PIT's channel 2 at ~3 µs, would be 100–300 ms). It ends at the
+//! first of:
+//!
+//! - the clocksource reads at or past the target — which is never more than
+//!   [`MAX_TIMER_ADVANCE`] after the spin started (an event further away
+//!   than that is not spun for);
+//! - the clocksource has advanced [`MAX_TIMER_ADVANCE`] since the spin
+//!   started (the same bound, measured on the clock);
+//! - [`MAX_STALLED_READS`] reads in a row without the clock moving: a
+//!   stopped clock cannot hold the CPU for longer than that many reads —
+//!   192 µs at the PIT's 3 µs a read, 64 µs at the HPET's 1 µs. A legitimate
+//!   clock moves between two reads: the coarsest one valid for high
+//!   resolution, the PIT at 1.193 MHz, ticks every 838 ns, less than one
+//!   of its own reads. Such a spin is counted
+//!   ([`crate::CpuStats::advance_spin_stalls`]); the timers then wait for
+//!   the clock (never early).
+//!
+//! So with a clock that runs, the spin lasts at most [`MAX_TIMER_ADVANCE`]
+//! of clocksource time plus one read; with a stopped one, at most
+//! [`MAX_STALLED_READS`] reads. (A clock that runs far slower than it claims
+//! is the clocksource watchdog's to catch.)
 //!
 //! It trades CPU time (the spin, at most [`MAX_TIMER_ADVANCE`] per event)
 //! for lateness, so it is off by default: a runtime option
@@ -28,9 +54,10 @@ use clocksource::Nanos;
 /// QEMU/TCG's delivery delay is 40–100 µs here; KVM's host-side advance is
 /// capped at 5 µs because hardware delivers faster.
 pub const MAX_TIMER_ADVANCE: Nanos = Nanos::from_micros(200);
-/// The most clocksource reads one spin makes: a clock that stopped cannot
-/// hold the CPU in the handler.
-pub const MAX_SPIN_READS: u32 = 100_000;
+/// Consecutive clocksource reads without progress that end a spin (module
+/// docs): a clock that stopped cannot hold the CPU in the handler for more
+/// than this many reads.
+pub const MAX_STALLED_READS: u32 = 64;
 /// EWMA weight of a new delay sample: 1 / 2^3.
 const EWMA_SHIFT: u32 = 3;
 

@@ -81,7 +81,7 @@ use clocksource::{
     Timekeeper, Watchdog, WatchdogReport,
 };
 
-use crate::advance::{Advance, TimerAdvance, MAX_SPIN_READS, MAX_TIMER_ADVANCE};
+use crate::advance::{Advance, TimerAdvance, MAX_STALLED_READS, MAX_TIMER_ADVANCE};
 use crate::broadcast::Broadcast;
 use crate::config::{PeriodicReason, TickConfig, TickMode};
 use crate::queue::{QueueFull, Timer, TimerId, TimerQueue, TimerSlot};
@@ -147,6 +147,9 @@ pub struct CpuStats {
     pub timer_runs_deferred: u64,
     /// Device programming that failed for good.
     pub program_failures: u64,
+    /// Spins to an advanced deadline ended because the clocksource stopped
+    /// moving ([`crate::advance`]).
+    pub advance_spin_stalls: u64,
 }
 
 /// One CPU's tick state.
@@ -980,9 +983,11 @@ where
     }
 
     /// With a timer advance, the device fired up to the lead before its
-    /// target: spin on the clocksource until the target (bounded by
-    /// [`MAX_SPIN_READS`]), so the handler runs at the deadline, never
-    /// before. Returns the time after the spin.
+    /// target: spin on the clocksource until the target, so the handler
+    /// runs at the deadline, never before. Bounded by time: at most
+    /// [`MAX_TIMER_ADVANCE`] of clocksource time, or [`MAX_STALLED_READS`]
+    /// reads in a row that find the clock stopped ([`crate::advance`]).
+    /// Returns the time after the spin.
     fn spin_to_target(&mut self, cpu: usize, now: Ktime) -> Ktime {
         let c = &self.cpus[cpu];
         if c.advance.lead() == Nanos::ZERO || c.target.is_never() || now >= c.target {
@@ -991,13 +996,21 @@ where
         if c.target.saturating_since(now) > MAX_TIMER_ADVANCE {
             return now; // not an advanced event (e.g. the device's max delta)
         }
-        let target = c.target;
+        let end = c.target.min(now.saturating_add(MAX_TIMER_ADVANCE));
         let mut t = now;
-        for _ in 0..MAX_SPIN_READS {
+        let mut stalled = 0;
+        while t < end {
             core::hint::spin_loop();
-            t = self.tk.monotonic();
-            if t >= target {
-                break;
+            let read = self.tk.monotonic();
+            if read > t {
+                t = read;
+                stalled = 0;
+            } else {
+                stalled += 1;
+                if stalled >= MAX_STALLED_READS {
+                    self.cpus[cpu].stats.advance_spin_stalls += 1;
+                    break;
+                }
             }
         }
         let c = &mut self.cpus[cpu];
