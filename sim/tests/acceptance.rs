@@ -1044,3 +1044,43 @@ fn timer_advance_spin_ends_at_the_deadline_or_within_200us_on_a_stuck_clock() {
     assert_eq!(info.stats.advance_spin_stalls, 1);
     assert!(fired.is_empty(), "time stood still: nothing is due");
 }
+
+/// A device that refuses every programming for a while (an SMI storm, a
+/// comparator that keeps losing the race) while the CPU goes idle with its
+/// tick stopped: the retry policy gives up, and the CPU is still woken —
+/// at the policy's largest min delta, one tick — instead of sleeping until
+/// some unrelated interrupt.
+#[test]
+fn programming_that_gives_up_in_idle_still_wakes_the_cpu_a_tick_later() {
+    let (mut m, clock, trace) = machine::<1>(config(250, true, true));
+    let dev = local_dev(&clock, &trace, "lapic0", 0, BOTH);
+    m.add_device(dev);
+    m.add_timer(0, Ktime::from_secs(1), 1);
+    m.run_until(Ktime::from_millis(10));
+    // Linux's MIN_ADJUST policy (kernel/time/clockevents.c): three tries
+    // at each min delta — 1 µs, then 5 µs and ×1.5 up to one jiffy
+    // (4 ms at HZ=250): 5, 7.5, 11.25, 16.875, 25.312, 37.968, 56.952,
+    // 85.428, 128.142, 192.213, 288.319, 432.478, 648.717, 973.075,
+    // 1459.612, 2189.418, 3284.127, 4000 µs, 18 raises — after the one
+    // try at the event's own delta: 1 + 3 × 19 = 58 refusals to give up.
+    dev.fail_programming(58);
+    m.idle(0, IdleDepth::Shallow);
+    let info = m.tick.cpu_info(0).unwrap();
+    assert_eq!(info.stats.tick_stops, 1);
+    assert_eq!(info.stats.program_failures, 1, "gave up once");
+    let st = m.tick.cpu_device_stats(0).unwrap();
+    assert_eq!((st.too_late, st.min_delta_raised), (58, 18));
+    m.run_until(Ktime::from_secs(2));
+    assert_eq!(
+        trace.interrupts_of("lapic0"),
+        [
+            Ktime::from_millis(4),
+            Ktime::from_millis(8),
+            Ktime::from_millis(14),
+            Ktime::from_secs(1)
+        ]
+    );
+    let fired = m.fired();
+    assert_eq!(fired.len(), 1);
+    assert_eq!(fired[0].true_time, Ktime::from_secs(1));
+}

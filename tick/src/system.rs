@@ -17,7 +17,11 @@
 //! ```
 //!
 //! Nothing here allocates; loops are bounded (timer runs by the queue length
-//! at entry, reprogramming by the clockevents retry policy). The embedder
+//! at entry, reprogramming by the clockevents retry policy). When that
+//! policy gives up ([`ProgramError::GaveUp`]: the device refused every
+//! delta up to one tick), the device is armed once more at the policy's
+//! largest min delta, so the CPU — idle with its tick stopped, say — is
+//! woken a tick later rather than never. The embedder
 //! serialises calls (one lock, interrupts off, in a kernel); per-CPU state is
 //! reached by CPU index.
 //!
@@ -975,8 +979,30 @@ where
         c.target = next;
         match ev.program_event(fire_at, now, Expired::Force) {
             Ok(_) => {}
-            Err(ProgramError::GaveUp) | Err(ProgramError::Device(_)) | Err(_) => {
+            Err(ProgramError::GaveUp) => {
+                // The retry policy raised min delta to its limit (one tick)
+                // and the device refused even that: nothing is armed, and
+                // the CPU (idle with its tick stopped, perhaps) would sleep
+                // until some unrelated interrupt. Arm once more at that
+                // largest min delta — the device refused it a moment ago,
+                // but a refusal is a race lost (an SMI, a slow write), and
+                // one tick late is better than never.
                 c.stats.program_failures += 1;
+                let retry = now.saturating_add(ev.min_delta());
+                c.target = retry;
+                if ev.program_event(retry, now, Expired::Force).is_ok() {
+                    log::warn!(
+                        "tick: cpu{cpu}: {} refused {next}; woken at {retry} instead",
+                        ev.name()
+                    );
+                } else {
+                    c.target = Ktime::MAX;
+                    log::error!("tick: cpu{cpu}: cannot program {} at all", ev.name());
+                }
+            }
+            Err(_) => {
+                c.stats.program_failures += 1;
+                c.target = Ktime::MAX;
                 log::error!("tick: cpu{cpu}: cannot program {} for {next}", ev.name());
             }
         }
