@@ -18,6 +18,11 @@
 //!   TooLate, Expired::Force ───────────────────► retry policy below
 //! ```
 //!
+//! [`EventDevice::next_event`] is what the device is armed for: a `TooLate`
+//! write replaced the earlier event, so after [`ProgramError::GaveUp`] it
+//! is `Ktime::MAX` (nothing armed) and callers comparing against it
+//! reprogram.
+//!
 //! The **forced latch** (Linux `next_event_forced`, "Prevent timer interrupt
 //! starvation", 2026) stops a storm of near-term reprogramming from pushing a
 //! min-delta event out forever: while one is pending, further near events are
@@ -380,6 +385,9 @@ impl<'a> EventDevice<'a> {
                         self.name(),
                         self.min_delta_ns
                     );
+                    // Each `TooLate` write replaced whatever was armed
+                    // before: nothing is.
+                    self.next_event = Ktime::MAX;
                     return Err(ProgramError::GaveUp);
                 }
                 tries = 0;

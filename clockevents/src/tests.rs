@@ -284,6 +284,25 @@ fn reprogramming_gives_up_at_the_limit() {
 }
 
 #[test]
+fn giving_up_leaves_no_event_recorded_as_programmed() {
+    let d = Fake::hpet_like();
+    let mut e = oneshot(&d);
+    let first = T0.saturating_add(Nanos::from_millis(1));
+    e.program_event(first, T0, Expired::Force).unwrap();
+    assert_eq!(e.next_event(), first);
+    // Every write now loses the race: a `TooLate` comparator was written
+    // past the counter, so the earlier event is gone from the device too.
+    *d.fail_next.lock().unwrap() = u32::MAX;
+    let second = T0.saturating_add(Nanos::from_millis(2));
+    assert_eq!(
+        e.program_event(second, T0, Expired::Force),
+        Err(ProgramError::GaveUp)
+    );
+    assert_eq!(e.next_event(), Ktime::MAX, "nothing is armed");
+    assert!(!e.is_forced());
+}
+
+#[test]
 fn never_stops_the_device_and_next_program_resumes_oneshot() {
     let d = Fake::hpet_like();
     let mut e = oneshot(&d);
