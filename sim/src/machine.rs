@@ -18,6 +18,12 @@
 //!
 //! Every timer run is recorded ([`Fired`]) with the monotonic time the tick
 //! layer saw and the true time, so tests assert "never early" exactly.
+//!
+//! A slow CPU is modelled by what takes true time: clocksource reads
+//! ([`SimCounter::set_read_delay`](crate::SimCounter::set_read_delay)),
+//! interrupt delivery ([`SimEventDevice::late_by`]) and the work of each
+//! timer callback ([`Machine::set_timer_cost`]). An interrupt due while a
+//! handler runs is delivered when it returns.
 
 use std::sync::{Arc, Mutex};
 use std::vec::Vec;
@@ -77,6 +83,7 @@ pub struct Machine<const CPUS: usize> {
     run: [CpuRun; CPUS],
     fired: Arc<Mutex<Vec<Fired>>>,
     periodic_timers: Arc<Mutex<Vec<(u64, Nanos)>>>,
+    timer_cost: Arc<Mutex<Nanos>>,
     deep_refused: u64,
 }
 
@@ -112,6 +119,7 @@ impl<const CPUS: usize> Machine<CPUS> {
             run: [CpuRun::Busy; CPUS],
             fired: Arc::new(Mutex::new(Vec::new())),
             periodic_timers: Arc::new(Mutex::new(Vec::new())),
+            timer_cost: Arc::new(Mutex::new(Nanos::ZERO)),
             deep_refused: 0,
         }
     }
@@ -179,6 +187,14 @@ impl<const CPUS: usize> Machine<CPUS> {
     ) -> TimerId {
         self.periodic_timers.lock().unwrap().push((data, period));
         self.add_timer(cpu, first, data)
+    }
+
+    /// Every timer callback from now on takes `cost` of true time (it
+    /// advances the virtual clock, interrupts off, as the handler's work on
+    /// a slow CPU would): what the CPU does for a timer before the tick
+    /// layer reprograms the device.
+    pub fn set_timer_cost(&mut self, cost: Nanos) {
+        *self.timer_cost.lock().unwrap() = cost;
     }
 
     /// Timer runs so far.
@@ -315,6 +331,7 @@ impl<const CPUS: usize> Machine<CPUS> {
         Recorder {
             fired: self.fired.clone(),
             periodic: self.periodic_timers.clone(),
+            cost: *self.timer_cost.lock().unwrap(),
             clock: self.clock.clone(),
             trace: self.trace.clone(),
         }
@@ -325,6 +342,7 @@ impl<const CPUS: usize> Machine<CPUS> {
 struct Recorder {
     fired: Arc<Mutex<Vec<Fired>>>,
     periodic: Arc<Mutex<Vec<(u64, Nanos)>>>,
+    cost: Nanos,
     clock: Arc<VirtualClock>,
     trace: Trace,
 }
@@ -347,6 +365,9 @@ impl Recorder {
                 expires: t.expires,
             },
         );
+        if self.cost > Nanos::ZERO {
+            self.clock.advance_by(self.cost);
+        }
         match self
             .periodic
             .lock()
