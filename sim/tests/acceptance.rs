@@ -1108,3 +1108,75 @@ fn a_timer_callback_cost_takes_true_time_and_delays_what_follows() {
         ]
     );
 }
+
+/// A 1 ms absolute periodic timer for 2000 periods on a slow CPU:
+/// interrupts delivered `delay` after the device's expiry, `cost` of work
+/// in each timer run. Returns each run's lateness (true time − expiry) and
+/// the CPU's state at the end.
+fn periods_on_a_slow_cpu(
+    advance: tick::TimerAdvance,
+    delay: Nanos,
+    cost: Nanos,
+) -> (Vec<u64>, tick::CpuInfo) {
+    let clock = VirtualClock::new();
+    let trace = Trace::new();
+    let cs = exact_counter(&clock, &trace);
+    let mut m: Machine<1> = Machine::new(clock.clone(), trace.clone(), config(250, true, true), cs);
+    let dev = local_dev(&clock, &trace, "lapic0", 0, BOTH);
+    dev.late_by(delay);
+    m.add_device(dev);
+    m.tick.set_timer_advance(advance);
+    m.set_timer_cost(cost);
+    m.add_periodic_timer(0, Ktime::from_millis(10), Nanos::from_millis(1), 1);
+    m.idle(0, IdleDepth::Shallow);
+    m.run_until(Ktime::from_millis(10 + 2_000));
+    let late = m
+        .fired()
+        .iter()
+        .map(|f| {
+            assert!(f.at >= f.expires, "early: {f:?}");
+            f.true_time.saturating_since(f.expires).as_nanos()
+        })
+        .collect();
+    (late, m.tick.cpu_info(0).unwrap())
+}
+
+/// Interrupts 300 µs late and 800 µs of work per 1 ms period: the CPU
+/// cannot keep up, so an interrupt comes when the previous handler is done,
+/// however early the device was programmed. The delay auto measures grows
+/// with its lead until the lead saturates, and the handler stays far
+/// behind. Auto must notice and back off: then it is off, and its
+/// lateness is off's, period by period.
+#[test]
+fn timer_advance_auto_backs_off_on_a_cpu_that_cannot_keep_up() {
+    let (delay, cost) = (Nanos::from_micros(300), Nanos::from_micros(800));
+    let (off, _) = periods_on_a_slow_cpu(tick::TimerAdvance::Off, delay, cost);
+    let (auto, info) = periods_on_a_slow_cpu(tick::TimerAdvance::Auto, delay, cost);
+    let missed = |v: &[u64]| v.iter().filter(|l| **l >= 1_000_000).count();
+    assert!(missed(&off) > 0, "the CPU cannot keep up");
+    assert_eq!(missed(&auto), missed(&off));
+    assert_eq!(auto, off, "auto no worse than off, period by period");
+    assert_eq!(info.timer_advance, Nanos::ZERO, "backed off: {info:?}");
+    assert_eq!(info.stats.advance_back_offs, 1);
+}
+
+/// Interrupts 300 µs late, nothing else slow: a delivery delay longer than
+/// the 200 µs a lead may be, but one the lead does come off. Auto keeps
+/// the saturated lead: each period 100 µs late where off is 300 µs late.
+#[test]
+fn timer_advance_auto_keeps_a_saturated_lead_that_helps() {
+    let delay = Nanos::from_micros(300);
+    let (off, _) = periods_on_a_slow_cpu(tick::TimerAdvance::Off, delay, Nanos::ZERO);
+    let (auto, info) = periods_on_a_slow_cpu(tick::TimerAdvance::Auto, delay, Nanos::ZERO);
+    assert!(off.iter().all(|l| *l == 300_000), "{:?}", &off[..4]);
+    assert_eq!(auto.len(), off.len());
+    assert!(auto.iter().zip(&off).all(|(a, o)| a <= o));
+    // Learned within a few dozen periods; then the full lead, to the ns
+    // (the EWMA settles within 8 ns of the cap).
+    assert!(
+        auto[100..].iter().all(|l| (100_000..100_008).contains(l)),
+        "{:?}",
+        &auto[100..104]
+    );
+    assert_eq!(info.stats.advance_back_offs, 0);
+}

@@ -154,6 +154,10 @@ pub struct CpuStats {
     /// Spins to an advanced deadline ended because the clocksource stopped
     /// moving ([`crate::advance`]).
     pub advance_spin_stalls: u64,
+    /// Times `timer_advance=auto` backed off: with the lead in force the
+    /// handler was still later than any lead could make up
+    /// ([`crate::advance`]).
+    pub advance_back_offs: u64,
 }
 
 /// One CPU's tick state.
@@ -257,8 +261,11 @@ pub struct CpuInfo {
     pub idle_jiffies: u64,
     /// Timers queued.
     pub timers_queued: usize,
-    /// How early events are programmed now ([`TimerAdvance`]).
+    /// How early events are programmed now ([`TimerAdvance`]; 0 while auto
+    /// has backed off).
     pub timer_advance: Nanos,
+    /// `timer_advance=auto`: the delivery delay learned.
+    pub advance_delay: Nanos,
     /// Time spent spinning from an advanced interrupt to its deadline.
     pub advance_spun: Nanos,
     /// Counters.
@@ -845,6 +852,7 @@ where
         let c = &mut self.cpus[cpu];
         c.stats.interrupts += 1;
         let mut clock_behind = false;
+        let mut advanced = Nanos::ZERO;
         if let Some((_, ev)) = c.dev.as_mut() {
             // A device never fires early (its contract). If the clocksource
             // says we are more than the device's min delta short of the
@@ -865,11 +873,32 @@ where
             };
             clock_behind = c.behind_streak >= 2;
             ev.event_handled();
-            if !expected.is_never() && now >= expected {
-                c.advance.observe(now.saturating_since(expected));
+            // How early the event was programmed: the target it stands
+            // for minus the device's expiry (0 if it was not advanced, or
+            // was cut short by the device's max delta).
+            advanced = if !expected.is_never()
+                && !c.target.is_never()
+                && c.target.saturating_since(expected) <= MAX_TIMER_ADVANCE
+            {
+                c.target.saturating_since(expected)
+            } else {
+                Nanos::ZERO
+            };
+            // After a spin to the target (if early), the handler is this
+            // late for it.
+            let late = if c.target.is_never() {
+                Nanos::ZERO
+            } else {
+                now.saturating_since(c.target)
+            };
+            if !expected.is_never()
+                && now >= expected
+                && c.advance.observe(now.saturating_since(expected), late)
+            {
+                c.stats.advance_back_offs += 1;
             }
         }
-        let now = self.spin_to_target(cpu, now);
+        let now = self.spin_to_target(cpu, now, advanced);
         let c = &mut self.cpus[cpu];
         // The clocksource reads up to one of its cycles behind the device
         // (a PIT-derived clock quantises to 838 ns): allow that much.
@@ -1008,15 +1037,16 @@ where
         }
     }
 
-    /// With a timer advance, the device fired up to the lead before its
-    /// target: spin on the clocksource until the target, so the handler
+    /// An event programmed `advanced` early (a timer advance) fired up to
+    /// that much before its target: spin on the clocksource until the
+    /// target, so the handler
     /// runs at the deadline, never before. Bounded by time: at most
     /// [`MAX_TIMER_ADVANCE`] of clocksource time, or [`MAX_STALLED_READS`]
     /// reads in a row that find the clock stopped ([`crate::advance`]).
     /// Returns the time after the spin.
-    fn spin_to_target(&mut self, cpu: usize, now: Ktime) -> Ktime {
+    fn spin_to_target(&mut self, cpu: usize, now: Ktime, advanced: Nanos) -> Ktime {
         let c = &self.cpus[cpu];
-        if c.advance.lead() == Nanos::ZERO || c.target.is_never() || now >= c.target {
+        if advanced == Nanos::ZERO || c.target.is_never() || now >= c.target {
             return now;
         }
         if c.target.saturating_since(now) > MAX_TIMER_ADVANCE {
@@ -1060,6 +1090,7 @@ where
             idle_jiffies: c.idle_jiffies,
             timers_queued: c.timers.len(),
             timer_advance: c.advance.lead(),
+            advance_delay: c.advance.learned_delay(),
             advance_spun: c.advance.spun,
             stats: c.stats,
         })
