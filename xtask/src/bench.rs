@@ -9,6 +9,8 @@
 //!     reliable   clockevent=<dev> tsc=reliable test=bench-idle
 //!   once:
 //!     read-cal   clockevent=hpet test=bench-read,bench-cal   (the LAPIC timer is free)
+//!   TCG, with the LAPIC timer, on a slow vCPU (-icount shift=9|10,sleep=off):
+//!     icount9, icount10   clockevent=lapic test=bench-lateness
 //!
 //!   serial ──BenchLine::parse──► BootResult ──*_table──► Table ──render──► stdout, report
 //!   bench/linux/run (×3: default, nohz=off, tsc=reliable) ──► comparison_table
@@ -41,6 +43,19 @@ use crate::{guest_build, Error, Result};
 
 /// A missing figure.
 pub const NONE: &str = "—";
+
+/// The `-icount shift=` values of the slow-vCPU boots (TCG, `sleep=off`:
+/// guest time is the instruction count, so a run is deterministic and
+/// `advance=off` and `auto`, run one after the other, see the same vCPU —
+/// under `shift=auto` QEMU slows the vCPU down as a run goes on, which
+/// makes whichever runs second look worse). At `shift=9` (~0.5 µs a guest
+/// instruction) the LAPIC timer's delivery delay is ~300 µs and a lead
+/// helps; at `shift=10` (~1 µs) the CPU cannot keep a 1 ms period and
+/// `auto` must back off (`tick::advance`).
+pub const SLOW_VCPU_SHIFTS: [u8; 2] = [9, 10];
+
+/// A slow-vCPU boot takes ~70 s here; room for a slower host.
+const SLOW_VCPU_TIMEOUT: Duration = Duration::from_secs(600);
 
 /// The KVM CPU model without TSC-deadline, so that `clockevent=lapic` gets
 /// the one-shot LAPIC timer (as `cargo xtask test`'s x2APIC row does).
@@ -218,16 +233,27 @@ pub enum Config {
     Reliable,
     /// Clock reads and calibrations (on the HPET, the LAPIC timer free).
     ReadCal,
+    /// Lateness on a slow vCPU: TCG with `-icount shift=N,sleep=off`.
+    SlowVcpu(u8),
 }
 
 impl Config {
     /// The name in log file names and notes.
-    pub fn tag(self) -> &'static str {
+    pub fn tag(self) -> String {
         match self {
-            Config::NoHz => "nohz",
-            Config::Periodic => "periodic",
-            Config::Reliable => "reliable",
-            Config::ReadCal => "read-cal",
+            Config::NoHz => "nohz".into(),
+            Config::Periodic => "periodic".into(),
+            Config::Reliable => "reliable".into(),
+            Config::ReadCal => "read-cal".into(),
+            Config::SlowVcpu(shift) => format!("icount{shift}"),
+        }
+    }
+
+    /// The `-icount` value the boot needs, if any.
+    pub fn icount(self) -> Option<String> {
+        match self {
+            Config::SlowVcpu(shift) => Some(format!("shift={shift},sleep=off")),
+            _ => None,
         }
     }
 
@@ -241,6 +267,7 @@ impl Config {
             Config::Periodic => format!("clockevent={dev} nohz=off test=bench-idle"),
             Config::Reliable => format!("clockevent={dev} tsc=reliable test=bench-idle"),
             Config::ReadCal => format!("clockevent={dev} test=bench-read,bench-cal"),
+            Config::SlowVcpu(_) => format!("clockevent={dev} test=bench-lateness"),
         }
     }
 }
@@ -265,8 +292,9 @@ impl Boot {
 
 /// The boots for `devices` under `accel` (whose default CPU model offers
 /// TSC-deadline if `deadline`): three per device, then the read/calibration
-/// boot. The LAPIC one-shot rows under KVM drop TSC-deadline from the CPU
-/// model, or the guest would pick the deadline mode.
+/// boot, then under TCG with the LAPIC timer among `devices` the
+/// slow-vCPU boots. The LAPIC one-shot rows under KVM drop TSC-deadline
+/// from the CPU model, or the guest would pick the deadline mode.
 pub fn plan(devices: &[Device], accel: Accel, deadline: bool) -> Vec<Boot> {
     let mut boots = Vec::new();
     for &device in devices {
@@ -285,6 +313,15 @@ pub fn plan(devices: &[Device], accel: Accel, deadline: bool) -> Vec<Boot> {
         config: Config::ReadCal,
         cpu: None,
     });
+    if accel == Accel::Tcg && devices.contains(&Device::Lapic) {
+        for shift in SLOW_VCPU_SHIFTS {
+            boots.push(Boot {
+                device: Device::Lapic,
+                config: Config::SlowVcpu(shift),
+                cpu: None,
+            });
+        }
+    }
     boots
 }
 
@@ -597,6 +634,87 @@ pub fn lateness_table(s: &Suite) -> Table {
     t
 }
 
+/// Lateness with timer advance off and auto on a slow vCPU (the
+/// [`SLOW_VCPU_SHIFTS`] boots), and whether auto is no worse than off: no
+/// more missed periods, and the tick layer's handler (`at=entry`) no later
+/// at the median. (`at=resume` also holds the guest's own resume lead of
+/// `sleep_until`, on with auto too.)
+pub fn slow_vcpu_table(s: &Suite) -> Table {
+    let mut t = Table::new(
+        "Timer advance on a slow vCPU: 1 ms periodic timer on the LAPIC timer, µs \
+         (TCG -icount shift=N,sleep=off, 2000 periods)",
+        &[
+            "icount",
+            "advance",
+            "at",
+            "p50",
+            "p99",
+            "missed_periods",
+            "auto no worse than off",
+        ],
+        3,
+    );
+    t.trailing_labels = 1;
+    if s.accel != Accel::Tcg || !s.devices.contains(&Device::Lapic) {
+        return t;
+    }
+    for shift in SLOW_VCPU_SHIFTS {
+        let config = Config::SlowVcpu(shift);
+        let line = |advance: &str, at: &str| {
+            s.find(
+                Device::Lapic,
+                config,
+                "lateness",
+                &[("advance", advance), ("at", at)],
+            )
+        };
+        let figure = |advance: &str, key: &str| {
+            let l = line(advance, "entry");
+            l.ok()
+                .and_then(|l| l.get(key))
+                .and_then(|v| v.parse::<f64>().ok())
+        };
+        let verdict = match [
+            figure("auto", "missed_periods"),
+            figure("off", "missed_periods"),
+            figure("auto", "p50_us"),
+            figure("off", "p50_us"),
+        ] {
+            [Some(ma), Some(mo), Some(pa), Some(po)] => {
+                if ma <= mo && pa <= po {
+                    "yes"
+                } else {
+                    "NO"
+                }
+            }
+            _ => NONE,
+        };
+        for advance in ["off", "auto"] {
+            for at in ["entry", "resume"] {
+                let l = line(advance, at);
+                let mut row = vec![
+                    format!("shift={shift}"),
+                    advance.to_string(),
+                    at.to_string(),
+                ];
+                for k in ["p50_us", "p99_us", "missed_periods"] {
+                    row.push(t.cell(&l, k));
+                }
+                let judged = advance == "auto" && at == "entry";
+                row.push(if judged { verdict } else { "" }.to_string());
+                t.rows.push(row);
+            }
+        }
+    }
+    t.note(
+        "auto no worse than off: missed periods, and the median at the handler's entry \
+         (the tick layer's timer advance); at resume the guest's `sleep_until` resume lead \
+         is on with auto too"
+            .to_string(),
+    );
+    t
+}
+
 /// The cost of `program_event` against the driver's bare `set_next_event`.
 pub fn program_table(s: &Suite) -> Table {
     let mut t = Table::new(
@@ -764,6 +882,7 @@ pub fn report(s: &Suite) -> String {
     for t in [
         idle_table(s),
         lateness_table(s),
+        slow_vcpu_table(s),
         program_table(s),
         nohz_table(s),
         clock_read_table(s),
@@ -1092,7 +1211,11 @@ fn run_suite(kernel: &Path, accel: Accel, args: &BenchArgs, dir: &Path) -> Resul
     let n = boots.len();
     for (i, b) in boots.into_iter().enumerate() {
         let cmdline = b.config.cmdline(b.device);
-        let s = spec(kernel, accel, args.machine, &cmdline, b.cpu.as_deref());
+        let mut s = spec(kernel, accel, args.machine, &cmdline, b.cpu.as_deref());
+        if let Some(icount) = b.config.icount() {
+            s.icount = Some(icount);
+            s.timeout = SLOW_VCPU_TIMEOUT;
+        }
         let log = dir.join(format!("{prefix}-{}.log", b.name()));
         let (status, serial, secs) = boot(&s, &log)?;
         let r = BootResult::new(b, accel, status, &serial);
@@ -1440,15 +1563,33 @@ BENCH done uptime_s=19.16
         let tcg = devices(None, false);
         assert_eq!(tcg, [Device::Hpet, Device::Lapic, Device::Pit]);
         let boots = plan(&tcg, Accel::Tcg, false);
-        assert_eq!(boots.len(), 10);
+        assert_eq!(boots.len(), 12);
         assert!(boots.iter().all(|b| b.cpu.is_none()));
+        let slow: Vec<_> = boots[10..].iter().map(|b| (b.device, b.config)).collect();
+        assert_eq!(
+            slow,
+            [
+                (Device::Lapic, Config::SlowVcpu(9)),
+                (Device::Lapic, Config::SlowVcpu(10))
+            ]
+        );
+        assert_eq!(
+            boots[11].config.icount().as_deref(),
+            Some("shift=10,sleep=off")
+        );
+        assert_eq!(
+            boots[11].config.cmdline(Device::Lapic),
+            "clockevent=lapic test=bench-lateness"
+        );
+        assert_eq!(boots[11].name(), "lapic-icount10");
+        let no_lapic = plan(&devices(Some(Source::Hpet), false), Accel::Tcg, false);
+        assert!(no_lapic.iter().all(|b| b.config.icount().is_none()));
         assert_eq!(
             boots[4].config.cmdline(boots[4].device),
             "clockevent=lapic nohz=off test=bench-idle"
         );
-        let last = boots.last().unwrap();
         assert_eq!(
-            last.config.cmdline(last.device),
+            boots[9].config.cmdline(boots[9].device),
             "clockevent=hpet test=bench-read,bench-cal"
         );
         let kvm = plan(&devices(Some(Source::Lapic), true), Accel::Kvm, true);
@@ -1456,6 +1597,67 @@ BENCH done uptime_s=19.16
         assert_eq!(kvm[0].cpu.as_deref(), Some(KVM_NO_DEADLINE));
         assert_eq!(kvm[3].device, Device::LapicDeadline);
         assert_eq!(kvm[3].cpu, None);
+    }
+
+    /// One slow-vCPU boot's lateness lines: (advance, at, p50, p99,
+    /// missed) each.
+    fn slow_vcpu_lines(lines: &[(&str, &str, &str, &str, &str)]) -> String {
+        let mut out = String::from(
+            "CONFIG accel=tcg clocksource=tsc tick=lapic0 mode=high-res+NO_HZ hz=250\n",
+        );
+        for (advance, at, p50, p99, missed) in lines {
+            let _ = writeln!(
+                out,
+                "BENCH lateness source=lapic0 cs=tsc mode=high-res+NO_HZ hz=250 at={at} \
+                 advance={advance} periods=2000 p50_us={p50} p99_us={p99} missed_periods={missed}"
+            );
+        }
+        out
+    }
+
+    #[test]
+    fn the_slow_vcpu_table_says_whether_auto_is_no_worse_than_off() {
+        let with = |lines: &[(&str, &str, &str, &str, &str)]| {
+            let mut s = lapic_suite();
+            s.boots.push(BootResult::new(
+                boot(Device::Lapic, Config::SlowVcpu(10)),
+                Accel::Tcg,
+                RunStatus::Pass,
+                &slow_vcpu_lines(lines),
+            ));
+            slow_vcpu_table(&s)
+        };
+        // -icount shift=10,sleep=off, measured here before auto backed off:
+        // the saturated lead made the handler later.
+        let before = with(&[
+            ("off", "resume", "1477.5", "1660.5", "2000"),
+            ("off", "entry", "293.8", "502.5", "2000"),
+            ("auto", "resume", "1700.3", "2460.2", "2000"),
+            ("auto", "entry", "479.7", "531.2", "2000"),
+        ]);
+        // shift=9 was not booted: its rows are dashes, with a note.
+        assert_eq!(before.rows.len(), 8);
+        assert_eq!(before.rows[2][3], NONE);
+        assert_eq!(before.rows[2][6], NONE);
+        assert!(before
+            .notes
+            .iter()
+            .any(|n| n.contains("icount9: not booted")));
+        let auto_entry = &before.rows[6];
+        assert_eq!(auto_entry[..4], ["shift=10", "auto", "entry", "479.7"]);
+        assert_eq!(auto_entry[6], "NO");
+        assert_eq!(before.rows[7][6], "", "one verdict per shift");
+        // And after.
+        let after = with(&[
+            ("off", "resume", "1485.5", "1668.2", "2000"),
+            ("off", "entry", "291.0", "501.5", "2000"),
+            ("auto", "resume", "1505.1", "2657.5", "2000"),
+            ("auto", "entry", "274.3", "1426.7", "2000"),
+        ]);
+        assert_eq!(after.rows[6][6], "yes");
+        let mut kvm = lapic_suite();
+        kvm.accel = Accel::Kvm;
+        assert!(slow_vcpu_table(&kvm).rows.is_empty());
     }
 
     #[test]

@@ -27,8 +27,10 @@ commands:
   bench [--accel tcg|kvm|auto] [--machine pc|q35] [--source hpet|lapic|pit|all]
       [--vs-linux]
       build, then boot the guest's bench-* tests per tick device (NO_HZ,
-      nohz=off, tsc=reliable; clock reads and calibrations once) and print the
-      tables; logs and report-<accel>-<machine>.md go to target/bench/.
+      nohz=off, tsc=reliable; clock reads and calibrations once; under TCG
+      the LAPIC timer's lateness on a slow vCPU, -icount shift=9|10,sleep=off)
+      and print the tables; logs and report-<accel>-<machine>.md go to
+      target/bench/.
       --vs-linux also runs bench/linux/run (default, nohz=off, tsc=reliable)
       and compares; Linux runs under TCG only, so our guest then runs under
       TCG too.

@@ -121,6 +121,9 @@ pub struct RunSpec {
     pub bios: Option<PathBuf>,
     /// Guest memory, MiB.
     pub memory_mib: u32,
+    /// `-icount` value (TCG only): guest time from the instruction count,
+    /// e.g. `shift=10,sleep=off` for a deterministic ~1 µs an instruction.
+    pub icount: Option<String>,
     /// The guest command line (`-append`).
     pub cmdline: String,
     /// ACPI tables QEMU adds after its own (`-acpitable file=…`, each a
@@ -151,6 +154,7 @@ impl RunSpec {
             cpu: accel.default_cpu().to_string(),
             bios,
             memory_mib: 128,
+            icount: None,
             cmdline: String::new(),
             acpi_tables: Vec::new(),
             timeout: crate::cli::DEFAULT_TIMEOUT,
@@ -193,6 +197,10 @@ impl RunSpec {
             // "discard" drops them, as the PIT's own coalescing would.
             args.push("-global".into());
             args.push("kvm-pit.lost_tick_policy=discard".into());
+        }
+        if let Some(icount) = &self.icount {
+            args.push("-icount".into());
+            args.push(icount.into());
         }
         if let Some(bios) = &self.bios {
             args.push("-bios".into());
@@ -441,6 +449,22 @@ mod tests {
             "-M q35 -accel tcg -cpu max -m 128M -display none -no-reboot -serial stdio \
              -monitor none -device isa-debug-exit,iobase=0xf4,iosize=0x04 \
              -kernel /k/guest -append nohz=on hz=100"
+        );
+    }
+
+    #[test]
+    fn icount_goes_before_the_kernel() {
+        let mut spec = RunSpec::new("/k/guest", Machine::Pc, Accel::Tcg);
+        spec.icount = Some("shift=10,sleep=off".into());
+        let args: Vec<String> = spec
+            .qemu_args()
+            .into_iter()
+            .map(|a| a.into_string().unwrap())
+            .collect();
+        let line = args.join(" ");
+        assert!(
+            line.contains("-icount shift=10,sleep=off -kernel /k/guest"),
+            "{line}"
         );
     }
 
