@@ -15,7 +15,7 @@
 //! | TSC-deadline | no max delta: a 64-bit absolute deadline (Intel SDM vol. 3A §11.5.4.1) |
 //! | max deferment | half of the counter's wrap, less Linux's 11 % slew margin (kernel/time/clocksource.c `clocks_calc_max_nsecs`, `clocksource_max_adjustment`): pit-ch2 16 bits at 1.193182 MHz → 24.44 ms; ACPI PM timer 24 bits at 3.579545 MHz (ACPI 6.5 §4.8.3.3) → 2.0857 s; a 64-bit counter (TSC, HPET main counter) wraps in centuries: none within a test window |
 //! | watchdog interval | 0.5 s (Linux kernel/time/clocksource.c `WATCHDOG_INTERVAL` = HZ/2) |
-//! | watchdog deferral, at most | 7/8 of the smaller max deferment of the watched clock and its reference, at most 30 s, at least the interval (README, "Behaviour worth knowing") |
+//! | watchdog deferral, at most | 7/8 of the smaller max deferment of the watched clock and its reference, at most 1 s — the longest interval Linux's watchdog judges (kernel/time/clocksource.c `WATCHDOG_INTERVAL_MAX_NS` = 2 × `WATCHDOG_INTERVAL`) — at least the interval (README, "Behaviour worth knowing") |
 //!
 //! A calibrated rate (the LAPIC timer's) is known within its calibration
 //! bound, and the driver raises it by that bound so that it never fires
@@ -52,8 +52,11 @@ pub const PIT_CH2_BITS: u32 = 16;
 pub const SLEW_MARGIN_PERCENT: u64 = 11;
 /// The clocksource watchdog's interval (Linux `WATCHDOG_INTERVAL`).
 pub const WATCHDOG_INTERVAL: Nanos = Nanos::from_millis(500);
-/// The longest an idle CPU defers a watchdog check (README).
-pub const WATCHDOG_DEFERRAL_MAX: Nanos = Nanos::from_secs(30);
+/// The longest an idle CPU defers a watchdog check: the longest interval
+/// Linux's watchdog judges (kernel/time/clocksource.c
+/// `WATCHDOG_INTERVAL_MAX_NS`, twice `WATCHDOG_INTERVAL`; README,
+/// "Behaviour worth knowing").
+pub const WATCHDOG_DEFERRAL_MAX: Nanos = Nanos::from_secs(1);
 /// How far a max deferment the core computed may be from the figure here:
 /// its mult/shift rounding (a few ppm), with room.
 pub const DEFERMENT_TOLERANCE_PPM: u32 = 100;
@@ -286,10 +289,11 @@ mod tests {
         // The interval is exact; the deferral a bound.
         assert!(watchdog_interval(Nanos::from_millis(500)).holds(w));
         assert!(!watchdog_interval(Nanos::from_millis(250)).holds(w));
-        let d = watchdog_deferral(Nanos::MAX, Nanos::MAX, Nanos::from_secs(2));
+        let d = watchdog_deferral(Nanos::MAX, Nanos::MAX, Nanos::from_secs(1));
         assert!(d.holds(w));
-        assert_eq!(d.value(), Nanos::from_secs(2));
-        assert!(!watchdog_deferral(Nanos::MAX, Nanos::MAX, Nanos::from_secs(31)).holds(w));
+        assert_eq!(d.value(), Nanos::from_secs(1));
+        // The 30 s the deferral was before it was bounded fails.
+        assert!(!watchdog_deferral(Nanos::MAX, Nanos::MAX, Nanos::from_secs(30)).holds(w));
     }
 
     #[test]
@@ -297,15 +301,17 @@ mod tests {
         let pm = clock_max_deferment("acpi_pm", Nanos::ZERO)
             .unwrap()
             .documented;
-        // TSC against the ACPI PM timer: 7/8 of 2.0857 s = 1.8250 s.
+        // TSC against the ACPI PM timer: 7/8 of 2.0857 s = 1.8250 s, past
+        // the 1 s cap; against a counter that wraps in 1 s, 7/8 of it.
+        assert_eq!(watchdog_deferral_bound(Nanos::MAX, pm), Nanos::from_secs(1));
         assert_eq!(
-            watchdog_deferral_bound(Nanos::MAX, pm).as_nanos() / 100_000,
-            18_249
+            watchdog_deferral_bound(Nanos::MAX, Nanos::from_secs(1)),
+            Nanos::from_millis(875)
         );
-        // Two 64-bit counters: the 30 s cap.
+        // Two 64-bit counters: the 1 s cap.
         assert_eq!(
             watchdog_deferral_bound(Nanos::MAX, Nanos::MAX),
-            Nanos::from_secs(30)
+            Nanos::from_secs(1)
         );
         // Against pit-ch2 (7/8 of 24.4 ms): never below the interval.
         assert_eq!(

@@ -638,7 +638,9 @@ mod tests {
             period: Nanos::from_millis(4),
             watchdog: true,
             // The TSC is watched; its last check ran before the window,
-            // and a stopped tick defers the next by up to 30 s.
+            // and a stopped tick deferred the next by up to 30 s when this
+            // window was captured (the bound is 1 s now; the replay keeps
+            // the schedule the log was made under).
             wd_last: d.t0.saturating_sub(Nanos::from_millis(100)),
             wd_deferral: Nanos::from_secs(30),
             dropped: 0,
