@@ -35,6 +35,26 @@ pub struct IrqRecord {
     pub deferment: u32,
     /// Timers it ran.
     pub timers: u32,
+    /// When the device was last programmed before this interrupt — by the
+    /// previous interrupt's handler or by the idle loop's re-arm — so when
+    /// `programmed` was set; `Ktime::ZERO` when not known (logs captured
+    /// before it was recorded), in which case the previous interrupt's
+    /// entry and [`REARM_MAX`] stand in for it.
+    pub armed: Ktime,
+}
+
+impl IrqRecord {
+    /// When `programmed` was set, and how much after that the cap may have
+    /// been counted from: the recorded re-arm and [`SLACK`] (the tick layer
+    /// reads the clock a little before the re-arm is recorded); without
+    /// one, the previous interrupt's entry `prev_at` and [`REARM_MAX`].
+    fn armed_or(&self, prev_at: Ktime) -> (Ktime, Nanos) {
+        if self.armed == Ktime::ZERO {
+            (prev_at, REARM_MAX)
+        } else {
+            (self.armed, SLACK)
+        }
+    }
 }
 
 /// A snapshot of the tick configuration for result lines.
@@ -358,8 +378,9 @@ fn classify_local(m: &Measured, r: &IrqRecord) -> Option<Reason> {
 /// Classifies every interrupt in order, following the watchdog's schedule
 /// from its last run before the window: an interrupt programmed
 /// [`Measured::wd_wake_after`] after the last check ran is a wake-up for
-/// the next check; else one programmed "re-arm + E" after the previous
-/// interrupt is forced (the re-arm comes up to [`REARM_MAX`] after it);
+/// the next check; else one programmed "re-arm + E" is forced (the re-arm's
+/// time as recorded, [`IrqRecord::armed`]; for logs without it, up to
+/// [`REARM_MAX`] after the previous interrupt);
 /// else, with a watchdog, it is a check whose predecessor ran in an
 /// earlier interrupt. Also returns the checks absorbed by other interrupts
 /// and whether the schedule held.
@@ -378,10 +399,10 @@ pub fn classify_all(m: &Measured, log: &[IrqRecord], out: &mut [Reason]) -> (u64
             let due = t.saturating_add(wake_after);
             r.programmed >= due && r.programmed <= due.saturating_add(SLACK)
         });
-        let ahead = r.programmed.saturating_since(prev_at);
-        let forced_like = r.stopped
-            && ahead.saturating_add(SLACK) >= cap
-            && ahead <= cap.saturating_add(REARM_MAX);
+        let (armed, late) = r.armed_or(prev_at);
+        let ahead = r.programmed.saturating_since(armed);
+        let forced_like =
+            r.stopped && ahead.saturating_add(SLACK) >= cap && ahead <= cap.saturating_add(late);
         let reason = match classify_local(m, r) {
             Some(x) => x,
             None if m.watchdog && on_schedule => Reason::Watchdog,
@@ -510,8 +531,9 @@ pub fn analyse(m: &Measured, log: &[IrqRecord]) -> Analysis {
             }
         }
         if let Some(due) = event_at(i).filter(|_| nohz) {
+            let (armed, late) = r.armed_or(prev_at);
             if reason != Reason::Forced
-                && r.programmed.saturating_since(prev_at) > cap.saturating_add(REARM_MAX)
+                && r.programmed.saturating_since(armed) > cap.saturating_add(late)
             {
                 // Programmed directly: the event was within the cap.
                 a.cap_rule_ok = false;
@@ -557,7 +579,29 @@ mod tests {
         expiries: [Nanos; 2],
         ran: [Nanos; 2],
         cap: Nanos,
-        records: Vec<(Nanos, Nanos, Nanos, u32)>,
+        /// The watchdog's schedule, where the dump states it (`wd=`,
+        /// `wd_last=-µs` before t0, `wd_deferral=µs`).
+        wd: Option<(bool, Nanos, Nanos)>,
+        records: Vec<Rec>,
+    }
+
+    /// One logged interrupt of a dump; times from t0.
+    #[derive(Clone, Copy)]
+    struct Rec {
+        at: Nanos,
+        prog: Nanos,
+        /// Programming − the previous interrupt's entry.
+        after_prev: Nanos,
+        stopped: bool,
+        ticks: u32,
+        timers: u32,
+        /// `armed=`, where the dump has it.
+        armed: Option<Nanos>,
+    }
+
+    /// The value of the `name=` word of `words`, if there is one.
+    fn word<'a>(words: &[&'a str], name: &str) -> Option<&'a str> {
+        words.iter().find_map(|w| w.strip_prefix(name))
     }
 
     fn micros(s: &str) -> Nanos {
@@ -585,11 +629,26 @@ mod tests {
         let records = lines
             .map(|l| {
                 let w: Vec<&str> = l.split_whitespace().collect();
-                // N at +AT for +PROG (+D after the previous) stopped= ticks= timers= defer= → R
-                let timers = w[11].trim_start_matches("timers=").parse().unwrap();
-                (micros(w[2]), micros(w[4]), micros(w[5]), timers)
+                // N at +AT for +PROG (+D after the previous) stopped= ticks=
+                // timers= defer= [armed=+A] → R
+                Rec {
+                    at: micros(w[2]),
+                    prog: micros(w[4]),
+                    after_prev: micros(w[5]),
+                    stopped: word(&w, "stopped=") == Some("true"),
+                    ticks: word(&w, "ticks=").unwrap().parse().unwrap(),
+                    timers: word(&w, "timers=").unwrap().parse().unwrap(),
+                    armed: word(&w, "armed=").map(micros),
+                }
             })
             .collect();
+        let wd = word(&head, "wd=").map(|on| {
+            (
+                on == "true",
+                micros(word(&head, "wd_last=-").unwrap()),
+                micros(word(&head, "wd_deferral=").unwrap()),
+            )
+        });
         Dump {
             t0,
             expiries: [micros(head[7]), micros(head[8].trim_end_matches(','))],
@@ -598,6 +657,7 @@ mod tests {
                 Nanos::from_nanos(number_in(head[12])),
             ],
             cap: Nanos::from_nanos(number_in(head[14])),
+            wd,
             records,
         }
     }
@@ -607,18 +667,19 @@ mod tests {
         let log: Vec<IrqRecord> = d
             .records
             .iter()
-            .map(|&(a, p, _, timers)| IrqRecord {
-                at: at(a),
-                programmed: at(p),
-                stopped: true,
-                ticks: 0,
+            .map(|r| IrqRecord {
+                at: at(r.at),
+                programmed: at(r.prog),
+                stopped: r.stopped,
+                ticks: r.ticks,
                 deferment: 0,
-                timers,
+                timers: r.timers,
+                armed: r.armed.map_or(Ktime::ZERO, at),
             })
             .collect();
         // The idle loop's first sleep: the first record's programming less
         // its distance from "the previous".
-        let (_, p0, d0, _) = d.records[0];
+        let (p0, d0) = (d.records[0].prog, d.records[0].after_prev);
         let m = Measured {
             state: TickState {
                 device: "pit",
@@ -636,13 +697,16 @@ mod tests {
             max_delta: d.cap,
             max_deferment: Nanos::from_secs(100_000),
             period: Nanos::from_millis(4),
-            watchdog: true,
-            // The TSC is watched; its last check ran before the window,
-            // and a stopped tick deferred the next by up to 30 s when this
-            // window was captured (the bound is 1 s now; the replay keeps
-            // the schedule the log was made under).
-            wd_last: d.t0.saturating_sub(Nanos::from_millis(100)),
-            wd_deferral: Nanos::from_secs(30),
+            // The schedule the dump states; the first dumps did not: the
+            // TSC was watched, its last check ran before the window, and a
+            // stopped tick deferred the next by up to 30 s then (the bound
+            // is 1 s now; the replay keeps the schedule the log was made
+            // under).
+            watchdog: d.wd.is_none_or(|w| w.0),
+            wd_last: d
+                .t0
+                .saturating_sub(d.wd.map_or(Nanos::from_millis(100), |w| w.1)),
+            wd_deferral: d.wd.map_or(Nanos::from_secs(30), |w| w.2),
             dropped: 0,
             figures: [None; 4],
         };
@@ -752,6 +816,7 @@ mod tests {
             ticks: 0,
             deferment: 0,
             timers,
+            armed: Ktime::ZERO,
         };
         let mut log: Vec<IrqRecord> = extra
             .iter()
@@ -872,6 +937,7 @@ mod tests {
             ticks: 1,
             deferment: 0,
             timers: 0,
+            armed: Ktime::ZERO,
         };
         log.insert(0, tick);
         (m, log)
@@ -903,6 +969,47 @@ mod tests {
             let a = analyse(&m, &log);
             assert!(!a.nohz_failures(&m).as_str().is_empty(), "{a:?}");
         }
+    }
+
+    /// Regression: a forced wake-up whose re-arm a host stall delayed.
+    /// Interrupt 55's handler ran at +1556.07 ms; the re-arm that
+    /// programmed interrupt 56 came at least 15.3 ms later, for its own
+    /// time plus the PIT's 27.46 ms: +1598.82, 42.7 ms after 55. Judged
+    /// from 55's entry (logs had no re-arm time), 56 was programmed past
+    /// the cap — taken for a watchdog wake-up and failed on the cap rule
+    /// (CI, q35, 2026-12-02). With the re-arm time the interrupt path now
+    /// records ([`IrqRecord::armed`]) it is the forced wake-up it was. The
+    /// capture predates that field: the test supplies the one re-arm the
+    /// PIT allows, at most its cap before the programmed time.
+    #[test]
+    fn a_forced_wakeup_rearmed_late_by_a_host_stall_is_forced() {
+        let mut d = parse(include_str!(
+            "../testdata/nohz-pit-rearm-late-after-host-stall.txt"
+        ));
+        assert_eq!(d.records.len(), 71);
+        let (m, log) = window(&d, TickMode::HighRes { nohz: true });
+        let failed = analyse(&m, &log).nohz_failures(&m);
+        assert_eq!(
+            failed.as_str(),
+            "cap-rule ",
+            "as in CI, without re-arm times"
+        );
+        let r56 = &mut d.records[56];
+        r56.armed = Some(r56.prog.saturating_sub(d.cap));
+        let (m, log) = window(&d, TickMode::HighRes { nohz: true });
+        let a = analyse(&m, &log);
+        assert_eq!(a.nohz_failures(&m).as_str(), "", "{a:?}");
+        assert_eq!((a.entry_tick, a.watchdog, a.forced), (1, 0, 68));
+        // A re-arm recorded further back than the cap is a device
+        // programmed past its max delta: that fails.
+        let r56 = &mut d.records[56];
+        r56.armed = Some(
+            r56.prog
+                .saturating_sub(d.cap)
+                .saturating_sub(Nanos::from_millis(5)),
+        );
+        let (m, log) = window(&d, TickMode::HighRes { nohz: true });
+        assert!(!analyse(&m, &log).nohz_failures(&m).as_str().is_empty());
     }
 
     /// The same log with one forced wake-up removed from the middle: one

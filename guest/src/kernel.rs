@@ -163,6 +163,9 @@ pub struct Kernel {
     pub lapic: Option<DeviceId>,
     /// Interrupts taken.
     pub counts: IrqCounts,
+    /// When CPU 0's event was last (re)programmed, by its interrupt
+    /// handler or the idle loop ([`IrqRecord::armed`]).
+    pub armed: Ktime,
 }
 
 impl Kernel {
@@ -173,6 +176,7 @@ impl Kernel {
             irq0,
             lapic,
             counts: IrqCounts::default(),
+            armed: Ktime::ZERO,
         }
     }
 
@@ -197,6 +201,7 @@ impl Kernel {
         if !is_tick {
             self.counts.not_tick += 1;
         }
+        let armed = self.armed;
         let tick = &mut self.tick;
         let probe = ClockProbe::new(tick);
         let programmed = tick.programmed_event(0);
@@ -218,6 +223,7 @@ impl Kernel {
             // ourselves, run the local handler (Linux does the same).
             tick.ipi(0, &mut run);
         }
+        let rearmed = tick.programmed_event(0) != programmed;
         let mut log = IRQ_LOG.lock();
         if log.on && is_tick {
             let after = tick.cpu_info(0).map(|i| i.stats).unwrap_or_default();
@@ -229,7 +235,12 @@ impl Kernel {
                 ticks: (after.ticks - b.ticks) as u32,
                 deferment: (after.max_deferment_wakeups - b.max_deferment_wakeups) as u32,
                 timers: (after.timers_fired - b.timers_fired) as u32,
+                armed,
             });
+        }
+        drop(log);
+        if rearmed {
+            self.armed = probe.now();
         }
     }
 
@@ -295,6 +306,7 @@ impl IrqLog {
                 ticks: 0,
                 deferment: 0,
                 timers: 0,
+                armed: Ktime::ZERO,
             }; IRQ_LOG_LEN],
             n: 0,
             on: false,
@@ -481,8 +493,12 @@ pub fn idle_until(mut done: impl FnMut(&mut Kernel) -> bool) {
             if done(k) {
                 break;
             }
+            let before = k.tick.programmed_event(0);
             if let Err(e) = k.tick.idle_sleep(0, IdleDepth::Shallow) {
                 log::warn!("idle: idle_sleep refused: {e:?}");
+            }
+            if k.tick.programmed_event(0) != before {
+                k.armed = k.tick.now();
             }
         }
         cpu::idle();

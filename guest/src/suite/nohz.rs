@@ -340,14 +340,18 @@ fn kept_tick_account(m: &Measured) -> TickAccount {
 /// Prints the logged interrupts (on failure: what the verdict saw).
 pub fn dump(m: &Measured, log: &[IrqRecord]) {
     crate::println!(
-        "nohz: {} interrupts from t0={} (timers at +{} +{}, ran at {:?} {:?}), cap {}:",
+        "nohz: {} interrupts from t0={} (timers at +{} +{}, ran at {:?} {:?}), cap {}: \
+         wd={} wd_last=-{} wd_deferral={}",
         log.len(),
         m.t0,
         Micros(m.expiries[0].saturating_since(m.t0).as_nanos()),
         Micros(m.expiries[1].saturating_since(m.t0).as_nanos()),
         m.ran[0].map(|t| Micros(t.saturating_since(m.t0).as_nanos())),
         m.ran[1].map(|t| Micros(t.saturating_since(m.t0).as_nanos())),
-        m.cap()
+        m.cap(),
+        m.watchdog,
+        Micros(m.t0.saturating_since(m.wd_last).as_nanos()),
+        Micros(m.wd_deferral.as_nanos()),
     );
     for f in m.figures.iter().flatten() {
         crate::println!(
@@ -368,7 +372,7 @@ pub fn dump(m: &Measured, log: &[IrqRecord]) {
     let mut prev = m.t_idle;
     for (i, r) in log.iter().enumerate().take(300) {
         crate::println!(
-            "  {i:>4} at +{} for +{} (+{} after the previous) stopped={} ticks={} timers={} defer={} → {:?}",
+            "  {i:>4} at +{} for +{} (+{} after the previous) stopped={} ticks={} timers={} defer={} armed=+{} → {:?}",
             Micros(r.at.saturating_since(m.t0).as_nanos()),
             Micros(r.programmed.saturating_since(m.t0).as_nanos()),
             Micros(r.programmed.saturating_since(prev).as_nanos()),
@@ -376,6 +380,7 @@ pub fn dump(m: &Measured, log: &[IrqRecord]) {
             r.ticks,
             r.timers,
             r.deferment,
+            Micros(r.armed.saturating_since(m.t0).as_nanos()),
             reasons[i]
         );
         prev = r.at;
