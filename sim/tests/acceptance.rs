@@ -987,6 +987,57 @@ fn idle_entry_within_min_delta_of_the_tick_keeps_it_for_one_round() {
     }
 }
 
+/// Regression (the software KVM here, HPET tick): a device whose min delta
+/// retries had raised to milliseconds kept the tick at every idle_sleep —
+/// each came within min delta of the next tick — so the idle CPU ticked on
+/// (interrupts at 4, 8, 12 … ms). The retained tick's own interrupt now
+/// stops the tick, as Linux's `tick_nohz_irq_exit()` does on an idle CPU:
+/// in its handler the device's last programming has just fired, so there
+/// is nothing raised to race with. Device min delta 5 ms, HZ=250 (4 ms).
+#[test]
+fn the_tick_kept_at_idle_entry_stops_in_its_own_interrupt() {
+    for highres in [true, false] {
+        let (mut m, clock, trace) = machine::<1>(config(250, true, highres));
+        let dev = SimEventDevice::new(
+            clock.clone(),
+            EventConfig::new("hpet-slow", Hertz::new(1_000_000_000))
+                .features(BOTH | Features::PERCPU)
+                .rating(100)
+                .min_delta(Cycles::new(5_000_000))
+                .max_delta(Cycles::new(u32::MAX as u64))
+                .cpus(CpuMask::single(0)),
+        )
+        .with_trace(trace.clone())
+        .leak();
+        m.add_device(dev);
+        m.add_timer(0, Ktime::from_millis(100), 1);
+        m.run_until(Ktime::from_millis(2));
+        m.idle(0, IdleDepth::Shallow);
+        let s = m.tick.cpu_info(0).unwrap().stats;
+        assert_eq!(
+            (s.tick_retained_due, s.tick_stops),
+            (1, 0),
+            "highres={highres}"
+        );
+        m.run_until(Ktime::from_millis(200));
+        let irqs = trace.interrupts_of("hpet-slow");
+        assert_eq!(
+            irqs.first(),
+            Some(&Ktime::from_millis(5)),
+            "highres={highres}"
+        );
+        assert_eq!(irqs.len(), 2, "highres={highres}: {irqs:?}");
+        assert_eq!(irqs[1], Ktime::from_millis(100), "highres={highres}");
+        let s = m.tick.cpu_info(0).unwrap().stats;
+        assert_eq!(
+            (s.tick_retained_due, s.tick_stops),
+            (1, 1),
+            "highres={highres}"
+        );
+        assert_eq!(m.fired().len(), 1);
+    }
+}
+
 /// An advanced event (programmed 100 µs early) whose clocksource reads cost
 /// `read_cost` of true time from just before the interrupt, and which is
 /// `stuck` from then on. Returns the true time the interrupt took (its

@@ -16,7 +16,8 @@
 //!                                 catch jiffies up, account idle time
 //! ```
 //!
-//! Stopping the tick (`idle_sleep`):
+//! Stopping the tick (`idle_sleep`, and an idle CPU's own interrupt while
+//! its tick still runs):
 //!
 //! ```text
 //!   next timer ≤ next tick? ── yes ──► keep the tick (no gain in stopping)
@@ -24,7 +25,8 @@
 //!        ▼
 //!   programmed interrupt ─────── yes ──► keep the tick this round (it may
 //!   due within min delta?                already be raised: let it do the
-//!        │ no                            tick's work)
+//!   (idle_sleep only)                    tick's work, and stop the tick in
+//!        │ no                            that interrupt)
 //!        ▼
 //!   hand off the timekeeping duty if we hold it (remember we were last)
 //!   program the device for min(next timer, [last holder] now + max deferment)
@@ -40,8 +42,13 @@
 //! interrupt (`min(device event, next tick)`, which includes a timer
 //! advance's lead) is no more than the tick device's min delta away, the
 //! tick stays for this round. That interrupt then does the tick's work,
-//! instead of arriving with nothing to do after the tick was stopped; the
-//! next idle entry, a period later, stops the tick.
+//! instead of arriving with nothing to do after the tick was stopped, and
+//! stops the tick itself, as Linux's `tick_nohz_irq_exit()` re-evaluates
+//! the tick on an idle CPU's interrupt exit: there the device's last
+//! programming has just fired, so no raised interrupt can race the stop.
+//! (Left to the next `idle_sleep` instead, a min delta the retry policy had
+//! raised past a tick period — the HPET under the software KVM here —
+//! kept the tick at every one of them.)
 //!
 //! The max-deferment cap is what keeps a 32-bit clocksource from wrapping
 //! unseen while every CPU sleeps; only the CPU that last held the duty pays
@@ -105,7 +112,7 @@ where
             if self.cpus[cpu].tick_stopped {
                 self.reprogram(cpu, now);
             } else {
-                self.try_stop_tick(cpu, now);
+                self.try_stop_tick(cpu, now, false);
             }
         }
         let c3stop = self.cpus[cpu]
@@ -164,7 +171,21 @@ where
         }
     }
 
-    fn try_stop_tick(&mut self, cpu: usize, now: Ktime) {
+    /// Stops the tick of idle `cpu` unless a timer is due by the next
+    /// tick, or (`in_irq` false: from `idle_sleep`) the interrupt the
+    /// device is programmed for is within its min delta and may already be
+    /// raised. Returns whether the tick is stopped now; when it is, the
+    /// device has been reprogrammed for the next event.
+    ///
+    /// From the CPU's own interrupt (`in_irq`, Linux
+    /// `tick_nohz_irq_exit()`) the raised-interrupt check does not apply:
+    /// the device's last programming is the one that just fired, nothing
+    /// else is pending, and the handler is about to program it anyway. So
+    /// a tick kept at idle entry is stopped in its own interrupt, whatever
+    /// the device's min delta — a min delta the retry policy raised past
+    /// a tick period (the HPET under the software KVM here) would
+    /// otherwise keep the tick at every `idle_sleep` after it.
+    pub(crate) fn try_stop_tick(&mut self, cpu: usize, now: Ktime, in_irq: bool) -> bool {
         let highres = self.cpus[cpu].mode.is_highres();
         let next_timer = self.cpus[cpu].timers.next_expiry().unwrap_or(Ktime::MAX);
         let next_timer = if highres {
@@ -174,23 +195,25 @@ where
         };
         let c = &mut self.cpus[cpu];
         if next_timer <= c.next_tick {
-            c.stats.tick_retained += 1;
-            return;
+            // Counted where idle decides (idle_sleep), not again here.
+            c.stats.tick_retained += u64::from(!in_irq);
+            return false;
         }
         // The interrupt programmed for the tick (or earlier: the advance
         // lead, the watchdog) may already be raised when it is within the
         // device's min delta: a TSC deadline, a TMICT count or an IRQ0 edge
         // that has fired cannot be withdrawn. Stopping the tick now would
-        // leave that interrupt with nothing to do; keep the tick this round.
+        // leave that interrupt with nothing to do; keep the tick this round
+        // (its interrupt then stops it: `in_irq`).
         let due = c
             .dev
             .as_ref()
             .map(|(_, e)| (e.next_event().min(c.next_tick), e.min_delta()));
-        if let Some((due, min_delta)) = due {
+        if let Some((due, min_delta)) = due.filter(|_| !in_irq) {
             if due.saturating_since(now) <= min_delta {
                 c.stats.tick_retained += 1;
                 c.stats.tick_retained_due += 1;
-                return;
+                return false;
             }
         }
         if self.do_timer_cpu == Some(cpu) {
@@ -202,5 +225,6 @@ where
         c.tick_stopped = true;
         c.stats.tick_stops += 1;
         self.reprogram(cpu, now);
+        true
     }
 }

@@ -937,7 +937,15 @@ where
                     self.run_timers(cpu, now, run);
                 }
                 let now = self.now();
-                self.reprogram(cpu, now);
+                let c = &self.cpus[cpu];
+                // An idle CPU whose tick still runs (kept at idle entry)
+                // stops it here, in the interrupt (Linux
+                // `tick_nohz_irq_exit()`); otherwise, or if a timer keeps
+                // it, the next event is programmed as usual.
+                let stop_here = c.idle && mode.is_nohz() && !c.tick_stopped;
+                if !(stop_here && self.try_stop_tick(cpu, now, true)) {
+                    self.reprogram(cpu, now);
+                }
             }
         }
     }
