@@ -41,6 +41,9 @@ pub struct IrqRecord {
     /// before it was recorded), in which case the previous interrupt's
     /// entry and [`REARM_MAX`] stand in for it.
     pub armed: Ktime,
+    /// Jiffies after the tick layer handled it (they move only in
+    /// interrupts, from the clocksource).
+    pub jiffies: u64,
 }
 
 impl IrqRecord {
@@ -675,6 +678,7 @@ mod tests {
                 deferment: 0,
                 timers: r.timers,
                 armed: r.armed.map_or(Ktime::ZERO, at),
+                jiffies: 0,
             })
             .collect();
         // The idle loop's first sleep: the first record's programming less
@@ -817,6 +821,7 @@ mod tests {
             deferment: 0,
             timers,
             armed: Ktime::ZERO,
+            jiffies: 0,
         };
         let mut log: Vec<IrqRecord> = extra
             .iter()
@@ -938,6 +943,7 @@ mod tests {
             deferment: 0,
             timers: 0,
             armed: Ktime::ZERO,
+            jiffies: 0,
         };
         log.insert(0, tick);
         (m, log)

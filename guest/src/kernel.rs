@@ -236,6 +236,7 @@ impl Kernel {
                 deferment: (after.max_deferment_wakeups - b.max_deferment_wakeups) as u32,
                 timers: (after.timers_fired - b.timers_fired) as u32,
                 armed,
+                jiffies: tick.jiffies(),
             });
         }
         drop(log);
@@ -307,6 +308,7 @@ impl IrqLog {
                 deferment: 0,
                 timers: 0,
                 armed: Ktime::ZERO,
+                jiffies: 0,
             }; IRQ_LOG_LEN],
             n: 0,
             on: false,

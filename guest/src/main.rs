@@ -29,6 +29,7 @@ mod kernel {
 
     use guest::cmdline;
     use guest::exit::{exit, ExitCode};
+    use guest::expect::LossBound;
     use guest::result::Verdict;
     use guest::{
         boot, cpu, firmware, idt, interrupts, kernel, pic, println, pvh, serial, sources, suite,
@@ -142,7 +143,11 @@ mod kernel {
             opts: &options,
             platform: &platform,
             accel,
-            tight: accel == suite::Accel::Kvm && speed == suite::Speed::Fast,
+            loss: match (accel, speed) {
+                (suite::Accel::Kvm, suite::Speed::Fast) => LossBound::Native,
+                (_, suite::Speed::Slow) => LossBound::Emulated,
+                _ => LossBound::Translated,
+            },
         };
         if let (Some((_, false)), Some(wanted)) = (inventory.clockevent, options.clockevent) {
             // The configuration asked for a tick device that is not here:

@@ -62,9 +62,9 @@ pub fn run(ctx: &Ctx<'_>) -> Verdict {
         l.text("reason", "no tick device took over");
         return report(l, Verdict::Fail);
     }
-    let (w, attempts) = measure_ticks(WINDOW, ctx.tight);
+    let (w, attempts) = measure_ticks(WINDOW, ctx.loss);
     l.field("in_use", leaked);
-    let ok = w.judge(ctx.tight, state.mode == tick::TickMode::Periodic, &mut l);
+    let ok = w.judge(ctx.loss, state.mode == tick::TickMode::Periodic, &mut l);
     l.field("windows", attempts);
     report(l, Verdict::from_bool(ok && !leaked))
 }

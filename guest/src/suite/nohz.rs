@@ -246,7 +246,7 @@ pub fn run(ctx: &Ctx<'_>) -> Verdict {
     let mut windows = 1;
     while !state.mode.is_nohz()
         && windows < MEASURE_ATTEMPTS
-        && !kept_tick_account(&m).lost_ok(ctx.tight)
+        && !kept_tick_account(&m).lost_ok(ctx.loss)
     {
         let Some(again) = measure(&[PENDING_AT, WINDOW], ctx.inv.lapic_error_ppm) else {
             break;
@@ -303,7 +303,7 @@ pub fn run(ctx: &Ctx<'_>) -> Verdict {
         if let Some(r) = state.reason {
             l.text("kept_because", r);
         }
-        let failed = account.failures(m.period, ctx.tight);
+        let failed = account.failures(m.period, ctx.loss);
         if !failed.as_str().is_empty() {
             l.text("failed", failed.as_str().trim_end());
         }

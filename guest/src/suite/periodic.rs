@@ -28,10 +28,10 @@ pub fn run(ctx: &Ctx<'_>) -> Verdict {
     if state.mode == tick::TickMode::NoDevice {
         return super::cannot_run("periodic", Verdict::Fail, "no tick device");
     }
-    let (w, attempts) = measure_ticks(WINDOW, ctx.tight);
+    let (w, attempts) = measure_ticks(WINDOW, ctx.loss);
     let mut l = Line::result("periodic");
     state.fields(&mut l);
-    let ok = w.judge(ctx.tight, state.mode == tick::TickMode::Periodic, &mut l);
+    let ok = w.judge(ctx.loss, state.mode == tick::TickMode::Periodic, &mut l);
     l.field("windows", attempts);
     l.field("window_ms", Milli(w.window.as_nanos() / 1000));
     report(l, Verdict::from_bool(ok))
