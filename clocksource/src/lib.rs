@@ -22,6 +22,8 @@
 //! - [`calibrate`]: measuring a counter's rate against a reference, bounded.
 //! - [`registry`], [`watchdog`], [`timekeeper`]: selection, verification and
 //!   the clocks built on the selected source.
+//! - [`published`]: the monotonic clock published for lock-free reads
+//!   (Linux's `tk_fast` latch and vDSO clock mode).
 //!
 //! `no_std`, no allocation, no `unsafe`.
 #![no_std]
@@ -32,6 +34,7 @@ extern crate std;
 
 pub mod calibrate;
 pub mod mult_shift;
+pub mod published;
 pub mod registry;
 pub mod source;
 pub mod time;
@@ -40,6 +43,7 @@ pub mod watchdog;
 
 pub use calibrate::{calibrate, Calibration, CalibrationError};
 pub use mult_shift::{ConversionError, CyclesToNs, MultShift, NsToCycles};
+pub use published::{InlineRead, PublishedClock};
 pub use registry::{
     Entry, OverrideError, RegisterError, Registry, ReselectError, SourceId, UnknownSource,
     UnregisterError,

@@ -1,6 +1,7 @@
 //! The clock-source contract, and what the core derives from it.
 
 use crate::mult_shift::{ConversionError, CyclesToNs};
+use crate::published::InlineRead;
 use crate::time::{Cycles, Hertz, Nanos};
 
 bitflags::bitflags! {
@@ -58,6 +59,13 @@ pub trait ClockSource: Sync {
     fn rating(&self) -> u16;
     /// What the source declares about itself.
     fn flags(&self) -> ClockSourceFlags;
+    /// Whether a reader may read the counter itself instead of calling
+    /// [`read`](ClockSource::read) (Linux's `vdso_clock_mode`): only if
+    /// what it reads is exactly what `read` returns. Constant, like the
+    /// rest. Default: no ([`InlineRead::None`]).
+    fn inline_read(&self) -> InlineRead {
+        InlineRead::None
+    }
 }
 
 /// Longest conversion range for counters wider than 32 bits, in seconds

@@ -64,12 +64,17 @@
 //!   caught up and then run on from it, never stepping back.
 //!
 //! The timekeeper is a plain value: it does no locking. The tick layer
-//! serializes updates and makes reads consistent (Linux uses a seqcount).
+//! serializes updates and makes reads consistent. For reads that take no
+//! lock, the timekeeper publishes its monotonic read base after every
+//! change to a [`PublishedClock`] ([`Timekeeper::publish_to`]), a latch
+//! any CPU or context reads (Linux's `tk_fast`, and the vDSO's inline TSC
+//! read: [`crate::published`]).
 
 use core::fmt;
 use core::sync::atomic::{AtomicBool, Ordering};
 
 use crate::mult_shift::{ConversionError, MultShift};
+use crate::published::{InlineRead, PublishedClock, ReadSnapshot};
 use crate::source::{ClockParams, ClockSource};
 use crate::time::{Cycles, Ktime, Nanos, NSEC_PER_SEC};
 
@@ -225,6 +230,8 @@ pub struct Timekeeper<'a> {
     real_at: Nanos,
     real_mono_at: Ktime,
     warned_late: AtomicBool,
+    /// Where the monotonic read base goes after every change, if anywhere.
+    published: Option<&'a PublishedClock>,
 }
 
 impl<'a> Timekeeper<'a> {
@@ -252,6 +259,46 @@ impl<'a> Timekeeper<'a> {
             real_at: Nanos::ZERO,
             real_mono_at: Ktime::ZERO,
             warned_late: AtomicBool::new(false),
+            published: None,
+        }
+    }
+
+    /// From now on, publishes the monotonic read base to `to` after every
+    /// change (and once now), for reads that take no lock
+    /// ([`PublishedClock::monotonic_inline`]; see [`crate::published`]). One
+    /// timekeeper per `PublishedClock`: two publishing to one would
+    /// interleave their bases.
+    pub fn publish_to(&mut self, to: &'a PublishedClock) {
+        self.published = Some(to);
+        self.publish();
+    }
+
+    /// The monotonic read base as published.
+    fn snapshot(&self) -> ReadSnapshot {
+        ReadSnapshot {
+            cycle_last: self.cycle_last,
+            mask: self.mask,
+            max_cycles: self.params.max_cycles,
+            max_raw_delta: self.max_raw_delta,
+            base_ns: self.mono.base_ns,
+            frac: self.mono.frac,
+            mult: self.mono.mult,
+            shift: self.mono.shift,
+            floor_ns: self.mono.floor_ns,
+            // InlineRead::Tsc is a 64-bit counter; a source claiming it
+            // with a narrower mask is read by call (its mask applies).
+            inline: match self.cs.inline_read() {
+                InlineRead::Tsc if self.mask == Cycles::mask_of_width(64) => InlineRead::Tsc,
+                _ => InlineRead::None,
+            },
+        }
+    }
+
+    /// Publishes the monotonic read base, if [`publish_to`](Self::publish_to)
+    /// named a place.
+    fn publish(&self) {
+        if let Some(p) = self.published {
+            p.publish(&self.snapshot());
         }
     }
 
@@ -339,6 +386,7 @@ impl<'a> Timekeeper<'a> {
         self.mono.accumulate(d);
         self.raw.accumulate(d);
         self.cycle_last = now;
+        self.publish();
     }
 
     /// The monotonic clock: time since creation, slewed by the frequency
@@ -415,6 +463,7 @@ impl<'a> Timekeeper<'a> {
         self.update();
         self.freq_ppb = ppb;
         self.mono.set_factor(adjusted(self.params.conv.0, ppb));
+        self.publish();
         Ok(())
     }
 
@@ -453,6 +502,7 @@ impl<'a> Timekeeper<'a> {
                 self.raw.hold(raw);
             }
         }
+        self.publish();
         log::warn!("timekeeping: clocks corrected by {error:?} as measured against a reference");
     }
 
@@ -486,6 +536,7 @@ impl<'a> Timekeeper<'a> {
         self.mono.set_factor(adjusted(params.conv.0, self.freq_ppb));
         self.warned_late.store(false, Ordering::Relaxed);
         self.cycle_last = new.read();
+        self.publish();
     }
 }
 
@@ -507,6 +558,7 @@ impl fmt::Debug for Timekeeper<'_> {
 pub(crate) mod fake {
     use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
+    use crate::published::InlineRead;
     use crate::source::{ClockSource, ClockSourceFlags};
     use crate::time::{Cycles, Hertz, NSEC_PER_SEC};
 
@@ -549,6 +601,7 @@ pub(crate) mod fake {
         frozen_at: AtomicU64,
         slow_reads: AtomicU64,
         slow_cost_ns: AtomicU64,
+        inline: InlineRead,
     }
 
     impl<'w> FakeClock<'w> {
@@ -566,7 +619,14 @@ pub(crate) mod fake {
                 frozen_at: AtomicU64::new(0),
                 slow_reads: AtomicU64::new(0),
                 slow_cost_ns: AtomicU64::new(0),
+                inline: InlineRead::None,
             }
+        }
+        /// Declares the counter readable inline (a test's reader calls
+        /// `read` itself).
+        pub(crate) fn inline(mut self, how: InlineRead) -> Self {
+            self.inline = how;
+            self
         }
         pub(crate) fn bits(mut self, bits: u32) -> Self {
             self.mask = Cycles::mask_of_width(bits);
@@ -635,6 +695,9 @@ pub(crate) mod fake {
         }
         fn flags(&self) -> ClockSourceFlags {
             self.flags
+        }
+        fn inline_read(&self) -> InlineRead {
+            self.inline
         }
     }
 }
