@@ -82,6 +82,14 @@ pub struct MsrFault {
 pub trait TscRead: Sync {
     /// `rdtsc`: the current TSC value.
     fn rdtsc(&self) -> u64;
+    /// Whether [`rdtsc`](Self::rdtsc) is the CPU's own `rdtsc` instruction
+    /// and nothing else, so a clock reader may execute it inline instead
+    /// of calling through the driver (a clocksource's
+    /// `clocksource::InlineRead::Tsc`). A model or a fake says no (the
+    /// default): its counter is not the CPU's.
+    fn is_cpu_tsc(&self) -> bool {
+        false
+    }
 }
 
 /// The true time a device model runs on (the simulator's virtual clock, or

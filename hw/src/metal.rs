@@ -153,7 +153,20 @@ impl MsrAccess for MetalMsrs {
 pub struct MetalTsc;
 
 impl TscRead for MetalTsc {
+    #[inline(always)]
     fn rdtsc(&self) -> u64 {
+        Self::read()
+    }
+    fn is_cpu_tsc(&self) -> bool {
+        true
+    }
+}
+
+impl MetalTsc {
+    /// `rdtsc`, as a free call for inline clock reads
+    /// (`clocksource::PublishedClock::monotonic_inline`).
+    #[inline(always)]
+    pub fn read() -> u64 {
         // SAFETY: `rdtsc` has no memory effects; CR4.TSD is clear in the
         // kernels this runs in (it only matters at CPL 3).
         unsafe { core::arch::x86_64::_rdtsc() }
