@@ -3,7 +3,8 @@
 use core::fmt;
 
 use clocksource::{
-    calibrate::ppm_off, Calibration, CalibrationError, ClockSource, ClockSourceFlags, Cycles, Hertz,
+    calibrate::ppm_off, Calibration, CalibrationError, ClockSource, ClockSourceFlags, Cycles,
+    Hertz, InlineRead,
 };
 use hw::TscRead;
 use raw_cpuid::{CpuId, CpuIdReader};
@@ -324,6 +325,17 @@ impl<T: TscRead> ClockSource for TscClockSource<T> {
     fn flags(&self) -> ClockSourceFlags {
         self.flags
     }
+    /// Inline when the reader is the CPU's own `rdtsc` (Linux's TSC
+    /// clocksource sets `VDSO_CLOCKMODE_TSC`, `arch/x86/kernel/tsc.c`): a
+    /// clock reader then executes `rdtsc` itself. A model's counter is not
+    /// the CPU's and is read by call.
+    fn inline_read(&self) -> InlineRead {
+        if self.tsc.is_cpu_tsc() {
+            InlineRead::Tsc
+        } else {
+            InlineRead::None
+        }
+    }
 }
 
 #[cfg(test)]
@@ -388,6 +400,27 @@ mod tests {
             Cycles::new(21)
         );
         assert_eq!(cs.frequency_info().source, FrequencySource::Given);
+    }
+
+    /// The CPU's TSC may be read inline by a clock reader; any other
+    /// counter (a model, this fake) only through `read`.
+    #[test]
+    fn only_the_cpus_own_tsc_is_read_inline() {
+        let fake =
+            TscClockSource::new(tsc(0), Hertz::from_mhz(2_000), true, Stability::Auto).unwrap();
+        assert_eq!(fake.inline_read(), InlineRead::None);
+        struct CpuTsc;
+        impl TscRead for CpuTsc {
+            fn rdtsc(&self) -> u64 {
+                7
+            }
+            fn is_cpu_tsc(&self) -> bool {
+                true
+            }
+        }
+        let cpu =
+            TscClockSource::new(CpuTsc, Hertz::from_mhz(2_000), true, Stability::Auto).unwrap();
+        assert_eq!(cpu.inline_read(), InlineRead::Tsc);
     }
 
     #[test]
