@@ -19,6 +19,12 @@
 //!                       idle_exit; sti
 //! ```
 //!
+//! Clock reads ([`now`]) take no lock: the timekeeper publishes its
+//! monotonic base to [`PUBLISHED`] after every change, and while the TSC
+//! is the clocksource `now` reads it inline (`rdtsc`, the published
+//! mult/shift — Linux's vDSO read); on any other clocksource it takes the
+//! lock and reads through the timekeeper.
+//!
 //! Handlers run with interrupts disabled (interrupt gates), and every other
 //! user of the lock disables them first ([`with`]), so the lock is never
 //! contended on this single CPU and an interrupt can never find it held.
@@ -28,7 +34,7 @@
 use core::sync::atomic::{AtomicU64, Ordering};
 
 use clockevents::{DeviceId, Owner};
-use clocksource::{ClockSource, Cycles, CyclesToNs, Ktime, Nanos};
+use clocksource::{ClockSource, Cycles, CyclesToNs, InlineRead, Ktime, Nanos, PublishedClock};
 use tick::{IdleDepth, Rearm, TickMode, TickSystem, Timer, TimerSlot};
 
 pub use crate::idle::{IrqRecord, IRQ_LOG_LEN};
@@ -355,8 +361,14 @@ static IRQ_LOG: spin::Mutex<IrqLog> = spin::Mutex::new(IrqLog::new());
 /// Interrupts that arrived before the kernel was installed.
 static EARLY_INTERRUPTS: AtomicU64 = AtomicU64::new(0);
 
-/// Makes `k` the kernel the interrupt handlers use.
-pub fn install(k: Kernel) {
+/// The kernel timekeeper's monotonic base, for [`now`] (published by the
+/// timekeeper from [`install`] on).
+pub static PUBLISHED: PublishedClock = PublishedClock::new();
+
+/// Makes `k` the kernel the interrupt handlers use, its timekeeper
+/// publishing to [`PUBLISHED`].
+pub fn install(mut k: Kernel) {
+    k.tick.timekeeper_mut().publish_to(&PUBLISHED);
     cpu::without_interrupts(|| *KERNEL.lock() = Some(k));
 }
 
@@ -422,8 +434,19 @@ pub fn irq0_interrupt(_vector: u8) {
     apic::eoi();
 }
 
-/// Monotonic time now (0 before [`install`]).
+/// Monotonic time now (0 before [`install`]): lock-free and inline on the
+/// TSC ([`PUBLISHED`]), else through the timekeeper under the lock
+/// ([`now_locked`]).
+#[inline]
 pub fn now() -> Ktime {
+    PUBLISHED
+        .monotonic_inline(InlineRead::Tsc, || Cycles::new(hw::metal::MetalTsc::read()))
+        .unwrap_or_else(now_locked)
+}
+
+/// Monotonic time now through the timekeeper, under the kernel lock (0
+/// before [`install`]): what [`now`] falls back to.
+pub fn now_locked() -> Ktime {
     with(|k| k.tick.now()).unwrap_or(Ktime::ZERO)
 }
 

@@ -9,7 +9,7 @@
 //! |---|---|---|
 //! | `bench-idle` | `idle` | timer interrupts/s over 10 s of idle with no timer pending but the one that ends the window (Linux: one `nanosleep` of 10 s); `forced` = interrupts that ran neither tick nor timer (the cap's, or a wake-up for the watchdog), `forced_ideal` = what the cap requires without lateness |
 //! | `bench-lateness` | `lateness` | a 1 ms absolute periodic timer, 2000 periods, timer advance off then auto: lateness where the idle loop resumes after `hlt` and at handler entry; `early` counts resumes before the deadline (at `resume`) and callbacks run before the expiry (at `entry`, where the handler itself may enter early on purpose: advance); `missed_periods` counts samples a whole period late, as Linux's program does |
-//! | `bench-read` | `clock_read` | one clocksource read through a timekeeper (Linux: `clock_gettime`), per clocksource; the TSC also read inline with `Timekeeper::monotonic_at` (the vDSO's way); the bare `rdtsc` + multiply-shift |
+//! | `bench-read` | `clock_read` | one clocksource read through a timekeeper (Linux: `clock_gettime`), per clocksource; the TSC through the kernel's ordinary read `kernel::now` (`clock=tsc`, lock-free, `rdtsc` inline: `path=inline`), beside the timekeeper's generic read (`tsc-timekeeper`), `Timekeeper::monotonic_at` (`tsc-inline`) and the bare `rdtsc` + multiply-shift |
 //! | `bench-program` | `program` | one `program_event` on the tick device, and the driver's bare `set_next_event` |
 //! | `bench-nohz` | `nohz_path` | NO_HZ idle entry (`idle_enter` + `idle_sleep`) and exit (`idle_wake` + `idle_exit`) |
 //! | `bench-cal` | `calibration` | LAPIC timer and TSC rates calibrated against each reference vs the true rate, error, time taken |
@@ -27,7 +27,7 @@
 use core::fmt;
 
 use clockevents::{DeviceState, EventDevice, Expired};
-use clocksource::{Cycles, Hertz, Nanos, Timekeeper};
+use clocksource::{Cycles, Hertz, InlineRead, Ktime, Nanos, Timekeeper};
 use tick::{IdleDepth, TickMode, TimerAdvance};
 
 use super::{Ctx, TickState};
@@ -443,8 +443,10 @@ fn lateness_run(advance: &str) {
 
 // ---- clock reads ----------------------------------------------------------------
 
-/// `bench-read`: each clocksource through a timekeeper of its own, and the
-/// bare `rdtsc` + multiply-shift with the TSC's factor.
+/// `bench-read`: each clocksource through a timekeeper of its own; the
+/// TSC through the kernel's ordinary read ([`kernel::now`]: lock-free,
+/// `rdtsc` inline) beside the timekeeper's generic read, the inline
+/// `Timekeeper::monotonic_at` and the bare `rdtsc` + multiply-shift.
 fn read(ctx: &Ctx<'_>) -> Verdict {
     let clocks = sources::all_clocksources(ctx.inv);
     let mut conv = None;
@@ -452,10 +454,12 @@ fn read(ctx: &Ctx<'_>) -> Verdict {
         let Ok(tk) = Timekeeper::new(*cs) else {
             continue;
         };
-        cpu_quiet(|| read_one(cs.name(), &tk, TscClock::get(ctx)));
         if cs.name() == "tsc" {
+            // Its `clock_read` line is the kernel's read, below.
             conv = Some(tk.params().conv);
+            continue;
         }
+        cpu_quiet(|| read_one(cs.name(), &tk, TscClock::get(ctx)));
     }
     let Some(conv) = conv else {
         return not_measured("clock_read", "no TSC clocksource: no bare baseline");
@@ -466,40 +470,39 @@ fn read(ctx: &Ctx<'_>) -> Verdict {
     let Ok(tk) = Timekeeper::new(tsc_cs) else {
         return not_measured("clock_read", "no timekeeper on the TSC");
     };
-    // The three TSC paths interleaved, 10 rounds of READS/10 each, so a
-    // host hiccup lands on all three alike: through the timekeeper (an
-    // indirect call to the source), inline (the vDSO's way: `rdtsc` here,
-    // `Timekeeper::monotonic_at`), and the bare `rdtsc` + multiply-shift.
-    let [dyn_h, inline_h, bare_h] = &mut *CMP.lock();
-    for h in [&mut *dyn_h, &mut *inline_h, &mut *bare_h] {
+    // Whether the kernel's own read is the inline one (its clocksource is
+    // the TSC) or the locked fallback.
+    let path = if kernel::PUBLISHED.inline_read() == InlineRead::Tsc {
+        "inline"
+    } else {
+        "locked"
+    };
+    // The four TSC paths interleaved, 10 rounds of READS/10 each, so a
+    // host hiccup lands on all alike: the kernel's read, through a
+    // timekeeper (an indirect call to the source), inline (the vDSO's way:
+    // `rdtsc` here, `Timekeeper::monotonic_at`), and the bare `rdtsc` +
+    // multiply-shift.
+    let [now_h, dyn_h, inline_h, bare_h] = &mut *CMP.lock();
+    for h in [&mut *now_h, &mut *dyn_h, &mut *inline_h, &mut *bare_h] {
         h.clear();
     }
     cpu_quiet(|| {
         let base = rdtsc();
         for _ in 0..10 {
-            let mut prev = tk.monotonic();
-            for _ in 0..READS / 10 {
-                let t = core::hint::black_box(tk.monotonic());
-                dyn_h.add(t.saturating_since(prev).as_nanos());
-                prev = t;
-            }
-            let mut prev = tk.monotonic_at(Cycles::new(rdtsc()));
-            for _ in 0..READS / 10 {
-                let t = core::hint::black_box(tk.monotonic_at(Cycles::new(rdtsc())));
-                inline_h.add(t.saturating_since(prev).as_nanos());
-                prev = t;
-            }
-            let mut prev = conv.cycles_to_ns(Cycles::new(rdtsc().wrapping_sub(base)));
-            for _ in 0..READS / 10 {
-                let t = conv.cycles_to_ns(Cycles::new(rdtsc().wrapping_sub(base)));
-                let t = core::hint::black_box(t);
-                bare_h.add(t.saturating_sub(prev).as_nanos());
-                prev = t;
-            }
+            consecutive(now_h, kernel::now);
+            consecutive(dyn_h, || tk.monotonic());
+            consecutive(inline_h, || tk.monotonic_at(Cycles::new(rdtsc())));
+            consecutive(bare_h, || {
+                Ktime::from_nanos(
+                    conv.cycles_to_ns(Cycles::new(rdtsc().wrapping_sub(base)))
+                        .as_nanos(),
+                )
+            });
         }
     });
     for (name, h) in [
-        ("tsc-interleaved", &*dyn_h),
+        ("tsc", &*now_h),
+        ("tsc-timekeeper", &*dyn_h),
         ("tsc-inline", &*inline_h),
         ("bare-rdtsc-mulshift", &*bare_h),
     ] {
@@ -509,23 +512,49 @@ fn read(ctx: &Ctx<'_>) -> Verdict {
             .field("median_ns", h.median())
             .field("mean_ns", h.mean())
             .field("min_ns", h.min);
+        if name == "tsc" {
+            l.text("path", path);
+        }
         emit(&l);
     }
-    let (d, i, b) = (dyn_h.median(), inline_h.median(), bare_h.median());
+    let (n, d, i, b) = (
+        now_h.median(),
+        dyn_h.median(),
+        inline_h.median(),
+        bare_h.median(),
+    );
     let mut l = line("clock_read_ratio");
-    l.field("tsc_median_ns", d)
+    l.field("tsc_median_ns", n)
+        .field("timekeeper_median_ns", d)
         .field("tsc_inline_median_ns", i)
         .field("bare_median_ns", b)
-        .field("ratio", Ratio(d, b))
+        .field("ratio", Ratio(n, b))
+        .field("timekeeper_ratio", Ratio(d, b))
         .field("inline_ratio", Ratio(i, b))
-        .field("tsc_mean_ratio", Ratio(dyn_h.mean(), bare_h.mean()))
-        .field("inline_mean_ratio", Ratio(inline_h.mean(), bare_h.mean()));
+        .field("tsc_mean_ratio", Ratio(now_h.mean(), bare_h.mean()))
+        .text("path", path);
     emit(&l)
 }
 
-/// The three histograms of the interleaved TSC comparison.
-static CMP: spin::Mutex<[Histogram; 3]> =
-    spin::Mutex::new([Histogram::new(), Histogram::new(), Histogram::new()]);
+/// [`READS`]/10 consecutive readings of `clock`, their differences added
+/// to `h`.
+#[inline(always)]
+fn consecutive(h: &mut Histogram, mut clock: impl FnMut() -> Ktime) {
+    let mut prev = clock();
+    for _ in 0..READS / 10 {
+        let t = core::hint::black_box(clock());
+        h.add(t.saturating_since(prev).as_nanos());
+        prev = t;
+    }
+}
+
+/// The four histograms of the interleaved TSC comparison.
+static CMP: spin::Mutex<[Histogram; 4]> = spin::Mutex::new([
+    Histogram::new(),
+    Histogram::new(),
+    Histogram::new(),
+    Histogram::new(),
+]);
 
 /// Runs `f` with interrupts off (a tick must not land in a sample).
 fn cpu_quiet<R>(f: impl FnOnce() -> R) -> R {
