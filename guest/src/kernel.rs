@@ -411,7 +411,16 @@ pub fn lapic_timer_interrupt(_vector: u8) {
         }
     }
     apic::eoi();
+    HANDLER_EXIT.store(now().as_nanos(), Ordering::Relaxed);
 }
+
+/// When the last tick-device handler finished, after its EOI (monotonic
+/// ns; 0: none yet). With the handler's entry (`Fire::entry`) and
+/// [`IDLE_RESUMED`] it splits a wake-up's lateness into QEMU's delivery,
+/// our handler, and our path back to the waiter (`bench-lateness`).
+pub static HANDLER_EXIT: AtomicU64 = AtomicU64::new(0);
+/// When the idle loop last resumed after its `hlt` (monotonic ns).
+pub static IDLE_RESUMED: AtomicU64 = AtomicU64::new(0);
 
 /// IRQ0's handler (HPET comparator 0 in legacy mode, or PIT counter 0,
 /// through the I/O APIC).
@@ -432,6 +441,7 @@ pub fn irq0_interrupt(_vector: u8) {
         }
     }
     apic::eoi();
+    HANDLER_EXIT.store(now().as_nanos(), Ordering::Relaxed);
 }
 
 /// Monotonic time now (0 before [`install`]): lock-free and inline on the
@@ -527,6 +537,7 @@ pub fn idle_until(mut done: impl FnMut(&mut Kernel) -> bool) {
             }
         }
         cpu::idle();
+        IDLE_RESUMED.store(now().as_nanos(), Ordering::Relaxed);
         // Interrupts are on between the halt and the wake path: print what
         // the handlers logged.
         serial::drain();

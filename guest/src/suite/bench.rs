@@ -8,7 +8,7 @@
 //! | test | group(s) | what |
 //! |---|---|---|
 //! | `bench-idle` | `idle` | timer interrupts/s over 10 s of idle with no timer pending but the one that ends the window (Linux: one `nanosleep` of 10 s); `forced` = interrupts that ran neither tick nor timer (the cap's, or a wake-up for the watchdog), `forced_ideal` = what the cap requires without lateness |
-//! | `bench-lateness` | `lateness` | a 1 ms absolute periodic timer, 2000 periods, timer advance off then auto: lateness where the idle loop resumes after `hlt` and at handler entry; `early` counts resumes before the deadline (at `resume`) and callbacks run before the expiry (at `entry`, where the handler itself may enter early on purpose: advance); `missed_periods` counts samples a whole period late, as Linux's program does |
+//! | `bench-lateness` | `lateness`, `lateness_hist`, `lateness_parts` | a 1 ms absolute periodic timer, 2000 periods, timer advance off then auto: lateness where the idle loop resumes after `hlt` and at handler entry; `early` counts resumes before the deadline (at `resume`) and callbacks run before the expiry (at `entry`, where the handler itself may enter early on purpose: advance); `missed_periods` counts samples a whole period late, as Linux's program does  `lateness_hist`: the samples per bucket of [`HIST_EDGES_US`] at each point; `lateness_parts`: p50/p99/max of our handler (entry → after EOI), the return to the idle loop, and its wake path to the waiter ||
 //! | `bench-read` | `clock_read` | one clocksource read through a timekeeper (Linux: `clock_gettime`), per clocksource; the TSC through the kernel's ordinary read `kernel::now` (`clock=tsc`, lock-free, `rdtsc` inline: `path=inline`), beside the timekeeper's generic read (`tsc-timekeeper`), `Timekeeper::monotonic_at` (`tsc-inline`) and the bare `rdtsc` + multiply-shift |
 //! | `bench-program` | `program` | one `program_event` on the tick device, and the driver's bare `set_next_event` |
 //! | `bench-nohz` | `nohz_path` | NO_HZ idle entry (`idle_enter` + `idle_sleep`) and exit (`idle_wake` + `idle_exit`) |
@@ -24,7 +24,8 @@
 //! `clock_gettime`: the median difference of consecutive readings, in the
 //! clock's own nanoseconds, so no bracket is involved.
 
-use core::fmt;
+use core::fmt::{self, Write as _};
+use core::sync::atomic::Ordering;
 
 use clockevents::{DeviceState, EventDevice, Expired};
 use clocksource::{Cycles, Hertz, InlineRead, Ktime, Nanos, Timekeeper};
@@ -344,6 +345,42 @@ impl Samples {
 
 static RESUME: spin::Mutex<Samples> = spin::Mutex::new(Samples::new());
 static ENTRY: spin::Mutex<Samples> = spin::Mutex::new(Samples::new());
+/// The parts of a resume's lateness: our handler (entry → after EOI), the
+/// return to the idle loop (→ after `hlt`), the idle loop's wake path to
+/// the waiter (→ resume).
+static PARTS: spin::Mutex<[Samples; 3]> =
+    spin::Mutex::new([Samples::new(), Samples::new(), Samples::new()]);
+
+/// Upper edges of the lateness histogram's buckets, µs (the last bucket
+/// is everything above): fine where QEMU's delivery lies (50–150 µs),
+/// coarse in the tail.
+const HIST_EDGES_US: [i64; 14] = [
+    0, 25, 50, 75, 100, 125, 150, 200, 250, 300, 400, 500, 750, 1000,
+];
+
+impl Samples {
+    /// The samples (ns) as counts per [`HIST_EDGES_US`] bucket:
+    /// `≤0:n 25:n … >1000:n` (each bucket named by its upper edge).
+    fn histogram(&self) -> crate::result::TextBuf<256> {
+        let mut counts = [0u32; HIST_EDGES_US.len() + 1];
+        for &x in &self.v[..self.n] {
+            let i = HIST_EDGES_US
+                .iter()
+                .position(|&e| x <= e * 1000)
+                .unwrap_or(HIST_EDGES_US.len());
+            counts[i] += 1;
+        }
+        let mut t = crate::result::TextBuf::new();
+        for (i, c) in counts.iter().enumerate() {
+            let _ = match HIST_EDGES_US.get(i) {
+                Some(0) => write!(t, "<=0:{c}"),
+                Some(e) => write!(t, " {e}:{c}"),
+                None => write!(t, " >{}:{c}", HIST_EDGES_US[HIST_EDGES_US.len() - 1]),
+            };
+        }
+        t
+    }
+}
 
 /// `bench-lateness`: advance off, then auto. "auto" is both halves of
 /// the delay: the tick layer's timer advance (`timer_advance=auto`: the
@@ -378,8 +415,12 @@ fn lateness(ctx: &Ctx<'_>) -> Verdict {
 fn lateness_run(advance: &str) {
     let mut resume = RESUME.lock();
     let mut entry = ENTRY.lock();
+    let mut parts = PARTS.lock();
     resume.n = 0;
     entry.n = 0;
+    for p in parts.iter_mut() {
+        p.n = 0;
+    }
     let (mut early_resume, mut early_run, mut missed) = (0u32, 0u32, 0u32);
     super::sync_to_interrupt();
     let mut next = kernel::now().saturating_add(PERIOD);
@@ -404,6 +445,12 @@ fn lateness_run(advance: &str) {
                 if f.found_at < f.expires {
                     early_run += 1;
                 }
+                let exit = kernel::HANDLER_EXIT.load(Ordering::Relaxed) as i64;
+                let resumed = kernel::IDLE_RESUMED.load(Ordering::Relaxed) as i64;
+                let [handler, to_idle, wake] = &mut *parts;
+                handler.push(exit - f.entry.as_nanos() as i64);
+                to_idle.push(resumed - exit);
+                wake.push(woke.as_nanos() as i64 - resumed);
             }
         }
         // Absolute: the next period from the schedule, not from the wake.
@@ -438,7 +485,29 @@ fn lateness_run(advance: &str) {
             l.field("resume_lead_ns", kernel::resume_lead().as_nanos());
         }
         emit(&l);
+        let mut h = line("lateness_hist");
+        h.field("at", at)
+            .field("advance", advance)
+            .text("le_us", s.histogram());
+        emit(&h);
     }
+    // Where a resume's lateness goes after the handler's entry: ours.
+    let mut l = line("lateness_parts");
+    l.field("advance", advance);
+    for (name, s) in ["handler", "to_idle", "wake"]
+        .into_iter()
+        .zip(parts.iter_mut())
+    {
+        if let Some([_, p50, p99, max]) = s.stats() {
+            let key = |q: &str| -> crate::result::TextBuf<32> {
+                crate::result::TextBuf::format(format_args!("{name}_{q}_us"))
+            };
+            l.field(key("p50").as_str(), SignedMicros(p50))
+                .field(key("p99").as_str(), SignedMicros(p99))
+                .field(key("max").as_str(), SignedMicros(max));
+        }
+    }
+    emit(&l);
 }
 
 // ---- clock reads ----------------------------------------------------------------
