@@ -85,6 +85,9 @@ pub struct Machine<const CPUS: usize> {
     periodic_timers: Arc<Mutex<Vec<(u64, Nanos)>>>,
     timer_cost: Arc<Mutex<Nanos>>,
     deep_refused: u64,
+    /// CPUs whose idle loop ends when a timer of theirs runs (a woken
+    /// waiter): the interrupt is followed by `idle_exit`, not `idle_sleep`.
+    busy_on_timer: [bool; CPUS],
 }
 
 /// Timers each simulated CPU can hold.
@@ -121,6 +124,16 @@ impl<const CPUS: usize> Machine<CPUS> {
             periodic_timers: Arc::new(Mutex::new(Vec::new())),
             timer_cost: Arc::new(Mutex::new(Nanos::ZERO)),
             deep_refused: 0,
+            busy_on_timer: [false; CPUS],
+        }
+    }
+
+    /// From now on, `cpu` leaves idle (`idle_exit`, busy) in the interrupt
+    /// that runs one of its timers, as a kernel's idle loop does when the
+    /// timer woke a task, instead of halting again.
+    pub fn busy_on_timer(&mut self, cpu: usize, on: bool) {
+        if let Some(b) = self.busy_on_timer.get_mut(cpu) {
+            *b = on;
         }
     }
 
@@ -313,11 +326,18 @@ impl<const CPUS: usize> Machine<CPUS> {
             self.wake(cpu);
         }
         let recorder = self.recorder();
+        let ran = self.fired.lock().unwrap().len();
         let ipis = self
             .tick
             .interrupt(id, cpu, &mut |c, t, now| recorder.run(c, t, now));
         if !is_broadcast {
-            self.sleep(cpu);
+            let woke_a_waiter = self.fired.lock().unwrap().len() > ran;
+            if woke_a_waiter && self.busy_on_timer[cpu] && self.run[cpu] != CpuRun::Busy {
+                self.tick.idle_exit(cpu);
+                self.run[cpu] = CpuRun::Busy;
+            } else {
+                self.sleep(cpu);
+            }
         }
         for c in ipis.iter() {
             self.wake(c);
