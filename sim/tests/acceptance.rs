@@ -1231,3 +1231,63 @@ fn timer_advance_auto_keeps_a_saturated_lead_that_helps() {
     );
     assert_eq!(info.stats.advance_back_offs, 0);
 }
+
+/// An idle CPU re-arms from its idle loop, not in the interrupt: each
+/// wake-up for a timer leaves the device disarmed when the handler returns
+/// (so the woken code runs without a device write before it),
+/// `idle_sleep` or `idle_exit` programs the next event, and every timer
+/// still runs exactly on time with one programming per wake-up. A busy CPU
+/// re-arms in the handler as before; a CPU leaving idle right after such
+/// an interrupt loses no tick.
+#[test]
+fn an_idle_cpu_rearms_from_its_idle_loop_not_in_the_interrupt() {
+    let (mut m, clock, trace) = machine::<1>(config(250, true, true));
+    m.add_device(local_dev(&clock, &trace, "lapic0", 0, BOTH));
+    for i in 1..=10u64 {
+        m.add_timer(0, Ktime::from_millis(10 * i + 1), i);
+    }
+    m.run_until(Ktime::from_millis(2));
+    m.idle(0, IdleDepth::Shallow);
+    let programs = |t: &Trace| {
+        t.count(|e| {
+            matches!(
+                e.kind,
+                sim::TraceKind::Program {
+                    device: "lapic0",
+                    ..
+                }
+            )
+        })
+    };
+    let before = programs(&trace);
+    m.run_until(Ktime::from_millis(105));
+    let fired: Vec<Ktime> = m.fired().iter().map(|f| f.at).collect();
+    let want: Vec<Ktime> = (1..=10u64)
+        .map(|i| Ktime::from_millis(10 * i + 1))
+        .collect();
+    assert_eq!(fired, want);
+    let s = m.tick.cpu_info(0).unwrap().stats;
+    assert_eq!((s.interrupts, s.rearms_deferred), (10, 10));
+    // One programming per wake-up: the next timer's (the idle loop's), and
+    // after the last the watchdog-free cap (max deferment).
+    assert_eq!(programs(&trace) - before, 10);
+    assert!(!m.tick.programmed_event(0).is_never());
+    // Busy, the tick runs and each tick re-arms in its handler.
+    m.busy(0);
+    m.run_until(Ktime::from_millis(125));
+    let s = m.tick.cpu_info(0).unwrap().stats;
+    assert_eq!(s.rearms_deferred, 10);
+    assert_eq!(s.ticks, 5, "ticks at 108, 112, 116, 120, 124 ms");
+    // Idle with a timer before the next tick (the tick kept), its
+    // interrupt defers the re-arm and the CPU leaves idle at once: the
+    // tick goes on from the grid, none lost.
+    m.add_timer(0, Ktime::from_micros(126_500), 11);
+    m.busy_on_timer(0, true);
+    m.idle(0, IdleDepth::Shallow);
+    m.run_until(Ktime::from_micros(141_000));
+    assert_eq!(m.cpu_run(0), sim::CpuRun::Busy);
+    let s = m.tick.cpu_info(0).unwrap().stats;
+    assert_eq!(s.rearms_deferred, 11);
+    assert_eq!(m.fired().len(), 11);
+    assert_eq!(s.ticks, 9, "and at 128, 132, 136, 140 ms");
+}

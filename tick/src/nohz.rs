@@ -112,8 +112,16 @@ where
             if self.cpus[cpu].tick_stopped {
                 self.reprogram(cpu, now);
             } else {
-                self.try_stop_tick(cpu, now, false);
+                // After an interrupt that left its re-arm here the device
+                // is disarmed: no raised interrupt can be waiting, and the
+                // decision is the interrupt's own (`in_irq`).
+                let after_irq = self.cpus[cpu].rearm_pending;
+                self.try_stop_tick(cpu, now, after_irq);
             }
+        }
+        if self.cpus[cpu].rearm_pending {
+            // The tick was kept: the interrupt's re-arm is still to make.
+            self.reprogram(cpu, now);
         }
         let c3stop = self.cpus[cpu]
             .dev
@@ -158,6 +166,8 @@ where
             c.do_timer_last = false;
             c.deferment_wakeup = Ktime::MAX;
             c.next_tick = next_tick;
+            self.reprogram(cpu, now);
+        } else if self.cpus[cpu].rearm_pending {
             self.reprogram(cpu, now);
         }
         let jiffies = self.jiffies;

@@ -158,6 +158,10 @@ pub struct CpuStats {
     /// handler was still later than any lead could make up
     /// ([`crate::advance`]).
     pub advance_back_offs: u64,
+    /// Interrupts taken in NO_HZ idle with the tick stopped that left the
+    /// re-arm to the idle loop (`idle_sleep` / `idle_exit`) instead of
+    /// programming the device in the handler.
+    pub rearms_deferred: u64,
 }
 
 /// One CPU's tick state.
@@ -182,6 +186,9 @@ pub(crate) struct TickCpu<'a, S> {
     /// The wake-up programmed while idle for the max-deferment cap
     /// (`Ktime::MAX` if the wake-up is for something else).
     pub(crate) deferment_wakeup: Ktime,
+    /// An interrupt in idle left the re-arm to the idle loop (`idle_sleep`
+    /// or `idle_exit` programs the next event); cleared by any reprogram.
+    pub(crate) rearm_pending: bool,
     /// What the device was last programmed for (before any advance).
     pub(crate) target: Ktime,
     /// Consecutive interrupts that came before the clocksource reached
@@ -329,6 +336,7 @@ where
             in_broadcast: false,
             do_timer_last: false,
             deferment_wakeup: Ktime::MAX,
+            rearm_pending: false,
             target: Ktime::MAX,
             behind_streak: 0,
             advance: Advance::default(),
@@ -942,8 +950,22 @@ where
                 // stops it here, in the interrupt (Linux
                 // `tick_nohz_irq_exit()`); otherwise, or if a timer keeps
                 // it, the next event is programmed as usual.
-                let stop_here = c.idle && mode.is_nohz() && !c.tick_stopped;
-                if !(stop_here && self.try_stop_tick(cpu, now, true)) {
+                // An idle CPU leaves the re-arm — and, with its tick still
+                // running, the decision to stop it (Linux
+                // `tick_nohz_irq_exit`) — to its idle loop, which makes both
+                // before it halts again ([`TickSystem::idle_sleep`]) or as
+                // it leaves idle ([`TickSystem::idle_exit`]). Doing it here
+                // too would put a device write on the wake-up path before
+                // the woken code runs — ~15–25 µs of a trapped register
+                // write under QEMU — for an event the idle loop programs
+                // anyway (a woken waiter adds its next timer first). The
+                // device is disarmed meanwhile (it fired); nothing is lost:
+                // the loop runs before any halt.
+                if c.idle && mode.is_nohz() && !c.in_broadcast {
+                    let c = &mut self.cpus[cpu];
+                    c.rearm_pending = true;
+                    c.stats.rearms_deferred += 1;
+                } else {
                     self.reprogram(cpu, now);
                 }
             }
@@ -989,6 +1011,7 @@ where
         if !self.cpus[cpu].mode.is_oneshot() {
             return;
         }
+        self.cpus[cpu].rearm_pending = false;
         let (next, capped) = self.next_event_for(cpu, now);
         self.cpus[cpu].deferment_wakeup = if capped { next } else { Ktime::MAX };
         if self.cpus[cpu].in_broadcast {
