@@ -13,11 +13,17 @@
 //!     icount9, icount10   clockevent=lapic test=bench-lateness
 //!
 //!   serial ──BenchLine::parse──► BootResult ──*_table──► Table ──render──► stdout, report
-//!   bench/linux/run (×3: default, nohz=off, tsc=reliable) ──► comparison_table
+//!   bench/linux/run (×3: default, nohz=off, tsc=reliable) ──► comparisons ──► stats
 //! ```
 //!
-//! Every boot's raw output goes to `target/bench/<accel>-<machine>-<config>.log`,
-//! the tables to `target/bench/report-<accel>-<machine>.md`. A figure that is
+//! With `--repeat N` the boots the comparison reads (lapic nohz, periodic,
+//! reliable; read-cal) are made N times, alternating with Linux's three
+//! runs under `--vs-linux`, and reported as median (min–max) ([`stats`]);
+//! the per-device tables are run 1's.
+//!
+//! Every boot's raw output goes to `target/bench/<accel>-<machine>-<config>.log`
+//! (`…-run<i>.log` for run i > 1), the tables to
+//! `target/bench/report-<accel>-<machine>.md`. A figure that is
 //! missing (a boot that failed, a group the guest skipped, a key it did not
 //! print) is a `—` in its cell and a note under the table; nothing here
 //! panics on what the guest or Linux printed.
@@ -39,6 +45,7 @@ use crate::cli::{AccelChoice, BenchArgs};
 use crate::matrix::{Source, Transcript};
 use crate::qemu::{self, Accel, Machine, RunSpec, RunStatus};
 use crate::runner::{KVM_TIMEOUT, TCG_TIMEOUT};
+use crate::stats::{self, RunNo};
 use crate::{guest_build, Error, Result};
 
 /// A missing figure.
@@ -962,63 +969,126 @@ pub fn kvm_note(accel: Accel) -> Option<&'static str> {
     )
 }
 
-/// `ours / linux` with two decimals, or [`NONE`] when either is not a
-/// number or Linux's is not positive.
-pub fn ratio(ours: &str, linux: &str) -> String {
+/// `ours / linux`, or `None` when either is not a finite number or Linux's
+/// is not positive.
+pub fn ratio_of(ours: &str, linux: &str) -> Option<f64> {
     match (ours.parse::<f64>(), linux.parse::<f64>()) {
-        (Ok(o), Ok(l)) if l > 0.0 && o.is_finite() && l.is_finite() => format!("{:.2}", o / l),
-        _ => NONE.to_string(),
+        (Ok(o), Ok(l)) if l > 0.0 && o.is_finite() && l.is_finite() => Some(o / l),
+        _ => None,
     }
 }
 
-/// Linux against dynticks, one row per metric. `ours` is the TCG suite;
-/// `linux` has one run per variant (a missing variant is a `—`).
-pub fn comparison_table(linux: &[LinuxRun], ours: &Suite) -> Table {
-    let mut t = Table::new(
-        "Linux 6.1 vs dynticks, same QEMU (ratio = dynticks / Linux)",
-        &["metric", "Linux", "dynticks", "ratio", "better"],
-        1,
-    );
-    t.trailing_labels = 1;
+/// HZ of both kernels: the guest's default `hz=250`, Debian's
+/// `CONFIG_HZ_250`.
+pub const HZ: u32 = 250;
+
+/// What "better" means in a row of the comparison.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Better {
+    /// The lower figure.
+    Lower,
+    /// A tick rate of [`HZ`] per second (the `nohz=off` idle row).
+    AtHz,
+}
+
+impl Better {
+    /// The text of the table's `better` column.
+    pub fn label(self) -> String {
+        match self {
+            Better::Lower => "lower".into(),
+            Better::AtHz => format!("= HZ ({HZ})"),
+        }
+    }
+}
+
+/// A figure as printed, or why it is missing.
+pub type Figure = std::result::Result<String, String>;
+
+/// The first of `keys` on the line `found`, or why there is none.
+fn figure(found: Found<'_>, keys: &[&str]) -> Figure {
+    let l = found?;
+    keys.iter()
+        .find_map(|k| l.get(k))
+        .map(str::to_string)
+        .ok_or_else(|| format!("the `{}` line has no `{}`", l.group, keys.join("` or `")))
+}
+
+/// One row of the comparison from one run of each kernel.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Comparison {
+    /// What is measured.
+    pub metric: String,
+    /// Which figure is the better one.
+    pub better: Better,
+    /// Linux's figure.
+    pub linux: Figure,
+    /// Ours.
+    pub ours: Figure,
+    /// Ours is the guest's rdtsc-timed median, not the clock's own (see
+    /// [`Comparison::note`]).
+    pub rdtsc_timed: bool,
+    /// Whether the figures are not to be divided (ours is a median of 0:
+    /// no cost, see the note).
+    pub no_ratio: bool,
+    /// Why ours is what it is, if the row needs saying so.
+    pub note: Option<String>,
+}
+
+impl Comparison {
+    /// `ours / linux`, if both are there and it means something.
+    pub fn ratio(&self) -> Option<f64> {
+        match (&self.ours, &self.linux) {
+            (Ok(o), Ok(l)) if !self.no_ratio => ratio_of(o, l),
+            _ => None,
+        }
+    }
+}
+
+/// Linux against dynticks, one row per metric, from one run of each:
+/// `ours` is the TCG suite; `linux` has one run per variant (a missing
+/// variant is an `Err`).
+pub fn comparisons(linux: &[LinuxRun], ours: &Suite) -> Vec<Comparison> {
     let run = |v: LinuxVariant| -> std::result::Result<&LinuxRun, String> {
         linux
             .iter()
             .find(|r| r.variant == v)
             .ok_or_else(|| format!("Linux {}: not run", v.tag()))
     };
-    /// One row: `key` of Linux's line `l` against `key` of ours, `o`.
-    fn push(t: &mut Table, metric: &str, better: &str, l: Found<'_>, o: Found<'_>, key: &str) {
-        let lv = t.cell(&l, key);
-        let ov = t.cell(&o, key);
-        let r = ratio(&ov, &lv);
-        t.rows
-            .push(vec![metric.to_string(), lv, ov, r, better.to_string()]);
-    }
+    let row = |metric: String, better: Better, l: Found<'_>, o: Found<'_>, key: &str| Comparison {
+        metric,
+        better,
+        linux: figure(l, &[key]),
+        ours: figure(o, &[key]),
+        rdtsc_timed: false,
+        no_ratio: false,
+        note: None,
+    };
+    let mut rows = Vec::new();
 
     let idle = [
         (
             "idle timer irq/s, NO_HZ (ours: lapic)",
             LinuxVariant::Default,
             Config::NoHz,
-            "lower",
+            Better::Lower,
         ),
         (
             "idle timer irq/s, nohz=off (ours: lapic)",
             LinuxVariant::NoHzOff,
             Config::Periodic,
-            "= HZ (250)",
+            Better::AtHz,
         ),
         (
             "idle timer irq/s, NO_HZ tsc=reliable (ours: lapic)",
             LinuxVariant::TscReliable,
             Config::Reliable,
-            "lower",
+            Better::Lower,
         ),
     ];
     for (metric, variant, config, better) in idle {
         let l = run(variant).and_then(|r| r.find("idle", &[]));
         let o = ours.find(Device::Lapic, config, "idle", &[]);
-        push(&mut t, metric, better, l, o, "per_s");
+        rows.push(row(metric.into(), better, l, o, "per_s"));
     }
 
     for advance in ["off", "auto"] {
@@ -1034,7 +1104,7 @@ pub fn comparison_table(linux: &[LinuxRun], ours: &Suite) -> Table {
                 "lateness",
                 &[("at", "resume"), ("advance", advance)],
             );
-            push(&mut t, &metric, "lower", l, o, key);
+            rows.push(row(metric, Better::Lower, l, o, key));
         }
     }
 
@@ -1044,33 +1114,30 @@ pub fn comparison_table(linux: &[LinuxRun], ours: &Suite) -> Table {
             let metric = format!("clock read {stat} ns, {clock}");
             let l =
                 run(LinuxVariant::Default).and_then(|r| r.find("clock_read", &[("source", clock)]));
-            let o = ours_reads
-                .clone()
-                .and_then(|lines| find(lines, "clock_read", &[("clock", clock)]));
-            push(&mut t, &metric, "lower", l, o, key);
-            let last = t.rows.len() - 1;
-            if stat == "median" && t.rows[last][2].parse::<f64>() == Ok(0.0) {
+            let o = || {
+                ours_reads.clone().and_then(|lines| {
+                    find(lines, "clock_read", &[("clock", clock)])
+                        .map_err(|e| format!("hpet-read-cal: {e}"))
+                })
+            };
+            let mut r = row(metric, Better::Lower, l, o(), key);
+            if stat == "median" && r.ours.as_deref().map(str::parse::<f64>) == Ok(Ok(0.0)) {
                 // A counter slower than a read: consecutive readings are
                 // mostly equal, and the median is 0, not a cost. The
                 // guest also times each read with rdtsc: use that.
-                let timed = ours_reads
-                    .clone()
-                    .and_then(|lines| find(lines, "clock_read", &[("clock", clock)]))
-                    .ok()
-                    .and_then(|l| l.get("tsc_timed_median_ns").map(str::to_string));
-                match timed {
-                    Some(v) => {
-                        t.rows[last][2] = format!("{v} (rdtsc-timed)");
-                        t.rows[last][3] = ratio(&v.to_string(), &t.rows[last][1]);
-                        t.note(format!(
+                match figure(o(), &["tsc_timed_median_ns"]) {
+                    Ok(v) => {
+                        r.ours = Ok(v);
+                        r.rdtsc_timed = true;
+                        r.note = Some(format!(
                             "dynticks' {clock} median is rdtsc-timed: the counter ticks slower \
                              than one read takes, so consecutive readings are mostly equal \
                              (their median is 0)"
                         ));
                     }
-                    None => {
-                        t.rows[last][3] = NONE.to_string();
-                        t.note(format!(
+                    Err(_) => {
+                        r.no_ratio = true;
+                        r.note = Some(format!(
                             "dynticks' {clock} median is 0: the counter ticks slower than one \
                              read takes, so most consecutive readings are equal; its mean is \
                              the cost"
@@ -1078,15 +1145,15 @@ pub fn comparison_table(linux: &[LinuxRun], ours: &Suite) -> Table {
                     }
                 }
             }
+            rows.push(r);
         }
     }
-    t.note(
-        "ratio < 1: dynticks has the lower figure, which is better in every row but \
-         nohz=off (where both should tick at HZ = 250/s)"
-            .into(),
-    );
-    t
+    rows
 }
+
+/// The note under every comparison table: what a ratio says.
+pub const RATIO_NOTE: &str = "ratio < 1: dynticks has the lower figure, which is better in \
+     every row but nohz=off (where both should tick at HZ = 250/s)";
 
 // ---- running ----------------------------------------------------------------------
 
@@ -1173,8 +1240,14 @@ fn boot(spec: &RunSpec, log: &Path) -> Result<(RunStatus, String, f64)> {
     Ok((o.status, o.serial, o.duration.as_secs_f64()))
 }
 
-/// Runs every boot under `accel`.
-fn run_suite(kernel: &Path, accel: Accel, args: &BenchArgs, dir: &Path) -> Result<Suite> {
+/// Makes the bring-up boot under `accel`: the suite with no boots yet,
+/// and the boots to make ([`plan`]).
+fn start_suite(
+    kernel: &Path,
+    accel: Accel,
+    args: &BenchArgs,
+    dir: &Path,
+) -> Result<(Suite, Vec<Boot>)> {
     let prefix = format!("{}-{}", accel.as_str(), args.machine.as_str());
     // A bring-up-only boot: what the CPU model offers (and whether it boots).
     let caps_spec = spec(kernel, accel, args.machine, "test=caps", None);
@@ -1207,20 +1280,42 @@ fn run_suite(kernel: &Path, accel: Accel, args: &BenchArgs, dir: &Path) -> Resul
             b.cpu.as_deref().unwrap_or_default()
         ));
     }
-    let mut results = Vec::new();
+    let suite = Suite {
+        accel,
+        machine: args.machine,
+        qemu_line,
+        devices,
+        boots: Vec::new(),
+        notes,
+    };
+    Ok((suite, boots))
+}
+
+/// Makes `boots` (of run `run`) one after the other and adds their
+/// results to `suite`.
+pub(crate) fn run_boots(
+    kernel: &Path,
+    suite: &mut Suite,
+    boots: &[Boot],
+    dir: &Path,
+    run: RunNo,
+) -> Result<()> {
+    let (accel, machine) = (suite.accel, suite.machine);
+    let prefix = format!("{}-{}", accel.as_str(), machine.as_str());
     let n = boots.len();
-    for (i, b) in boots.into_iter().enumerate() {
+    for (i, b) in boots.iter().enumerate() {
         let cmdline = b.config.cmdline(b.device);
-        let mut s = spec(kernel, accel, args.machine, &cmdline, b.cpu.as_deref());
+        let mut s = spec(kernel, accel, machine, &cmdline, b.cpu.as_deref());
         if let Some(icount) = b.config.icount() {
             s.icount = Some(icount);
             s.timeout = SLOW_VCPU_TIMEOUT;
         }
-        let log = dir.join(format!("{prefix}-{}.log", b.name()));
+        let log = dir.join(format!("{prefix}-{}{}.log", b.name(), run.suffix()));
         let (status, serial, secs) = boot(&s, &log)?;
-        let r = BootResult::new(b, accel, status, &serial);
+        let r = BootResult::new(b.clone(), accel, status, &serial);
         println!(
-            "[{:>2}/{n}] {} {:<25} {cmdline:<78} {}",
+            "{}[{:>2}/{n}] {} {:<25} {cmdline:<78} {}",
+            run.prefix(),
             i + 1,
             accel.as_str(),
             r.boot.name(),
@@ -1229,25 +1324,24 @@ fn run_suite(kernel: &Path, accel: Accel, args: &BenchArgs, dir: &Path) -> Resul
                 Some(p) => format!("{p} ({secs:.1} s; {})", log.display()),
             }
         );
-        results.push(r);
+        suite.boots.push(r);
     }
-    Ok(Suite {
-        accel,
-        machine: args.machine,
-        qemu_line,
-        devices,
-        boots: results,
-        notes,
-    })
+    Ok(())
+}
+
+/// The `-cpu` model and memory of every TCG boot, which Linux gets too.
+pub(crate) fn linux_machine(kernel: &Path, machine: Machine) -> (String, u32) {
+    let s = spec(kernel, Accel::Tcg, machine, "", None);
+    (s.cpu, s.memory_mib)
 }
 
 /// Runs `bench/linux/run` once; its stderr is echoed as it comes.
-fn run_linux(
+pub(crate) fn run_linux(
     variant: LinuxVariant,
     machine: Machine,
-    cpu: &str,
-    memory: u32,
+    (cpu, memory): (&str, u32),
     dir: &Path,
+    run: RunNo,
 ) -> LinuxRun {
     let script = guest_build::workspace_root().join("bench/linux/run");
     let mut cmd = Command::new(&script);
@@ -1263,7 +1357,12 @@ fn run_linux(
     if let Some(a) = variant.append() {
         cmd.args(["--append", a]);
     }
-    println!("\nLinux {}: {}", variant.tag(), command_line(&cmd));
+    println!(
+        "\n{}Linux {}: {}",
+        run.prefix(),
+        variant.tag(),
+        command_line(&cmd)
+    );
     let failed = |error: String| LinuxRun {
         variant,
         lines: Vec::new(),
@@ -1294,7 +1393,12 @@ fn run_linux(
     }
     let status = child.wait();
     let stderr = stderr.and_then(|h| h.join().ok()).unwrap_or_default();
-    let log = dir.join(format!("linux-{}-{}.log", machine.as_str(), variant.tag()));
+    let log = dir.join(format!(
+        "linux-{}-{}{}.log",
+        machine.as_str(),
+        variant.tag(),
+        run.suffix()
+    ));
     let mut text = format!("# {}\n{stdout}\n# stderr:\n", command_line(&cmd));
     for l in &stderr {
         let _ = writeln!(text, "{l}");
@@ -1346,7 +1450,9 @@ fn command_line(cmd: &Command) -> String {
 }
 
 /// `cargo xtask bench`: true if every boot of ours produced its figures
-/// (a failed Linux run is reported but does not fail the task).
+/// (a failed Linux run is reported but does not fail the task). The boots
+/// the comparison reads are made `--repeat` times, alternating with Linux
+/// under `--vs-linux` ([`stats`]).
 pub fn bench(args: &BenchArgs) -> Result<bool> {
     let accel = resolve_accel(args.accel)?;
     let kernel = guest_build::build(&[])?;
@@ -1359,11 +1465,11 @@ pub fn bench(args: &BenchArgs) -> Result<bool> {
         accels.push(Accel::Tcg);
     }
     let mut ok = true;
-    let mut tcg = None;
+    let mut compared = false;
     let mut i = 0;
     while let Some(&a) = accels.get(i) {
         i += 1;
-        let suite = match run_suite(&kernel, a, args, &dir) {
+        let (suite, plan) = match start_suite(&kernel, a, args, &dir) {
             Ok(s) => s,
             Err(e) if a == Accel::Kvm && args.accel == AccelChoice::Auto => {
                 // `auto` means "KVM if it works".
@@ -1379,55 +1485,50 @@ pub fn bench(args: &BenchArgs) -> Result<bool> {
                 continue;
             }
         };
-        ok &= !suite.boots.iter().any(BootResult::failed);
-        let text = report(&suite);
-        println!("\n{text}");
+        // With --vs-linux the comparison, and so the repeating, is TCG's.
+        let compare = !args.vs_linux || a == Accel::Tcg;
+        let linux = args.vs_linux && a == Accel::Tcg;
+        let repeat = if compare { args.repeat } else { 1 };
+        let rounds = stats::run_rounds(&kernel, suite, plan, &dir, repeat, linux)?;
+        ok &= !rounds
+            .iter()
+            .any(|r| r.ours.boots.iter().any(BootResult::failed));
+        let Some(first) = rounds.first() else {
+            continue;
+        };
+        let mut text = report(&first.ours);
+        let mut per_run = String::new();
+        if linux || (compare && repeat > 1) {
+            compared |= linux;
+            text.push('\n');
+            if let Some(note) = kvm_note(accel).filter(|_| linux) {
+                let _ = writeln!(text, "{note}\n");
+            }
+            let (summary, runs) = stats::section(&rounds, args);
+            text.push_str(&summary);
+            per_run = runs;
+        }
         let path = dir.join(format!(
             "report-{}-{}.md",
             a.as_str(),
             args.machine.as_str()
         ));
-        write_file(&path, &text)?;
-        println!("(written to {})", path.display());
-        if a == Accel::Tcg {
-            tcg = Some((suite, path, text));
+        println!("\n{text}");
+        if !per_run.is_empty() {
+            println!("(per-run figures: in the report)");
         }
+        write_file(&path, &format!("{text}{per_run}"))?;
+        println!("(written to {})", path.display());
     }
-    if !args.vs_linux {
-        return Ok(ok);
-    }
-    let Some((suite, path, mut text)) = tcg else {
+    if args.vs_linux && !compared {
         println!("\nno TCG figures of ours: no comparison with Linux");
         return Ok(false);
-    };
-    let (cpu, memory) = {
-        let s = spec(&kernel, Accel::Tcg, args.machine, "", None);
-        (s.cpu, s.memory_mib)
-    };
-    let linux: Vec<LinuxRun> = LinuxVariant::ALL
-        .into_iter()
-        .map(|v| run_linux(v, args.machine, &cpu, memory, &dir))
-        .collect();
-    for r in &linux {
-        if let Some(e) = &r.error {
-            println!("Linux {} failed: {e}", r.variant.tag());
-        }
     }
-    let mut cmp = String::new();
-    if let Some(note) = kvm_note(accel) {
-        let _ = writeln!(cmp, "{note}\n");
-    }
-    cmp.push_str(&comparison_table(&linux, &suite).render());
-    println!("\n{cmp}");
-    text.push('\n');
-    text.push_str(&cmp);
-    write_file(&path, &text)?;
-    println!("(written to {})", path.display());
     Ok(ok)
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     const GUEST_LAPIC_NOHZ: &str = "\
@@ -1460,7 +1561,8 @@ BENCH clock_read source=acpi_pm calls=1000000 median_ns=1117 mean_ns=1120.8 min_
 BENCH done uptime_s=19.16
 ";
 
-    fn boot(device: Device, config: Config) -> Boot {
+    /// A boot of `device` in `config` with the default CPU model.
+    pub(crate) fn boot(device: Device, config: Config) -> Boot {
         Boot {
             device,
             config,
@@ -1468,7 +1570,13 @@ BENCH done uptime_s=19.16
         }
     }
 
-    fn suite(boots: Vec<BootResult>) -> Suite {
+    /// What a boot of `device` in `config` that passed with `serial` gives.
+    pub(crate) fn booted(device: Device, config: Config, serial: &str) -> BootResult {
+        BootResult::new(boot(device, config), Accel::Tcg, RunStatus::Pass, serial)
+    }
+
+    /// A TCG suite of the LAPIC timer with `boots`.
+    pub(crate) fn suite(boots: Vec<BootResult>) -> Suite {
         Suite {
             accel: Accel::Tcg,
             machine: Machine::Pc,
@@ -1754,52 +1862,83 @@ BENCH done uptime_s=19.16
                 error: Some("no kernel".into()),
             },
         ];
-        let t = comparison_table(&linux, &lapic_suite());
+        let rows = comparisons(&linux, &lapic_suite());
+        assert_eq!(rows.len(), 3 + 4 + 6);
         let row = |prefix: &str| {
-            t.rows
+            let r = rows
                 .iter()
-                .find(|r| r[0].starts_with(prefix))
-                .unwrap_or_else(|| panic!("{prefix}: {t:?}"))
+                .find(|r| r.metric.starts_with(prefix))
+                .unwrap_or_else(|| panic!("{prefix}: {rows:?}"));
+            let ratio = r.ratio().map(|x| format!("{x:.2}"));
+            (r.linux.clone(), r.ours.clone(), ratio, r)
         };
+        let ok = |s: &str| Ok(s.to_string());
+        let (l, o, r, c) = row("idle timer irq/s, NO_HZ (");
+        assert_eq!((l, o, r.as_deref()), (ok("9.4"), ok("2.099"), Some("0.22")));
+        assert_eq!(c.better, Better::Lower);
+        let (l, o, r, c) = row("idle timer irq/s, nohz=off");
+        assert_eq!(l, Err("Linux nohz=off: no kernel".into()));
+        assert_eq!(o, Err("lapic periodic: not booted".into()));
+        assert_eq!((r, c.better.label()), (None, "= HZ (250)".into()));
+        let (l, o, r, _) = row("idle timer irq/s, NO_HZ tsc=reliable");
+        assert_eq!(l, Err("Linux tsc=reliable: not run".into()));
+        assert!(o.is_err() && r.is_none());
+        let (l, o, r, _) =
+            row("lateness p50 µs at resume (Linux slack 1 ns; ours lapic, advance off)");
         assert_eq!(
-            row("idle timer irq/s, NO_HZ (")[1..4],
-            ["9.4", "2.099", "0.22"]
+            (l, o, r.as_deref()),
+            (ok("184.4"), ok("73.8"), Some("0.40"))
         );
-        assert_eq!(row("idle timer irq/s, nohz=off")[1..4], [NONE, NONE, NONE]);
+        let (l, o, r, _) =
+            row("lateness p99 µs at resume (Linux slack 1 ns; ours lapic, advance auto)");
         assert_eq!(
-            row("lateness p50 µs at resume (Linux slack 1 ns; ours lapic, advance off)")[1..4],
-            ["184.4", "73.8", "0.40"]
+            (l, o, r.as_deref()),
+            (ok("441.1"), ok("200.0"), Some("0.45"))
         );
-        assert_eq!(
-            row("lateness p99 µs at resume (Linux slack 1 ns; ours lapic, advance auto)")[1..4],
-            ["441.1", "200.0", "0.45"]
-        );
-        assert_eq!(
-            row("clock read median ns, hpet")[1..4],
-            ["1450", "200", "0.14"]
-        );
-        assert_eq!(
-            row("clock read median ns, acpi_pm")[1..4],
-            ["1117", "80 (rdtsc-timed)", "0.07"]
-        );
-        assert_eq!(
-            row("clock read mean ns, acpi_pm")[1..4],
-            ["1120.8", "94", "0.08"]
-        );
-        assert!(t
-            .notes
+        let (l, o, r, _) = row("clock read median ns, hpet");
+        assert_eq!((l, o, r.as_deref()), (ok("1450"), ok("200"), Some("0.14")));
+        let (l, o, r, c) = row("clock read median ns, acpi_pm");
+        assert_eq!((l, o, r.as_deref()), (ok("1117"), ok("80"), Some("0.07")));
+        assert!(c.rdtsc_timed);
+        assert!(c
+            .note
+            .as_ref()
+            .is_some_and(|n| n.starts_with("dynticks' acpi_pm median is rdtsc-timed")));
+        let (l, o, r, c) = row("clock read mean ns, acpi_pm");
+        assert_eq!((l, o, r.as_deref()), (ok("1120.8"), ok("94"), Some("0.08")));
+        assert!(!c.rdtsc_timed && c.note.is_none());
+    }
+
+    #[test]
+    fn a_median_of_zero_without_an_rdtsc_timed_one_is_not_divided() {
+        let read_cal = GUEST_READ_CAL.replace(" tsc_timed_median_ns=80", "");
+        let s = suite(vec![booted(Device::Hpet, Config::ReadCal, &read_cal)]);
+        let linux = [LinuxRun {
+            variant: LinuxVariant::Default,
+            lines: bench_lines(LINUX_DEFAULT),
+            error: None,
+        }];
+        let rows = comparisons(&linux, &s);
+        let c = rows
             .iter()
-            .any(|n| n.starts_with("dynticks' acpi_pm median is rdtsc-timed")));
-        assert!(t.notes.iter().any(|n| n == "Linux nohz=off: no kernel"));
-        assert!(t.notes.iter().any(|n| n == "Linux tsc=reliable: not run"));
+            .find(|r| r.metric == "clock read median ns, acpi_pm")
+            .unwrap();
+        assert_eq!(c.ours, Ok("0".to_string()));
+        assert!(c.no_ratio && !c.rdtsc_timed);
+        assert_eq!(c.ratio(), None);
+        assert!(c
+            .note
+            .as_ref()
+            .is_some_and(|n| n.contains("its mean is the cost")));
     }
 
     #[test]
     fn ratios_need_two_numbers_and_a_positive_linux_figure() {
-        assert_eq!(ratio("50", "100"), "0.50");
-        assert_eq!(ratio("50", "0"), NONE);
-        assert_eq!(ratio(NONE, "1"), NONE);
-        assert_eq!(ratio("1", "100000+"), NONE);
+        assert_eq!(ratio_of("50", "100"), Some(0.5));
+        assert_eq!(ratio_of("50", "0"), None);
+        assert_eq!(ratio_of(NONE, "1"), None);
+        assert_eq!(ratio_of("1", "100000+"), None);
+        assert_eq!(ratio_of("NaN", "1"), None);
     }
 
     #[test]

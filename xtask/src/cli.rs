@@ -1,6 +1,6 @@
 //! Command-line arguments of `cargo xtask` (pure; tested below).
 
-use std::fmt;
+use std::fmt::{self, Write as _};
 use std::time::Duration;
 
 use crate::qemu::Machine;
@@ -25,7 +25,7 @@ commands:
       TCG always; KVM too when a probe boot passes (else \"KVM unusable here\").
       --fast drops the nohz=off and per-clocksource rows.
   bench [--accel tcg|kvm|auto] [--machine pc|q35] [--source hpet|lapic|pit|all]
-      [--vs-linux]
+      [--vs-linux] [--repeat N]
       build, then boot the guest's bench-* tests per tick device (NO_HZ,
       nohz=off, tsc=reliable; clock reads and calibrations once; under TCG
       the LAPIC timer's lateness on a slow vCPU, -icount shift=9|10,sleep=off)
@@ -34,6 +34,12 @@ commands:
       --vs-linux also runs bench/linux/run (default, nohz=off, tsc=reliable)
       and compares; Linux runs under TCG only, so our guest then runs under
       TCG too.
+      --repeat N boots the figures the comparison reads (lapic NO_HZ,
+      nohz=off, tsc=reliable, and the read/calibration boot) N times
+      (default 5) and prints each as median (min-max); with --vs-linux, ours
+      and Linux alternate (run i: our four boots, then Linux's three) and
+      each ratio is taken within a run. The rest of the suite runs once, in
+      run 1. --repeat 1 is a single run.
   fuzz [--target cmdline|pvh|hpet|lapic|pit|tsc] [--iterations N] [--seed S]
       build the fuzz harness (fuzz/) in release and run every target (or T)
       for N inputs (default 1000000) from seed S (default: from the clock,
@@ -47,7 +53,13 @@ defaults: run:  --accel auto (KVM if /dev/kvm opens read-write, else TCG),
                 --timeout 30
           test: --accel auto (TCG, and KVM if usable), --machine both,
                 --source all, --timeout 120 per boot (300 under KVM)
-          bench: --accel tcg, --machine pc, --source all";
+          bench: --accel tcg, --machine pc, --source all, --repeat 5";
+
+/// Default `--repeat` of `bench`.
+pub const DEFAULT_REPEAT: u32 = 5;
+
+/// The largest `--repeat` taken (a typo guard: each run takes minutes).
+pub const MAX_REPEAT: u32 = 100;
 
 /// Default wall-clock limit of one QEMU run.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
@@ -119,6 +131,32 @@ pub struct BenchArgs {
     pub source: Option<crate::matrix::Source>,
     /// `--vs-linux`: compare with Linux in the same QEMU.
     pub vs_linux: bool,
+    /// `--repeat`: how many runs of the compared boots (and of Linux), ≥ 1.
+    pub repeat: u32,
+}
+
+impl BenchArgs {
+    /// The `cargo xtask bench` command that asks for these options: those
+    /// not at their default, and `--repeat` always (a report names it).
+    pub fn command_line(&self) -> String {
+        let mut s = String::from("cargo xtask bench");
+        match self.accel {
+            AccelChoice::Tcg => {}
+            AccelChoice::Kvm => s.push_str(" --accel kvm"),
+            AccelChoice::Auto => s.push_str(" --accel auto"),
+        }
+        if self.machine != Machine::Pc {
+            let _ = write!(s, " --machine {}", self.machine.as_str());
+        }
+        if let Some(source) = self.source {
+            let _ = write!(s, " --source {}", source.name());
+        }
+        if self.vs_linux {
+            s.push_str(" --vs-linux");
+        }
+        let _ = write!(s, " --repeat {}", self.repeat);
+        s
+    }
 }
 
 /// Options of `fuzz` (`None`: the harness's default).
@@ -325,6 +363,7 @@ fn parse_bench<I: Iterator<Item = String>>(mut args: I) -> Result<Command, Usage
         machine: Machine::Pc,
         source: None,
         vs_linux: false,
+        repeat: DEFAULT_REPEAT,
     };
     while let Some(arg) = args.next() {
         let (flag, inline) = split_flag(&arg);
@@ -353,6 +392,17 @@ fn parse_bench<I: Iterator<Item = String>>(mut args: I) -> Result<Command, Usage
                 }
             }
             "--vs-linux" if inline.is_none() => b.vs_linux = true,
+            "--repeat" => {
+                let v = value(&flag)?;
+                b.repeat = match v.parse::<u32>() {
+                    Ok(n) if (1..=MAX_REPEAT).contains(&n) => n,
+                    _ => {
+                        return err(format!(
+                            "`--repeat {v}`: expected a whole number from 1 to {MAX_REPEAT}"
+                        ))
+                    }
+                }
+            }
             _ => return err(format!("unknown option `{arg}` for `bench`")),
         }
     }
@@ -532,8 +582,10 @@ mod tests {
                 machine: Machine::Pc,
                 source: None,
                 vs_linux: false,
+                repeat: 5,
             }
         );
+        assert_eq!(b.command_line(), "cargo xtask bench --repeat 5");
         let Ok(Command::Bench(b)) = parse(&[
             "bench",
             "--accel=kvm",
@@ -542,6 +594,7 @@ mod tests {
             "--source",
             "lapic",
             "--vs-linux",
+            "--repeat=3",
         ]) else {
             panic!()
         };
@@ -549,8 +602,23 @@ mod tests {
         assert_eq!(b.machine, Machine::Q35);
         assert_eq!(b.source, Some(crate::matrix::Source::Lapic));
         assert!(b.vs_linux);
+        assert_eq!(b.repeat, 3);
+        assert_eq!(
+            b.command_line(),
+            "cargo xtask bench --accel kvm --machine q35 --source lapic --vs-linux --repeat 3"
+        );
+        let Ok(Command::Bench(b)) = parse(&["bench", "--vs-linux", "--repeat", "1"]) else {
+            panic!()
+        };
+        assert_eq!(b.repeat, 1);
+        assert_eq!(b.command_line(), "cargo xtask bench --vs-linux --repeat 1");
         for bad in [
-            &["bench", "--source", "tsc"][..],
+            &["bench", "--repeat", "0"][..],
+            &["bench", "--repeat", "-1"],
+            &["bench", "--repeat", "2.5"],
+            &["bench", "--repeat", "101"],
+            &["bench", "--repeat"],
+            &["bench", "--source", "tsc"],
             &["bench", "--source", "rtc"],
             &["bench", "--accel", "both"],
             &["bench", "--vs-linux=yes"],

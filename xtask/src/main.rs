@@ -6,7 +6,8 @@
 //! configuration ([`matrix`]; the malformed ACPI tables of its firmware
 //! rows: [`firmware`]) and prints the table ([`runner`]);
 //! `cargo xtask bench` boots the guest's benchmarks and prints their
-//! tables, beside Linux's with `--vs-linux` ([`bench`]); `cargo xtask
+//! tables, beside Linux's with `--vs-linux` ([`bench`]), `--repeat` times
+//! with medians and ranges ([`stats`]); `cargo xtask
 //! fuzz` runs the fuzz harness in release ([`fuzz`]).
 //! (`cargo xtask` is an alias in `.cargo/config.toml`.)
 //!
@@ -26,6 +27,7 @@ mod guest_build;
 mod matrix;
 mod qemu;
 mod runner;
+mod stats;
 
 use cli::{AccelChoice, Command, RunArgs};
 use qemu::{Accel, RunSpec};

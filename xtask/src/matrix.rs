@@ -71,6 +71,18 @@ impl Source {
             }
         }))
     }
+
+    /// The `--source` value (the inverse of [`Source::parse`]); `other`,
+    /// which `--source` does not take, for [`Source::Other`].
+    pub fn name(self) -> &'static str {
+        match self {
+            Source::Hpet => "hpet",
+            Source::Lapic => "lapic",
+            Source::Pit => "pit",
+            Source::Tsc => "tsc",
+            Source::Other => "other",
+        }
+    }
 }
 
 /// What the CPU model of an accelerator offers (from a `test=caps` boot).
