@@ -1228,6 +1228,16 @@ fn qemu_line(s: &RunSpec) -> String {
     format!("{} {}", qemu::QEMU, args.join(" "))
 }
 
+/// `line` with the paths below `root` named relative to it (a report is
+/// read on other machines, and may be copied into the repository).
+pub fn repo_relative(line: &str, root: &Path) -> String {
+    let root = root.to_string_lossy();
+    if root.is_empty() || root == "/" {
+        return line.to_string();
+    }
+    line.replace(&format!("{}/", root.trim_end_matches('/')), "")
+}
+
 /// Boots `spec`, saves its output to `log`; the serial output and status.
 fn boot(spec: &RunSpec, log: &Path) -> Result<(RunStatus, String, f64)> {
     let o = qemu::run_qemu(spec)?;
@@ -1271,7 +1281,7 @@ fn start_suite(
     let boots = plan(&devices, accel, deadline);
     let mut line_spec = caps_spec.clone();
     line_spec.cmdline = "<per boot, below>".into();
-    let qemu_line = qemu_line(&line_spec);
+    let qemu_line = repo_relative(&qemu_line(&line_spec), &guest_build::workspace_root());
     println!("\n{}: {qemu_line}", accel.as_str());
     if let Some(b) = boots.iter().find(|b| b.cpu.is_some()) {
         notes.push(format!(
@@ -1939,6 +1949,20 @@ BENCH done uptime_s=19.16
         assert_eq!(ratio_of(NONE, "1"), None);
         assert_eq!(ratio_of("1", "100000+"), None);
         assert_eq!(ratio_of("NaN", "1"), None);
+    }
+
+    #[test]
+    fn the_report_names_the_kernel_relative_to_the_repository() {
+        let line = "qemu-system-x86_64 -M pc -kernel /src/dynticks/target/x86_64-unknown-none/release/guest -append x";
+        assert_eq!(
+            repo_relative(line, Path::new("/src/dynticks")),
+            "qemu-system-x86_64 -M pc -kernel target/x86_64-unknown-none/release/guest -append x"
+        );
+        assert_eq!(
+            repo_relative(line, Path::new("/src/dynticks/")),
+            repo_relative(line, Path::new("/src/dynticks"))
+        );
+        assert_eq!(repo_relative(line, Path::new("/")), line);
     }
 
     #[test]
