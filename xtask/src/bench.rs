@@ -455,7 +455,7 @@ pub struct Table {
 }
 
 impl Table {
-    fn new(title: &str, header: &[&str], labels: usize) -> Self {
+    pub(crate) fn new(title: &str, header: &[&str], labels: usize) -> Self {
         Table {
             title: title.to_string(),
             header: header.iter().map(|s| s.to_string()).collect(),
@@ -465,7 +465,7 @@ impl Table {
     }
 
     /// Adds a note once.
-    fn note(&mut self, note: String) {
+    pub(crate) fn note(&mut self, note: String) {
         if !self.notes.contains(&note) {
             self.notes.push(note);
         }
@@ -768,7 +768,7 @@ pub fn nohz_table(s: &Suite) -> Table {
 }
 
 /// The boot that measured clock reads and calibrations.
-fn read_cal_lines(s: &Suite) -> std::result::Result<&[BenchLine], String> {
+pub(crate) fn read_cal_lines(s: &Suite) -> std::result::Result<&[BenchLine], String> {
     let Some(b) = s.boots.iter().find(|b| b.boot.config == Config::ReadCal) else {
         return Err("read-cal: not booted".into());
     };
@@ -813,10 +813,13 @@ pub fn clock_read_table(s: &Suite) -> Table {
     }
     match find(lines, "clock_read_ratio", &[]) {
         Ok(r) => t.note(format!(
-            "tsc through the timekeeper vs bare rdtsc + mult/shift: {} ns vs {} ns, ratio {}",
+            "tsc through kernel::now (lock-free, rdtsc inline) vs bare rdtsc + mult/shift: \
+             {} ns vs {} ns, ratio {}; through the timekeeper (&dyn): {} ns, ratio {}",
             r.cell("tsc_median_ns"),
             r.cell("bare_median_ns"),
-            r.cell("ratio")
+            r.cell("ratio"),
+            r.cell("timekeeper_median_ns"),
+            r.cell("timekeeper_ratio"),
         )),
         Err(why) => t.note(why),
     }

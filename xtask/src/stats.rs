@@ -556,6 +556,176 @@ pub fn per_run_tables(runs: &[Vec<Comparison>], with_linux: bool) -> String {
     out
 }
 
+/// The most the kernel's clock read may cost against the bare `rdtsc` +
+/// multiply-shift on the TSC: 1.2×, the issue's target for the ordinary
+/// read path (`guest::kernel::now`).
+pub const READ_PATH_BOUND: f64 = 1.2;
+
+/// One figure of our own per run: `key` of the line of `group` matching
+/// `filter` in the boot of `device` in `config` (`None`: missing).
+fn ours_figure(
+    s: &Suite,
+    config: Config,
+    group: &str,
+    filter: &[(&str, &str)],
+    key: &str,
+) -> Option<f64> {
+    let lines = if config == Config::ReadCal {
+        bench::read_cal_lines(s).ok()?
+    } else {
+        let b = s
+            .boots
+            .iter()
+            .find(|b| b.boot.device == Device::Lapic && b.boot.config == config)?;
+        if b.problem.is_some() {
+            return None;
+        }
+        &b.lines
+    };
+    bench::find(lines, group, filter)
+        .ok()?
+        .get(key)?
+        .parse()
+        .ok()
+}
+
+/// `median (min–max)` of the runs' values, with how many runs had it
+/// when some did not.
+fn spread(values: &[Option<f64>]) -> String {
+    let have: Vec<f64> = values.iter().flatten().copied().collect();
+    match (median(&have), min_max(&have)) {
+        (Some(m), Some((lo, hi))) => {
+            let runs = if have.len() < values.len() {
+                format!("; {} of {} runs", have.len(), values.len())
+            } else {
+                String::new()
+            };
+            format!("{m:.3} ({lo:.3}–{hi:.3}{runs})").replace(".000", "")
+        }
+        _ => NONE.to_string(),
+    }
+}
+
+/// Our figures that have no Linux counterpart, per run: the clock read
+/// path against the bare `rdtsc` + multiply-shift (its ratio ≤
+/// [`READ_PATH_BOUND`] in every run?), and where a resume's lateness goes
+/// (advance off, lapic NO_HZ): QEMU's delivery to our handler's entry,
+/// our handler, our way back to the waiter.
+pub fn ours_table(rounds: &[Round]) -> Table {
+    let mut t = bench::Table::new(
+        "dynticks alone: the clock read path and the parts of a wake-up (median (min–max) over runs)",
+        &["figure", "value", "in every run"],
+        1,
+    );
+    t.trailing_labels = 1;
+    let per_run = |config: Config, group: &str, filter: &[(&str, &str)], key: &str| {
+        rounds
+            .iter()
+            .map(|r| ours_figure(&r.ours, config, group, filter, key))
+            .collect::<Vec<_>>()
+    };
+    let ratio = per_run(Config::ReadCal, "clock_read_ratio", &[], "ratio");
+    let within = if ratio.iter().all(Option::is_some) && !ratio.is_empty() {
+        let bad: Vec<usize> = ratio
+            .iter()
+            .enumerate()
+            .filter(|(_, r)| r.is_some_and(|r| r > READ_PATH_BOUND))
+            .map(|(i, _)| i + 1)
+            .collect();
+        if bad.is_empty() {
+            format!("≤ {READ_PATH_BOUND}×: yes")
+        } else {
+            format!("≤ {READ_PATH_BOUND}×: no ({})", runs_text(&bad))
+        }
+    } else {
+        format!("≤ {READ_PATH_BOUND}×: not known (a run lacks it)")
+    };
+    for (label, key) in [
+        (
+            "clock read median ns, tsc, kernel::now (lock-free, rdtsc inline)",
+            "tsc_median_ns",
+        ),
+        (
+            "clock read median ns, tsc, through the timekeeper (&dyn)",
+            "timekeeper_median_ns",
+        ),
+        (
+            "clock read median ns, bare rdtsc + multiply-shift",
+            "bare_median_ns",
+        ),
+    ] {
+        let v = per_run(Config::ReadCal, "clock_read_ratio", &[], key);
+        t.rows.push(vec![label.into(), spread(&v), String::new()]);
+    }
+    t.rows.push(vec![
+        "kernel::now / bare, median ratio".into(),
+        spread(&ratio),
+        within,
+    ]);
+    let entry = [("at", "entry"), ("advance", "off")];
+    let resume = [("at", "resume"), ("advance", "off")];
+    for (label, group, filter, key) in [
+        (
+            "lateness p50 µs at resume (advance off)",
+            "lateness",
+            &resume[..],
+            "p50_us",
+        ),
+        (
+            "lateness p99 µs at resume (advance off)",
+            "lateness",
+            &resume[..],
+            "p99_us",
+        ),
+        (
+            "… of it at handler entry, p50 µs (QEMU's delivery)",
+            "lateness",
+            &entry[..],
+            "p50_us",
+        ),
+        (
+            "… of it at handler entry, p99 µs (QEMU's delivery)",
+            "lateness",
+            &entry[..],
+            "p99_us",
+        ),
+        (
+            "our handler, p50 µs",
+            "lateness_parts",
+            &[("advance", "off")][..],
+            "handler_p50_us",
+        ),
+        (
+            "our handler, p99 µs",
+            "lateness_parts",
+            &[("advance", "off")][..],
+            "handler_p99_us",
+        ),
+        (
+            "handler's return → the idle loop after hlt, p99 µs",
+            "lateness_parts",
+            &[("advance", "off")][..],
+            "to_idle_p99_us",
+        ),
+        (
+            "idle loop after hlt → waiter, p50 µs",
+            "lateness_parts",
+            &[("advance", "off")][..],
+            "wake_p50_us",
+        ),
+        (
+            "idle loop after hlt → waiter, p99 µs",
+            "lateness_parts",
+            &[("advance", "off")][..],
+            "wake_p99_us",
+        ),
+    ] {
+        let v = per_run(Config::NoHz, group, filter, key);
+        t.rows.push(vec![label.into(), spread(&v), String::new()]);
+    }
+    t
+}
+
 /// The repeated comparison of `rounds` as markdown: which command made
 /// it and how, the median table, how long each run took; and the per-run
 /// figures, for the report file.
@@ -581,6 +751,8 @@ pub fn section(rounds: &[Round], args: &BenchArgs) -> (String, String) {
         },
     );
     out.push_str(&median_table(&runs, with_linux).render());
+    out.push('\n');
+    out.push_str(&ours_table(rounds).render());
     if n > 1 {
         out.push_str("\nTime per run: ");
         let times: Vec<String> = rounds
@@ -666,6 +838,82 @@ mod tests {
                 error: None,
             },
         ]
+    }
+
+    /// A run of ours whose read-cal boot printed `clock_read_ratio` with
+    /// `ratio` (or nothing: `None`), and whose NO_HZ boot printed the
+    /// parts of a wake-up.
+    fn read_round(i: u32, ratio: Option<&str>) -> Round {
+        let cfg = "CONFIG accel=tcg clocksource=tsc tick=lapic0 mode=high-res+NO_HZ hz=250\n";
+        let nohz = format!(
+            "{cfg}BENCH lateness at=resume advance=off p50_us=90.0 p99_us=2{i}0.0\n\
+             BENCH lateness at=entry advance=off p50_us=70.0 p99_us=1{i}0.0\n\
+             BENCH lateness_parts advance=off handler_p50_us=1{i}.0 handler_p99_us=40.0 \
+             to_idle_p99_us=1.5 wake_p50_us=1.0 wake_p99_us=2.5\n"
+        );
+        let read = match ratio {
+            Some(r) => format!(
+                "CONFIG accel=tcg clocksource=tsc tick=hpet hz=250\n\
+                 BENCH clock_read_ratio tsc_median_ns=3{i} timekeeper_median_ns=50 \
+                 bare_median_ns=30 ratio={r}\n"
+            ),
+            None => String::new(),
+        };
+        let read_boot = match ratio {
+            Some(_) => booted(Device::Hpet, Config::ReadCal, &read),
+            None => BootResult::new(
+                boot(Device::Hpet, Config::ReadCal),
+                Accel::Tcg,
+                RunStatus::TimedOut,
+                "",
+            ),
+        };
+        Round {
+            run: RunNo { i, of: 3 },
+            ours: suite(vec![booted(Device::Lapic, Config::NoHz, &nohz), read_boot]),
+            linux: Vec::new(),
+            once_secs: 0.0,
+            ours_secs: 0.0,
+            linux_secs: 0.0,
+        }
+    }
+
+    /// The read path's ratio judged against 1.2× in every run, and the
+    /// wake-up's parts as median (range) over the runs.
+    #[test]
+    fn our_own_table_judges_the_read_path_in_every_run_and_splits_the_wake_up() {
+        let ok = [
+            read_round(1, Some("1.000")),
+            read_round(2, Some("1.333")),
+            read_round(3, Some("1.033")),
+        ];
+        let t = ours_table(&ok);
+        assert_eq!(
+            row(&t, "kernel::now / bare")[1..],
+            [
+                "1.033 (1–1.333)".to_string(),
+                "≤ 1.2×: no (run 2)".to_string()
+            ]
+        );
+        assert_eq!(
+            row(&t, "clock read median ns, tsc, kernel::now")[1],
+            "32 (31–33)"
+        );
+        assert_eq!(row(&t, "our handler, p50")[1], "12 (11–13)");
+        assert_eq!(row(&t, "… of it at handler entry, p99")[1], "120 (110–130)");
+        assert_eq!(row(&t, "lateness p99 µs at resume")[1], "220 (210–230)");
+        let good = [read_round(1, Some("1.000")), read_round(2, Some("1.100"))];
+        assert_eq!(
+            row(&ours_table(&good), "kernel::now / bare")[2],
+            "≤ 1.2×: yes"
+        );
+        let missing = [read_round(1, Some("1.000")), read_round(2, None)];
+        let t = ours_table(&missing);
+        assert_eq!(row(&t, "kernel::now / bare")[1], "1 (1–1; 1 of 2 runs)");
+        assert_eq!(
+            row(&t, "kernel::now / bare")[2],
+            "≤ 1.2×: not known (a run lacks it)"
+        );
     }
 
     fn row<'a>(t: &'a Table, prefix: &str) -> &'a [String] {
