@@ -570,23 +570,12 @@ fn ours_figure(
     filter: &[(&str, &str)],
     key: &str,
 ) -> Option<f64> {
-    let lines = if config == Config::ReadCal {
-        bench::read_cal_lines(s).ok()?
+    let line = if config == Config::ReadCal {
+        bench::find(bench::read_cal_lines(s).ok()?, group, filter)
     } else {
-        let b = s
-            .boots
-            .iter()
-            .find(|b| b.boot.device == Device::Lapic && b.boot.config == config)?;
-        if b.problem.is_some() {
-            return None;
-        }
-        &b.lines
+        s.find(Device::Lapic, config, group, filter)
     };
-    bench::find(lines, group, filter)
-        .ok()?
-        .get(key)?
-        .parse()
-        .ok()
+    line.ok()?.get(key)?.parse().ok()
 }
 
 /// `median (min–max)` of the runs' values, with how many runs had it
@@ -662,66 +651,47 @@ pub fn ours_table(rounds: &[Round]) -> Table {
         spread(&ratio),
         within,
     ]);
-    let entry = [("at", "entry"), ("advance", "off")];
-    let resume = [("at", "resume"), ("advance", "off")];
-    for (label, group, filter, key) in [
+    for (label, at) in [
+        ("lateness {q} µs at resume (advance off)", "resume"),
         (
-            "lateness p50 µs at resume (advance off)",
-            "lateness",
-            &resume[..],
-            "p50_us",
-        ),
-        (
-            "lateness p99 µs at resume (advance off)",
-            "lateness",
-            &resume[..],
-            "p99_us",
-        ),
-        (
-            "… of it at handler entry, p50 µs (QEMU's delivery)",
-            "lateness",
-            &entry[..],
-            "p50_us",
-        ),
-        (
-            "… of it at handler entry, p99 µs (QEMU's delivery)",
-            "lateness",
-            &entry[..],
-            "p99_us",
-        ),
-        (
-            "our handler, p50 µs",
-            "lateness_parts",
-            &[("advance", "off")][..],
-            "handler_p50_us",
-        ),
-        (
-            "our handler, p99 µs",
-            "lateness_parts",
-            &[("advance", "off")][..],
-            "handler_p99_us",
-        ),
-        (
-            "handler's return → the idle loop after hlt, p99 µs",
-            "lateness_parts",
-            &[("advance", "off")][..],
-            "to_idle_p99_us",
-        ),
-        (
-            "idle loop after hlt → waiter, p50 µs",
-            "lateness_parts",
-            &[("advance", "off")][..],
-            "wake_p50_us",
-        ),
-        (
-            "idle loop after hlt → waiter, p99 µs",
-            "lateness_parts",
-            &[("advance", "off")][..],
-            "wake_p99_us",
+            "… of it at handler entry, {q} µs (QEMU's delivery)",
+            "entry",
         ),
     ] {
-        let v = per_run(Config::NoHz, group, filter, key);
-        t.rows.push(vec![label.into(), spread(&v), String::new()]);
+        for q in ["p50", "p99"] {
+            let v = per_run(
+                Config::NoHz,
+                "lateness",
+                &[("at", at), ("advance", "off")],
+                &format!("{q}_us"),
+            );
+            t.rows
+                .push(vec![label.replace("{q}", q), spread(&v), String::new()]);
+        }
+    }
+    for (label, part, quantiles) in [
+        ("our handler, {q} µs", "handler", &["p50", "p99"][..]),
+        (
+            "handler's return → the idle loop after hlt, {q} µs",
+            "to_idle",
+            &["p99"][..],
+        ),
+        (
+            "idle loop after hlt → waiter, {q} µs",
+            "wake",
+            &["p50", "p99"][..],
+        ),
+    ] {
+        for q in quantiles {
+            let v = per_run(
+                Config::NoHz,
+                "lateness_parts",
+                &[("advance", "off")],
+                &format!("{part}_{q}_us"),
+            );
+            t.rows
+                .push(vec![label.replace("{q}", q), spread(&v), String::new()]);
+        }
     }
     t
 }
