@@ -103,8 +103,6 @@ pub(crate) struct ReadSnapshot {
     pub(crate) inline: InlineRead,
 }
 
-impl ReadSnapshot {}
-
 /// `max_raw_delta` of a 64-bit counter: 7/8 of 2⁶⁴ (Linux
 /// `clocksource_delta`).
 const MAX_RAW_DELTA_64: u64 = (u64::MAX >> 1) + (u64::MAX >> 2) + (u64::MAX >> 3);
