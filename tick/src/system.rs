@@ -158,9 +158,10 @@ pub struct CpuStats {
     /// handler was still later than any lead could make up
     /// ([`crate::advance`]).
     pub advance_back_offs: u64,
-    /// Interrupts taken in NO_HZ idle with the tick stopped that left the
-    /// re-arm to the idle loop (`idle_sleep` / `idle_exit`) instead of
-    /// programming the device in the handler.
+    /// Interrupts taken in NO_HZ idle that left the re-arm (and, with the
+    /// tick running, the decision to stop it) to the idle loop
+    /// (`idle_sleep` / `idle_exit`) instead of programming the device in
+    /// the handler.
     pub rearms_deferred: u64,
 }
 
