@@ -410,6 +410,12 @@ pub fn lapic_timer_interrupt(_vector: u8) {
             }
         }
     }
+    end_of_interrupt();
+}
+
+/// A timer handler's last step: the EOI, then when it finished
+/// ([`HANDLER_EXIT`]).
+fn end_of_interrupt() {
     apic::eoi();
     HANDLER_EXIT.store(now().as_nanos(), Ordering::Relaxed);
 }
@@ -440,8 +446,7 @@ pub fn irq0_interrupt(_vector: u8) {
             }
         }
     }
-    apic::eoi();
-    HANDLER_EXIT.store(now().as_nanos(), Ordering::Relaxed);
+    end_of_interrupt();
 }
 
 /// Monotonic time now (0 before [`install`]): lock-free and inline on the
