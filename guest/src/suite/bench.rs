@@ -13,7 +13,8 @@
 //! | `bench-program` | `program` | one `program_event` on the tick device, and the driver's bare `set_next_event` |
 //! | `bench-nohz` | `nohz_path` | NO_HZ idle entry (`idle_enter` + `idle_sleep`) and exit (`idle_wake` + `idle_exit`) |
 //! | `bench-cal` | `calibration` | LAPIC timer and TSC rates calibrated against each reference vs the true rate, error, time taken |
-//! | `bench` | all but `idle` | |
+//! | `bench-timeline` | `timeline`, `timeline_window` | every tick-device interrupt of 2 s of idle with one timer at its end: time from the window's start, kind (tick, timer, forced, watchdog, …), the ending timer's marked `end=1`; then the window ([`super::timeline`]); `cargo xtask bench` draws them |
+//! | `bench` | all but `idle` and `timeline` | |
 //!
 //! # Timing
 //!
@@ -82,6 +83,7 @@ pub fn run(name: &str, ctx: &Ctx<'_>) -> Option<Verdict> {
         "bench-program" => program(ctx),
         "bench-nohz" => nohz_path(ctx),
         "bench-cal" => calibration(ctx),
+        "bench-timeline" => super::timeline::run(ctx),
         _ => return None,
     })
 }

@@ -48,6 +48,7 @@ pub mod irq;
 pub mod nohz;
 pub mod oneshot;
 pub mod periodic;
+pub mod timeline;
 
 use core::fmt;
 
