@@ -21,6 +21,11 @@
  *   dmesg        the kernel's TSC / APIC / clocksource calibration from /dev/kmsg
  *   done
  *
+ * With TB_TIMELINE=<seconds> set, only system and clock (start) are reported,
+ * then the timeline of one idle nanosleep of that many seconds (bench_timeline
+ * below: one `timeline` line per timer interrupt, from tracefs, and a
+ * `timeline_window` line), then done.
+ *
  * The method is the one of the project's anchors file linux-guest.md
  * (../shared/anchors/, beside the repository). The TB_* names are environment
  * variables; the kernel hands unknown "NAME=value" parameters to
@@ -37,6 +42,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mount.h>
 #include <sys/prctl.h>
 #include <sys/utsname.h>
 #include <time.h>
@@ -310,6 +316,327 @@ static void bench_idle(long seconds)
            (after.total - before.total) / secs);
 }
 
+/* --- idle timeline from tracefs ---------------------------------------- */
+
+/*
+ * Every timer interrupt of one idle nanosleep, with its time, for the SVG
+ * timeline of `cargo xtask bench` (xtask/src/timeline.rs). The events are the
+ * kernel's tracepoints, read from tracefs (Documentation/trace/events.rst,
+ * Documentation/trace/ftrace.rst):
+ *
+ *   irq_vectors:local_timer_entry   a local APIC timer interrupt (LOC)
+ *   irq:irq_handler_entry, irq == 0 an IRQ0 interrupt (PIT or HPET legacy)
+ *   timer:hrtimer_expire_entry      an hrtimer's callback: tick_sched_timer
+ *                                   (the tick), hrtimer_wakeup (the sleep
+ *                                   that ends the window), others
+ *   timer:timer_expire_entry        a timer-wheel callback (its softirq runs
+ *                                   on the interrupt's exit), among them
+ *                                   clocksource_watchdog
+ *
+ * with trace_clock "mono" (CLOCK_MONOTONIC, so comparable with the window's
+ * start read here; printed to the µs). The callbacks traced after an
+ * interrupt and before the next one are taken as that interrupt's. Its kind:
+ * `timer` if a callback other than the tick's and the clocksource watchdog's
+ * ran (the ending sleep, or a kernel timer the tick was woken for; a watchdog
+ * check beside it shows in fn= only), else `watchdog` for the clocksource
+ * watchdog, else `tick` for tick_sched_timer alone, else `other`. The
+ * interrupt that ran the sleep's hrtimer_wakeup has end=1.
+ *
+ * The output has the shape of the dynticks guest's bench-timeline:
+ *
+ *   BENCH timeline cpu=0 dev=LOC at_us=3900.0 kind=tick fn="tick_sched_timer"
+ *   BENCH timeline_window source=tracefs events=N start_ns=… end_us=… timer_us=… …
+ *
+ * Without tracefs (or if an event is missing) there are no times: the
+ * window's line then says so (skipped=…) and gives the counts of
+ * /proc/interrupts only.
+ */
+
+#define TL_MAX 4096 /* interrupts kept; more are counted in dropped= */
+#define TL_FNS 96   /* bytes of callback names kept per interrupt */
+
+struct tl_irq {
+    int64_t ts;        /* ns, CLOCK_MONOTONIC */
+    int cpu;
+    int irq0;          /* 0: LOC, 1: IRQ0 */
+    int wakeup;        /* hrtimer_wakeup ran */
+    int watchdog;      /* clocksource_watchdog ran */
+    int tick;          /* tick_sched_timer ran */
+    int others;        /* any other callback ran */
+    char fns[TL_FNS];  /* the callbacks, comma-separated (cut if long) */
+};
+
+static struct tl_irq tl_irqs[TL_MAX];
+static const char *tracefs = "/sys/kernel/tracing";
+
+static int tracefs_write(const char *file, const char *text)
+{
+    char path[256];
+    snprintf(path, sizeof path, "%s/%s", tracefs, file);
+    return write_text(path, text);
+}
+
+/* Mounts tracefs if it is not there yet; 0 when its files are usable. */
+static int tracefs_mount(char *why, size_t len)
+{
+    char path[64];
+    snprintf(path, sizeof path, "%s/trace", tracefs);
+    if (access(path, R_OK) == 0)
+        return 0;
+    if (mount("nodev", tracefs, "tracefs", 0, NULL) != 0 && errno != EBUSY) {
+        snprintf(why, len, "cannot mount tracefs on %s: %s", tracefs, strerror(errno));
+        return -1;
+    }
+    if (access(path, R_OK) != 0) {
+        snprintf(why, len, "no %s after mounting tracefs: %s", path, strerror(errno));
+        return -1;
+    }
+    return 0;
+}
+
+/* "sec.frac" (as the trace prints its time stamps) to ns; -1 if it is not one. */
+static int64_t parse_stamp(const char *s, size_t n)
+{
+    int64_t sec = 0, frac = 0, scale = NS_PER_S;
+    size_t i = 0;
+    if (n == 0 || !isdigit((unsigned char)s[0]))
+        return -1;
+    while (i < n && isdigit((unsigned char)s[i]))
+        sec = sec * 10 + (s[i++] - '0');
+    if (i == n || s[i++] != '.')
+        return -1;
+    for (; i < n && isdigit((unsigned char)s[i]); i++)
+        if (scale > 1) {
+            scale /= 10;
+            frac += (s[i] - '0') * scale;
+        }
+    return i == n ? sec * NS_PER_S + frac : -1;
+}
+
+/* The value of `key=` in an event's fields, copied to buf (up to a space). */
+static int trace_field(const char *fields, const char *key, char *buf, size_t len)
+{
+    size_t k = strlen(key);
+    for (const char *p = fields; (p = strstr(p, key)); p += k) {
+        if ((p == fields || p[-1] == ' ') && p[k] == '=') {
+            p += k + 1;
+            size_t n = strcspn(p, " \n");
+            if (n >= len)
+                n = len - 1;
+            memcpy(buf, p, n);
+            buf[n] = '\0';
+            return 0;
+        }
+    }
+    return -1;
+}
+
+/*
+ * Splits one line of the trace file, "  <task>-<pid>  [000] d.h1.  12.345678:
+ * event: fields", into CPU, time stamp, event name and fields; -1 for a
+ * comment or anything else.
+ */
+static int parse_trace_line(char *line, int *cpu, int64_t *ts, char **event, char **fields)
+{
+    if (line[0] == '#')
+        return -1;
+    char *p = strchr(line, '[');
+    if (!p || sscanf(p, "[%d]", cpu) != 1 || !(p = strchr(p, ']')))
+        return -1;
+    p++;
+    /* The first "digits.digits:" word is the time stamp (the flags may or
+     * may not come before it). */
+    for (;;) {
+        while (*p == ' ')
+            p++;
+        if (!*p)
+            return -1;
+        size_t n = strcspn(p, " ");
+        if (n > 1 && p[n - 1] == ':' && (*ts = parse_stamp(p, n - 1)) >= 0) {
+            p += n;
+            break;
+        }
+        p += n;
+    }
+    while (*p == ' ')
+        p++;
+    char *colon = strchr(p, ':');
+    if (!colon)
+        return -1;
+    *colon = '\0';
+    *event = p;
+    *fields = colon + 1;
+    (*fields)[strcspn(*fields, "\n")] = '\0';
+    return 0;
+}
+
+static void tl_add_fn(struct tl_irq *q, const char *fn)
+{
+    size_t used = strlen(q->fns);
+    if (strstr(q->fns, fn))
+        return; /* each name once */
+    if (used + strlen(fn) + 2 > sizeof q->fns)
+        return;
+    snprintf(q->fns + used, sizeof q->fns - used, "%s%s", used ? "," : "", fn);
+}
+
+static const char *tl_kind(const struct tl_irq *q)
+{
+    if (q->wakeup || q->others)
+        return "timer";
+    if (q->watchdog)
+        return "watchdog";
+    if (q->tick)
+        return "tick";
+    return "other";
+}
+
+static void bench_timeline(long seconds)
+{
+    char why[256] = "";
+    struct irq_counts before, after;
+    static const char *const events[] = {
+        "events/irq_vectors/local_timer_entry/enable",
+        "events/irq/irq_handler_entry/enable",
+        "events/timer/hrtimer_expire_entry/enable",
+        "events/timer/timer_expire_entry/enable",
+    };
+    int traced = tracefs_mount(why, sizeof why) == 0;
+    if (traced && (tracefs_write("tracing_on", "0") != 0 ||
+                   tracefs_write("trace_clock", "mono") != 0 ||
+                   tracefs_write("buffer_size_kb", "4096") != 0 ||
+                   tracefs_write("events/irq/irq_handler_entry/filter", "irq == 0") != 0)) {
+        snprintf(why, sizeof why, "tracefs: cannot set up tracing (trace_clock mono, filter)");
+        traced = 0;
+    }
+    for (size_t i = 0; traced && i < sizeof events / sizeof events[0]; i++) {
+        if (tracefs_write(events[i], "1") != 0) {
+            snprintf(why, sizeof why, "tracefs: cannot enable %s", events[i]);
+            traced = 0;
+        }
+    }
+    if (traced) {
+        char path[256];
+        snprintf(path, sizeof path, "%s/trace", tracefs);
+        int fd = open(path, O_WRONLY | O_TRUNC); /* clears the buffer */
+        if (fd >= 0)
+            close(fd);
+        traced = fd >= 0 && tracefs_write("tracing_on", "1") == 0;
+        if (!traced)
+            snprintf(why, sizeof why, "tracefs: cannot clear the buffer or start tracing");
+    }
+
+    read_irq_counts(&before);
+    int64_t t0 = mono_ns();
+    struct timespec req = ns_to_timespec(seconds * NS_PER_S), rem;
+    while (nanosleep(&req, &rem) != 0 && errno == EINTR)
+        req = rem;
+    int64_t t1 = mono_ns();
+    if (traced)
+        tracefs_write("tracing_on", "0");
+    read_irq_counts(&after);
+    long long loc = after.loc - before.loc, irq0 = after.irq0 - before.irq0;
+
+    if (!traced) {
+        printf("BENCH timeline_window source=proc_interrupts start_ns=%lld end_us=%.1f "
+               "timer_us=%.1f loc=%lld irq0=%lld skipped=",
+               (long long)t0, (t1 - t0) / 1e3, seconds * 1e6, loc, irq0);
+        print_quoted(why);
+        putchar('\n');
+        return;
+    }
+
+    char path[256], line[1024];
+    snprintf(path, sizeof path, "%s/trace", tracefs);
+    FILE *f = fopen(path, "r");
+    if (!f) {
+        printf("BENCH timeline_window source=tracefs skipped=\"cannot read %s\"\n", path);
+        return;
+    }
+    size_t n = 0;
+    long dropped = 0, lost = 0;
+    struct tl_irq *cur = NULL; /* the interrupt the callbacks belong to */
+    int64_t ran = -1;
+    while (fgets(line, sizeof line, f)) {
+        int cpu;
+        int64_t ts;
+        char *event, *fields, buf[96];
+        if (strstr(line, "LOST") && strstr(line, "EVENTS")) {
+            lost++; /* "CPU:0 [LOST 12 EVENTS]": the buffer overflowed */
+            continue;
+        }
+        if (parse_trace_line(line, &cpu, &ts, &event, &fields) != 0)
+            continue;
+        int is_loc = strcmp(event, "local_timer_entry") == 0;
+        int is_irq0 = strcmp(event, "irq_handler_entry") == 0 &&
+                      trace_field(fields, "irq", buf, sizeof buf) == 0 && strcmp(buf, "0") == 0;
+        if (is_loc || is_irq0) {
+            cur = NULL;
+            if (ts < t0 || ts > t1)
+                continue; /* outside the window */
+            if (n == TL_MAX) {
+                dropped++;
+                continue;
+            }
+            cur = &tl_irqs[n++];
+            memset(cur, 0, sizeof *cur);
+            cur->ts = ts;
+            cur->cpu = cpu;
+            cur->irq0 = is_irq0;
+            continue;
+        }
+        int hr = strcmp(event, "hrtimer_expire_entry") == 0;
+        if (!cur || !(hr || strcmp(event, "timer_expire_entry") == 0) ||
+            trace_field(fields, "function", buf, sizeof buf) != 0)
+            continue;
+        tl_add_fn(cur, buf);
+        if (hr && strcmp(buf, "hrtimer_wakeup") == 0) {
+            cur->wakeup = 1;
+            ran = ts;
+        } else if (hr && strcmp(buf, "tick_sched_timer") == 0) {
+            cur->tick = 1;
+        } else if (!hr && strcmp(buf, "clocksource_watchdog") == 0) {
+            cur->watchdog = 1;
+        } else {
+            cur->others = 1;
+        }
+    }
+    fclose(f);
+
+    /* The sleep's wake-up is the last hrtimer_wakeup: nothing else sleeps. */
+    size_t end = n;
+    for (size_t i = n; i-- > 0;)
+        if (tl_irqs[i].wakeup) {
+            end = i;
+            break;
+        }
+    long kinds[4] = { 0 };
+    static const char *const kind_names[4] = { "tick", "timer", "watchdog", "other" };
+    for (size_t i = 0; i < n; i++) {
+        const struct tl_irq *q = &tl_irqs[i];
+        const char *kind = tl_kind(q);
+        for (int k = 0; k < 4; k++)
+            kinds[k] += strcmp(kind, kind_names[k]) == 0;
+        printf("BENCH timeline cpu=%d dev=%s at_us=%.1f kind=%s", q->cpu,
+               q->irq0 ? "IRQ0" : "LOC", (q->ts - t0) / 1e3, kind);
+        if (i == end)
+            printf(" end=1");
+        printf(" fn=");
+        print_quoted(q->fns);
+        putchar('\n');
+    }
+    printf("BENCH timeline_window source=tracefs clock=mono events=%zu start_ns=%lld "
+           "end_us=%.1f timer_us=%.1f",
+           n, (long long)t0, (t1 - t0) / 1e3, seconds * 1e6);
+    if (ran >= 0)
+        printf(" ran_us=%.1f", (ran - t0) / 1e3);
+    else
+        printf(" ran_us=none");
+    for (int k = 0; k < 4; k++)
+        printf(" %s=%ld", kind_names[k], kinds[k]);
+    printf(" dropped=%ld lost_buffers=%ld loc=%lld irq0=%lld\n", dropped, lost, loc, irq0);
+}
+
 /* --- periodic wake-up lateness ------------------------------------------ */
 
 static void bench_lateness(long periods, unsigned long slack_ns, const char *slack_label)
@@ -504,20 +831,25 @@ int main(void)
     long idle_s = env_long("TB_IDLE_SECONDS", 10, 1, 3600);
     long periods = env_long("TB_PERIODS", 2000, 100, 1000000);
     long reads = env_long("TB_READS", 1000000, 1000, 100000000);
+    long timeline_s = env_long("TB_TIMELINE", 0, 0, 60);
 
     report_system();
     report_clock_config("start");
-    report_timer_list("start");
+    if (timeline_s > 0) {
+        bench_timeline(timeline_s);
+    } else {
+        report_timer_list("start");
 
-    bench_idle(idle_s);
-    bench_lateness(periods, 1, "1ns");
-    bench_lateness(periods, 50000, "default"); /* 50 µs, the kernel default */
-    bench_clock_reads(reads);
+        bench_idle(idle_s);
+        bench_lateness(periods, 1, "1ns");
+        bench_lateness(periods, 50000, "default"); /* 50 µs, the kernel default */
+        bench_clock_reads(reads);
 
-    /* Last, so that late messages (TSC refinement, watchdog verdicts) are in. */
-    report_clock_config("end");
-    report_timer_list("end");
-    report_kmsg();
+        /* Last, so that late messages (TSC refinement, watchdog verdicts) are in. */
+        report_clock_config("end");
+        report_timer_list("end");
+        report_kmsg();
+    }
     printf("BENCH done uptime_s=");
     char up[64] = "?";
     read_text("/proc/uptime", up, sizeof up);
