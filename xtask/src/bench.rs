@@ -1472,6 +1472,9 @@ pub fn bench(args: &BenchArgs) -> Result<bool> {
     let dir = out_dir();
     std::fs::create_dir_all(&dir)
         .map_err(|e| Error::Io(format!("creating {}", dir.display()), e))?;
+    if args.timeline_only {
+        return crate::timeline::bench(&kernel, args, &dir);
+    }
     let mut accels = vec![accel];
     if args.vs_linux && accel == Accel::Kvm {
         println!("{}", kvm_note(accel).unwrap_or_default());
@@ -1533,6 +1536,8 @@ pub fn bench(args: &BenchArgs) -> Result<bool> {
         write_file(&path, &format!("{text}{per_run}"))?;
         println!("(written to {})", path.display());
     }
+    // The idle timeline's boots (ours ×2, Linux with --vs-linux) and SVG.
+    ok &= crate::timeline::bench(&kernel, args, &dir)?;
     if args.vs_linux && !compared {
         println!("\nno TCG figures of ours: no comparison with Linux");
         return Ok(false);

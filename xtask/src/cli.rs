@@ -25,7 +25,7 @@ commands:
       TCG always; KVM too when a probe boot passes (else \"KVM unusable here\").
       --fast drops the nohz=off and per-clocksource rows.
   bench [--accel tcg|kvm|auto] [--machine pc|q35] [--source hpet|lapic|pit|all]
-      [--vs-linux] [--repeat N]
+      [--vs-linux] [--repeat N] [--timeline-only]
       build, then boot the guest's bench-* tests per tick device (NO_HZ,
       nohz=off, tsc=reliable; clock reads and calibrations once; under TCG
       the LAPIC timer's lateness on a slow vCPU, -icount shift=9|10,sleep=off)
@@ -40,6 +40,9 @@ commands:
       and Linux alternate (run i: our four boots, then Linux's three) and
       each ratio is taken within a run. The rest of the suite runs once, in
       run 1. --repeat 1 is a single run.
+      Also draws target/bench/timeline.svg: every timer interrupt of 2 s of
+      idle, ours periodic and NO_HZ on the LAPIC timer, Linux NO_HZ with
+      --vs-linux, all under TCG; --timeline-only runs just those boots.
   fuzz [--target cmdline|pvh|hpet|lapic|pit|tsc] [--iterations N] [--seed S]
       build the fuzz harness (fuzz/) in release and run every target (or T)
       for N inputs (default 1000000) from seed S (default: from the clock,
@@ -133,6 +136,8 @@ pub struct BenchArgs {
     pub vs_linux: bool,
     /// `--repeat`: how many runs of the compared boots (and of Linux), ≥ 1.
     pub repeat: u32,
+    /// `--timeline-only`: only the idle timeline's boots and its SVG.
+    pub timeline_only: bool,
 }
 
 impl BenchArgs {
@@ -155,6 +160,9 @@ impl BenchArgs {
             s.push_str(" --vs-linux");
         }
         let _ = write!(s, " --repeat {}", self.repeat);
+        if self.timeline_only {
+            s.push_str(" --timeline-only");
+        }
         s
     }
 }
@@ -364,6 +372,7 @@ fn parse_bench<I: Iterator<Item = String>>(mut args: I) -> Result<Command, Usage
         source: None,
         vs_linux: false,
         repeat: DEFAULT_REPEAT,
+        timeline_only: false,
     };
     while let Some(arg) = args.next() {
         let (flag, inline) = split_flag(&arg);
@@ -403,6 +412,7 @@ fn parse_bench<I: Iterator<Item = String>>(mut args: I) -> Result<Command, Usage
                     }
                 }
             }
+            "--timeline-only" if inline.is_none() => b.timeline_only = true,
             _ => return err(format!("unknown option `{arg}` for `bench`")),
         }
     }
@@ -583,6 +593,7 @@ mod tests {
                 source: None,
                 vs_linux: false,
                 repeat: 5,
+                timeline_only: false,
             }
         );
         assert_eq!(b.command_line(), "cargo xtask bench --repeat 5");
@@ -595,6 +606,7 @@ mod tests {
             "lapic",
             "--vs-linux",
             "--repeat=3",
+            "--timeline-only",
         ]) else {
             panic!()
         };
@@ -602,10 +614,12 @@ mod tests {
         assert_eq!(b.machine, Machine::Q35);
         assert_eq!(b.source, Some(crate::matrix::Source::Lapic));
         assert!(b.vs_linux);
+        assert!(b.timeline_only);
         assert_eq!(b.repeat, 3);
         assert_eq!(
             b.command_line(),
-            "cargo xtask bench --accel kvm --machine q35 --source lapic --vs-linux --repeat 3"
+            "cargo xtask bench --accel kvm --machine q35 --source lapic --vs-linux --repeat 3 \
+             --timeline-only"
         );
         let Ok(Command::Bench(b)) = parse(&["bench", "--vs-linux", "--repeat", "1"]) else {
             panic!()
@@ -622,6 +636,7 @@ mod tests {
             &["bench", "--source", "rtc"],
             &["bench", "--accel", "both"],
             &["bench", "--vs-linux=yes"],
+            &["bench", "--timeline-only=1"],
             &["bench", "--fast"],
         ] {
             assert!(parse(bad).is_err(), "{bad:?}");

@@ -28,6 +28,7 @@ mod matrix;
 mod qemu;
 mod runner;
 mod stats;
+mod timeline;
 
 use cli::{AccelChoice, Command, RunArgs};
 use qemu::{Accel, RunSpec};
