@@ -589,9 +589,22 @@ fn spread(values: &[Option<f64>]) -> String {
             } else {
                 String::new()
             };
-            format!("{m:.3} ({lo:.3}–{hi:.3}{runs})").replace(".000", "")
+            format!("{} ({}–{}{runs})", short(m), short(lo), short(hi))
         }
         _ => NONE.to_string(),
+    }
+}
+
+/// `x` to at most three decimals, without trailing zeros (`102.9`, `1.02`,
+/// `30`), as the guest prints its figures.
+fn short(x: f64) -> String {
+    let s = format!("{x:.3}");
+    match s.split_once('.') {
+        Some((int, frac)) => match frac.trim_end_matches('0') {
+            "" => int.to_string(),
+            f => format!("{int}.{f}"),
+        },
+        None => s,
     }
 }
 
@@ -1127,6 +1140,22 @@ mod tests {
             !t.notes.iter().any(|n| n.contains("Linux")),
             "{:?}",
             t.notes
+        );
+    }
+
+    #[test]
+    fn spread_prints_no_trailing_zeros() {
+        assert_eq!(short(102.9), "102.9");
+        assert_eq!(short(30.0), "30");
+        assert_eq!(short(1.0204), "1.02");
+        assert_eq!(short(0.0004), "0");
+        assert_eq!(
+            spread(&[Some(90.9), Some(102.9), Some(111.7)]),
+            "102.9 (90.9–111.7)"
+        );
+        assert_eq!(
+            spread(&[Some(30.0), None, Some(50.0)]),
+            "40 (30–50; 2 of 3 runs)"
         );
     }
 }
