@@ -771,7 +771,10 @@ fn program(ctx: &Ctx<'_>) -> Verdict {
 /// docs — and the medians timed the cheap kept path, not the stop.) The
 /// medians are over the rounds that stopped the tick; a round that kept it
 /// (a tick due within the device's min delta of its entry) is counted, not
-/// timed.
+/// timed, and the line carries the tick device's `min_delta_raised` and
+/// `too_late` counts since boot: a min delta the retry policy raised past
+/// the tick period keeps the tick in every round, and says so even when no
+/// round stopped it.
 fn nohz_path(ctx: &Ctx<'_>) -> Verdict {
     let Some(tsc) = TscClock::get(ctx) else {
         return not_measured("nohz_path", "no TSC rate to time with");
@@ -813,36 +816,38 @@ fn nohz_path(ctx: &Ctx<'_>) -> Verdict {
             stopped += 1;
         }
     }
-    let after = kernel::with(|k| {
+    let (after, dev) = kernel::with(|k| {
         let _ = k.tick.cancel_timer(0, id);
-        k.tick.cpu_info(0).map(|i| i.stats).unwrap_or_default()
+        (
+            k.tick.cpu_info(0).map(|i| i.stats).unwrap_or_default(),
+            k.tick.cpu_device_stats(0).unwrap_or_default(),
+        )
     })
     .unwrap_or_default();
-    let e = crate::expect::Latency::of(&mut enter[..stopped]);
-    let x = crate::expect::Latency::of(&mut exit[..stopped]);
-    let (Some(e), Some(x)) = (e, x) else {
-        return not_measured("nohz_path", "the tick stopped in no round");
-    };
+    let kept_for_timer = (after.tick_retained - after.tick_retained_due)
+        .saturating_sub(before.tick_retained - before.tick_retained_due);
+    let kept_due = after
+        .tick_retained_due
+        .saturating_sub(before.tick_retained_due);
     let mut l = line("nohz_path");
     l.field("rounds", NOHZ_ROUNDS)
         .field("tick_stopped", stopped)
-        .field(
-            "kept_for_timer",
-            (after.tick_retained - after.tick_retained_due)
-                .saturating_sub(before.tick_retained - before.tick_retained_due),
-        )
-        .field(
-            "kept_due",
-            after
-                .tick_retained_due
-                .saturating_sub(before.tick_retained_due),
-        )
-        .field("enter_median_ns", e.p50)
-        .field("exit_median_ns", x.p50)
-        .field("total_median_ns", e.p50 + x.p50)
-        .field("enter_p99_ns", e.p99)
-        .field("exit_p99_ns", x.p99)
-        .field("overhead_ns", tsc.ns(over));
+        .field("kept_for_timer", kept_for_timer)
+        .field("kept_due", kept_due)
+        .field("min_delta_raised", dev.min_delta_raised)
+        .field("too_late", dev.too_late);
+    let e = crate::expect::Latency::of(&mut enter[..stopped]);
+    let x = crate::expect::Latency::of(&mut exit[..stopped]);
+    match (e, x) {
+        (Some(e), Some(x)) => l
+            .field("enter_median_ns", e.p50)
+            .field("exit_median_ns", x.p50)
+            .field("total_median_ns", e.p50 + x.p50)
+            .field("enter_p99_ns", e.p99)
+            .field("exit_p99_ns", x.p99)
+            .field("overhead_ns", tsc.ns(over)),
+        _ => l.text("skipped", "the tick stopped in no round"),
+    };
     emit(&l)
 }
 
