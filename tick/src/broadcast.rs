@@ -26,7 +26,10 @@ use clocksource::{Ktime, Nanos};
 use crate::queue::TimerSlot;
 use crate::system::{IdleError, TickSystem};
 
-/// Broadcast state.
+/// Broadcast state: shared by every CPU that waits on it. On SMP it sits
+/// behind its own lock, which a CPU takes to enter or leave deep idle and
+/// the broadcast interrupt takes to collect the CPUs it wakes (Linux
+/// `tick_broadcast_lock`).
 pub(crate) struct Broadcast<'a, const CPUS: usize> {
     pub(crate) dev: Option<(DeviceId, EventDevice<'a>)>,
     /// CPUs waiting in one-shot mode.
@@ -46,134 +49,34 @@ impl<const CPUS: usize> Broadcast<'_, CPUS> {
             next_event: [Ktime::MAX; CPUS],
         }
     }
-}
 
-impl<'a, S, const CPUS: usize> TickSystem<'a, S, CPUS>
-where
-    S: AsRef<[TimerSlot]> + AsMut<[TimerSlot]>,
-{
-    /// Offers the free devices to become (or replace) the broadcast device.
-    pub(crate) fn offer_broadcast(&mut self, _now: Ktime) {
-        if !self.bc.oneshot_mask.is_empty() || !self.bc.periodic_mask.is_empty() {
-            return; // never swap the device under waiting CPUs
-        }
-        let need_oneshot = self.cpus.iter().any(|c| c.mode.is_oneshot());
-        let current = self.bc.dev.as_ref().map(|(i, _)| *i);
-        let Some(id) = self.devices.best_for_broadcast(current, need_oneshot) else {
-            return;
-        };
-        let Some(dev) = self.devices.get(id) else {
-            return;
-        };
-        let Ok(mut ev) = EventDevice::new(dev, self.period) else {
-            return;
-        };
-        if ev.attach().is_err() {
-            return;
-        }
-        if let Some((old, mut oldev)) = self.bc.dev.take() {
-            let _ = oldev.release();
-            self.devices.set_owner(old, Owner::Free);
-        }
-        self.devices.set_owner(id, Owner::Broadcast);
-        log::info!("tick: broadcast device: {}", dev.name());
-        self.bc.dev = Some((id, ev));
+    /// Whether any CPU waits on the broadcast device.
+    pub(crate) fn in_use(&self) -> bool {
+        !self.oneshot_mask.is_empty() || !self.periodic_mask.is_empty()
     }
 
-    /// The broadcast device's name, if any.
-    pub fn broadcast_device(&self) -> Option<&'static str> {
-        self.bc.dev.as_ref().map(|(_, e)| e.name())
+    /// The next event of waiting CPU `cpu` (`Ktime::MAX` for others).
+    pub(crate) fn event_of(&self, cpu: usize) -> Ktime {
+        self.next_event.get(cpu).copied().unwrap_or(Ktime::MAX)
     }
 
-    /// Hands `cpu`'s tick to the broadcast device before deep idle.
-    pub(crate) fn broadcast_enter(&mut self, cpu: usize, now: Ktime) -> Result<(), IdleError> {
-        let mode = self.cpus[cpu].mode;
-        let oneshot = mode.is_oneshot();
-        let Some((_, bc)) = self.bc.dev.as_mut() else {
-            return Err(IdleError::Busy);
-        };
-        let f = bc.features();
-        let other_mode_busy = if oneshot {
-            !self.bc.periodic_mask.is_empty()
-        } else {
-            !self.bc.oneshot_mask.is_empty()
-        };
-        let capable = if oneshot {
-            f.contains(Features::ONESHOT)
-        } else {
-            f.contains(Features::PERIODIC)
-        };
-        if !capable || other_mode_busy {
-            return Err(IdleError::Busy);
+    /// Sets waiting CPU `cpu`'s next event and re-arms for the earliest.
+    pub(crate) fn set_event(&mut self, cpu: usize, next: Ktime, now: Ktime) {
+        if let Some(e) = self.next_event.get_mut(cpu) {
+            *e = next;
         }
-        let c = &mut self.cpus[cpu];
-        let local_next = c.dev.as_ref().map_or(Ktime::MAX, |(_, e)| e.next_event());
-        if let Some((_, ev)) = c.dev.as_mut() {
-            if ev.set_state(DeviceState::Shutdown, Nanos::ZERO).is_err() {
-                return Err(IdleError::Busy);
-            }
-        }
-        c.in_broadcast = true;
-        if oneshot {
-            self.bc.oneshot_mask.insert(cpu);
-            self.bc.next_event[cpu] = local_next;
-            self.program_broadcast(now);
-        } else {
-            let start = self.bc.periodic_mask.is_empty();
-            self.bc.periodic_mask.insert(cpu);
-            if start {
-                let period = self.period;
-                if let Some((_, bc)) = self.bc.dev.as_mut() {
-                    let _ = bc.set_state(DeviceState::Periodic, period);
-                }
-            }
-        }
-        Ok(())
-    }
-
-    /// Takes `cpu`'s tick back from the broadcast device after deep idle.
-    pub(crate) fn broadcast_exit(&mut self, cpu: usize, now: Ktime) {
-        if !self.cpus[cpu].in_broadcast {
-            return;
-        }
-        self.cpus[cpu].in_broadcast = false;
-        let period = self.period;
-        let mode = self.cpus[cpu].mode;
-        if let Some((_, ev)) = self.cpus[cpu].dev.as_mut() {
-            let to = if mode.is_oneshot() {
-                DeviceState::Oneshot
-            } else {
-                DeviceState::Periodic
-            };
-            if let Err(e) = ev.set_state(to, period) {
-                log::error!("tick: cpu{cpu}: {} cannot resume: {e:?}", ev.name());
-            }
-        }
-        if mode.is_oneshot() {
-            self.bc.oneshot_mask.remove(cpu);
-            self.bc.next_event[cpu] = Ktime::MAX;
-            self.reprogram(cpu, now);
-            self.program_broadcast(now);
-        } else {
-            self.bc.periodic_mask.remove(cpu);
-            if self.bc.periodic_mask.is_empty() {
-                if let Some((_, bc)) = self.bc.dev.as_mut() {
-                    let _ = bc.set_state(DeviceState::Shutdown, Nanos::ZERO);
-                }
-            }
-        }
+        self.program(now);
     }
 
     /// Arms the broadcast device for the earliest waiting CPU, or stops it.
-    pub(crate) fn program_broadcast(&mut self, now: Ktime) {
+    pub(crate) fn program(&mut self, now: Ktime) {
         let next = self
-            .bc
             .oneshot_mask
             .iter()
-            .map(|c| self.bc.next_event[c])
+            .map(|c| self.event_of(c))
             .min()
             .unwrap_or(Ktime::MAX);
-        let Some((_, bc)) = self.bc.dev.as_mut() else {
+        let Some((_, bc)) = self.dev.as_mut() else {
             return;
         };
         if matches!(bc.state(), DeviceState::Shutdown) {
@@ -196,24 +99,206 @@ where
         }
     }
 
-    /// The broadcast device fired: returns the CPUs to wake.
-    pub(crate) fn broadcast_event(&mut self) -> CpuMask {
-        let now = self.now();
-        let Some((_, bc)) = self.bc.dev.as_mut() else {
+    /// The broadcast device fired at `now`: returns the CPUs to wake (every
+    /// waiting CPU in periodic mode; in one-shot mode those whose event is
+    /// due, re-arming for the earliest of the rest).
+    pub(crate) fn event(&mut self, now: Ktime) -> CpuMask {
+        let Some((_, bc)) = self.dev.as_mut() else {
             return CpuMask::EMPTY;
         };
         bc.event_handled();
         if bc.state() == DeviceState::Periodic {
-            return self.bc.periodic_mask;
+            return self.periodic_mask;
         }
         let mut wake = CpuMask::EMPTY;
-        for cpu in self.bc.oneshot_mask.iter() {
-            if self.bc.next_event[cpu] <= now {
+        for cpu in self.oneshot_mask.iter() {
+            if self.event_of(cpu) <= now {
                 wake.insert(cpu);
-                self.bc.next_event[cpu] = Ktime::MAX;
+                if let Some(e) = self.next_event.get_mut(cpu) {
+                    *e = Ktime::MAX;
+                }
             }
         }
-        self.program_broadcast(now);
+        self.program(now);
         wake
+    }
+}
+
+impl<'a, S, const CPUS: usize> TickSystem<'a, S, CPUS>
+where
+    S: AsRef<[TimerSlot]> + AsMut<[TimerSlot]>,
+{
+    /// Offers the free devices to become (or replace) the broadcast device.
+    pub(crate) fn offer_broadcast(&mut self) {
+        if self.bc.in_use() {
+            return; // never swap the device under waiting CPUs
+        }
+        let need_oneshot = self.cpus.iter().any(|c| c.mode.is_oneshot());
+        let current = self.bc.dev.as_ref().map(|(i, _)| *i);
+        let Some(id) = self.devices.best_for_broadcast(current, need_oneshot) else {
+            return;
+        };
+        let Some(dev) = self.devices.get(id) else {
+            return;
+        };
+        let Ok(mut ev) = EventDevice::new(dev, self.time.grid.period()) else {
+            return;
+        };
+        if ev.attach().is_err() {
+            return;
+        }
+        if let Some((old, mut oldev)) = self.bc.dev.take() {
+            let _ = oldev.release();
+            self.devices.set_owner(old, Owner::Free);
+        }
+        self.devices.set_owner(id, Owner::Broadcast);
+        log::info!("tick: broadcast device: {}", dev.name());
+        self.bc.dev = Some((id, ev));
+    }
+
+    /// The broadcast device's name, if any.
+    pub fn broadcast_device(&self) -> Option<&'static str> {
+        self.bc.dev.as_ref().map(|(_, e)| e.name())
+    }
+
+    /// Hands `cpu`'s tick to the broadcast device before deep idle.
+    pub(crate) fn broadcast_enter(&mut self, cpu: usize, now: Ktime) -> Result<(), IdleError> {
+        let period = self.time.grid.period();
+        let Some(c) = self.cpus.get_mut(cpu) else {
+            return Err(IdleError::NoCpu);
+        };
+        let oneshot = c.mode.is_oneshot();
+        let Some((_, bc)) = self.bc.dev.as_mut() else {
+            return Err(IdleError::Busy);
+        };
+        let f = bc.features();
+        let other_mode_busy = if oneshot {
+            !self.bc.periodic_mask.is_empty()
+        } else {
+            !self.bc.oneshot_mask.is_empty()
+        };
+        let capable = if oneshot {
+            f.contains(Features::ONESHOT)
+        } else {
+            f.contains(Features::PERIODIC)
+        };
+        if !capable || other_mode_busy {
+            return Err(IdleError::Busy);
+        }
+        let local_next = c.device_event();
+        if let Some((_, ev)) = c.dev.as_mut() {
+            if ev.set_state(DeviceState::Shutdown, Nanos::ZERO).is_err() {
+                return Err(IdleError::Busy);
+            }
+        }
+        c.in_broadcast = true;
+        if oneshot {
+            self.bc.oneshot_mask.insert(cpu);
+            self.bc.set_event(cpu, local_next, now);
+        } else {
+            let start = self.bc.periodic_mask.is_empty();
+            self.bc.periodic_mask.insert(cpu);
+            if start {
+                if let Some((_, bc)) = self.bc.dev.as_mut() {
+                    let _ = bc.set_state(DeviceState::Periodic, period);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Takes `cpu`'s tick back from the broadcast device after deep idle.
+    pub(crate) fn broadcast_exit(&mut self, cpu: usize, now: Ktime) {
+        let period = self.time.grid.period();
+        let Some(c) = self.cpus.get_mut(cpu) else {
+            return;
+        };
+        if !c.in_broadcast {
+            return;
+        }
+        c.in_broadcast = false;
+        let mode = c.mode;
+        if let Some((_, ev)) = c.dev.as_mut() {
+            let to = if mode.is_oneshot() {
+                DeviceState::Oneshot
+            } else {
+                DeviceState::Periodic
+            };
+            if let Err(e) = ev.set_state(to, period) {
+                log::error!("tick: cpu{cpu}: {} cannot resume: {e:?}", ev.name());
+            }
+        }
+        if mode.is_oneshot() {
+            self.bc.oneshot_mask.remove(cpu);
+            if let Some(e) = self.bc.next_event.get_mut(cpu) {
+                *e = Ktime::MAX;
+            }
+            self.reprogram(cpu, now);
+            self.bc.program(now);
+        } else {
+            self.bc.periodic_mask.remove(cpu);
+            if self.bc.periodic_mask.is_empty() {
+                if let Some((_, bc)) = self.bc.dev.as_mut() {
+                    let _ = bc.set_state(DeviceState::Shutdown, Nanos::ZERO);
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::FakeTimer;
+    use std::boxed::Box;
+
+    fn ms(n: u64) -> Ktime {
+        Ktime::from_nanos(n * 1_000_000)
+    }
+
+    fn hpet() -> Broadcast<'static, 4> {
+        let dev: &'static FakeTimer = Box::leak(Box::new(FakeTimer::global(
+            "hpet",
+            Features::ONESHOT | Features::PERIODIC,
+            50,
+        )));
+        let mut ev = EventDevice::new(dev, Nanos::from_millis(4)).unwrap();
+        ev.attach().unwrap();
+        let mut bc = Broadcast::new();
+        bc.dev = Some((DeviceId(0), ev));
+        bc
+    }
+
+    #[test]
+    fn one_shot_broadcast_is_armed_for_the_earliest_waiter_and_wakes_the_due_ones() {
+        let mut bc = hpet();
+        assert!(!bc.in_use());
+        bc.oneshot_mask.insert(1);
+        bc.set_event(1, ms(30), ms(0));
+        bc.oneshot_mask.insert(3);
+        bc.set_event(3, ms(10), ms(0));
+        assert!(bc.in_use());
+        let armed = bc.dev.as_ref().map(|(_, e)| e.next_event());
+        assert_eq!(armed, Some(ms(10)));
+        // Fires at 10 ms: CPU 3 is due, CPU 1 is not; re-armed for CPU 1.
+        let wake = bc.event(ms(10));
+        assert_eq!(wake.iter().collect::<std::vec::Vec<_>>(), [3]);
+        assert_eq!(bc.event_of(3), Ktime::MAX);
+        let armed = bc.dev.as_ref().map(|(_, e)| e.next_event());
+        assert_eq!(armed, Some(ms(30)));
+    }
+
+    #[test]
+    fn an_event_of_a_cpu_out_of_range_is_never() {
+        let bc = hpet();
+        assert_eq!(bc.event_of(4), Ktime::MAX);
+        assert_eq!(bc.event_of(usize::MAX), Ktime::MAX);
+    }
+
+    #[test]
+    fn without_a_device_nothing_is_woken() {
+        let mut bc: Broadcast<'static, 2> = Broadcast::new();
+        bc.oneshot_mask.insert(0);
+        assert!(bc.event(ms(5)).is_empty());
     }
 }

@@ -17,13 +17,37 @@
 //! ```
 //!
 //! - [`config`]: what is asked for and the [`TickMode`] reached.
-//! - [`queue`]: the per-CPU timer queue (a hierarchical wheel used as an
-//!   exact radix heap; caller-owned storage, no allocation).
-//! - [`system`]: [`TickSystem`], device setup and the interrupt path.
+//! - [`system`]: [`TickSystem`], registration, mode selection, the timer
+//!   and reporting API.
+//! - `timekeeping` (crate-private): the timekeeper, clock sources, tick
+//!   grid ([`grid`]), jiffies and the timekeeping duty.
+//! - [`percpu`]: one CPU's tick state ([`CpuInfo`], [`CpuStats`]).
+//! - [`interrupt`]: the interrupt path and reprogramming.
 //! - [`nohz`]: stopping and restarting the tick around idle.
 //! - [`broadcast`]: the broadcast device for CPUs in deep idle.
+//! - [`watchdog`]: when the clocksource watchdog runs, deferred in idle.
+//! - [`queue`]: the per-CPU timer queue (a hierarchical wheel used as an
+//!   exact radix heap; caller-owned storage, no allocation).
 //! - [`advance`]: adaptive timer advance (program early, spin to the
 //!   deadline), off by default.
+//!
+//! # State, and who touches it
+//!
+//! [`TickSystem`] is split the way an SMP kernel needs it split:
+//!
+//! | part | holds | written by | read by | on SMP |
+//! |---|---|---|---|---|
+//! | timekeeping | timekeeper, clock sources, tick grid, jiffies, duty CPU | the duty holder's tick (and a CPU woken tickless, before it uses jiffies); registration | every CPU | a seqlock: one writer, lock-free readers |
+//! | per-CPU (`TickCpu`) | tick device, timer queue, mode, next tick, idle accounting, advance, stats | its own CPU only: its interrupt, idle loop, timer calls | its CPU; others by [`CpuInfo`] snapshot | per-CPU storage, or a lock of its own only its CPU takes in interrupts |
+//! | broadcast | the broadcast device, the waiting CPUs and their next events | a CPU entering or leaving deep idle; the broadcast interrupt | the same | its own lock (Linux `tick_broadcast_lock`) |
+//! | watchdog schedule | the clocksource watchdog's next and last check, idle deferral | CPU 0's interrupt; clocksource reselection | CPU 0 | CPU 0's, with timekeeping's lock to change the clocksource |
+//! | device pool | every registered event device and its owner | registration only | registration, the interrupt's owner check | read-mostly: registration takes the system lock |
+//!
+//! Today the embedder serialises every call (one lock, interrupts off);
+//! the split means the lock can later be cut along these lines without
+//! moving state. No per-CPU method reaches another CPU's state: the
+//! shared parts it needs (the grid, the max deferment, the watchdog's
+//! deadline) are passed in.
 //!
 //! Mode switching follows capabilities: a CPU whose device cannot do
 //! one-shot stays periodic even with NO_HZ asked for, and
@@ -37,15 +61,28 @@ extern crate std;
 pub mod advance;
 pub mod broadcast;
 pub mod config;
+pub mod grid;
+pub mod interrupt;
 pub mod nohz;
+pub mod percpu;
 pub mod queue;
 pub mod system;
+mod timekeeping;
+pub mod watchdog;
+
+#[cfg(test)]
+mod testing;
+#[cfg(test)]
+mod tests;
 
 pub use advance::{TimerAdvance, MAX_TIMER_ADVANCE};
 pub use config::{PeriodicReason, TickConfig, TickMode};
+pub use grid::TickGrid;
 pub use nohz::{IdleDepth, IdleSleep};
+pub use percpu::{CpuInfo, CpuStats};
 pub use queue::{NotQueued, QueueFull, Timer, TimerId, TimerQueue, TimerSlot};
 pub use system::{
-    AddError, CpuInfo, CpuStats, IdleError, Rearm, RegisterError, TickSystem, WatchdogSchedule,
-    MAX_CLOCK_SOURCES, MAX_EVENT_DEVICES, WATCHDOG_IDLE_DEFERRAL_MAX,
+    AddError, IdleError, Rearm, RegisterError, TickSystem, TimerFn, MAX_CLOCK_SOURCES,
+    MAX_EVENT_DEVICES,
 };
+pub use watchdog::{WatchdogSchedule, WATCHDOG_IDLE_DEFERRAL_MAX};

@@ -86,13 +86,9 @@ where
     /// `cpu` enters its idle loop: idle time accounting starts.
     pub fn idle_enter(&mut self, cpu: usize) -> Result<(), IdleError> {
         let now = self.now();
-        let jiffies = self.jiffies;
+        let jiffies = self.time.jiffies();
         let c = self.cpus.get_mut(cpu).ok_or(IdleError::NoCpu)?;
-        if !c.idle {
-            c.idle = true;
-            c.idle_entry = now;
-            c.idle_entry_jiffies = jiffies;
-        }
+        c.enter_idle(now, jiffies);
         Ok(())
     }
 
@@ -105,9 +101,7 @@ where
             return Err(IdleError::NoCpu);
         }
         let now = self.now();
-        if !self.cpus[cpu].idle {
-            self.idle_enter(cpu)?;
-        }
+        self.idle_enter(cpu)?;
         if self.cpus[cpu].mode.is_nohz() {
             if self.cpus[cpu].tick_stopped {
                 self.reprogram(cpu, now);
@@ -141,7 +135,7 @@ where
     /// After a halt returns: the CPU is running again, so its own device
     /// takes over from broadcast.
     pub fn idle_wake(&mut self, cpu: usize) {
-        if cpu < CPUS && self.cpus[cpu].in_broadcast {
+        if self.cpus.get(cpu).is_some_and(|c| c.in_broadcast) {
             let now = self.now();
             self.broadcast_exit(cpu, now);
         }
@@ -156,11 +150,9 @@ where
         self.idle_wake(cpu);
         let now = self.now();
         if self.cpus[cpu].tick_stopped {
-            if self.do_timer_cpu.is_none() {
-                self.do_timer_cpu = Some(cpu);
-            }
-            self.update_jiffies(now);
-            let next_tick = self.grid_next(now);
+            self.time.claim_duty(cpu);
+            self.time.update_jiffies(now);
+            let next_tick = self.time.grid.next(now);
             let c = &mut self.cpus[cpu];
             c.tick_stopped = false;
             c.do_timer_last = false;
@@ -170,22 +162,15 @@ where
         } else if self.cpus[cpu].rearm_pending {
             self.reprogram(cpu, now);
         }
-        let jiffies = self.jiffies;
-        let c = &mut self.cpus[cpu];
-        if c.idle {
-            c.idle = false;
-            c.idle_time = c
-                .idle_time
-                .saturating_add(now.saturating_since(c.idle_entry));
-            c.idle_jiffies += jiffies.saturating_sub(c.idle_entry_jiffies);
-        }
+        let jiffies = self.time.jiffies();
+        self.cpus[cpu].exit_idle(now, jiffies);
     }
 
     /// Stops the tick of idle `cpu` unless a timer is due by the next
     /// tick, or (`in_irq` false: from `idle_sleep`) the interrupt the
     /// device is programmed for is within its min delta and may already be
     /// raised. Returns whether the tick is stopped now; when it is, the
-    /// device has been reprogrammed for the next event.
+    /// device has been reprogrammed for the next event. `cpu < CPUS`.
     ///
     /// From the CPU's own interrupt (`in_irq`, Linux
     /// `tick_nohz_irq_exit()`) the raised-interrupt check does not apply:
@@ -196,15 +181,9 @@ where
     /// a tick period (the HPET under the software KVM here) would
     /// otherwise keep the tick at every `idle_sleep` after it.
     pub(crate) fn try_stop_tick(&mut self, cpu: usize, now: Ktime, in_irq: bool) -> bool {
-        let highres = self.cpus[cpu].mode.is_highres();
-        let next_timer = self.cpus[cpu].timers.next_expiry().unwrap_or(Ktime::MAX);
-        let next_timer = if highres {
-            next_timer
-        } else {
-            self.grid_ceil(next_timer)
-        };
+        let grid = self.time.grid;
         let c = &mut self.cpus[cpu];
-        if next_timer <= c.next_tick {
+        if c.next_timer(grid) <= c.next_tick {
             // Counted where idle decides (idle_sleep), not again here.
             c.stats.tick_retained += u64::from(!in_irq);
             return false;
@@ -226,10 +205,9 @@ where
                 return false;
             }
         }
-        if self.do_timer_cpu == Some(cpu) {
-            self.do_timer_cpu = None;
+        if self.time.release_duty(cpu) {
             c.do_timer_last = true;
-        } else if self.do_timer_cpu.is_some() {
+        } else if self.time.duty().is_some() {
             c.do_timer_last = false;
         }
         c.tick_stopped = true;

@@ -1,0 +1,187 @@
+//! The interrupt path: a tick device's interrupt, the broadcast IPI, and
+//! the reprogramming both end with.
+//!
+//! ```text
+//!   device interrupt on CPU c ──► TickSystem::interrupt(dev, c, run)
+//!       │  owner = CPU c                      owner = broadcast
+//!       ▼                                          ▼
+//!   cpu_event(c):                            Broadcast::event(): collect CPUs
+//!     observe: latch off, clock lagging?       whose event is due → IPI mask;
+//!     timekeeping duty: jiffies + timekeeper    re-arm for the earliest other
+//!     tick due? → tick work (low-res timers)         │
+//!     high-res: run expired timers                   ▼
+//!     reprogram: min(next tick, next timer,     ipi(c) ─► cpu_event(c)
+//!                    max deferment, watchdog)
+//!     (in NO_HZ idle: left to the idle loop)
+//! ```
+//!
+//! Nothing here allocates; loops are bounded (timer runs by the queue length
+//! at entry, reprogramming by the clockevents retry policy, the advance spin
+//! by time and by stalled reads). The embedder serialises calls (one lock,
+//! interrupts off, in a kernel); per-CPU state is reached by CPU index,
+//! checked once at the entry points.
+
+use clockevents::{CpuMask, DeviceId, Owner};
+use clocksource::{Cycles, Ktime, Nanos};
+
+use crate::config::TickMode;
+use crate::queue::TimerSlot;
+use crate::system::{TickSystem, TimerFn};
+
+/// The CPU that runs the clocksource watchdog (Linux's 2026 watchdog checks
+/// frequency on the boot CPU).
+pub(crate) const WATCHDOG_CPU: usize = 0;
+
+impl<'a, S, const CPUS: usize> TickSystem<'a, S, CPUS>
+where
+    S: AsRef<[TimerSlot]> + AsMut<[TimerSlot]>,
+{
+    /// Handles an interrupt of device `dev` taken on `cpu`. Returns the CPUs
+    /// the caller must send a tick IPI to (broadcast), which then call
+    /// [`TickSystem::ipi`]. `run` is called for every expired timer, with
+    /// the monotonic time it was found expired at (≥ its expiry).
+    pub fn interrupt(&mut self, dev: DeviceId, cpu: usize, run: &mut TimerFn<'_>) -> CpuMask {
+        match self.devices.owner(dev) {
+            Some(Owner::Cpu(c)) if c == cpu && cpu < CPUS => {
+                self.cpu_event(cpu, run);
+                CpuMask::EMPTY
+            }
+            Some(Owner::Broadcast) => {
+                let now = self.now();
+                self.bc.event(now)
+            }
+            other => {
+                // A device we shut down raced its last interrupt, or a
+                // mis-routed IRQ: acknowledge and ignore.
+                log::debug!("tick: spurious interrupt of {dev:?} on cpu{cpu} (owner {other:?})");
+                CpuMask::EMPTY
+            }
+        }
+    }
+
+    /// Handles a tick IPI sent on behalf of the broadcast device.
+    pub fn ipi(&mut self, cpu: usize, run: &mut TimerFn<'_>) {
+        if cpu < CPUS {
+            self.cpu_event(cpu, run);
+        }
+    }
+
+    /// The per-CPU event handler (Linux `tick_handle_periodic`,
+    /// `tick_nohz_lowres_handler`, `hrtimer_interrupt`). `cpu < CPUS`.
+    fn cpu_event(&mut self, cpu: usize, run: &mut TimerFn<'_>) {
+        let now = self.now();
+        let resolution = self
+            .time
+            .tk
+            .cycles_to_ns(Cycles::new(1))
+            .saturating_add(Nanos::from_nanos(1));
+        let c = &mut self.cpus[cpu];
+        let seen = c.observe_interrupt(now);
+        let now = c.spin_to_target(&self.time.tk, now, seen.advanced);
+        c.note_wakeup(now, resolution);
+        let mode = c.mode;
+        if seen.clock_behind && self.watchdog.is_armed() {
+            log::warn!("tick: cpu{cpu}: interrupt before the clocksource reached its expiry; checking clocks");
+            self.check_clocks();
+        }
+        let now = self.now();
+        self.do_timer(cpu, now);
+        match mode {
+            TickMode::NoDevice => {}
+            TickMode::Periodic => {
+                let c = &mut self.cpus[cpu];
+                c.stats.ticks += 1;
+                c.run_timers(cpu, now, run);
+            }
+            _ => {
+                let next_tick = self.time.grid.next(now);
+                let c = &mut self.cpus[cpu];
+                if !c.tick_stopped && now >= c.next_tick {
+                    c.stats.ticks += 1;
+                    c.next_tick = next_tick;
+                    if !mode.is_highres() {
+                        c.run_timers(cpu, now, run);
+                    }
+                } else if c.tick_stopped && !mode.is_highres() {
+                    // Low-res with the tick stopped: this wake-up is for a
+                    // timer (at a tick boundary) — run what is due.
+                    c.run_timers(cpu, now, run);
+                }
+                if mode.is_highres() {
+                    c.run_timers(cpu, now, run);
+                }
+                let now = self.now();
+                // An idle CPU leaves the re-arm — and, with its tick still
+                // running, the decision to stop it (Linux
+                // `tick_nohz_irq_exit`) — to its idle loop, which makes both
+                // before it halts again ([`TickSystem::idle_sleep`]) or as
+                // it leaves idle ([`TickSystem::idle_exit`]). Doing it here
+                // too would put a device write on the wake-up path before
+                // the woken code runs — ~15–25 µs of a trapped register
+                // write under QEMU — for an event the idle loop programs
+                // anyway (a woken waiter adds its next timer first). The
+                // device is disarmed meanwhile (it fired); nothing is lost:
+                // the loop runs before any halt.
+                let c = &mut self.cpus[cpu];
+                if c.idle && mode.is_nohz() && !c.in_broadcast {
+                    c.rearm_pending = true;
+                    c.stats.rearms_deferred += 1;
+                } else {
+                    self.reprogram(cpu, now);
+                }
+            }
+        }
+    }
+
+    /// Takes the timekeeping duty if nobody holds it; does it if held.
+    fn do_timer(&mut self, cpu: usize, now: Ktime) {
+        let c = &mut self.cpus[cpu];
+        // Only a CPU whose tick runs takes the duty; a CPU woken from NO_HZ
+        // idle for a timer keeps sleeping tickless.
+        if !c.tick_stopped && self.time.claim_duty(cpu) {
+            c.do_timer_last = false;
+        }
+        if self.time.holds_duty(cpu) || c.tick_stopped {
+            // The holder updates; an idle CPU woken with its tick stopped
+            // updates too, so it never acts on stale jiffies (Linux
+            // `tick_nohz_update_jiffies`).
+            self.time.update_jiffies(now);
+        }
+        if cpu == WATCHDOG_CPU && self.watchdog.is_due(now) {
+            self.check_clocks();
+            self.watchdog.schedule(&self.time.clocks, now);
+        }
+    }
+
+    /// Programs `cpu`'s next event (local device, or broadcast if the local
+    /// one is off in deep idle). `cpu < CPUS`.
+    pub(crate) fn reprogram(&mut self, cpu: usize, now: Ktime) {
+        let grid = self.time.grid;
+        let max_deferment = self.time.tk.max_deferment();
+        let c = &mut self.cpus[cpu];
+        if !c.mode.is_oneshot() {
+            return;
+        }
+        c.rearm_pending = false;
+        let watchdog = if cpu == WATCHDOG_CPU {
+            self.watchdog.deadline(c.tick_stopped)
+        } else {
+            Ktime::MAX
+        };
+        let (next, capped) = c.next_event(grid, now, max_deferment, watchdog);
+        c.deferment_wakeup = if capped { next } else { Ktime::MAX };
+        if c.in_broadcast {
+            self.bc.set_event(cpu, next, now);
+        } else {
+            c.program(cpu, next, now);
+        }
+    }
+
+    /// One watchdog check now; a source found unstable re-selects the
+    /// clocksource, losing its error ([`crate::watchdog`]).
+    pub(crate) fn check_clocks(&mut self) {
+        if let Some(report) = self.watchdog.check(&mut self.time.clocks) {
+            self.reselect_clocksource(Some(&report));
+        }
+    }
+}

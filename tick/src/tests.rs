@@ -1,0 +1,180 @@
+//! Unit tests of [`TickSystem`] over the fakes of [`crate::testing`]: mode
+//! selection, the interrupt path and NO_HZ idle, each step checked against
+//! what the fake device was told. The simulator (`sim`) runs the same code
+//! end to end over register models; these pin the composition down
+//! without it.
+
+use std::boxed::Box;
+use std::vec::Vec;
+
+use clockevents::{DeviceId, Features};
+use clocksource::{Cycles, Ktime, Nanos};
+
+use crate::testing::{Call, FakeClock, FakeTimer};
+use crate::{
+    AddError, IdleDepth, IdleError, PeriodicReason, Rearm, TickConfig, TickMode, TickSystem,
+    TimerSlot,
+};
+
+type Sys = TickSystem<'static, [TimerSlot; 16], 2>;
+
+const PERIOD: Nanos = Nanos::from_millis(4); // HZ = 250
+
+fn leak<T>(t: T) -> &'static T {
+    Box::leak(Box::new(t))
+}
+
+fn ms(n: u64) -> Ktime {
+    Ktime::from_nanos(n * 1_000_000)
+}
+
+/// A system on a fake 1 GHz clock with one device for CPU 0.
+fn system(
+    config: TickConfig,
+    features: Features,
+) -> (Sys, &'static FakeClock, &'static FakeTimer, DeviceId) {
+    let clock = leak(FakeClock::new("fake", 300));
+    let dev = leak(FakeTimer::new("timer0", features, 0));
+    let mut sys = Sys::new(config, clock, [[TimerSlot::EMPTY; 16]; 2]).unwrap();
+    let id = sys.register_device(dev).unwrap();
+    (sys, clock, dev, id)
+}
+
+const ONESHOT_PERIODIC: Features = Features::ONESHOT.union(Features::PERIODIC);
+
+#[test]
+fn a_device_without_one_shot_stays_periodic_and_says_why() {
+    let (sys, _, dev, _) = system(TickConfig::DEFAULT, Features::PERIODIC);
+    assert_eq!(sys.mode(0), TickMode::Periodic);
+    let info = sys.cpu_info(0).unwrap();
+    assert_eq!(
+        info.periodic_reason,
+        Some(PeriodicReason::DeviceLacksOneshot)
+    );
+    // Attached (shut down), then started at HZ.
+    assert_eq!(dev.calls(), [Call::Shutdown, Call::Periodic(PERIOD)]);
+    // CPU 1 has no device.
+    assert_eq!(sys.mode(1), TickMode::NoDevice);
+}
+
+#[test]
+fn nohz_off_keeps_a_one_shot_device_periodic() {
+    let config = TickConfig {
+        nohz: false,
+        highres: false,
+        ..TickConfig::DEFAULT
+    };
+    let (sys, _, _, _) = system(config, ONESHOT_PERIODIC);
+    assert_eq!(sys.mode(0), TickMode::Periodic);
+    assert_eq!(
+        sys.cpu_info(0).unwrap().periodic_reason,
+        Some(PeriodicReason::NotRequested)
+    );
+}
+
+#[test]
+fn a_periodic_tick_advances_jiffies_by_the_clock_not_by_interrupts() {
+    let (mut sys, clock, _, id) = system(TickConfig::DEFAULT, Features::PERIODIC);
+    let mut run = |_: usize, _, _| Rearm::No;
+    clock.advance(PERIOD);
+    sys.interrupt(id, 0, &mut run);
+    assert_eq!(sys.jiffies(), 1);
+    // Two periods pass but one interrupt comes (coalesced): no time lost.
+    clock.advance(Nanos::from_millis(8));
+    sys.interrupt(id, 0, &mut run);
+    assert_eq!(sys.jiffies(), 3);
+    let stats = sys.cpu_info(0).unwrap().stats;
+    assert_eq!((stats.interrupts, stats.ticks), (2, 2));
+}
+
+#[test]
+fn high_res_programs_the_next_tick_then_an_earlier_timer() {
+    let (mut sys, clock, dev, id) = system(TickConfig::DEFAULT, ONESHOT_PERIODIC);
+    assert_eq!(sys.mode(0), TickMode::HighRes { nohz: true });
+    // Boot at 0: the first tick is at 4 ms, 4·10⁶ cycles of the 1 GHz fake.
+    assert_eq!(
+        dev.last_programmed(),
+        Some(Call::Next(Cycles::new(4_000_000)))
+    );
+    clock.advance(Nanos::from_millis(1));
+    sys.add_timer(0, ms(2), 7).unwrap();
+    assert_eq!(sys.programmed_event(0), ms(2));
+    assert_eq!(
+        dev.last_programmed(),
+        Some(Call::Next(Cycles::new(1_000_000)))
+    );
+    clock.advance(Nanos::from_millis(1));
+    let mut fired = Vec::new();
+    sys.interrupt(id, 0, &mut |cpu, t, now| {
+        fired.push((cpu, t.data, now));
+        Rearm::No
+    });
+    assert_eq!(fired, [(0, 7, ms(2))]);
+    assert_eq!(sys.programmed_event(0), ms(4), "back to the tick");
+}
+
+#[test]
+fn an_interrupt_of_a_device_owned_by_another_cpu_is_ignored() {
+    let (mut sys, clock, _, id) = system(TickConfig::DEFAULT, ONESHOT_PERIODIC);
+    clock.advance(PERIOD);
+    let mask = sys.interrupt(id, 1, &mut |_, _, _| Rearm::No);
+    assert!(mask.is_empty());
+    assert_eq!(sys.cpu_info(1).unwrap().stats.interrupts, 0);
+    assert_eq!(sys.cpu_info(0).unwrap().stats.interrupts, 0);
+}
+
+#[test]
+fn nohz_idle_stops_the_tick_for_a_far_timer_and_restarts_it_on_the_grid() {
+    let (mut sys, clock, _, _) = system(TickConfig::DEFAULT, ONESHOT_PERIODIC);
+    sys.add_timer(0, ms(1000), 1).unwrap();
+    clock.advance(Nanos::from_millis(1));
+    let s = sys.idle_sleep(0, IdleDepth::Shallow).unwrap();
+    assert!(s.tick_stopped);
+    assert_eq!(s.wakeup, ms(1000));
+    // CPU 0 held the duty and gave it up; it is the last holder.
+    assert_eq!(sys.do_timer_cpu(), None);
+    clock.advance(Nanos::from_micros(9_500)); // 10.5 ms
+    sys.idle_exit(0);
+    assert_eq!(sys.do_timer_cpu(), Some(0));
+    assert_eq!(sys.jiffies(), 2);
+    assert_eq!(sys.programmed_event(0), ms(12), "next grid point");
+    let info = sys.cpu_info(0).unwrap();
+    assert!(!info.tick_stopped);
+    assert_eq!(info.idle_time, Nanos::from_micros(9_500));
+    assert_eq!(info.stats.tick_stops, 1);
+}
+
+#[test]
+fn nohz_idle_keeps_the_tick_for_a_timer_due_before_it() {
+    let (mut sys, clock, _, _) = system(TickConfig::DEFAULT, ONESHOT_PERIODIC);
+    sys.add_timer(0, ms(3), 1).unwrap();
+    clock.advance(Nanos::from_millis(1));
+    let s = sys.idle_sleep(0, IdleDepth::Shallow).unwrap();
+    assert!(!s.tick_stopped);
+    assert_eq!(s.wakeup, ms(3));
+    assert_eq!(sys.cpu_info(0).unwrap().stats.tick_retained, 1);
+}
+
+#[test]
+fn deep_idle_without_a_broadcast_device_is_refused_only_for_c3stop_devices() {
+    let (mut sys, clock, _, _) = system(TickConfig::DEFAULT, ONESHOT_PERIODIC);
+    clock.advance(Nanos::from_millis(1));
+    assert!(sys.idle_sleep(0, IdleDepth::Deep).is_ok(), "not C3STOP");
+    let (mut sys, clock, _, _) = system(TickConfig::DEFAULT, ONESHOT_PERIODIC | Features::C3STOP);
+    clock.advance(Nanos::from_millis(1));
+    assert_eq!(sys.idle_sleep(0, IdleDepth::Deep), Err(IdleError::Busy));
+}
+
+#[test]
+fn a_cpu_out_of_range_is_refused_everywhere() {
+    let (mut sys, _, _, _) = system(TickConfig::DEFAULT, ONESHOT_PERIODIC);
+    assert_eq!(sys.add_timer(2, ms(5), 0), Err(AddError::NoCpu));
+    assert_eq!(sys.idle_enter(2), Err(IdleError::NoCpu));
+    assert_eq!(sys.idle_sleep(9, IdleDepth::Shallow), Err(IdleError::NoCpu));
+    sys.idle_wake(2);
+    sys.idle_exit(2);
+    sys.ipi(2, &mut |_, _, _| Rearm::No);
+    assert!(sys.cpu_info(2).is_none());
+    assert_eq!(sys.programmed_event(2), Ktime::MAX);
+    assert_eq!(sys.mode(usize::MAX), TickMode::NoDevice);
+}
