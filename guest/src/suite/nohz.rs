@@ -50,7 +50,10 @@
 //!   E", with the next event beyond that (the *cap rule*, checked for each).
 //!   With no lateness a gap between two other events then holds exactly
 //!   `⌈(gap − E)/E⌉` ([`crate::expect::forced_range`]): for the PIT, 54 in
-//!   the 1.5 s to the timer. Lateness shifts the chain and can only remove
+//!   the 1.5 s to the timer. A gap runs from the re-arm that starts its
+//!   chain (idle entry, or the idle loop's re-arm after the previous
+//!   event, which comes after the woken code ran), not from that event's
+//!   interrupt: the cap counts from the re-arm. Lateness shifts the chain and can only remove
 //!   forced interrupts — at most `⌈shift/E⌉` per gap, shift being how far
 //!   the chain's last one was programmed behind `start + n·E` — and each
 //!   absorbed event may remove one more.
