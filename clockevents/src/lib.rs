@@ -14,7 +14,7 @@ extern crate std;
 pub mod cpumask;
 pub mod device;
 
-pub use cpumask::{CpuMask, MAX_CPUS};
+pub use cpumask::{CpuId, CpuMask, MAX_CPUS};
 pub use device::{ClockEventDevice, DeviceError, Features};
 pub mod event;
 pub mod select;

@@ -17,16 +17,17 @@
 //! one-shot-capable if broadcast runs in one-shot mode, and must be better
 //! rated than the current one.
 
-use crate::cpumask::CpuMask;
+use crate::cpumask::{CpuId, CpuMask};
 use crate::device::{ClockEventDevice, Features};
 
 /// Whether `new` should replace `current` as the tick device of `cpu`.
 pub fn prefer_for_cpu(
     current: Option<&dyn ClockEventDevice>,
     new: &dyn ClockEventDevice,
-    cpu: usize,
+    cpu: impl Into<CpuId>,
     oneshot_active: bool,
 ) -> bool {
+    let cpu = cpu.into();
     let new_cpus = new.cpus();
     if !new_cpus.contains(cpu) || new.features().contains(Features::DUMMY) {
         return false;
@@ -169,11 +170,12 @@ impl<'a, const N: usize> DevicePool<'a, N> {
     /// device (a user override by name).
     pub fn best_for_cpu(
         &self,
-        cpu: usize,
+        cpu: impl Into<CpuId>,
         current: Option<DeviceId>,
         oneshot_active: bool,
         only: Option<DeviceId>,
     ) -> Option<DeviceId> {
+        let cpu = cpu.into();
         let mut best = current;
         for (id, dev, owner) in self.iter() {
             if owner != Owner::Free || only.is_some_and(|o| o != id) {

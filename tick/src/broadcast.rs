@@ -20,7 +20,7 @@
 //! the mode of the first CPU that needs it; a CPU in the other mode is
 //! refused deep idle ([`IdleError::Busy`]).
 
-use clockevents::{CpuMask, DeviceId, DeviceState, EventDevice, Expired, Features, Owner};
+use clockevents::{CpuId, CpuMask, DeviceId, DeviceState, EventDevice, Expired, Features, Owner};
 use clocksource::{Ktime, Nanos};
 
 use crate::queue::TimerSlot;
@@ -56,13 +56,16 @@ impl<const CPUS: usize> Broadcast<'_, CPUS> {
     }
 
     /// The next event of waiting CPU `cpu` (`Ktime::MAX` for others).
-    pub(crate) fn event_of(&self, cpu: usize) -> Ktime {
-        self.next_event.get(cpu).copied().unwrap_or(Ktime::MAX)
+    pub(crate) fn event_of(&self, cpu: CpuId) -> Ktime {
+        self.next_event
+            .get(cpu.index())
+            .copied()
+            .unwrap_or(Ktime::MAX)
     }
 
     /// Sets waiting CPU `cpu`'s next event and re-arms for the earliest.
-    pub(crate) fn set_event(&mut self, cpu: usize, next: Ktime, now: Ktime) {
-        if let Some(e) = self.next_event.get_mut(cpu) {
+    pub(crate) fn set_event(&mut self, cpu: CpuId, next: Ktime, now: Ktime) {
+        if let Some(e) = self.next_event.get_mut(cpu.index()) {
             *e = next;
         }
         self.program(now);
@@ -73,7 +76,7 @@ impl<const CPUS: usize> Broadcast<'_, CPUS> {
         let next = self
             .oneshot_mask
             .iter()
-            .map(|c| self.event_of(c))
+            .map(|c| self.event_of(CpuId::from(c)))
             .min()
             .unwrap_or(Ktime::MAX);
         let Some((_, bc)) = self.dev.as_mut() else {
@@ -112,9 +115,10 @@ impl<const CPUS: usize> Broadcast<'_, CPUS> {
         }
         let mut wake = CpuMask::EMPTY;
         for cpu in self.oneshot_mask.iter() {
+            let cpu = CpuId::from(cpu);
             if self.event_of(cpu) <= now {
                 wake.insert(cpu);
-                if let Some(e) = self.next_event.get_mut(cpu) {
+                if let Some(e) = self.next_event.get_mut(cpu.index()) {
                     *e = Ktime::MAX;
                 }
             }
@@ -162,9 +166,9 @@ where
     }
 
     /// Hands `cpu`'s tick to the broadcast device before deep idle.
-    pub(crate) fn broadcast_enter(&mut self, cpu: usize, now: Ktime) -> Result<(), IdleError> {
+    pub(crate) fn broadcast_enter(&mut self, cpu: CpuId, now: Ktime) -> Result<(), IdleError> {
         let period = self.time.grid.period();
-        let Some(c) = self.cpus.get_mut(cpu) else {
+        let Some(c) = self.cpus.get_mut(cpu.index()) else {
             return Err(IdleError::NoCpu);
         };
         let oneshot = c.mode.is_oneshot();
@@ -208,9 +212,9 @@ where
     }
 
     /// Takes `cpu`'s tick back from the broadcast device after deep idle.
-    pub(crate) fn broadcast_exit(&mut self, cpu: usize, now: Ktime) {
+    pub(crate) fn broadcast_exit(&mut self, cpu: CpuId, now: Ktime) {
         let period = self.time.grid.period();
-        let Some(c) = self.cpus.get_mut(cpu) else {
+        let Some(c) = self.cpus.get_mut(cpu.index()) else {
             return;
         };
         if !c.in_broadcast {
@@ -225,12 +229,12 @@ where
                 DeviceState::Periodic
             };
             if let Err(e) = ev.set_state(to, period) {
-                log::error!("tick: cpu{cpu}: {} cannot resume: {e:?}", ev.name());
+                log::error!("tick: {cpu}: {} cannot resume: {e:?}", ev.name());
             }
         }
         if mode.is_oneshot() {
             self.bc.oneshot_mask.remove(cpu);
-            if let Some(e) = self.bc.next_event.get_mut(cpu) {
+            if let Some(e) = self.bc.next_event.get_mut(cpu.index()) {
                 *e = Ktime::MAX;
             }
             self.reprogram(cpu, now);
@@ -273,17 +277,18 @@ mod tests {
     fn one_shot_broadcast_is_armed_for_the_earliest_waiter_and_wakes_the_due_ones() {
         let mut bc = hpet();
         assert!(!bc.in_use());
-        bc.oneshot_mask.insert(1);
-        bc.set_event(1, ms(30), ms(0));
-        bc.oneshot_mask.insert(3);
-        bc.set_event(3, ms(10), ms(0));
+        let (cpu1, cpu3) = (CpuId::new(1), CpuId::new(3));
+        bc.oneshot_mask.insert(cpu1);
+        bc.set_event(cpu1, ms(30), ms(0));
+        bc.oneshot_mask.insert(cpu3);
+        bc.set_event(cpu3, ms(10), ms(0));
         assert!(bc.in_use());
         let armed = bc.dev.as_ref().map(|(_, e)| e.next_event());
         assert_eq!(armed, Some(ms(10)));
         // Fires at 10 ms: CPU 3 is due, CPU 1 is not; re-armed for CPU 1.
         let wake = bc.event(ms(10));
-        assert_eq!(wake.iter().collect::<std::vec::Vec<_>>(), [3]);
-        assert_eq!(bc.event_of(3), Ktime::MAX);
+        assert_eq!(wake, CpuMask::single(cpu3));
+        assert_eq!(bc.event_of(cpu3), Ktime::MAX);
         let armed = bc.dev.as_ref().map(|(_, e)| e.next_event());
         assert_eq!(armed, Some(ms(30)));
     }
@@ -291,14 +296,14 @@ mod tests {
     #[test]
     fn an_event_of_a_cpu_out_of_range_is_never() {
         let bc = hpet();
-        assert_eq!(bc.event_of(4), Ktime::MAX);
-        assert_eq!(bc.event_of(usize::MAX), Ktime::MAX);
+        assert_eq!(bc.event_of(CpuId::new(4)), Ktime::MAX);
+        assert_eq!(bc.event_of(CpuId::new(u32::MAX)), Ktime::MAX);
     }
 
     #[test]
     fn without_a_device_nothing_is_woken() {
         let mut bc: Broadcast<'static, 2> = Broadcast::new();
-        bc.oneshot_mask.insert(0);
+        bc.oneshot_mask.insert(CpuId::BOOT);
         assert!(bc.event(ms(5)).is_empty());
     }
 }

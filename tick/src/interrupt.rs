@@ -21,7 +21,7 @@
 //! interrupts off, in a kernel); per-CPU state is reached by CPU index,
 //! checked once at the entry points.
 
-use clockevents::{CpuMask, DeviceId, Owner};
+use clockevents::{CpuId, CpuMask, DeviceId, Owner};
 use clocksource::{Cycles, Ktime, Nanos};
 
 use crate::config::TickMode;
@@ -30,7 +30,7 @@ use crate::system::{TickSystem, TimerFn};
 
 /// The CPU that runs the clocksource watchdog (Linux's 2026 watchdog checks
 /// frequency on the boot CPU).
-pub(crate) const WATCHDOG_CPU: usize = 0;
+pub(crate) const WATCHDOG_CPU: CpuId = CpuId::BOOT;
 
 impl<'a, S, const CPUS: usize> TickSystem<'a, S, CPUS>
 where
@@ -40,9 +40,15 @@ where
     /// the caller must send a tick IPI to (broadcast), which then call
     /// [`TickSystem::ipi`]. `run` is called for every expired timer, with
     /// the monotonic time it was found expired at (≥ its expiry).
-    pub fn interrupt(&mut self, dev: DeviceId, cpu: usize, run: &mut TimerFn<'_>) -> CpuMask {
+    pub fn interrupt(
+        &mut self,
+        dev: DeviceId,
+        cpu: impl Into<CpuId>,
+        run: &mut TimerFn<'_>,
+    ) -> CpuMask {
+        let cpu: CpuId = cpu.into();
         match self.devices.owner(dev) {
-            Some(Owner::Cpu(c)) if c == cpu && cpu < CPUS => {
+            Some(Owner::Cpu(c)) if c == cpu.index() && cpu.index() < CPUS => {
                 self.cpu_event(cpu, run);
                 CpuMask::EMPTY
             }
@@ -53,35 +59,38 @@ where
             other => {
                 // A device we shut down raced its last interrupt, or a
                 // mis-routed IRQ: acknowledge and ignore.
-                log::debug!("tick: spurious interrupt of {dev:?} on cpu{cpu} (owner {other:?})");
+                log::debug!("tick: spurious interrupt of {dev:?} on {cpu} (owner {other:?})");
                 CpuMask::EMPTY
             }
         }
     }
 
     /// Handles a tick IPI sent on behalf of the broadcast device.
-    pub fn ipi(&mut self, cpu: usize, run: &mut TimerFn<'_>) {
-        if cpu < CPUS {
+    pub fn ipi(&mut self, cpu: impl Into<CpuId>, run: &mut TimerFn<'_>) {
+        let cpu: CpuId = cpu.into();
+        if cpu.index() < CPUS {
             self.cpu_event(cpu, run);
         }
     }
 
     /// The per-CPU event handler (Linux `tick_handle_periodic`,
-    /// `tick_nohz_lowres_handler`, `hrtimer_interrupt`). `cpu < CPUS`.
-    fn cpu_event(&mut self, cpu: usize, run: &mut TimerFn<'_>) {
+    /// `tick_nohz_lowres_handler`, `hrtimer_interrupt`). `cpu.index() < CPUS`.
+    fn cpu_event(&mut self, cpu: CpuId, run: &mut TimerFn<'_>) {
         let now = self.now();
         let resolution = self
             .time
             .tk
             .cycles_to_ns(Cycles::new(1))
             .saturating_add(Nanos::from_nanos(1));
-        let c = &mut self.cpus[cpu];
+        let c = &mut self.cpus[cpu.index()];
         let seen = c.observe_interrupt(now);
         let now = c.spin_to_target(&self.time.tk, now, seen.advanced);
         c.note_wakeup(now, resolution);
         let mode = c.mode;
         if seen.clock_behind && self.watchdog.is_armed() {
-            log::warn!("tick: cpu{cpu}: interrupt before the clocksource reached its expiry; checking clocks");
+            log::warn!(
+                "tick: {cpu}: interrupt before the clocksource reached its expiry; checking clocks"
+            );
             self.check_clocks();
         }
         let now = self.now();
@@ -89,13 +98,13 @@ where
         match mode {
             TickMode::NoDevice => {}
             TickMode::Periodic => {
-                let c = &mut self.cpus[cpu];
+                let c = &mut self.cpus[cpu.index()];
                 c.stats.ticks += 1;
                 c.run_timers(cpu, now, run);
             }
             _ => {
                 let next_tick = self.time.grid.next(now);
-                let c = &mut self.cpus[cpu];
+                let c = &mut self.cpus[cpu.index()];
                 if !c.tick_stopped && now >= c.next_tick {
                     c.stats.ticks += 1;
                     c.next_tick = next_tick;
@@ -122,7 +131,7 @@ where
                 // anyway (a woken waiter adds its next timer first). The
                 // device is disarmed meanwhile (it fired); nothing is lost:
                 // the loop runs before any halt.
-                let c = &mut self.cpus[cpu];
+                let c = &mut self.cpus[cpu.index()];
                 if c.idle && mode.is_nohz() && !c.in_broadcast {
                     c.rearm_pending = true;
                     c.stats.rearms_deferred += 1;
@@ -134,8 +143,8 @@ where
     }
 
     /// Takes the timekeeping duty if nobody holds it; does it if held.
-    fn do_timer(&mut self, cpu: usize, now: Ktime) {
-        let c = &mut self.cpus[cpu];
+    fn do_timer(&mut self, cpu: CpuId, now: Ktime) {
+        let c = &mut self.cpus[cpu.index()];
         // Only a CPU whose tick runs takes the duty; a CPU woken from NO_HZ
         // idle for a timer keeps sleeping tickless.
         if !c.tick_stopped && self.time.claim_duty(cpu) {
@@ -154,11 +163,11 @@ where
     }
 
     /// Programs `cpu`'s next event (local device, or broadcast if the local
-    /// one is off in deep idle). `cpu < CPUS`.
-    pub(crate) fn reprogram(&mut self, cpu: usize, now: Ktime) {
+    /// one is off in deep idle). `cpu.index() < CPUS`.
+    pub(crate) fn reprogram(&mut self, cpu: CpuId, now: Ktime) {
         let grid = self.time.grid;
         let max_deferment = self.time.tk.max_deferment();
-        let c = &mut self.cpus[cpu];
+        let c = &mut self.cpus[cpu.index()];
         if !c.mode.is_oneshot() {
             return;
         }

@@ -54,6 +54,7 @@
 //! unseen while every CPU sleeps; only the CPU that last held the duty pays
 //! for it, as in Linux's `tick_nohz_next_event()`.
 
+use clockevents::CpuId;
 use clocksource::Ktime;
 
 use crate::queue::TimerSlot;
@@ -84,10 +85,11 @@ where
     S: AsRef<[TimerSlot]> + AsMut<[TimerSlot]>,
 {
     /// `cpu` enters its idle loop: idle time accounting starts.
-    pub fn idle_enter(&mut self, cpu: usize) -> Result<(), IdleError> {
+    pub fn idle_enter(&mut self, cpu: impl Into<CpuId>) -> Result<(), IdleError> {
+        let cpu: CpuId = cpu.into();
         let now = self.now();
         let jiffies = self.time.jiffies();
-        let c = self.cpus.get_mut(cpu).ok_or(IdleError::NoCpu)?;
+        let c = self.cpus.get_mut(cpu.index()).ok_or(IdleError::NoCpu)?;
         c.enter_idle(now, jiffies);
         Ok(())
     }
@@ -96,35 +98,40 @@ where
     /// within the next tick; for [`IdleDepth::Deep`] with a `C3STOP` device,
     /// hands the CPU to the broadcast device. `Err(Busy)` means: do not go
     /// deep (no broadcast device fit for it); a shallow halt is fine.
-    pub fn idle_sleep(&mut self, cpu: usize, depth: IdleDepth) -> Result<IdleSleep, IdleError> {
-        if cpu >= CPUS {
+    pub fn idle_sleep(
+        &mut self,
+        cpu: impl Into<CpuId>,
+        depth: IdleDepth,
+    ) -> Result<IdleSleep, IdleError> {
+        let cpu: CpuId = cpu.into();
+        if cpu.index() >= CPUS {
             return Err(IdleError::NoCpu);
         }
         let now = self.now();
         self.idle_enter(cpu)?;
-        if self.cpus[cpu].mode.is_nohz() {
-            if self.cpus[cpu].tick_stopped {
+        if self.cpus[cpu.index()].mode.is_nohz() {
+            if self.cpus[cpu.index()].tick_stopped {
                 self.reprogram(cpu, now);
             } else {
                 // After an interrupt that left its re-arm here the device
                 // is disarmed: no raised interrupt can be waiting, and the
                 // decision is the interrupt's own (`in_irq`).
-                let after_irq = self.cpus[cpu].rearm_pending;
+                let after_irq = self.cpus[cpu.index()].rearm_pending;
                 self.try_stop_tick(cpu, now, after_irq);
             }
         }
-        if self.cpus[cpu].rearm_pending {
+        if self.cpus[cpu.index()].rearm_pending {
             // The tick was kept: the interrupt's re-arm is still to make.
             self.reprogram(cpu, now);
         }
-        let c3stop = self.cpus[cpu]
+        let c3stop = self.cpus[cpu.index()]
             .dev
             .as_ref()
             .is_some_and(|(_, e)| e.features().contains(clockevents::Features::C3STOP));
-        if depth == IdleDepth::Deep && c3stop && !self.cpus[cpu].in_broadcast {
+        if depth == IdleDepth::Deep && c3stop && !self.cpus[cpu.index()].in_broadcast {
             self.broadcast_enter(cpu, now)?;
         }
-        let c = &self.cpus[cpu];
+        let c = &self.cpus[cpu.index()];
         Ok(IdleSleep {
             tick_stopped: c.tick_stopped,
             broadcast: c.in_broadcast,
@@ -134,8 +141,9 @@ where
 
     /// After a halt returns: the CPU is running again, so its own device
     /// takes over from broadcast.
-    pub fn idle_wake(&mut self, cpu: usize) {
-        if self.cpus.get(cpu).is_some_and(|c| c.in_broadcast) {
+    pub fn idle_wake(&mut self, cpu: impl Into<CpuId>) {
+        let cpu: CpuId = cpu.into();
+        if self.cpus.get(cpu.index()).is_some_and(|c| c.in_broadcast) {
             let now = self.now();
             self.broadcast_exit(cpu, now);
         }
@@ -143,34 +151,35 @@ where
 
     /// Leaves the idle loop: restarts the tick on the tick grid, catches
     /// jiffies up from the clocksource, accounts idle time.
-    pub fn idle_exit(&mut self, cpu: usize) {
-        if cpu >= CPUS {
+    pub fn idle_exit(&mut self, cpu: impl Into<CpuId>) {
+        let cpu: CpuId = cpu.into();
+        if cpu.index() >= CPUS {
             return;
         }
         self.idle_wake(cpu);
         let now = self.now();
-        if self.cpus[cpu].tick_stopped {
+        if self.cpus[cpu.index()].tick_stopped {
             self.time.claim_duty(cpu);
             self.time.update_jiffies(now);
             let next_tick = self.time.grid.next(now);
-            let c = &mut self.cpus[cpu];
+            let c = &mut self.cpus[cpu.index()];
             c.tick_stopped = false;
             c.do_timer_last = false;
             c.deferment_wakeup = Ktime::MAX;
             c.next_tick = next_tick;
             self.reprogram(cpu, now);
-        } else if self.cpus[cpu].rearm_pending {
+        } else if self.cpus[cpu.index()].rearm_pending {
             self.reprogram(cpu, now);
         }
         let jiffies = self.time.jiffies();
-        self.cpus[cpu].exit_idle(now, jiffies);
+        self.cpus[cpu.index()].exit_idle(now, jiffies);
     }
 
     /// Stops the tick of idle `cpu` unless a timer is due by the next
     /// tick, or (`in_irq` false: from `idle_sleep`) the interrupt the
     /// device is programmed for is within its min delta and may already be
     /// raised. Returns whether the tick is stopped now; when it is, the
-    /// device has been reprogrammed for the next event. `cpu < CPUS`.
+    /// device has been reprogrammed for the next event. `cpu.index() < CPUS`.
     ///
     /// From the CPU's own interrupt (`in_irq`, Linux
     /// `tick_nohz_irq_exit()`) the raised-interrupt check does not apply:
@@ -180,9 +189,9 @@ where
     /// the device's min delta — a min delta the retry policy raised past
     /// a tick period (the HPET under the software KVM here) would
     /// otherwise keep the tick at every `idle_sleep` after it.
-    pub(crate) fn try_stop_tick(&mut self, cpu: usize, now: Ktime, in_irq: bool) -> bool {
+    pub(crate) fn try_stop_tick(&mut self, cpu: CpuId, now: Ktime, in_irq: bool) -> bool {
         let grid = self.time.grid;
-        let c = &mut self.cpus[cpu];
+        let c = &mut self.cpus[cpu.index()];
         if c.next_timer(grid) <= c.next_tick {
             // Counted where idle decides (idle_sleep), not again here.
             c.stats.tick_retained += u64::from(!in_irq);

@@ -13,7 +13,7 @@
 //! tick grid, the clocksource's max deferment, the watchdog's deadline), so
 //! they touch nothing but this CPU.
 
-use clockevents::{DeviceId, EventDevice, Expired, ProgramError};
+use clockevents::{CpuId, DeviceId, EventDevice, Expired, ProgramError};
 use clocksource::{Ktime, Nanos, Timekeeper};
 
 use crate::advance::{Advance, MAX_STALLED_READS, MAX_TIMER_ADVANCE};
@@ -286,7 +286,7 @@ where
     /// tick), the device is armed once more at the policy's largest min
     /// delta, so the CPU — idle with its tick stopped, say — is woken a
     /// tick later rather than never.
-    pub(crate) fn program(&mut self, cpu: usize, next: Ktime, now: Ktime) {
+    pub(crate) fn program(&mut self, cpu: CpuId, next: Ktime, now: Ktime) {
         let Some((_, ev)) = self.dev.as_mut() else {
             return;
         };
@@ -318,18 +318,18 @@ where
                 self.target = retry;
                 if ev.program_event(retry, now, Expired::Force).is_ok() {
                     log::warn!(
-                        "tick: cpu{cpu}: {} refused {next}; woken at {retry} instead",
+                        "tick: {cpu}: {} refused {next}; woken at {retry} instead",
                         ev.name()
                     );
                 } else {
                     self.target = Ktime::MAX;
-                    log::error!("tick: cpu{cpu}: cannot program {} at all", ev.name());
+                    log::error!("tick: {cpu}: cannot program {} at all", ev.name());
                 }
             }
             Err(_) => {
                 self.stats.program_failures += 1;
                 self.target = Ktime::MAX;
-                log::error!("tick: cpu{cpu}: cannot program {} for {next}", ev.name());
+                log::error!("tick: {cpu}: cannot program {} for {next}", ev.name());
             }
         }
     }
@@ -445,14 +445,14 @@ where
 
     /// Runs the expired timers, bounded by the queue length at entry (hang
     /// protection: a callback re-arming into the past cannot loop).
-    pub(crate) fn run_timers(&mut self, cpu: usize, now: Ktime, run: &mut TimerFn<'_>) {
+    pub(crate) fn run_timers(&mut self, cpu: CpuId, now: Ktime, run: &mut TimerFn<'_>) {
         let budget = self.timers.len() + 1;
         let mut n = 0;
         // A re-arm re-queues the timer in its own slot, under its id: the
         // owner's handle keeps naming it (and it cannot fail for room).
         while self
             .timers
-            .pop_expired_with(now, |t| match run(cpu, t, now) {
+            .pop_expired_with(now, |t| match run(cpu.index(), t, now) {
                 Rearm::At(at) => Some(at),
                 Rearm::No => None,
             })
@@ -563,7 +563,7 @@ mod tests {
         c.timers.add(ms(1), 7).unwrap();
         c.timers.add(ms(2), 8).unwrap();
         let mut seen: Vec<(usize, u64)> = Vec::new();
-        c.run_timers(3, ms(5), &mut |cpu, t: Timer, _| {
+        c.run_timers(CpuId::new(3), ms(5), &mut |cpu, t: Timer, _| {
             seen.push((cpu, t.data));
             Rearm::At(ms(0))
         });
@@ -588,13 +588,13 @@ mod tests {
         ev.set_state(DeviceState::Oneshot, Nanos::ZERO).unwrap();
         let mut c = cpu(HRES);
         c.dev = Some((DeviceId(0), ev));
-        c.program(0, ms(4), ms(1));
+        c.program(CpuId::BOOT, ms(4), ms(1));
         assert_eq!(
             dev.last_programmed(),
             Some(Call::Next(clocksource::Cycles::new(3_000_000)))
         );
         let n = dev.calls().len();
-        c.program(0, ms(4), ms(2));
+        c.program(CpuId::BOOT, ms(4), ms(2));
         assert_eq!(dev.calls().len(), n, "unchanged: no register write");
         assert_eq!(c.device_event(), ms(4));
     }

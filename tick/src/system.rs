@@ -21,7 +21,8 @@
 //! which part is in the crate docs ("State, and who touches it").
 
 use clockevents::{
-    ClockEventDevice, DeviceId, DevicePool, DeviceState, EventDevice, Features, Owner, PoolError,
+    ClockEventDevice, CpuId, DeviceId, DevicePool, DeviceState, EventDevice, Features, Owner,
+    PoolError,
 };
 use clocksource::WatchdogReport;
 use clocksource::{ClockSource, ClockSourceFlags, Ktime, Nanos, Registry, SourceId, Timekeeper};
@@ -147,8 +148,8 @@ where
     }
 
     /// The CPU's state, if `cpu` is one of ours: the one index check.
-    pub(crate) fn cpu(&mut self, cpu: usize) -> Option<&mut TickCpu<'a, S>> {
-        self.cpus.get_mut(cpu)
+    pub(crate) fn cpu(&mut self, cpu: CpuId) -> Option<&mut TickCpu<'a, S>> {
+        self.cpus.get_mut(cpu.index())
     }
 
     // ----- configuration ---------------------------------------------------
@@ -187,13 +188,13 @@ where
         EventDevice::new(dev, self.period()).map_err(RegisterError::Device)?;
         let id = self.devices.register(dev).map_err(RegisterError::Pool)?;
         let now = self.now();
-        for cpu in 0..CPUS {
-            let current = self.cpus[cpu].dev.as_ref().map(|(i, _)| *i);
+        for cpu in CpuId::first(CPUS) {
+            let current = self.cpus[cpu.index()].dev.as_ref().map(|(i, _)| *i);
             let only = self
                 .device_override
                 .and_then(|n| self.devices.find(n))
                 .filter(|o| self.devices.get(*o).is_some_and(|d| d.cpus().contains(cpu)));
-            let oneshot = self.cpus[cpu].mode.is_oneshot();
+            let oneshot = self.cpus[cpu.index()].mode.is_oneshot();
             if self.devices.best_for_cpu(cpu, current, oneshot, only) == Some(id) {
                 self.setup_cpu_device(cpu, id, now)?;
             }
@@ -256,7 +257,7 @@ where
     /// mode it and the clocksource allow.
     fn setup_cpu_device(
         &mut self,
-        cpu: usize,
+        cpu: CpuId,
         id: DeviceId,
         now: Ktime,
     ) -> Result<(), RegisterError> {
@@ -265,22 +266,22 @@ where
         };
         let mut ev = EventDevice::new(dev, self.period()).map_err(RegisterError::Device)?;
         if let Err(e) = ev.attach() {
-            log::warn!("tick: cpu{cpu}: cannot attach {}: {e:?}", dev.name());
+            log::warn!("tick: {cpu}: cannot attach {}: {e:?}", dev.name());
             return Ok(());
         }
         let (mode, reason) = self.choose_mode(dev.features());
-        let Some(c) = self.cpus.get_mut(cpu) else {
+        let Some(c) = self.cpus.get_mut(cpu.index()) else {
             return Ok(());
         };
         if let Some((old_id, mut old)) = c.dev.take() {
             let _ = old.release();
             self.devices.set_owner(old_id, Owner::Free);
-            log::info!("tick: cpu{cpu}: {} replaced by {}", old.name(), dev.name());
+            log::info!("tick: {cpu}: {} replaced by {}", old.name(), dev.name());
         }
-        self.devices.set_owner(id, Owner::Cpu(cpu));
+        self.devices.set_owner(id, Owner::Cpu(cpu.index()));
         if let Some(r) = reason {
             if self.config.wants_oneshot() {
-                log::info!("tick: cpu{cpu}: {} stays periodic: {r}", dev.name());
+                log::info!("tick: {cpu}: {} stays periodic: {r}", dev.name());
             }
         }
         c.dev = Some((id, ev));
@@ -333,10 +334,10 @@ where
         }
     }
 
-    fn enter_mode(&mut self, cpu: usize, now: Ktime) {
+    fn enter_mode(&mut self, cpu: CpuId, now: Ktime) {
         let period = self.period();
         let next_tick = self.time.grid.next(now);
-        let Some(c) = self.cpus.get_mut(cpu) else {
+        let Some(c) = self.cpus.get_mut(cpu.index()) else {
             return;
         };
         let Some((_, ev)) = c.dev.as_mut() else {
@@ -349,7 +350,7 @@ where
         };
         if let Err(e) = r {
             log::error!(
-                "tick: cpu{cpu}: {} refused its mode {}: {e:?}",
+                "tick: {cpu}: {} refused its mode {}: {e:?}",
                 ev.name(),
                 c.mode
             );
@@ -382,7 +383,7 @@ where
     }
     /// The CPU holding the timekeeping duty, if any.
     pub fn do_timer_cpu(&self) -> Option<usize> {
-        self.time.duty()
+        self.time.duty().map(CpuId::index)
     }
     /// The clocksource watchdog's schedule; `None` when nothing needs
     /// verifying.
@@ -396,10 +397,11 @@ where
     /// earliest event. Expiries in the past fire at the next opportunity.
     pub fn add_timer(
         &mut self,
-        cpu: usize,
+        cpu: impl Into<CpuId>,
         expires: Ktime,
         data: u64,
     ) -> Result<TimerId, AddError> {
+        let cpu: CpuId = cpu.into();
         let grid = self.time.grid;
         let Some(c) = self.cpu(cpu) else {
             return Err(AddError::NoCpu);
@@ -416,7 +418,8 @@ where
     /// Cancels a timer; `None` if it already fired or was cancelled. If it
     /// was what the device was programmed for, the device is reprogrammed,
     /// so no interrupt comes that no timer asked for.
-    pub fn cancel_timer(&mut self, cpu: usize, id: TimerId) -> Option<Timer> {
+    pub fn cancel_timer(&mut self, cpu: impl Into<CpuId>, id: TimerId) -> Option<Timer> {
+        let cpu: CpuId = cpu.into();
         let grid = self.time.grid;
         let c = self.cpu(cpu)?;
         let t = c.timers.cancel(id)?;
@@ -435,8 +438,9 @@ where
 
     /// When `cpu`'s next interrupt is programmed for (local or broadcast);
     /// `Ktime::MAX` if nothing is, or there is no such CPU.
-    pub fn programmed_event(&self, cpu: usize) -> Ktime {
-        match self.cpus.get(cpu) {
+    pub fn programmed_event(&self, cpu: impl Into<CpuId>) -> Ktime {
+        let cpu: CpuId = cpu.into();
+        match self.cpus.get(cpu.index()) {
             Some(c) if c.in_broadcast => self.bc.event_of(cpu),
             Some(c) => c.device_event(),
             None => Ktime::MAX,
@@ -446,22 +450,32 @@ where
     // ----- reporting -------------------------------------------------------
 
     /// A snapshot of `cpu`.
-    pub fn cpu_info(&self, cpu: usize) -> Option<CpuInfo> {
-        self.cpus.get(cpu).map(TickCpu::info)
+    pub fn cpu_info(&self, cpu: impl Into<CpuId>) -> Option<CpuInfo> {
+        let cpu: CpuId = cpu.into();
+        self.cpus.get(cpu.index()).map(TickCpu::info)
     }
 
     /// The tick mode of `cpu`.
-    pub fn mode(&self, cpu: usize) -> TickMode {
-        self.cpus.get(cpu).map_or(TickMode::NoDevice, |c| c.mode)
+    pub fn mode(&self, cpu: impl Into<CpuId>) -> TickMode {
+        let cpu: CpuId = cpu.into();
+        self.cpus
+            .get(cpu.index())
+            .map_or(TickMode::NoDevice, |c| c.mode)
     }
 
     /// The device id serving as `cpu`'s tick device.
-    pub fn cpu_device(&self, cpu: usize) -> Option<DeviceId> {
-        self.cpus.get(cpu)?.dev.as_ref().map(|(i, _)| *i)
+    pub fn cpu_device(&self, cpu: impl Into<CpuId>) -> Option<DeviceId> {
+        let cpu: CpuId = cpu.into();
+        self.cpus.get(cpu.index())?.dev.as_ref().map(|(i, _)| *i)
     }
 
     /// Programming statistics of `cpu`'s tick device.
-    pub fn cpu_device_stats(&self, cpu: usize) -> Option<clockevents::ProgramStats> {
-        self.cpus.get(cpu)?.dev.as_ref().map(|(_, e)| e.stats())
+    pub fn cpu_device_stats(&self, cpu: impl Into<CpuId>) -> Option<clockevents::ProgramStats> {
+        let cpu: CpuId = cpu.into();
+        self.cpus
+            .get(cpu.index())?
+            .dev
+            .as_ref()
+            .map(|(_, e)| e.stats())
     }
 }

@@ -7,7 +7,7 @@
 use std::boxed::Box;
 use std::vec::Vec;
 
-use clockevents::{DeviceId, Features};
+use clockevents::{CpuId, DeviceId, Features};
 use clocksource::{Cycles, Ktime, Nanos};
 
 use crate::testing::{Call, FakeClock, FakeTimer};
@@ -17,6 +17,9 @@ use crate::{
 };
 
 type Sys = TickSystem<'static, [TimerSlot; 16], 2>;
+
+const CPU0: CpuId = CpuId::BOOT;
+const CPU1: CpuId = CpuId::new(1);
 
 const PERIOD: Nanos = Nanos::from_millis(4); // HZ = 250
 
@@ -45,8 +48,8 @@ const ONESHOT_PERIODIC: Features = Features::ONESHOT.union(Features::PERIODIC);
 #[test]
 fn a_device_without_one_shot_stays_periodic_and_says_why() {
     let (sys, _, dev, _) = system(TickConfig::DEFAULT, Features::PERIODIC);
-    assert_eq!(sys.mode(0), TickMode::Periodic);
-    let info = sys.cpu_info(0).unwrap();
+    assert_eq!(sys.mode(CPU0), TickMode::Periodic);
+    let info = sys.cpu_info(CPU0).unwrap();
     assert_eq!(
         info.periodic_reason,
         Some(PeriodicReason::DeviceLacksOneshot)
@@ -54,7 +57,7 @@ fn a_device_without_one_shot_stays_periodic_and_says_why() {
     // Attached (shut down), then started at HZ.
     assert_eq!(dev.calls(), [Call::Shutdown, Call::Periodic(PERIOD)]);
     // CPU 1 has no device.
-    assert_eq!(sys.mode(1), TickMode::NoDevice);
+    assert_eq!(sys.mode(CPU1), TickMode::NoDevice);
 }
 
 #[test]
@@ -65,9 +68,9 @@ fn nohz_off_keeps_a_one_shot_device_periodic() {
         ..TickConfig::DEFAULT
     };
     let (sys, _, _, _) = system(config, ONESHOT_PERIODIC);
-    assert_eq!(sys.mode(0), TickMode::Periodic);
+    assert_eq!(sys.mode(CPU0), TickMode::Periodic);
     assert_eq!(
-        sys.cpu_info(0).unwrap().periodic_reason,
+        sys.cpu_info(CPU0).unwrap().periodic_reason,
         Some(PeriodicReason::NotRequested)
     );
 }
@@ -77,68 +80,68 @@ fn a_periodic_tick_advances_jiffies_by_the_clock_not_by_interrupts() {
     let (mut sys, clock, _, id) = system(TickConfig::DEFAULT, Features::PERIODIC);
     let mut run = |_: usize, _, _| Rearm::No;
     clock.advance(PERIOD);
-    sys.interrupt(id, 0, &mut run);
+    sys.interrupt(id, CPU0, &mut run);
     assert_eq!(sys.jiffies(), 1);
     // Two periods pass but one interrupt comes (coalesced): no time lost.
     clock.advance(Nanos::from_millis(8));
-    sys.interrupt(id, 0, &mut run);
+    sys.interrupt(id, CPU0, &mut run);
     assert_eq!(sys.jiffies(), 3);
-    let stats = sys.cpu_info(0).unwrap().stats;
+    let stats = sys.cpu_info(CPU0).unwrap().stats;
     assert_eq!((stats.interrupts, stats.ticks), (2, 2));
 }
 
 #[test]
 fn high_res_programs_the_next_tick_then_an_earlier_timer() {
     let (mut sys, clock, dev, id) = system(TickConfig::DEFAULT, ONESHOT_PERIODIC);
-    assert_eq!(sys.mode(0), TickMode::HighRes { nohz: true });
+    assert_eq!(sys.mode(CPU0), TickMode::HighRes { nohz: true });
     // Boot at 0: the first tick is at 4 ms, 4·10⁶ cycles of the 1 GHz fake.
     assert_eq!(
         dev.last_programmed(),
         Some(Call::Next(Cycles::new(4_000_000)))
     );
     clock.advance(Nanos::from_millis(1));
-    sys.add_timer(0, ms(2), 7).unwrap();
-    assert_eq!(sys.programmed_event(0), ms(2));
+    sys.add_timer(CPU0, ms(2), 7).unwrap();
+    assert_eq!(sys.programmed_event(CPU0), ms(2));
     assert_eq!(
         dev.last_programmed(),
         Some(Call::Next(Cycles::new(1_000_000)))
     );
     clock.advance(Nanos::from_millis(1));
     let mut fired = Vec::new();
-    sys.interrupt(id, 0, &mut |cpu, t, now| {
+    sys.interrupt(id, CPU0, &mut |cpu, t, now| {
         fired.push((cpu, t.data, now));
         Rearm::No
     });
     assert_eq!(fired, [(0, 7, ms(2))]);
-    assert_eq!(sys.programmed_event(0), ms(4), "back to the tick");
+    assert_eq!(sys.programmed_event(CPU0), ms(4), "back to the tick");
 }
 
 #[test]
 fn an_interrupt_of_a_device_owned_by_another_cpu_is_ignored() {
     let (mut sys, clock, _, id) = system(TickConfig::DEFAULT, ONESHOT_PERIODIC);
     clock.advance(PERIOD);
-    let mask = sys.interrupt(id, 1, &mut |_, _, _| Rearm::No);
+    let mask = sys.interrupt(id, CPU1, &mut |_, _, _| Rearm::No);
     assert!(mask.is_empty());
-    assert_eq!(sys.cpu_info(1).unwrap().stats.interrupts, 0);
-    assert_eq!(sys.cpu_info(0).unwrap().stats.interrupts, 0);
+    assert_eq!(sys.cpu_info(CPU1).unwrap().stats.interrupts, 0);
+    assert_eq!(sys.cpu_info(CPU0).unwrap().stats.interrupts, 0);
 }
 
 #[test]
 fn nohz_idle_stops_the_tick_for_a_far_timer_and_restarts_it_on_the_grid() {
     let (mut sys, clock, _, _) = system(TickConfig::DEFAULT, ONESHOT_PERIODIC);
-    sys.add_timer(0, ms(1000), 1).unwrap();
+    sys.add_timer(CPU0, ms(1000), 1).unwrap();
     clock.advance(Nanos::from_millis(1));
-    let s = sys.idle_sleep(0, IdleDepth::Shallow).unwrap();
+    let s = sys.idle_sleep(CPU0, IdleDepth::Shallow).unwrap();
     assert!(s.tick_stopped);
     assert_eq!(s.wakeup, ms(1000));
     // CPU 0 held the duty and gave it up; it is the last holder.
     assert_eq!(sys.do_timer_cpu(), None);
     clock.advance(Nanos::from_micros(9_500)); // 10.5 ms
-    sys.idle_exit(0);
+    sys.idle_exit(CPU0);
     assert_eq!(sys.do_timer_cpu(), Some(0));
     assert_eq!(sys.jiffies(), 2);
-    assert_eq!(sys.programmed_event(0), ms(12), "next grid point");
-    let info = sys.cpu_info(0).unwrap();
+    assert_eq!(sys.programmed_event(CPU0), ms(12), "next grid point");
+    let info = sys.cpu_info(CPU0).unwrap();
     assert!(!info.tick_stopped);
     assert_eq!(info.idle_time, Nanos::from_micros(9_500));
     assert_eq!(info.stats.tick_stops, 1);
@@ -147,34 +150,37 @@ fn nohz_idle_stops_the_tick_for_a_far_timer_and_restarts_it_on_the_grid() {
 #[test]
 fn nohz_idle_keeps_the_tick_for_a_timer_due_before_it() {
     let (mut sys, clock, _, _) = system(TickConfig::DEFAULT, ONESHOT_PERIODIC);
-    sys.add_timer(0, ms(3), 1).unwrap();
+    sys.add_timer(CPU0, ms(3), 1).unwrap();
     clock.advance(Nanos::from_millis(1));
-    let s = sys.idle_sleep(0, IdleDepth::Shallow).unwrap();
+    let s = sys.idle_sleep(CPU0, IdleDepth::Shallow).unwrap();
     assert!(!s.tick_stopped);
     assert_eq!(s.wakeup, ms(3));
-    assert_eq!(sys.cpu_info(0).unwrap().stats.tick_retained, 1);
+    assert_eq!(sys.cpu_info(CPU0).unwrap().stats.tick_retained, 1);
 }
 
 #[test]
 fn deep_idle_without_a_broadcast_device_is_refused_only_for_c3stop_devices() {
     let (mut sys, clock, _, _) = system(TickConfig::DEFAULT, ONESHOT_PERIODIC);
     clock.advance(Nanos::from_millis(1));
-    assert!(sys.idle_sleep(0, IdleDepth::Deep).is_ok(), "not C3STOP");
+    assert!(sys.idle_sleep(CPU0, IdleDepth::Deep).is_ok(), "not C3STOP");
     let (mut sys, clock, _, _) = system(TickConfig::DEFAULT, ONESHOT_PERIODIC | Features::C3STOP);
     clock.advance(Nanos::from_millis(1));
-    assert_eq!(sys.idle_sleep(0, IdleDepth::Deep), Err(IdleError::Busy));
+    assert_eq!(sys.idle_sleep(CPU0, IdleDepth::Deep), Err(IdleError::Busy));
 }
 
 #[test]
 fn a_cpu_out_of_range_is_refused_everywhere() {
     let (mut sys, _, _, _) = system(TickConfig::DEFAULT, ONESHOT_PERIODIC);
-    assert_eq!(sys.add_timer(2, ms(5), 0), Err(AddError::NoCpu));
-    assert_eq!(sys.idle_enter(2), Err(IdleError::NoCpu));
-    assert_eq!(sys.idle_sleep(9, IdleDepth::Shallow), Err(IdleError::NoCpu));
-    sys.idle_wake(2);
-    sys.idle_exit(2);
-    sys.ipi(2, &mut |_, _, _| Rearm::No);
-    assert!(sys.cpu_info(2).is_none());
-    assert_eq!(sys.programmed_event(2), Ktime::MAX);
-    assert_eq!(sys.mode(usize::MAX), TickMode::NoDevice);
+    assert_eq!(sys.add_timer(CpuId::new(2), ms(5), 0), Err(AddError::NoCpu));
+    assert_eq!(sys.idle_enter(CpuId::new(2)), Err(IdleError::NoCpu));
+    assert_eq!(
+        sys.idle_sleep(CpuId::new(9), IdleDepth::Shallow),
+        Err(IdleError::NoCpu)
+    );
+    sys.idle_wake(CpuId::new(2));
+    sys.idle_exit(CpuId::new(2));
+    sys.ipi(CpuId::new(2), &mut |_, _, _| Rearm::No);
+    assert!(sys.cpu_info(CpuId::new(2)).is_none());
+    assert_eq!(sys.programmed_event(CpuId::new(2)), Ktime::MAX);
+    assert_eq!(sys.mode(CpuId::new(u32::MAX)), TickMode::NoDevice);
 }

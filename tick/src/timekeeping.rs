@@ -12,6 +12,7 @@
 //! period`), never counted from interrupts, so a lost or coalesced
 //! interrupt loses no time (Linux `tick_do_update_jiffies64`).
 
+use clockevents::CpuId;
 use clocksource::{
     ClockSource, ConversionError, Ktime, Nanos, Registry, Timekeeper, WatchdogReport,
 };
@@ -29,7 +30,7 @@ pub(crate) struct Timekeeping<'a> {
     last_jiffies_update: Ktime,
     /// The CPU doing the timekeeping duty (`None`: every CPU that held it
     /// stopped its tick in idle; the next CPU whose tick runs takes it).
-    do_timer_cpu: Option<usize>,
+    do_timer_cpu: Option<CpuId>,
 }
 
 impl<'a> Timekeeping<'a> {
@@ -51,7 +52,7 @@ impl<'a> Timekeeping<'a> {
             grid,
             jiffies: 0,
             last_jiffies_update,
-            do_timer_cpu: Some(0),
+            do_timer_cpu: Some(CpuId::BOOT),
         })
     }
 
@@ -83,17 +84,17 @@ impl<'a> Timekeeping<'a> {
     // ----- the timekeeping duty ---------------------------------------------
 
     /// The CPU holding the duty.
-    pub(crate) fn duty(&self) -> Option<usize> {
+    pub(crate) fn duty(&self) -> Option<CpuId> {
         self.do_timer_cpu
     }
 
     /// Whether `cpu` holds the duty.
-    pub(crate) fn holds_duty(&self, cpu: usize) -> bool {
+    pub(crate) fn holds_duty(&self, cpu: CpuId) -> bool {
         self.do_timer_cpu == Some(cpu)
     }
 
     /// `cpu` takes the duty if nobody holds it; returns whether it did.
-    pub(crate) fn claim_duty(&mut self, cpu: usize) -> bool {
+    pub(crate) fn claim_duty(&mut self, cpu: CpuId) -> bool {
         if self.do_timer_cpu.is_none() {
             self.do_timer_cpu = Some(cpu);
             true
@@ -103,7 +104,7 @@ impl<'a> Timekeeping<'a> {
     }
 
     /// `cpu` gives the duty up if it holds it; returns whether it did.
-    pub(crate) fn release_duty(&mut self, cpu: usize) -> bool {
+    pub(crate) fn release_duty(&mut self, cpu: CpuId) -> bool {
         if self.holds_duty(cpu) {
             self.do_timer_cpu = None;
             true
@@ -172,14 +173,15 @@ mod tests {
     fn the_duty_is_held_by_one_cpu_at_a_time() {
         let clock = FakeClock::new("fake", 100);
         let mut t = Timekeeping::new(&clock, MS4).unwrap();
-        assert_eq!(t.duty(), Some(0));
-        assert!(!t.claim_duty(1));
-        assert!(!t.release_duty(1));
-        assert!(t.release_duty(0));
+        let (cpu0, cpu1) = (CpuId::BOOT, CpuId::new(1));
+        assert_eq!(t.duty(), Some(cpu0));
+        assert!(!t.claim_duty(cpu1));
+        assert!(!t.release_duty(cpu1));
+        assert!(t.release_duty(cpu0));
         assert_eq!(t.duty(), None);
-        assert!(t.claim_duty(1));
-        assert!(t.holds_duty(1));
-        assert!(!t.claim_duty(0));
+        assert!(t.claim_duty(cpu1));
+        assert!(t.holds_duty(cpu1));
+        assert!(!t.claim_duty(cpu0));
     }
 
     #[test]
