@@ -147,8 +147,9 @@ impl CpuMask {
     pub const fn and(self, o: CpuMask) -> CpuMask {
         CpuMask(self.0 & o.0)
     }
-    /// The CPUs in the set, lowest first.
-    pub fn iter(self) -> impl Iterator<Item = usize> {
+    /// The indices of the CPUs in the set, lowest first (for per-CPU
+    /// arrays).
+    pub fn indices(self) -> impl Iterator<Item = usize> {
         let mut bits = self.0;
         core::iter::from_fn(move || {
             if bits == 0 {
@@ -160,10 +161,47 @@ impl CpuMask {
             }
         })
     }
+    /// The CPUs in the set, lowest first.
+    pub fn iter(self) -> impl Iterator<Item = usize> {
+        self.indices()
+    }
 }
 
 impl fmt::Debug for CpuMask {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_set().entries(self.iter()).finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_mask_holds_cpus_below_max_cpus_only() {
+        let mut m = CpuMask::EMPTY;
+        m.insert(CpuId::new(3));
+        m.insert(CpuId::new(63));
+        m.insert(CpuId::new(64)); // past MAX_CPUS: nothing
+        m.insert(CpuId::new(u32::MAX));
+        assert_eq!(m.len(), 2);
+        assert!(m.contains(CpuId::new(63)) && !m.contains(CpuId::new(64)));
+        assert_eq!(m.indices().collect::<std::vec::Vec<_>>(), [3, 63]);
+        assert!(CpuMask::single(CpuId::new(5)).is_only(CpuId::new(5)));
+        assert!(!CpuMask::single(CpuId::new(70)).is_only(CpuId::new(70)));
+        assert_eq!(CpuMask::of(CpuId::BOOT), CpuMask::single(CpuId::BOOT));
+    }
+
+    #[test]
+    fn a_cpu_is_named_by_its_index() {
+        assert_eq!(CpuId::new(7).index(), 7);
+        assert_eq!(std::format!("{}", CpuId::new(7)), "cpu7");
+        assert_eq!(CpuId::from_index(usize::MAX), None);
+        assert_eq!(
+            CpuId::first(3)
+                .map(CpuId::index)
+                .collect::<std::vec::Vec<_>>(),
+            [0, 1, 2]
+        );
     }
 }

@@ -83,6 +83,16 @@ pub enum Owner {
     Broadcast,
 }
 
+impl Owner {
+    /// The CPU whose tick device it is, if it is one.
+    pub fn cpu(self) -> Option<CpuId> {
+        match self {
+            Owner::Cpu(c) => CpuId::from_index(c),
+            _ => None,
+        }
+    }
+}
+
 /// Index of a device in a [`DevicePool`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct DeviceId(pub usize);
