@@ -35,7 +35,7 @@
 use std::hint::black_box;
 use std::time::Duration;
 
-use clockevents::{CpuMask, DeviceState, EventDevice, Expired, Features, Programmed};
+use clockevents::{CpuId, CpuMask, DeviceState, EventDevice, Expired, Features, Programmed};
 use clocksource::{ClockSourceFlags, Cycles, Hertz, Ktime, Nanos};
 use criterion::{criterion_group, criterion_main, Criterion};
 use sim::{CounterConfig, EventConfig, Machine, SimCounter, SimEventDevice, Trace, VirtualClock};
@@ -46,10 +46,10 @@ const TIMERS_MS: [u64; 8] = [100, 250, 600, 1_500, 2_000, 3_700, 5_000, 7_000];
 
 /// One pass of the idle loop around one halt (see the module docs).
 fn idle_cycle(m: &mut Machine<1>) {
-    let _ = black_box(m.tick.idle_enter(0));
-    let _ = black_box(m.tick.idle_sleep(0, IdleDepth::Shallow));
-    m.tick.idle_wake(0);
-    m.tick.idle_exit(0);
+    let _ = black_box(m.tick.idle_enter(CpuId::new(0)));
+    let _ = black_box(m.tick.idle_sleep(CpuId::new(0), IdleDepth::Shallow));
+    m.tick.idle_wake(CpuId::new(0));
+    m.tick.idle_exit(CpuId::new(0));
 }
 
 fn bench(c: &mut Criterion) {
@@ -69,7 +69,7 @@ fn bench(c: &mut Criterion) {
             .rating(100)
             .min_delta(Cycles::new(1_000))
             .max_delta(Cycles::new(1 << 40))
-            .cpus(CpuMask::single(0)),
+            .cpus(CpuMask::single(CpuId::BOOT)),
     )
     .leak();
     let cfg = TickConfig {
@@ -79,7 +79,7 @@ fn bench(c: &mut Criterion) {
     };
     let mut m: Machine<1> = Machine::with_timer_capacity(clock, Trace::new(), cfg, tsc, 64);
     m.add_device(dev);
-    assert_eq!(m.tick.mode(0), TickMode::HighRes { nohz: true });
+    assert_eq!(m.tick.mode(CpuId::new(0)), TickMode::HighRes { nohz: true });
     for (i, ms) in TIMERS_MS.iter().enumerate() {
         m.add_timer(0, Ktime::from_millis(*ms), i as u64);
     }
@@ -88,23 +88,35 @@ fn bench(c: &mut Criterion) {
     let now = m.now();
 
     // One checked iteration: what the idle path programs, and that it does.
-    let stops = m.tick.cpu_info(0).expect("cpu 0").stats.tick_stops;
+    let stops = m
+        .tick
+        .cpu_info(CpuId::new(0))
+        .expect("cpu 0")
+        .stats
+        .tick_stops;
     let programs = dev.programs();
-    m.tick.idle_enter(0).expect("cpu 0");
-    let slept = m.tick.idle_sleep(0, IdleDepth::Shallow).expect("shallow");
+    m.tick.idle_enter(CpuId::new(0)).expect("cpu 0");
+    let slept = m
+        .tick
+        .idle_sleep(CpuId::new(0), IdleDepth::Shallow)
+        .expect("shallow");
     assert!(slept.tick_stopped && !slept.broadcast, "{slept:?}");
-    let sleep_until = m.tick.programmed_event(0);
+    let sleep_until = m.tick.programmed_event(CpuId::new(0));
     assert_eq!(sleep_until, Ktime::from_millis(TIMERS_MS[0]));
-    m.tick.idle_wake(0);
-    m.tick.idle_exit(0);
-    let next_tick = m.tick.programmed_event(0);
+    m.tick.idle_wake(CpuId::new(0));
+    m.tick.idle_exit(CpuId::new(0));
+    let next_tick = m.tick.programmed_event(CpuId::new(0));
     assert_eq!(
         next_tick,
         Ktime::from_millis(12),
         "the next tick on the grid"
     );
     assert_eq!(
-        m.tick.cpu_info(0).expect("cpu 0").stats.tick_stops,
+        m.tick
+            .cpu_info(CpuId::new(0))
+            .expect("cpu 0")
+            .stats
+            .tick_stops,
         stops + 1
     );
     assert_eq!(
@@ -131,7 +143,7 @@ fn bench(c: &mut Criterion) {
             })
         },
     );
-    let stats = m.tick.cpu_info(0).expect("cpu 0").stats;
+    let stats = m.tick.cpu_info(CpuId::new(0)).expect("cpu 0").stats;
     assert_eq!(stats.program_failures, 0);
     assert_eq!(m.now(), now, "virtual time stood still");
     drop(m);

@@ -8,7 +8,7 @@
 //!
 //! Run: `cargo run -p sim --example tickless`
 
-use clockevents::{CpuMask, Features};
+use clockevents::{CpuId, CpuMask, Features};
 use clocksource::{ClockSourceFlags, Cycles, Hertz, Ktime};
 use sim::{CounterConfig, EventConfig, Machine, SimCounter, SimEventDevice, Trace, VirtualClock};
 use tick::{IdleDepth, TickConfig};
@@ -33,7 +33,7 @@ fn scenario(nohz: bool) -> (Vec<Ktime>, Vec<(Ktime, Ktime)>, String) {
             .rating(100)
             .min_delta(Cycles::new(1_000))
             .max_delta(Cycles::new(1 << 40))
-            .cpus(CpuMask::single(0)),
+            .cpus(CpuMask::single(CpuId::BOOT)),
     )
     .with_trace(trace.clone())
     .leak();
@@ -49,7 +49,7 @@ fn scenario(nohz: bool) -> (Vec<Ktime>, Vec<(Ktime, Ktime)>, String) {
     }
     m.idle(0, IdleDepth::Shallow);
     m.run_until(RUN);
-    let mode = m.tick.mode(0).to_string();
+    let mode = m.tick.mode(CpuId::new(0)).to_string();
     let fired = m.fired().iter().map(|f| (f.expires, f.true_time)).collect();
     (trace.interrupts_of("lapic"), fired, mode)
 }

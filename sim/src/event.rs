@@ -62,7 +62,7 @@
 
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use clockevents::{ClockEventDevice, CpuMask, DeviceError, Features};
+use clockevents::{ClockEventDevice, CpuId, CpuMask, DeviceError, Features};
 use clocksource::{Cycles, Hertz, Ktime, Nanos, NSEC_PER_SEC};
 
 use crate::clock::VirtualClock;
@@ -94,7 +94,7 @@ impl EventConfig {
             frequency,
             min_delta: Cycles::new(1),
             max_delta: Cycles::new(u32::MAX as u64),
-            cpus: CpuMask::single(0),
+            cpus: CpuMask::single(CpuId::BOOT),
         }
     }
     /// The features declared (replacing the set, `C3STOP` included).
@@ -225,7 +225,7 @@ impl SimEventDevice {
             config.name
         );
         let target_cpu = if config.cpus.len() == 1 {
-            config.cpus.iter().next()
+            config.cpus.indices().next()
         } else {
             None
         };

@@ -28,7 +28,7 @@
 use std::sync::{Arc, Mutex};
 use std::vec::Vec;
 
-use clockevents::DeviceId;
+use clockevents::{CpuId, DeviceId};
 use clocksource::{ClockSource, Ktime, Nanos};
 use tick::{IdleDepth, IdleError, Rearm, TickConfig, TickSystem, Timer, TimerId, TimerSlot};
 
@@ -168,7 +168,7 @@ impl<const CPUS: usize> Machine<CPUS> {
             .tick
             .devices()
             .get(id)
-            .and_then(|d| d.cpus().iter().next().filter(|_| d.cpus().len() == 1));
+            .and_then(|d| d.cpus().indices().next().filter(|_| d.cpus().len() == 1));
         self.devs.push(Dev {
             id,
             src,
@@ -185,7 +185,7 @@ impl<const CPUS: usize> Machine<CPUS> {
     /// Queues a one-shot timer; `data` identifies it in [`Machine::fired`].
     pub fn add_timer(&mut self, cpu: usize, expires: Ktime, data: u64) -> TimerId {
         self.tick
-            .add_timer(cpu, expires, data)
+            .add_timer(cpu_id(cpu), expires, data)
             .expect("timer queue has room")
     }
 
@@ -223,7 +223,7 @@ impl<const CPUS: usize> Machine<CPUS> {
     /// Puts `cpu` into its idle loop at `depth` (deep may be refused: then
     /// it idles shallow).
     pub fn idle(&mut self, cpu: usize, depth: IdleDepth) {
-        self.tick.idle_enter(cpu).expect("cpu exists");
+        self.tick.idle_enter(cpu_id(cpu)).expect("cpu exists");
         self.run[cpu] = CpuRun::Idle(depth);
         self.sleep(cpu);
     }
@@ -231,7 +231,7 @@ impl<const CPUS: usize> Machine<CPUS> {
     /// Takes `cpu` out of idle: the tick restarts.
     pub fn busy(&mut self, cpu: usize) {
         self.wake(cpu);
-        self.tick.idle_exit(cpu);
+        self.tick.idle_exit(cpu_id(cpu));
         self.run[cpu] = CpuRun::Busy;
     }
 
@@ -250,7 +250,7 @@ impl<const CPUS: usize> Machine<CPUS> {
         let CpuRun::Idle(depth) = self.run[cpu] else {
             return;
         };
-        match self.tick.idle_sleep(cpu, depth) {
+        match self.tick.idle_sleep(cpu_id(cpu), depth) {
             Ok(s) => {
                 if depth == IdleDepth::Deep {
                     self.set_local_deep_idle(cpu, true);
@@ -265,7 +265,7 @@ impl<const CPUS: usize> Machine<CPUS> {
                     TraceKind::Note("deep idle refused: no broadcast"),
                 );
                 self.run[cpu] = CpuRun::Idle(IdleDepth::Shallow);
-                let _ = self.tick.idle_sleep(cpu, IdleDepth::Shallow);
+                let _ = self.tick.idle_sleep(cpu_id(cpu), IdleDepth::Shallow);
             }
             Err(IdleError::NoCpu) => {}
         }
@@ -274,7 +274,7 @@ impl<const CPUS: usize> Machine<CPUS> {
     fn wake(&mut self, cpu: usize) {
         if matches!(self.run[cpu], CpuRun::Idle(_)) {
             self.set_local_deep_idle(cpu, false);
-            self.tick.idle_wake(cpu);
+            self.tick.idle_wake(cpu_id(cpu));
         }
     }
 
@@ -318,10 +318,9 @@ impl<const CPUS: usize> Machine<CPUS> {
     fn deliver(&mut self, id: DeviceId, src: &'static dyn InterruptSource) {
         let owner = self.tick.devices().owner(id);
         let is_broadcast = matches!(owner, Some(clockevents::Owner::Broadcast));
-        let cpu = match owner {
-            Some(clockevents::Owner::Cpu(c)) => c,
-            _ => src.target_cpu().unwrap_or(0),
-        };
+        let cpu = owner
+            .and_then(clockevents::Owner::cpu)
+            .map_or_else(|| src.target_cpu().unwrap_or(0), CpuId::index);
         if !is_broadcast {
             self.wake(cpu);
         }
@@ -329,20 +328,21 @@ impl<const CPUS: usize> Machine<CPUS> {
         let ran = self.fired.lock().unwrap().len();
         let ipis = self
             .tick
-            .interrupt(id, cpu, &mut |c, t, now| recorder.run(c, t, now));
+            .interrupt(id, cpu_id(cpu), &mut |c, t, now| recorder.run(c, t, now));
         if !is_broadcast {
             let woke_a_waiter = self.fired.lock().unwrap().len() > ran;
             if woke_a_waiter && self.busy_on_timer[cpu] && self.run[cpu] != CpuRun::Busy {
-                self.tick.idle_exit(cpu);
+                self.tick.idle_exit(cpu_id(cpu));
                 self.run[cpu] = CpuRun::Busy;
             } else {
                 self.sleep(cpu);
             }
         }
-        for c in ipis.iter() {
+        for c in ipis.indices() {
             self.wake(c);
             let recorder = self.recorder();
-            self.tick.ipi(c, &mut |c, t, now| recorder.run(c, t, now));
+            self.tick
+                .ipi(cpu_id(c), &mut |c, t, now| recorder.run(c, t, now));
             self.sleep(c);
         }
     }
@@ -368,7 +368,9 @@ struct Recorder {
 }
 
 impl Recorder {
-    fn run(&self, cpu: usize, t: Timer, now: Ktime) -> Rearm {
+    /// Runs timer `t` of CPU `cpu` (its index, or its [`CpuId`]).
+    fn run(&self, cpu: impl Into<usize>, t: Timer, now: Ktime) -> Rearm {
+        let cpu = cpu.into();
         let true_time = self.clock.now();
         self.fired.lock().unwrap().push(Fired {
             cpu,
@@ -399,4 +401,11 @@ impl Recorder {
             None => Rearm::No,
         }
     }
+}
+
+/// The [`CpuId`] of the machine's CPU `index` (the machine numbers its CPUs
+/// by index, as its per-CPU arrays do); an index past `u32::MAX` names a CPU
+/// no tick system has.
+fn cpu_id(index: usize) -> CpuId {
+    CpuId::from_index(index).unwrap_or(CpuId::new(u32::MAX))
 }

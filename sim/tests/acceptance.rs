@@ -8,7 +8,7 @@
 
 use std::sync::Arc;
 
-use clockevents::{CpuMask, Features};
+use clockevents::{CpuId, CpuMask, Features};
 use clocksource::{ClockSourceFlags, Cycles, Hertz, Ktime, Nanos};
 use sim::{
     CounterConfig, EventConfig, Machine, SimCounter, SimEventDevice, Trace, TraceKind, VirtualClock,
@@ -38,7 +38,7 @@ fn local_dev(
     clock: &Arc<VirtualClock>,
     trace: &Trace,
     name: &'static str,
-    cpu: usize,
+    cpu: u32,
     f: Features,
 ) -> &'static SimEventDevice {
     SimEventDevice::new(
@@ -48,7 +48,7 @@ fn local_dev(
             .rating(100)
             .min_delta(Cycles::new(1_000))
             .max_delta(Cycles::new(u32::MAX as u64))
-            .cpus(CpuMask::single(cpu)),
+            .cpus(CpuMask::single(CpuId::new(cpu))),
     )
     .with_trace(trace.clone())
     .leak()
@@ -82,14 +82,14 @@ fn periodic_hz250_for_10s_gives_exactly_2500_ticks_and_jiffies() {
     let (mut m, clock, trace) = machine::<1>(config(250, false, false));
     let dev = local_dev(&clock, &trace, "lapic0", 0, BOTH);
     m.add_device(dev);
-    assert_eq!(m.tick.mode(0), TickMode::Periodic);
+    assert_eq!(m.tick.mode(CpuId::new(0)), TickMode::Periodic);
     assert_eq!(
-        m.tick.cpu_info(0).unwrap().periodic_reason,
+        m.tick.cpu_info(CpuId::new(0)).unwrap().periodic_reason,
         Some(PeriodicReason::NotRequested)
     );
     m.run_until(Ktime::from_secs(10));
     assert_eq!(dev.interrupts(), 2500);
-    assert_eq!(m.tick.cpu_info(0).unwrap().stats.ticks, 2500);
+    assert_eq!(m.tick.cpu_info(CpuId::new(0)).unwrap().stats.ticks, 2500);
     assert_eq!(m.tick.jiffies(), 2500);
     assert!(trace.device_errors().is_empty(), "{trace}");
 }
@@ -99,7 +99,7 @@ fn oneshot_only_device_emulates_the_periodic_tick_exactly() {
     let (mut m, clock, trace) = machine::<1>(config(250, false, false));
     let dev = local_dev(&clock, &trace, "lapic0", 0, Features::ONESHOT);
     m.add_device(dev);
-    assert_eq!(m.tick.mode(0), TickMode::OneshotPeriodic);
+    assert_eq!(m.tick.mode(CpuId::new(0)), TickMode::OneshotPeriodic);
     m.run_until(Ktime::from_secs(10));
     assert_eq!(dev.interrupts(), 2500);
     assert_eq!(m.tick.jiffies(), 2500);
@@ -114,7 +114,7 @@ fn nohz_idle_10s_with_one_timer_takes_exactly_one_interrupt() {
     let (mut m, clock, trace) = machine::<1>(config(250, true, true));
     let dev = local_dev(&clock, &trace, "lapic0", 0, BOTH);
     m.add_device(dev);
-    assert_eq!(m.tick.mode(0), TickMode::HighRes { nohz: true });
+    assert_eq!(m.tick.mode(CpuId::new(0)), TickMode::HighRes { nohz: true });
     let expiry = Ktime::from_millis(3_700);
     m.add_timer(0, expiry, 1);
     m.idle(0, IdleDepth::Shallow);
@@ -135,10 +135,14 @@ fn nohz_idle_10s_with_one_timer_takes_exactly_one_interrupt() {
     let device_max = Nanos::from_nanos(u32::MAX as u64);
     assert_eq!(irqs, [expiry, expiry.saturating_add(device_max)]);
     assert_eq!(
-        m.tick.cpu_info(0).unwrap().stats.max_deferment_wakeups,
+        m.tick
+            .cpu_info(CpuId::new(0))
+            .unwrap()
+            .stats
+            .max_deferment_wakeups,
         0,
         "{:?}",
-        m.tick.cpu_info(0)
+        m.tick.cpu_info(CpuId::new(0))
     );
     let fired = m.fired();
     assert_eq!(fired.len(), 1);
@@ -160,7 +164,7 @@ fn nohz_idle_10s_with_one_timer_takes_exactly_one_interrupt() {
 fn nohz_idle_exit_catches_jiffies_up_from_the_clocksource_and_accounts_idle() {
     let (mut m, clock, trace) = machine::<1>(config(250, true, false));
     m.add_device(local_dev(&clock, &trace, "lapic0", 0, BOTH));
-    assert_eq!(m.tick.mode(0), TickMode::NoHzLowRes);
+    assert_eq!(m.tick.mode(CpuId::new(0)), TickMode::NoHzLowRes);
     m.run_until(Ktime::from_millis(1_000));
     assert_eq!(m.tick.jiffies(), 250);
     m.idle(0, IdleDepth::Shallow);
@@ -172,7 +176,7 @@ fn nohz_idle_exit_catches_jiffies_up_from_the_clocksource_and_accounts_idle() {
         750,
         "caught up from the clocksource on exit"
     );
-    let info = m.tick.cpu_info(0).unwrap();
+    let info = m.tick.cpu_info(CpuId::new(0)).unwrap();
     assert_eq!(info.idle_time, Nanos::from_millis(2_001));
     assert_eq!(info.idle_jiffies, 500);
     m.run_until(Ktime::from_millis(4_000));
@@ -188,7 +192,7 @@ fn highres_10000_random_timers_on_4_cpus_fire_once_in_order_never_early() {
                 &clock,
                 &trace,
                 ["lapic0", "lapic1", "lapic2", "lapic3"][c],
-                c,
+                c as u32,
                 BOTH,
             )
         })
@@ -258,7 +262,7 @@ fn broadcast_machine(
                 .rating(100)
                 .min_delta(Cycles::new(1_000))
                 .max_delta(Cycles::new(u32::MAX as u64))
-                .cpus(CpuMask::single(c)),
+                .cpus(CpuMask::single(CpuId::new(c as u32))),
             )
             .with_trace(trace.clone())
             .leak();
@@ -332,7 +336,11 @@ fn periodic_broadcast_keeps_ticking_cpus_in_deep_idle() {
     // The broadcast device ticks at HZ and IPIs all four CPUs.
     assert_eq!(hpet.unwrap().interrupts(), 250);
     for c in 0..4 {
-        assert_eq!(m.tick.cpu_info(c).unwrap().stats.ticks, 250, "cpu{c}");
+        assert_eq!(
+            m.tick.cpu_info(CpuId::new(c as u32)).unwrap().stats.ticks,
+            250,
+            "cpu{c}"
+        );
     }
     assert_eq!(m.tick.jiffies(), 250);
 }
@@ -400,7 +408,7 @@ fn watched_tsc_on(
             .rating(100)
             .min_delta(Cycles::new(1_000))
             .max_delta(max_delta)
-            .cpus(CpuMask::single(0)),
+            .cpus(CpuMask::single(CpuId::BOOT)),
     )
     .with_trace(trace.clone())
     .leak();
@@ -437,7 +445,7 @@ fn nohz_idle_checks_a_must_verify_clock_at_least_every_second() {
     let start = trace.interrupts_of("lapic0").len();
     m.idle(0, IdleDepth::Shallow);
     m.run_until(Ktime::from_millis(11_500));
-    assert_eq!(m.tick.cpu_info(0).unwrap().stats.tick_stops, 1);
+    assert_eq!(m.tick.cpu_info(CpuId::new(0)).unwrap().stats.tick_stops, 1);
     // One wake-up per second after the last check, each running one.
     let irqs = &trace.interrupts_of("lapic0")[start..];
     let expect: Vec<Ktime> = (2..=11).map(Ktime::from_secs).collect();
@@ -724,7 +732,7 @@ fn device_without_oneshot_stays_periodic_under_nohz_and_says_so() {
     let (mut m, clock, trace) = machine::<1>(config(250, true, true));
     let dev = local_dev(&clock, &trace, "pit", 0, Features::PERIODIC);
     m.add_device(dev);
-    let info = m.tick.cpu_info(0).unwrap();
+    let info = m.tick.cpu_info(CpuId::new(0)).unwrap();
     assert_eq!(info.mode, TickMode::Periodic);
     assert_eq!(
         info.periodic_reason,
@@ -733,7 +741,7 @@ fn device_without_oneshot_stays_periodic_under_nohz_and_says_so() {
     m.idle(0, IdleDepth::Shallow);
     m.run_until(Ktime::from_secs(10));
     assert_eq!(dev.interrupts(), 2500, "idle does not stop a periodic tick");
-    assert_eq!(m.tick.cpu_info(0).unwrap().stats.tick_stops, 0);
+    assert_eq!(m.tick.cpu_info(CpuId::new(0)).unwrap().stats.tick_stops, 0);
 }
 
 #[test]
@@ -764,7 +772,7 @@ fn device_max_delta_shorter_than_tick_is_rearmed_from_its_handler() {
             .features(Features::ONESHOT)
             .min_delta(Cycles::new(15))
             .max_delta(Cycles::new(5_000))
-            .cpus(CpuMask::single(0)),
+            .cpus(CpuMask::single(CpuId::BOOT)),
     )
     .with_trace(trace.clone())
     .leak();
@@ -802,7 +810,7 @@ fn thirty_two_bit_counter_wrapping_during_long_idle_forces_wakeups_and_keeps_tim
             .features(BOTH | Features::PERCPU)
             .min_delta(Cycles::new(1))
             .max_delta(Cycles::new(1 << 40))
-            .cpus(CpuMask::single(0)),
+            .cpus(CpuMask::single(CpuId::BOOT)),
     )
     .leak();
     m.add_device(dev);
@@ -815,7 +823,11 @@ fn thirty_two_bit_counter_wrapping_during_long_idle_forces_wakeups_and_keeps_tim
     let expected = 1_000_000_000_000 / max_def.as_nanos();
     assert_eq!(expected, 7);
     assert_eq!(
-        m.tick.cpu_info(0).unwrap().stats.max_deferment_wakeups,
+        m.tick
+            .cpu_info(CpuId::new(0))
+            .unwrap()
+            .stats
+            .max_deferment_wakeups,
         expected
     );
     assert_eq!(dev.interrupts() - before, expected);
@@ -839,7 +851,7 @@ fn lost_and_late_interrupts_lose_no_time() {
         500,
         "jiffies from the clocksource, not from counting"
     );
-    assert_eq!(m.tick.cpu_info(0).unwrap().stats.ticks, 495);
+    assert_eq!(m.tick.cpu_info(CpuId::new(0)).unwrap().stats.ticks, 495);
     assert_eq!(
         trace.count(|e| matches!(e.kind, TraceKind::InterruptLost { .. })),
         5
@@ -862,7 +874,7 @@ fn comparator_race_is_retried_and_timers_never_fire_early() {
     for f in &fired {
         assert!(f.at >= f.expires);
     }
-    let stats = m.tick.cpu_device_stats(0).unwrap();
+    let stats = m.tick.cpu_device_stats(CpuId::new(0)).unwrap();
     assert!(
         stats.too_late > 0 && stats.min_delta_raised > 0,
         "{stats:?}"
@@ -944,12 +956,12 @@ fn rearmed_timer_keeps_its_id_and_cancelling_it_stops_it_for_good() {
     m.run_until(Ktime::from_millis(35));
     assert_eq!(m.fired().len(), 3, "ran at 10, 20 and 30 ms");
     // The id the caller holds still names the timer, now due at 40 ms.
-    let t = m.tick.cancel_timer(0, id);
+    let t = m.tick.cancel_timer(CpuId::new(0), id);
     assert_eq!(
         t.map(|t| (t.id, t.expires, t.data)),
         Some((id, Ktime::from_millis(40), 3))
     );
-    assert_eq!(m.tick.cpu_info(0).unwrap().timers_queued, 0);
+    assert_eq!(m.tick.cpu_info(CpuId::new(0)).unwrap().timers_queued, 0);
     m.run_until(Ktime::from_millis(200));
     assert_eq!(m.fired().len(), 3, "never runs again: {:?}", m.fired());
 }
@@ -969,16 +981,19 @@ fn idle_entry_within_min_delta_of_the_tick_keeps_it_for_one_round() {
         m.run_until(Ktime::from_nanos(3_999_500));
         assert_eq!(trace.interrupts_of("lapic0"), []);
         m.idle(0, IdleDepth::Shallow);
-        let s = m.tick.cpu_info(0).unwrap().stats;
+        let s = m.tick.cpu_info(CpuId::new(0)).unwrap().stats;
         assert_eq!((s.tick_retained, s.tick_stops), (1, 0), "highres={highres}");
-        assert_eq!(m.tick.programmed_event(0), Ktime::from_millis(4));
+        assert_eq!(
+            m.tick.programmed_event(CpuId::new(0)),
+            Ktime::from_millis(4)
+        );
         m.run_until(Ktime::from_millis(200));
         assert_eq!(
             trace.interrupts_of("lapic0"),
             [Ktime::from_millis(4), Ktime::from_millis(100)],
             "highres={highres}"
         );
-        let s = m.tick.cpu_info(0).unwrap().stats;
+        let s = m.tick.cpu_info(CpuId::new(0)).unwrap().stats;
         assert_eq!(s.interrupts, 2);
         assert_eq!(s.ticks, 1, "the 4 ms interrupt did the tick's work");
         assert_eq!((s.tick_retained, s.tick_stops), (1, 1));
@@ -1005,7 +1020,7 @@ fn the_tick_kept_at_idle_entry_stops_in_its_own_interrupt() {
                 .rating(100)
                 .min_delta(Cycles::new(5_000_000))
                 .max_delta(Cycles::new(u32::MAX as u64))
-                .cpus(CpuMask::single(0)),
+                .cpus(CpuMask::single(CpuId::BOOT)),
         )
         .with_trace(trace.clone())
         .leak();
@@ -1013,7 +1028,7 @@ fn the_tick_kept_at_idle_entry_stops_in_its_own_interrupt() {
         m.add_timer(0, Ktime::from_millis(100), 1);
         m.run_until(Ktime::from_millis(2));
         m.idle(0, IdleDepth::Shallow);
-        let s = m.tick.cpu_info(0).unwrap().stats;
+        let s = m.tick.cpu_info(CpuId::new(0)).unwrap().stats;
         assert_eq!(
             (s.tick_retained_due, s.tick_stops),
             (1, 0),
@@ -1028,7 +1043,7 @@ fn the_tick_kept_at_idle_entry_stops_in_its_own_interrupt() {
         );
         assert_eq!(irqs.len(), 2, "highres={highres}: {irqs:?}");
         assert_eq!(irqs[1], Ktime::from_millis(100), "highres={highres}");
-        let s = m.tick.cpu_info(0).unwrap().stats;
+        let s = m.tick.cpu_info(CpuId::new(0)).unwrap().stats;
         assert_eq!(
             (s.tick_retained_due, s.tick_stops),
             (1, 1),
@@ -1055,13 +1070,13 @@ fn advanced_interrupt_on_a_slow_clock(
     m.tick.set_timer_advance(advance);
     m.add_timer(0, Ktime::from_millis(10), 1);
     m.idle(0, IdleDepth::Shallow);
-    let fire_at = m.tick.programmed_event(0);
+    let fire_at = m.tick.programmed_event(CpuId::new(0));
     m.run_until(fire_at.saturating_sub(Nanos::from_nanos(1)));
     cs.set_stuck(stuck);
     cs.set_read_delay(read_cost);
     m.run_until(fire_at);
     let took = clock.now().saturating_since(fire_at);
-    (took, m.tick.cpu_info(0).unwrap(), m.fired())
+    (took, m.tick.cpu_info(CpuId::new(0)).unwrap(), m.fired())
 }
 
 /// The spin to an advanced deadline is bounded by time: on a clocksource
@@ -1116,10 +1131,10 @@ fn programming_that_gives_up_in_idle_still_wakes_the_cpu_a_tick_later() {
     // try at the event's own delta: 1 + 3 × 19 = 58 refusals to give up.
     dev.fail_programming(58);
     m.idle(0, IdleDepth::Shallow);
-    let info = m.tick.cpu_info(0).unwrap();
+    let info = m.tick.cpu_info(CpuId::new(0)).unwrap();
     assert_eq!(info.stats.tick_stops, 1);
     assert_eq!(info.stats.program_failures, 1, "gave up once");
-    let st = m.tick.cpu_device_stats(0).unwrap();
+    let st = m.tick.cpu_device_stats(CpuId::new(0)).unwrap();
     assert_eq!((st.too_late, st.min_delta_raised), (58, 18));
     m.run_until(Ktime::from_secs(2));
     assert_eq!(
@@ -1189,7 +1204,7 @@ fn periods_on_a_slow_cpu(
             f.true_time.saturating_since(f.expires).as_nanos()
         })
         .collect();
-    (late, m.tick.cpu_info(0).unwrap())
+    (late, m.tick.cpu_info(CpuId::new(0)).unwrap())
 }
 
 /// Interrupts 300 µs late and 800 µs of work per 1 ms period: the CPU
@@ -1266,16 +1281,16 @@ fn an_idle_cpu_rearms_from_its_idle_loop_not_in_the_interrupt() {
         .map(|i| Ktime::from_millis(10 * i + 1))
         .collect();
     assert_eq!(fired, want);
-    let s = m.tick.cpu_info(0).unwrap().stats;
+    let s = m.tick.cpu_info(CpuId::new(0)).unwrap().stats;
     assert_eq!((s.interrupts, s.rearms_deferred), (10, 10));
     // One programming per wake-up: the next timer's (the idle loop's), and
     // after the last the watchdog-free cap (max deferment).
     assert_eq!(programs(&trace) - before, 10);
-    assert!(!m.tick.programmed_event(0).is_never());
+    assert!(!m.tick.programmed_event(CpuId::new(0)).is_never());
     // Busy, the tick runs and each tick re-arms in its handler.
     m.busy(0);
     m.run_until(Ktime::from_millis(125));
-    let s = m.tick.cpu_info(0).unwrap().stats;
+    let s = m.tick.cpu_info(CpuId::new(0)).unwrap().stats;
     assert_eq!(s.rearms_deferred, 10);
     assert_eq!(s.ticks, 5, "ticks at 108, 112, 116, 120, 124 ms");
     // Idle with a timer before the next tick (the tick kept), its
@@ -1286,7 +1301,7 @@ fn an_idle_cpu_rearms_from_its_idle_loop_not_in_the_interrupt() {
     m.idle(0, IdleDepth::Shallow);
     m.run_until(Ktime::from_micros(141_000));
     assert_eq!(m.cpu_run(0), sim::CpuRun::Busy);
-    let s = m.tick.cpu_info(0).unwrap().stats;
+    let s = m.tick.cpu_info(CpuId::new(0)).unwrap().stats;
     assert_eq!(s.rearms_deferred, 11);
     assert_eq!(m.fired().len(), 11);
     assert_eq!(s.ticks, 9, "and at 128, 132, 136, 140 ms");

@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use clockevents::{CpuMask, Features};
+use clockevents::{CpuId, CpuMask, Features};
 use clocksource::{Cycles, Hertz, Ktime};
 use sim::{CounterConfig, EventConfig, Machine, SimCounter, SimEventDevice, Trace, VirtualClock};
 use tick::config::ConfigError;
@@ -30,7 +30,7 @@ fn one_cpu() -> Machine<1> {
             EventConfig::new("lapic0", Hertz::new(1_000_000_000))
                 .features(Features::PERIODIC | Features::ONESHOT | Features::PERCPU)
                 .min_delta(Cycles::new(1_000))
-                .cpus(CpuMask::single(0)),
+                .cpus(CpuMask::single(CpuId::BOOT)),
         )
         .with_trace(trace)
         .leak(),
@@ -41,27 +41,36 @@ fn one_cpu() -> Machine<1> {
 #[test]
 fn programmed_event_of_a_cpu_that_does_not_exist_is_never() {
     let m = one_cpu();
-    assert_eq!(m.tick.mode(1), TickMode::NoDevice);
-    assert_eq!(m.tick.programmed_event(1), Ktime::MAX);
-    assert_eq!(m.tick.programmed_event(usize::MAX), Ktime::MAX);
+    assert_eq!(m.tick.mode(CpuId::new(1)), TickMode::NoDevice);
+    assert_eq!(m.tick.programmed_event(CpuId::new(1)), Ktime::MAX);
+    assert_eq!(m.tick.programmed_event(CpuId::new(u32::MAX)), Ktime::MAX);
     // CPU 0 is programmed for its first tick (HZ=250: 4 ms).
-    assert_eq!(m.tick.programmed_event(0), Ktime::from_millis(4));
+    assert_eq!(
+        m.tick.programmed_event(CpuId::new(0)),
+        Ktime::from_millis(4)
+    );
 }
 
 #[test]
 fn add_timer_on_a_cpu_that_does_not_exist_says_so_and_a_full_queue_says_full() {
     let mut m = one_cpu();
     let at = Ktime::from_millis(10);
-    assert_eq!(m.tick.add_timer(1, at, 1), Err(AddError::NoCpu));
-    assert_eq!(m.tick.add_timer(usize::MAX, at, 1), Err(AddError::NoCpu));
+    assert_eq!(m.tick.add_timer(CpuId::new(1), at, 1), Err(AddError::NoCpu));
+    assert_eq!(
+        m.tick.add_timer(CpuId::new(u32::MAX), at, 1),
+        Err(AddError::NoCpu)
+    );
 
     let clock = VirtualClock::new();
     let cs = counter(&clock);
     let mut small: Machine<1> =
         Machine::with_timer_capacity(clock, Trace::new(), TickConfig::DEFAULT, cs, 2);
-    assert!(small.tick.add_timer(0, at, 1).is_ok());
-    assert!(small.tick.add_timer(0, at, 2).is_ok());
-    assert_eq!(small.tick.add_timer(0, at, 3), Err(AddError::QueueFull));
+    assert!(small.tick.add_timer(CpuId::new(0), at, 1).is_ok());
+    assert!(small.tick.add_timer(CpuId::new(0), at, 2).is_ok());
+    assert_eq!(
+        small.tick.add_timer(CpuId::new(0), at, 3),
+        Err(AddError::QueueFull)
+    );
 }
 
 #[test]

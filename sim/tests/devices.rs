@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use clockevents::{ClockEventDevice, CpuMask, DeviceError, Features};
+use clockevents::{ClockEventDevice, CpuId, CpuMask, DeviceError, Features};
 use clocksource::{ClockSource, Cycles, Hertz, Ktime, Nanos};
 use sim::{
     CounterConfig, EventConfig, InterruptSource, SimCounter, SimEventDevice, Trace, TraceKind,
@@ -384,7 +384,7 @@ fn failed_programming_returns_too_late_the_next_n_times() {
 
 #[test]
 fn trace_records_carry_the_target_cpu() {
-    let (clock, dev, trace) = setup(lapic().cpus(CpuMask::single(3)));
+    let (clock, dev, trace) = setup(lapic().cpus(CpuMask::single(CpuId::new(3))));
     let (_, global, _) = setup(EventConfig::new("hpet", Hertz::from_mhz(1)).cpus(CpuMask::ALL));
     assert_eq!(dev.target_cpu(), Some(3));
     assert_eq!(global.target_cpu(), None);
