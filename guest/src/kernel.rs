@@ -33,9 +33,9 @@
 
 use core::sync::atomic::{AtomicU64, Ordering};
 
-use clockevents::{DeviceId, Owner};
+use clockevents::{CpuId, DeviceId, Owner};
 use clocksource::{ClockSource, Cycles, CyclesToNs, InlineRead, Ktime, Nanos, PublishedClock};
-use tick::{IdleDepth, Rearm, TickMode, TickSystem, Timer, TimerSlot};
+use tick::{IdleDepth, Rearm, TickMode, TickSystem, Timer, TimerFn, TimerSlot};
 
 pub use crate::idle::{IrqRecord, IRQ_LOG_LEN};
 use crate::{apic, cpu, serial};
@@ -190,8 +190,8 @@ impl Kernel {
     /// device's, or the broadcast device's while it stands in for it.
     fn is_tick_event(&self, dev: DeviceId) -> bool {
         let tick = &self.tick;
-        tick.cpu_device(0) == Some(dev)
-            || (tick.cpu_info(0).is_some_and(|i| i.in_broadcast)
+        tick.cpu_device(CpuId::BOOT) == Some(dev)
+            || (tick.cpu_info(CpuId::BOOT).is_some_and(|i| i.in_broadcast)
                 && tick.devices().owner(dev) == Some(Owner::Broadcast))
     }
 
@@ -210,10 +210,12 @@ impl Kernel {
         let armed = self.armed;
         let tick = &mut self.tick;
         let probe = ClockProbe::new(tick);
-        let programmed = tick.programmed_event(0);
-        let before = tick.cpu_info(0).map(|i| (i.stats, i.tick_stopped));
+        let programmed = tick.programmed_event(CpuId::BOOT);
+        let before = tick
+            .cpu_info(CpuId::BOOT)
+            .map(|i| (i.stats, i.tick_stopped));
         let mut rec = REC.lock();
-        let mut run = |_cpu: usize, t: Timer, now: Ktime| {
+        let run: &mut TimerFn<'_> = &mut |_cpu, t: Timer, now: Ktime| {
             rec.record(Fire {
                 data: t.data,
                 expires: t.expires,
@@ -223,16 +225,19 @@ impl Kernel {
             });
             Rearm::No
         };
-        let ipis = tick.interrupt(dev, 0, &mut run);
-        if ipis.contains(0) {
+        let ipis = tick.interrupt(dev, CpuId::BOOT, run);
+        if ipis.contains(CpuId::BOOT) {
             // Broadcast on behalf of this very CPU: no IPI to send to
             // ourselves, run the local handler (Linux does the same).
-            tick.ipi(0, &mut run);
+            tick.ipi(CpuId::BOOT, run);
         }
-        let rearmed = tick.programmed_event(0) != programmed;
+        let rearmed = tick.programmed_event(CpuId::BOOT) != programmed;
         let mut log = IRQ_LOG.lock();
         if log.on && is_tick {
-            let after = tick.cpu_info(0).map(|i| i.stats).unwrap_or_default();
+            let after = tick
+                .cpu_info(CpuId::BOOT)
+                .map(|i| i.stats)
+                .unwrap_or_default();
             let (b, stopped) = before.unwrap_or_default();
             log.push(IrqRecord {
                 at: probe.base,
@@ -253,7 +258,7 @@ impl Kernel {
 
     /// Whether the CPU has a tick device (else waiting must not halt).
     pub fn has_tick_device(&self) -> bool {
-        self.tick.mode(0) != TickMode::NoDevice
+        self.tick.mode(CpuId::BOOT) != TickMode::NoDevice
     }
 }
 
@@ -524,7 +529,7 @@ pub fn idle_until(mut done: impl FnMut(&mut Kernel) -> bool) {
             cpu::enable_interrupts();
             return;
         };
-        let _ = k.tick.idle_enter(0);
+        let _ = k.tick.idle_enter(CpuId::BOOT);
     }
     loop {
         {
@@ -533,11 +538,11 @@ pub fn idle_until(mut done: impl FnMut(&mut Kernel) -> bool) {
             if done(k) {
                 break;
             }
-            let before = k.tick.programmed_event(0);
-            if let Err(e) = k.tick.idle_sleep(0, IdleDepth::Shallow) {
+            let before = k.tick.programmed_event(CpuId::BOOT);
+            if let Err(e) = k.tick.idle_sleep(CpuId::BOOT, IdleDepth::Shallow) {
                 log::warn!("idle: idle_sleep refused: {e:?}");
             }
-            if k.tick.programmed_event(0) != before {
+            if k.tick.programmed_event(CpuId::BOOT) != before {
                 k.armed = k.tick.now();
             }
         }
@@ -548,11 +553,11 @@ pub fn idle_until(mut done: impl FnMut(&mut Kernel) -> bool) {
         serial::drain();
         cpu::disable_interrupts();
         if let Some(k) = KERNEL.lock().as_mut() {
-            k.tick.idle_wake(0);
+            k.tick.idle_wake(CpuId::BOOT);
         }
     }
     if let Some(k) = KERNEL.lock().as_mut() {
-        k.tick.idle_exit(0);
+        k.tick.idle_exit(CpuId::BOOT);
     }
     cpu::enable_interrupts();
 }
@@ -587,7 +592,11 @@ pub fn resume_lead() -> Nanos {
 pub fn sleep_until(deadline: Ktime, data: u64, advance: bool) -> Option<Ktime> {
     let lead = if advance { resume_lead() } else { Nanos::ZERO };
     with_rec(|r| r.clear());
-    with(|k| k.tick.add_timer(0, deadline.saturating_sub(lead), data))?.ok()?;
+    with(|k| {
+        k.tick
+            .add_timer(CpuId::BOOT, deadline.saturating_sub(lead), data)
+    })?
+    .ok()?;
     let mut woke = Ktime::ZERO;
     idle_until(|k| {
         let done = with_rec(|r| r.has(data));

@@ -39,7 +39,7 @@
 //! Drivers live in `spin::Once` statics (`'static`, built once); the tick
 //! system holds `&'static dyn` references to them.
 
-use clockevents::{ClockEventDevice, DeviceId};
+use clockevents::{ClockEventDevice, CpuId, DeviceId};
 use clocksource::{ClockSource, Hertz, Nanos};
 use hw::metal::MetalMmio;
 use tick::{TickConfig, TickSystem, TimerSlot};
@@ -874,7 +874,7 @@ fn hpet_event_up(inv: &mut Inventory) -> Option<EventDev> {
             mmio,
             info,
             hpet::Route::Legacy,
-            clockevents::CpuMask::single(0),
+            clockevents::CpuMask::single(CpuId::BOOT),
         ) {
             Ok(ce) => {
                 let ce = hpet_src::CE.call_once(|| ce);
@@ -905,8 +905,9 @@ fn pit_event_up(pit_counts: bool, inv: &mut Inventory) -> Option<EventDev> {
             inv.skip(format_args!("pit event device: the PIT does not count"));
             return None;
         }
-        let ce = pit_src::CE
-            .call_once(|| pit::PitClockEvent::new(pit_src::pit(), clockevents::CpuMask::single(0)));
+        let ce = pit_src::CE.call_once(|| {
+            pit::PitClockEvent::new(pit_src::pit(), clockevents::CpuMask::single(CpuId::BOOT))
+        });
         inv.device(
             ce.name(),
             format_args!("fixed 1.193182 MHz (i8254)"),
@@ -945,6 +946,6 @@ pub fn cycles_ns(freq: Hertz, cycles: clocksource::Cycles) -> Nanos {
 
 /// The registered device id of the CPU's tick device, and its driver.
 pub fn tick_device(k: &Kernel) -> Option<(DeviceId, &'static dyn ClockEventDevice)> {
-    let id = k.tick.cpu_device(0)?;
+    let id = k.tick.cpu_device(CpuId::BOOT)?;
     Some((id, k.tick.devices().get(id)?))
 }

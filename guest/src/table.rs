@@ -230,7 +230,10 @@ pub fn print(k: &Kernel, inv: &Inventory, platform: &Platform, opts: &Options<'_
     for (_, d, owner) in k.tick.devices().iter() {
         let note = inv.device_note(d.name());
         let role: crate::result::TextBuf<16> = match owner {
-            Owner::Cpu(c) => crate::result::TextBuf::format(format_args!("tick cpu{c}")),
+            Owner::Cpu(_) => match owner.cpu() {
+                Some(c) => crate::result::TextBuf::format(format_args!("tick {c}")),
+                None => crate::result::TextBuf::format(format_args!("tick ?")),
+            },
             Owner::Broadcast => crate::result::TextBuf::format(format_args!("broadcast")),
             Owner::Free => crate::result::TextBuf::format(format_args!("-")),
         };

@@ -28,7 +28,7 @@
 use core::fmt::{self, Write as _};
 use core::sync::atomic::Ordering;
 
-use clockevents::{DeviceState, EventDevice, Expired};
+use clockevents::{CpuId, DeviceState, EventDevice, Expired};
 use clocksource::{Cycles, Hertz, InlineRead, Ktime, Nanos, Timekeeper};
 use tick::{IdleDepth, TickMode, TimerAdvance};
 
@@ -230,7 +230,11 @@ fn idle(_ctx: &Ctx<'_>) -> Verdict {
     }
     super::sync_to_interrupt();
     let snap = |k: &mut kernel::Kernel| {
-        let s = k.tick.cpu_info(0).map(|i| i.stats).unwrap_or_default();
+        let s = k
+            .tick
+            .cpu_info(CpuId::BOOT)
+            .map(|i| i.stats)
+            .unwrap_or_default();
         (k.tick.now(), k.counts.total(), s)
     };
     let Some((t0, n0, s0)) = kernel::with(snap) else {
@@ -480,7 +484,7 @@ fn lateness_run(advance: &str) {
             .field("early", early)
             .field("missed_periods", missed);
         if advance == "auto" {
-            if let Some(i) = kernel::with(|k| k.tick.cpu_info(0)).flatten() {
+            if let Some(i) = kernel::with(|k| k.tick.cpu_info(CpuId::BOOT)).flatten() {
                 l.field("lead_ns", i.timer_advance.as_nanos())
                     .field("spun_ns", i.advance_spun.as_nanos());
             }
@@ -696,7 +700,7 @@ fn program(ctx: &Ctx<'_>) -> Verdict {
     };
     let r = kernel::with(|k| {
         let (_, dev) = sources::tick_device(k).ok_or("no tick device")?;
-        if !k.tick.mode(0).is_oneshot() {
+        if !k.tick.mode(CpuId::BOOT).is_oneshot() {
             return Err("tick device not in one-shot mode");
         }
         let period = k.tick.period();
@@ -735,7 +739,7 @@ fn program(ctx: &Ctx<'_>) -> Verdict {
         let bare = (h.median(), h.mean(), h.min);
         drop(h);
         // Restore what the tick layer believes is programmed.
-        let target = k.tick.programmed_event(0);
+        let target = k.tick.programmed_event(CpuId::BOOT);
         let now = k.tick.now();
         let _ = ev.program_event(target.max(now), now, Expired::Force);
         Ok((prog, bare, refused, tsc.ns(over)))
@@ -781,13 +785,17 @@ fn nohz_path(ctx: &Ctx<'_>) -> Verdict {
     };
     let over = bracket_overhead();
     let setup = kernel::with(|k| {
-        if !k.tick.mode(0).is_nohz() {
+        if !k.tick.mode(CpuId::BOOT).is_nohz() {
             return Err("not in a NO_HZ mode");
         }
         let far = k.tick.now().saturating_add(NOHZ_TIMER);
-        let before = k.tick.cpu_info(0).map(|i| i.stats).unwrap_or_default();
+        let before = k
+            .tick
+            .cpu_info(CpuId::BOOT)
+            .map(|i| i.stats)
+            .unwrap_or_default();
         k.tick
-            .add_timer(0, far, TAG | 2)
+            .add_timer(CpuId::BOOT, far, TAG | 2)
             .map(|id| (id, before))
             .map_err(|_| "no timer slot")
     });
@@ -802,11 +810,11 @@ fn nohz_path(ctx: &Ctx<'_>) -> Verdict {
     for _ in 0..NOHZ_ROUNDS {
         let round = kernel::with(|k| {
             let a = rdtsc();
-            let _ = k.tick.idle_enter(0);
-            let s = k.tick.idle_sleep(0, IdleDepth::Shallow);
+            let _ = k.tick.idle_enter(CpuId::BOOT);
+            let s = k.tick.idle_sleep(CpuId::BOOT, IdleDepth::Shallow);
             let b = rdtsc();
-            k.tick.idle_wake(0);
-            k.tick.idle_exit(0);
+            k.tick.idle_wake(CpuId::BOOT);
+            k.tick.idle_exit(CpuId::BOOT);
             let c = rdtsc();
             (s.is_ok_and(|s| s.tick_stopped), a, b, c)
         });
@@ -817,10 +825,13 @@ fn nohz_path(ctx: &Ctx<'_>) -> Verdict {
         }
     }
     let (after, dev) = kernel::with(|k| {
-        let _ = k.tick.cancel_timer(0, id);
+        let _ = k.tick.cancel_timer(CpuId::BOOT, id);
         (
-            k.tick.cpu_info(0).map(|i| i.stats).unwrap_or_default(),
-            k.tick.cpu_device_stats(0).unwrap_or_default(),
+            k.tick
+                .cpu_info(CpuId::BOOT)
+                .map(|i| i.stats)
+                .unwrap_or_default(),
+            k.tick.cpu_device_stats(CpuId::BOOT).unwrap_or_default(),
         )
     })
     .unwrap_or_default();

@@ -29,6 +29,7 @@
 
 use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
+use clockevents::CpuId;
 use clocksource::Nanos;
 
 use super::{report, Ctx};
@@ -112,7 +113,7 @@ pub fn run(ctx: &Ctx<'_>) -> Verdict {
 /// The other-device check (module docs); adds its fields to `l`.
 fn other_device_is_not_logged(ctx: &Ctx<'_>, l: &mut Line) -> bool {
     let Some((other_vector, tick_is_lapic)) = kernel::with(|k| {
-        let tick = k.tick.cpu_device(0)?;
+        let tick = k.tick.cpu_device(CpuId::BOOT)?;
         if k.lapic == Some(tick) {
             let irq0 = k.irq0.and(ctx.inv.irq0)?;
             Some((irq0.1, true))

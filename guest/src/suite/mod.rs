@@ -53,6 +53,7 @@ pub mod timeline;
 use core::fmt;
 
 use ::clocksource::{Ktime, Nanos};
+use clockevents::CpuId;
 use raw_cpuid::Hypervisor;
 use tick::{TickMode, TickSystem};
 
@@ -147,10 +148,10 @@ pub struct Ctx<'a> {
 impl TickState {
     /// The state of CPU 0.
     pub fn of(k: &Kernel) -> Self {
-        let info = k.tick.cpu_info(0);
+        let info = k.tick.cpu_info(CpuId::BOOT);
         TickState {
             device: info.and_then(|i| i.device).unwrap_or("none"),
-            mode: k.tick.mode(0),
+            mode: k.tick.mode(CpuId::BOOT),
             reason: info.and_then(|i| i.periodic_reason),
             hz: k.tick.config().hz,
             clocksource: k.tick.timekeeper().clocksource().name(),
@@ -411,7 +412,7 @@ pub fn ticks<S, const N: usize>(t: &TickSystem<'_, S, N>) -> u64
 where
     S: AsRef<[tick::TimerSlot]> + AsMut<[tick::TimerSlot]>,
 {
-    t.cpu_info(0).map_or(0, |i| i.stats.ticks)
+    t.cpu_info(CpuId::BOOT).map_or(0, |i| i.stats.ticks)
 }
 
 /// Expected ticks in `window` at `hz`, in thousandths.

@@ -96,6 +96,7 @@
 //! watchdog's schedule decides first (an interrupt programmed `deferral`
 //! after the last check ran is a wake-up for the next one), then the cap.
 
+use clockevents::CpuId;
 use clocksource::{ClockSourceFlags, Ktime, Nanos, Watchdog};
 use tick::{TickMode, MAX_CLOCK_SOURCES};
 
@@ -171,7 +172,7 @@ pub fn measure(at: &[Nanos], lapic_error_ppm: Option<u32>) -> Option<Measured> {
         let mut expiries = [Ktime::MAX; 2];
         for (i, d) in at.iter().take(n).enumerate() {
             expiries[i] = t0.saturating_add(*d);
-            let _ = k.tick.add_timer(0, expiries[i], TAG | i as u64);
+            let _ = k.tick.add_timer(CpuId::BOOT, expiries[i], TAG | i as u64);
         }
         Measured {
             state,

@@ -15,6 +15,7 @@
 //! off) out of the measured latency. The expiries come from a
 //! xorshift64* generator; the seed is printed, so a run can be reproduced.
 
+use clockevents::CpuId;
 use clocksource::{Ktime, Nanos};
 
 use super::{report, Ctx, Milli, TickState};
@@ -84,8 +85,8 @@ pub fn run(ctx: &Ctx<'_>) -> Verdict {
         let a = k.tick.now();
         let far = a.saturating_add(Nanos::from_secs(100));
         for i in 0..32 {
-            if let Ok(id) = k.tick.add_timer(0, far, TAG | 0xFFFF) {
-                let _ = k.tick.cancel_timer(0, id);
+            if let Ok(id) = k.tick.add_timer(CpuId::BOOT, far, TAG | 0xFFFF) {
+                let _ = k.tick.cancel_timer(CpuId::BOOT, id);
             }
             core::hint::black_box(i);
         }
@@ -98,7 +99,7 @@ pub fn run(ctx: &Ctx<'_>) -> Verdict {
         let mut n = 0;
         for (i, e) in expiries.iter_mut().enumerate() {
             *e = t0.saturating_add(Nanos::from_nanos(rng.below(SPAN.as_nanos())));
-            if k.tick.add_timer(0, *e, TAG | i as u64).is_ok() {
+            if k.tick.add_timer(CpuId::BOOT, *e, TAG | i as u64).is_ok() {
                 n += 1;
             }
         }
