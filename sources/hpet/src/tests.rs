@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::vec::Vec;
 
-use clockevents::{ClockEventDevice, CpuMask, DeviceError, Features};
+use clockevents::{ClockEventDevice, CpuId, CpuMask, DeviceError, Features};
 use clocksource::{ClockParams, ClockSource, ClockSourceFlags, Cycles, Hertz, Nanos};
 use hw::{InterruptSource, Mmio};
 use sim::VirtualClock;
@@ -412,7 +412,7 @@ fn level_interrupt_is_acknowledged_through_gintr_sta() {
         allowed: IrqPins::ALL,
         trigger: Trigger::Level,
     };
-    let dev = HpetClockEvent::new(&m, &info, route, CpuMask::single(0)).unwrap();
+    let dev = HpetClockEvent::new(&m, &info, route, CpuMask::single(CpuId::BOOT)).unwrap();
     dev.set_state_periodic(Nanos::from_millis(1)).unwrap();
     let due = m.next_fire().unwrap();
     clock.advance_to(due);

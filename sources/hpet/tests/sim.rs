@@ -15,7 +15,7 @@
 
 use std::sync::Arc;
 
-use clockevents::{CpuMask, Features};
+use clockevents::{CpuId, CpuMask, Features};
 use clocksource::{ClockSourceFlags, Cycles, Hertz, Ktime, Nanos};
 use hpet::model::{HpetModel, HpetModelConfig};
 use hpet::{probe, CounterPeriod, HpetClockEvent, HpetClockSource, HpetError, Route};
@@ -75,14 +75,14 @@ fn periodic_hz250_for_10s_gives_exactly_2500_interrupts_ticks_and_jiffies() {
     let clock = VirtualClock::new();
     let h = bring_up(&clock, HpetModelConfig::qemu()).unwrap();
     let mut m = machine(&clock, config(250, false, false), &h);
-    assert_eq!(m.tick.mode(0), TickMode::Periodic);
+    assert_eq!(m.tick.mode(CpuId::BOOT), TickMode::Periodic);
     assert_eq!(m.tick.timekeeper().clocksource().name(), "hpet");
     let t0 = clock.now();
     // 4 ms at QEMU's 100 MHz is exactly 400 000 ticks: no rounding drift.
     m.run_until(add(t0, Nanos::from_secs(10)));
     assert_eq!(h.model.interrupts(0), 2500);
     assert_eq!(h.model.coalesced(0), 0);
-    let info = m.tick.cpu_info(0).unwrap();
+    let info = m.tick.cpu_info(CpuId::BOOT).unwrap();
     assert_eq!(info.stats.interrupts, 2500);
     assert_eq!(info.stats.ticks, 2500);
     assert_eq!(m.tick.jiffies(), 2500);
@@ -137,7 +137,7 @@ fn runs_without_hpet(clock: &Arc<VirtualClock>) {
             .rating(0)
             .min_delta(Cycles::new(2))
             .max_delta(Cycles::new(0xFFFF))
-            .cpus(CpuMask::single(0)),
+            .cpus(CpuMask::single(CpuId::BOOT)),
     )
     .with_trace(trace.clone())
     .leak();
@@ -146,7 +146,7 @@ fn runs_without_hpet(clock: &Arc<VirtualClock>) {
     let t0 = clock.now();
     m.run_until(add(t0, Nanos::from_secs(1)));
     assert_eq!(m.tick.timekeeper().clocksource().name(), "acpi_pm");
-    assert_eq!(m.tick.cpu_info(0).unwrap().device, Some("pit"));
+    assert_eq!(m.tick.cpu_info(CpuId::BOOT).unwrap().device, Some("pit"));
     // 4 ms is 4773 PIT ticks at 1.193182 MHz, 4.000 227 ms: 249 in 1 s.
     assert_eq!(pit.interrupts(), 249);
 }
@@ -157,8 +157,8 @@ fn without_oneshot_nohz_is_refused_and_the_tick_stays_periodic_through_idle() {
     let clock = VirtualClock::new();
     let h = bring_up(&clock, HpetModelConfig::qemu()).unwrap();
     let mut m = machine(&clock, config(250, true, true), &h);
-    assert_eq!(m.tick.mode(0), TickMode::Periodic);
-    let info = m.tick.cpu_info(0).unwrap();
+    assert_eq!(m.tick.mode(CpuId::BOOT), TickMode::Periodic);
+    let info = m.tick.cpu_info(CpuId::BOOT).unwrap();
     assert_eq!(
         info.periodic_reason,
         Some(tick::PeriodicReason::DeviceLacksOneshot)
@@ -167,7 +167,7 @@ fn without_oneshot_nohz_is_refused_and_the_tick_stays_periodic_through_idle() {
     m.idle(0, IdleDepth::Shallow);
     m.run_until(add(t0, Nanos::from_secs(10)));
     assert_eq!(h.model.interrupts(0), 2500, "idle does not stop the tick");
-    let info = m.tick.cpu_info(0).unwrap();
+    let info = m.tick.cpu_info(CpuId::BOOT).unwrap();
     assert_eq!(info.stats.tick_stops, 0);
     assert_eq!(m.tick.jiffies(), 2500);
 }
@@ -192,7 +192,7 @@ mod tickless {
         let clock = VirtualClock::new();
         let h = bring_up(&clock, HpetModelConfig::qemu()).unwrap();
         let mut m = machine(&clock, config(250, true, true), &h);
-        assert_eq!(m.tick.mode(0), TickMode::HighRes { nohz: true });
+        assert_eq!(m.tick.mode(CpuId::BOOT), TickMode::HighRes { nohz: true });
         let off = offset(&m, &clock);
         let start = m.now();
         let expiry = add(start, Nanos::from_millis(3_700));
@@ -216,7 +216,7 @@ mod tickless {
             "{f:?}"
         );
         assert_eq!(f.true_time, add(f.at, off));
-        let info = m.tick.cpu_info(0).unwrap();
+        let info = m.tick.cpu_info(CpuId::BOOT).unwrap();
         assert_eq!(info.stats.max_deferment_wakeups, 0);
         assert_eq!(info.stats.interrupts, 1);
 
@@ -275,7 +275,10 @@ mod tickless {
             assert!(f.expires >= last, "out of order: {f:?}");
             last = f.expires;
         }
-        assert_eq!(m.tick.cpu_info(0).unwrap().stats.program_failures, 0);
+        assert_eq!(
+            m.tick.cpu_info(CpuId::BOOT).unwrap().stats.program_failures,
+            0
+        );
         assert_eq!(m.trace.device_errors(), []);
     }
 
@@ -305,7 +308,7 @@ mod tickless {
         let now = m.now();
         let expiry = add(now, Nanos::from_micros(4));
         m.add_timer(0, expiry, 1);
-        let stats = m.tick.cpu_device_stats(0).unwrap();
+        let stats = m.tick.cpu_device_stats(CpuId::BOOT).unwrap();
         assert_eq!(
             (stats.too_late, stats.min_delta_raised),
             (4, 1),
@@ -324,7 +327,10 @@ mod tickless {
             f.at.saturating_since(f.expires) < Nanos::from_micros(100),
             "{f:?}"
         );
-        assert_eq!(m.tick.cpu_info(0).unwrap().stats.program_failures, 0);
+        assert_eq!(
+            m.tick.cpu_info(CpuId::BOOT).unwrap().stats.program_failures,
+            0
+        );
     }
 
     #[test]
@@ -344,7 +350,7 @@ mod tickless {
         m.run_until(end);
         let expected = 1_000_000_000_000 / max_def.as_nanos();
         assert_eq!(expected, 7);
-        let info = m.tick.cpu_info(0).unwrap();
+        let info = m.tick.cpu_info(CpuId::BOOT).unwrap();
         assert_eq!(info.stats.max_deferment_wakeups, expected);
         assert_eq!(h.model.interrupts(0) - before, expected);
         // The counter wrapped three times (1000 s / 299.97 s); no time is
@@ -381,7 +387,7 @@ mod tickless {
                     .stops_in_deep_idle(true)
                     .rating(100)
                     .min_delta(Cycles::new(1_000))
-                    .cpus(CpuMask::single(cpu)),
+                    .cpus(CpuMask::single(CpuId::new(cpu as u32))),
             )
             .with_trace(trace.clone())
             .leak();
