@@ -47,7 +47,7 @@
 //! deltas use the [error-bounded rate](crate::TimerFrequency::oneshot), raised by
 //! the calibration's bound.
 
-use clockevents::{ClockEventDevice, CpuMask, DeviceError, Features, MAX_CPUS};
+use clockevents::{ClockEventDevice, CpuId, CpuMask, DeviceError, Features, MAX_CPUS};
 use clocksource::{Cycles, Hertz, Nanos};
 use core::sync::atomic::{fence, Ordering};
 use hw::{MsrAccess, MsrFault, TscRead};
@@ -408,7 +408,9 @@ impl ClockEventDevice for LapicTimer<'_> {
     }
 
     fn cpus(&self) -> CpuMask {
-        CpuMask::single(self.cpu)
+        // An index no CpuId can hold names no CPU: the empty set, which
+        // registration refuses (`PoolError::NoCpus`).
+        CpuId::from_index(self.cpu).map_or(CpuMask::EMPTY, CpuMask::single)
     }
 
     fn set_state_shutdown(&self) -> Result<(), DeviceError> {

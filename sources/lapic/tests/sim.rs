@@ -32,6 +32,9 @@ use sim::{
 use tick::PeriodicReason;
 use tick::{IdleDepth, TickConfig, TickMode};
 
+/// The machine's one CPU, as the tick layer names it (`CpuId` here is raw-cpuid's).
+const CPU0: clockevents::CpuId = clockevents::CpuId::BOOT;
+
 const HRES: ClockSourceFlags = ClockSourceFlags::CONTINUOUS.union(ClockSourceFlags::VALID_FOR_HRES);
 /// The model's true timer rate: 1 GHz ÷ 16.
 const TRUE_RATE: Hertz = Hertz::new(62_500_000);
@@ -288,7 +291,7 @@ fn stopped_reference_refuses_the_timer_and_another_device_ticks() {
     .with_trace(trace.clone())
     .leak();
     m.add_device(pit_dev);
-    assert_eq!(m.tick.cpu_info(0).unwrap().device, Some("pit"));
+    assert_eq!(m.tick.cpu_info(CPU0).unwrap().device, Some("pit"));
     m.run_until(start.saturating_add(Nanos::from_secs(1)));
     // 4 ms = 4772.7 PIT cycles: the period is rounded up to 4773 cycles
     // (4.000 229 ms), so 249 periods fit in 1 s; jiffies come from the
@@ -311,12 +314,12 @@ fn periodic_hz250_for_10s_gives_exactly_2500_ticks_and_jiffies() {
             clocksource(&clock),
         );
         m.add_driver(timer, model);
-        assert_eq!(m.tick.mode(0), TickMode::Periodic);
+        assert_eq!(m.tick.mode(CPU0), TickMode::Periodic);
         // 4 ms at 62.5 MHz = 250 000 ticks exactly.
         assert_eq!(model.read32_or_msr(Reg::InitialCount, via), 250_000);
         m.run_until(Ktime::from_secs(10));
         assert_eq!(model.interrupts(), 2500, "{via:?}");
-        assert_eq!(m.tick.cpu_info(0).unwrap().stats.ticks, 2500);
+        assert_eq!(m.tick.cpu_info(CPU0).unwrap().stats.ticks, 2500);
         assert_eq!(m.tick.jiffies(), 2500);
         for (k, t) in model.delivered().iter().enumerate() {
             assert_eq!(*t, Ktime::from_millis(4 * (k as u64 + 1)), "{via:?}");
@@ -492,9 +495,9 @@ mod deadline {
         );
         m.add_driver(timer, model);
         // nohz=off, highres=off, no PERIODIC: the tick is emulated one-shot.
-        assert_eq!(m.tick.mode(0), TickMode::OneshotPeriodic);
+        assert_eq!(m.tick.mode(CPU0), TickMode::OneshotPeriodic);
         m.run_until(start.saturating_add(Nanos::from_secs(1)));
-        assert_eq!(m.tick.cpu_info(0).unwrap().stats.ticks, 250);
+        assert_eq!(m.tick.cpu_info(CPU0).unwrap().stats.ticks, 250);
     }
 }
 
@@ -510,7 +513,7 @@ fn nohz_idle_one_timer(cfg: LapicModelConfig, mode: TimerMode, expiry: Ktime, fi
         clocksource(&clock),
     );
     m.add_driver(timer, model);
-    assert_eq!(m.tick.mode(0), TickMode::HighRes { nohz: true });
+    assert_eq!(m.tick.mode(CPU0), TickMode::HighRes { nohz: true });
     m.add_timer(0, expiry, 1);
     m.idle(0, IdleDepth::Shallow);
     m.run_until(Ktime::from_secs(10));
@@ -529,7 +532,7 @@ fn nohz_idle_one_timer(cfg: LapicModelConfig, mode: TimerMode, expiry: Ktime, fi
         [fire],
         "exactly one interrupt, never early"
     );
-    let info = m.tick.cpu_info(0).unwrap();
+    let info = m.tick.cpu_info(CPU0).unwrap();
     assert_eq!(info.stats.max_deferment_wakeups, 0);
     assert_eq!(info.stats.interrupts, 1);
     let fired = m.fired();
@@ -605,7 +608,7 @@ fn without_oneshot_nohz_requested_stays_periodic_with_device_lacks_oneshot() {
         clocksource(&clock),
     );
     m.add_driver(timer, model);
-    let info = m.tick.cpu_info(0).unwrap();
+    let info = m.tick.cpu_info(CPU0).unwrap();
     assert_eq!(info.mode, TickMode::Periodic);
     assert_eq!(
         info.periodic_reason,
@@ -619,7 +622,7 @@ fn without_oneshot_nohz_requested_stays_periodic_with_device_lacks_oneshot() {
         2500,
         "idle does not stop a periodic tick"
     );
-    assert_eq!(m.tick.cpu_info(0).unwrap().stats.tick_stops, 0);
+    assert_eq!(m.tick.cpu_info(CPU0).unwrap().stats.tick_stops, 0);
     // 3.7 s lies on the 4 ms grid: run by tick 925.
     assert_eq!(m.fired()[0].true_time, Ktime::from_millis(3_700));
 }
@@ -638,7 +641,7 @@ fn deadline_build_on_a_cpu_without_it_stays_periodic() {
     );
     m.add_driver(timer, model);
     assert_eq!(
-        m.tick.cpu_info(0).unwrap().periodic_reason,
+        m.tick.cpu_info(CPU0).unwrap().periodic_reason,
         Some(PeriodicReason::DeviceLacksOneshot)
     );
 }
