@@ -21,7 +21,9 @@
 use std::hint::black_box;
 use std::time::Duration;
 
-use clockevents::{ClockEventDevice, CpuMask, DeviceState, EventDevice, Expired, Programmed};
+use clockevents::{
+    ClockEventDevice, CpuId, CpuMask, DeviceState, EventDevice, Expired, Programmed,
+};
 use clocksource::{Cycles, Ktime, Nanos};
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use hw::PortIo;
@@ -35,7 +37,7 @@ const EVENTS: usize = 1024;
 fn bench(c: &mut Criterion) {
     let clock = VirtualClock::new();
     let model = PitModel::after_bios(clock.clone());
-    let dev = PitClockEvent::new(Pit::new(&model), CpuMask::single(0));
+    let dev = PitClockEvent::new(Pit::new(&model), CpuMask::single(CpuId::BOOT));
     let mut ev = EventDevice::new(&dev, Nanos::from_millis(4)).expect("valid device");
     ev.attach().expect("attach");
     ev.set_state(DeviceState::Oneshot, Nanos::ZERO)

@@ -196,7 +196,7 @@ mod tests {
     }
 
     fn dev(io: &Recorder) -> PitClockEvent<'_> {
-        PitClockEvent::new(Pit::new(io), CpuMask::single(0))
+        PitClockEvent::new(Pit::new(io), CpuMask::single(clockevents::CpuId::BOOT))
     }
 
     #[test]

@@ -11,7 +11,7 @@
 
 use std::sync::Arc;
 
-use clockevents::{ClockEventDevice, CpuMask, Features};
+use clockevents::{ClockEventDevice, CpuId, CpuMask, Features};
 use clocksource::{calibrate, ClockSource, ClockSourceFlags, Cycles, Hertz, Ktime, Nanos};
 use hw::PortIo;
 use pit::model::PitModel;
@@ -51,7 +51,7 @@ fn exact_clock(clock: &Arc<VirtualClock>) -> &'static SimCounter {
 fn pit_event(model: &'static PitModel) -> &'static PitClockEvent<'static> {
     Box::leak(Box::new(PitClockEvent::new(
         Pit::new(model),
-        CpuMask::single(0),
+        CpuMask::single(CpuId::BOOT),
     )))
 }
 
@@ -112,7 +112,7 @@ fn periodic_irqs_until(t: Ktime, latch: u64) -> Vec<Ktime> {
 #[test]
 fn periodic_hz100_ticks_every_11932_clocks_not_every_10ms() {
     let (mut m, _clock, model) = pit_tick_machine(config(100, false, false));
-    assert_eq!(m.tick.mode(0), TickMode::Periodic);
+    assert_eq!(m.tick.mode(CpuId::BOOT), TickMode::Periodic);
     m.run_until(Ktime::from_secs(10));
 
     // 11932 / 1193182 s = 10.000151 ms: the 1000th period would end at
@@ -122,7 +122,7 @@ fn periodic_hz100_ticks_every_11932_clocks_not_every_10ms() {
     let expected = periodic_irqs_until(Ktime::from_secs(10), latch);
     assert_eq!(expected.len(), 1_000);
     assert_eq!(model.interrupt_times(), expected);
-    let info = m.tick.cpu_info(0).unwrap();
+    let info = m.tick.cpu_info(CpuId::BOOT).unwrap();
     assert_eq!(info.stats.ticks, 1_000);
     // Jiffies come from the clocksource at each interrupt: the last one is
     // at 9.990152 s, so floor(9.990152 s / 10 ms) = 999 — not the 1000
@@ -153,7 +153,7 @@ fn periodic_hz100_jiffies_run_ahead_of_pit_periods_over_2000_s() {
 #[test]
 fn without_oneshot_nohz_stays_periodic_because_the_device_lacks_oneshot() {
     let (mut m, _clock, model) = pit_tick_machine(config(100, true, true));
-    let info = m.tick.cpu_info(0).unwrap();
+    let info = m.tick.cpu_info(CpuId::BOOT).unwrap();
     assert_eq!(info.mode, TickMode::Periodic);
     assert_eq!(
         info.periodic_reason,
@@ -167,7 +167,7 @@ fn without_oneshot_nohz_stays_periodic_because_the_device_lacks_oneshot() {
         periodic_irqs_until(Ktime::from_secs(10), 11_932),
         "idle does not stop a periodic tick"
     );
-    let info = m.tick.cpu_info(0).unwrap();
+    let info = m.tick.cpu_info(CpuId::BOOT).unwrap();
     assert_eq!(info.stats.tick_stops, 0);
     // The timer runs at the first tick at or after 3.7 s: reload 370 at
     // edge 1 + 370·11932, 3.700056 s.
@@ -181,7 +181,7 @@ fn without_oneshot_nohz_stays_periodic_because_the_device_lacks_oneshot() {
 #[test]
 fn nohz_idle_timer_at_3_7s_rearms_every_max_delta_and_fires_on_time() {
     let (mut m, _clock, model) = pit_tick_machine(config(100, true, true));
-    assert_eq!(m.tick.mode(0), TickMode::HighRes { nohz: true });
+    assert_eq!(m.tick.mode(CpuId::BOOT), TickMode::HighRes { nohz: true });
     let expiry = Ktime::from_millis(3_700);
     m.add_timer(0, expiry, 7);
     m.idle(0, IdleDepth::Shallow);
@@ -217,7 +217,7 @@ fn nohz_idle_timer_at_3_7s_rearms_every_max_delta_and_fires_on_time() {
         "3.7 s timer on the PIT: {} interrupts, late by {late}",
         irqs.len()
     );
-    let info = m.tick.cpu_info(0).unwrap();
+    let info = m.tick.cpu_info(CpuId::BOOT).unwrap();
     assert_eq!(info.stats.tick_stops, 1);
     assert_eq!(
         info.stats.max_deferment_wakeups, 0,
@@ -292,7 +292,7 @@ fn driver_latch_reads_match_the_model_while_counting() {
         prev = Some((t, now));
     }
     // Counter 0 latched the same way while it runs periodically.
-    let ev = PitClockEvent::new(Pit::new(model), CpuMask::single(0));
+    let ev = PitClockEvent::new(Pit::new(model), CpuMask::single(CpuId::BOOT));
     ev.set_state_periodic(Nanos::from_millis(4)).unwrap();
     let start = edges_at(clock.now()) + 1;
     clock.advance_by(Nanos::from_micros(1_234));
@@ -419,12 +419,12 @@ fn counter_2_as_the_only_clock_keeps_the_tick_periodic_and_time_exact() {
         EventConfig::new("lapic0", Hertz::new(1_000_000_000))
             .features(Features::PERIODIC | Features::ONESHOT | Features::PERCPU)
             .min_delta(Cycles::new(1_000))
-            .cpus(CpuMask::single(0)),
+            .cpus(CpuMask::single(CpuId::BOOT)),
     )
     .leak();
     m.add_device(dev);
     // NO_HZ and high-res were asked for; the clock is not valid for them.
-    let info = m.tick.cpu_info(0).unwrap();
+    let info = m.tick.cpu_info(CpuId::BOOT).unwrap();
     assert_eq!(info.mode, TickMode::Periodic);
     assert_eq!(info.periodic_reason, Some(PeriodicReason::ClockNotHres));
 
@@ -442,7 +442,7 @@ fn counter_2_as_the_only_clock_keeps_the_tick_periodic_and_time_exact() {
     // The tick is kept in idle: one interrupt per 4 ms period of the exact
     // (1 GHz) device, 2 s × 250 Hz, each a tick; none forced.
     assert_eq!(dev.interrupts() - before, 500);
-    let after = m.tick.cpu_info(0).unwrap();
+    let after = m.tick.cpu_info(CpuId::BOOT).unwrap();
     assert_eq!(after.stats.ticks - info.stats.ticks, 500);
     assert_eq!(after.stats.max_deferment_wakeups, 0);
 
@@ -486,7 +486,7 @@ fn an_interrupt_40ms_late_loses_no_time_on_counter_2() {
         EventConfig::new("lapic0", Hertz::new(1_000_000_000))
             .features(Features::PERIODIC | Features::ONESHOT | Features::PERCPU)
             .min_delta(Cycles::new(1_000))
-            .cpus(CpuMask::single(0)),
+            .cpus(CpuMask::single(CpuId::BOOT)),
     )
     .leak();
     m.add_device(dev);
@@ -508,7 +508,7 @@ fn an_interrupt_40ms_late_loses_no_time_on_counter_2() {
         "mono {mono} vs true {truth} ns: {} ns lost (bound {bound})",
         truth.saturating_sub(mono)
     );
-    let info = m.tick.cpu_info(0).unwrap();
+    let info = m.tick.cpu_info(CpuId::BOOT).unwrap();
     assert_eq!(info.mode, TickMode::Periodic);
     assert_eq!(info.periodic_reason, Some(PeriodicReason::ClockNotHres));
 }
@@ -555,7 +555,7 @@ fn pit_alone_stays_periodic_with_oneshot_built_and_keeps_time() {
     let t0 = clock.advance_to(Ktime::from_millis(1));
     let mut m: Machine<1> = Machine::new(clock.clone(), Trace::new(), config(250, true, true), cs);
     m.add_driver(pit_event(model), model);
-    let info = m.tick.cpu_info(0).unwrap();
+    let info = m.tick.cpu_info(CpuId::BOOT).unwrap();
     assert_eq!(info.mode, TickMode::Periodic);
     assert_eq!(info.periodic_reason, Some(PeriodicReason::ClockNotHres));
 
@@ -568,7 +568,14 @@ fn pit_alone_stays_periodic_with_oneshot_built_and_keeps_time() {
     let load = edges_at(t0) + 1;
     let reloads = (edges_at(end) - load) / pit_latch(250) as u64;
     assert_eq!(model.interrupts(), reloads + 1);
-    assert_eq!(m.tick.cpu_info(0).unwrap().stats.max_deferment_wakeups, 0);
+    assert_eq!(
+        m.tick
+            .cpu_info(CpuId::BOOT)
+            .unwrap()
+            .stats
+            .max_deferment_wakeups,
+        0
+    );
     let conv = m.tick.timekeeper().params().conv.0;
     let edges = edges_at(end) - edges_at(t0);
     assert_eq!(m.now().as_nanos(), conv.apply(edges));
