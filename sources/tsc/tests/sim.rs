@@ -7,7 +7,7 @@
 
 use std::sync::Arc;
 
-use clockevents::{CpuMask, Features};
+use clockevents::{CpuId, CpuMask, Features};
 use clocksource::calibrate::ppm_off;
 use clocksource::{CalibrationError, ClockSource, ClockSourceFlags, Cycles, Hertz, Ktime, Nanos};
 use sim::{CounterConfig, EventConfig, Machine, SimCounter, SimEventDevice, Trace, VirtualClock};
@@ -81,7 +81,7 @@ fn tick_dev(clock: &Arc<VirtualClock>, trace: &Trace) -> &'static SimEventDevice
             .rating(100)
             .min_delta(Cycles::new(1_000))
             .max_delta(Cycles::new(1 << 40))
-            .cpus(CpuMask::single(0)),
+            .cpus(CpuMask::single(CpuId::BOOT)),
     )
     .with_trace(trace.clone())
     .leak()
@@ -271,11 +271,11 @@ fn periodic_hz250_10s_on_the_tsc_gives_exactly_2500_ticks_and_jiffies() {
     let mut m: Machine<1> = Machine::new(clock.clone(), trace.clone(), cfg(false, false), t);
     let dev = tick_dev(&clock, &trace);
     m.add_device(dev);
-    assert_eq!(m.tick.mode(0), TickMode::Periodic);
+    assert_eq!(m.tick.mode(CpuId::BOOT), TickMode::Periodic);
     assert_eq!(m.tick.timekeeper().clocksource().name(), "tsc");
     m.run_until(Ktime::from_secs(10));
     assert_eq!(dev.interrupts(), 2500);
-    assert_eq!(m.tick.cpu_info(0).unwrap().stats.ticks, 2500);
+    assert_eq!(m.tick.cpu_info(CpuId::BOOT).unwrap().stats.ticks, 2500);
     assert_eq!(m.tick.jiffies(), 2500);
     // 2 GHz converts exactly: monotonic time is true time.
     assert_eq!(m.now(), Ktime::from_secs(10));
@@ -294,7 +294,7 @@ fn nohz_idle_10s_with_a_timer_at_3_7s_takes_exactly_one_interrupt() {
     .unwrap();
     let mut m: Machine<1> = Machine::new(clock.clone(), trace.clone(), cfg(true, true), t);
     m.add_device(tick_dev(&clock, &trace));
-    assert_eq!(m.tick.mode(0), TickMode::HighRes { nohz: true });
+    assert_eq!(m.tick.mode(CpuId::BOOT), TickMode::HighRes { nohz: true });
     let max_deferment = m.tick.timekeeper().max_deferment();
     eprintln!("tsc @ 2 GHz: max deferment {max_deferment:?}");
     assert!(max_deferment > Nanos::from_secs(100), "{max_deferment:?}");
@@ -310,7 +310,14 @@ fn nohz_idle_10s_with_a_timer_at_3_7s_takes_exactly_one_interrupt() {
         fired[0].at >= expiry && fired[0].true_time >= expiry,
         "{fired:?}"
     );
-    assert_eq!(m.tick.cpu_info(0).unwrap().stats.max_deferment_wakeups, 0);
+    assert_eq!(
+        m.tick
+            .cpu_info(CpuId::BOOT)
+            .unwrap()
+            .stats
+            .max_deferment_wakeups,
+        0
+    );
 }
 
 // ----- the watchdog -----------------------------------------------------------
