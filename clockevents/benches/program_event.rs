@@ -7,7 +7,7 @@ use std::hint::black_box;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use clockevents::{
-    ClockEventDevice, CpuMask, DeviceError, DeviceState, EventDevice, Expired, Features,
+    ClockEventDevice, CpuId, CpuMask, DeviceError, DeviceState, EventDevice, Expired, Features,
 };
 use clocksource::{Cycles, Hertz, Ktime, Nanos};
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
@@ -35,7 +35,7 @@ impl ClockEventDevice for Register {
         Cycles::new(0x7FFF_FFFF)
     }
     fn cpus(&self) -> CpuMask {
-        CpuMask::single(0)
+        CpuMask::single(CpuId::BOOT)
     }
     fn set_state_shutdown(&self) -> Result<(), DeviceError> {
         Ok(())

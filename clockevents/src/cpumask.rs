@@ -61,25 +61,6 @@ impl From<CpuId> for usize {
     }
 }
 
-/// Transitional, while callers move from bare `usize` CPU indices to
-/// [`CpuId`]: an index past `u32::MAX` becomes a CPU no mask or system
-/// has, refused where it is used. Removed once every caller passes a
-/// [`CpuId`].
-impl From<usize> for CpuId {
-    fn from(index: usize) -> CpuId {
-        CpuId::from_index(index).unwrap_or(CpuId(u32::MAX))
-    }
-}
-
-/// Transitional, for integer literals (`0`) in callers not yet moved to
-/// [`CpuId`]; a negative index becomes a CPU no mask or system has.
-/// Removed with `From<usize>`.
-impl From<i32> for CpuId {
-    fn from(index: i32) -> CpuId {
-        u32::try_from(index).map_or(CpuId(u32::MAX), CpuId)
-    }
-}
-
 /// A set of CPU indices `0..MAX_CPUS`, as a bitmap.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub struct CpuMask(u64);
@@ -99,11 +80,7 @@ impl CpuMask {
     }
 
     /// The set holding only `cpu` (empty if `cpu ≥ MAX_CPUS`).
-    pub fn single(cpu: impl Into<CpuId>) -> Self {
-        CpuMask(Self::bit(cpu.into()))
-    }
-    /// The set holding only `cpu`, in a const context.
-    pub const fn of(cpu: CpuId) -> Self {
+    pub const fn single(cpu: CpuId) -> Self {
         CpuMask(Self::bit(cpu))
     }
     /// The set of CPUs `0..n`.
@@ -119,24 +96,24 @@ impl CpuMask {
         self.0
     }
     /// Whether `cpu` is in the set.
-    pub fn contains(self, cpu: impl Into<CpuId>) -> bool {
-        self.0 & Self::bit(cpu.into()) != 0
+    pub const fn contains(self, cpu: CpuId) -> bool {
+        self.0 & Self::bit(cpu) != 0
     }
     /// Adds `cpu` (nothing if `cpu ≥ MAX_CPUS`).
-    pub fn insert(&mut self, cpu: impl Into<CpuId>) {
-        self.0 |= Self::bit(cpu.into());
+    pub fn insert(&mut self, cpu: CpuId) {
+        self.0 |= Self::bit(cpu);
     }
     /// Removes `cpu`.
-    pub fn remove(&mut self, cpu: impl Into<CpuId>) {
-        self.0 &= !Self::bit(cpu.into());
+    pub fn remove(&mut self, cpu: CpuId) {
+        self.0 &= !Self::bit(cpu);
     }
     /// Whether the set is empty.
     pub const fn is_empty(self) -> bool {
         self.0 == 0
     }
     /// Whether the set is exactly `{cpu}`.
-    pub fn is_only(self, cpu: impl Into<CpuId>) -> bool {
-        let b = Self::bit(cpu.into());
+    pub const fn is_only(self, cpu: CpuId) -> bool {
+        let b = Self::bit(cpu);
         self.0 == b && b != 0
     }
     /// The number of CPUs in the set.
@@ -162,14 +139,14 @@ impl CpuMask {
         })
     }
     /// The CPUs in the set, lowest first.
-    pub fn iter(self) -> impl Iterator<Item = usize> {
-        self.indices()
+    pub fn iter(self) -> impl Iterator<Item = CpuId> {
+        self.indices().map(|i| CpuId(i as u32)) // i < MAX_CPUS
     }
 }
 
 impl fmt::Debug for CpuMask {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_set().entries(self.iter()).finish()
+        f.debug_set().entries(self.indices()).finish()
     }
 }
 
@@ -189,7 +166,10 @@ mod tests {
         assert_eq!(m.indices().collect::<std::vec::Vec<_>>(), [3, 63]);
         assert!(CpuMask::single(CpuId::new(5)).is_only(CpuId::new(5)));
         assert!(!CpuMask::single(CpuId::new(70)).is_only(CpuId::new(70)));
-        assert_eq!(CpuMask::of(CpuId::BOOT), CpuMask::single(CpuId::BOOT));
+        assert_eq!(
+            m.iter().collect::<std::vec::Vec<_>>(),
+            [CpuId::new(3), CpuId::new(63)]
+        );
     }
 
     #[test]

@@ -24,10 +24,9 @@ use crate::device::{ClockEventDevice, Features};
 pub fn prefer_for_cpu(
     current: Option<&dyn ClockEventDevice>,
     new: &dyn ClockEventDevice,
-    cpu: impl Into<CpuId>,
+    cpu: CpuId,
     oneshot_active: bool,
 ) -> bool {
-    let cpu = cpu.into();
     let new_cpus = new.cpus();
     if !new_cpus.contains(cpu) || new.features().contains(Features::DUMMY) {
         return false;
@@ -78,7 +77,7 @@ pub enum Owner {
     /// Nobody: available.
     Free,
     /// The tick device of this CPU.
-    Cpu(usize),
+    Cpu(CpuId),
     /// The broadcast device.
     Broadcast,
 }
@@ -87,7 +86,7 @@ impl Owner {
     /// The CPU whose tick device it is, if it is one.
     pub fn cpu(self) -> Option<CpuId> {
         match self {
-            Owner::Cpu(c) => CpuId::from_index(c),
+            Owner::Cpu(c) => Some(c),
             _ => None,
         }
     }
@@ -180,12 +179,11 @@ impl<'a, const N: usize> DevicePool<'a, N> {
     /// device (a user override by name).
     pub fn best_for_cpu(
         &self,
-        cpu: impl Into<CpuId>,
+        cpu: CpuId,
         current: Option<DeviceId>,
         oneshot_active: bool,
         only: Option<DeviceId>,
     ) -> Option<DeviceId> {
-        let cpu = cpu.into();
         let mut best = current;
         for (id, dev, owner) in self.iter() {
             if owner != Owner::Free || only.is_some_and(|o| o != id) {

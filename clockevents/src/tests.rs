@@ -42,7 +42,7 @@ impl Fake {
             freq: Hertz::new(freq),
             min: Cycles::new(min),
             max: Cycles::new(max),
-            cpus: CpuMask::single(0),
+            cpus: CpuMask::single(CpuId::BOOT),
             log: Mutex::new(Vec::new()),
             fail_next: Mutex::new(0),
             too_late_below: Cycles::ZERO,
@@ -395,46 +395,57 @@ fn selection_prefers_oneshot_then_rating_then_local() {
         "lapic0",
         both | Features::PERCPU | Features::C3STOP,
         100,
-        CpuMask::single(0),
+        CpuMask::single(CpuId::BOOT),
     );
-    let lapic1 = with("lapic1", both | Features::PERCPU, 100, CpuMask::single(1));
+    let lapic1 = with(
+        "lapic1",
+        both | Features::PERCPU,
+        100,
+        CpuMask::single(CpuId::new(1)),
+    );
     assert!(
-        prefer_for_cpu(Some(&pit), &hpet, 0, false),
+        prefer_for_cpu(Some(&pit), &hpet, CpuId::BOOT, false),
         "oneshot beats a higher-rated periodic"
     );
-    assert!(!prefer_for_cpu(Some(&hpet), &pit, 0, false));
-    assert!(prefer_for_cpu(Some(&hpet), &lapic0, 0, true));
+    assert!(!prefer_for_cpu(Some(&hpet), &pit, CpuId::BOOT, false));
+    assert!(prefer_for_cpu(Some(&hpet), &lapic0, CpuId::BOOT, true));
     assert!(
-        !prefer_for_cpu(Some(&lapic0), &hpet, 0, true),
+        !prefer_for_cpu(Some(&lapic0), &hpet, CpuId::BOOT, true),
         "shared never beats a local device"
     );
     assert!(
-        !prefer_for_cpu(None, &lapic1, 0, false),
+        !prefer_for_cpu(None, &lapic1, CpuId::BOOT, false),
         "must cover the CPU"
     );
     assert!(
-        !prefer_for_cpu(None, &pit, 0, true),
+        !prefer_for_cpu(None, &pit, CpuId::BOOT, true),
         "periodic-only never enters oneshot mode"
     );
 
     let mut pool: DevicePool<'_, 4> = DevicePool::new();
     let ids = [&pit, &hpet, &lapic0, &lapic1].map(|d| pool.register(d).unwrap());
-    assert_eq!(pool.best_for_cpu(0, None, false, None), Some(ids[2]));
-    assert_eq!(pool.best_for_cpu(1, None, false, None), Some(ids[3]));
     assert_eq!(
-        pool.best_for_cpu(0, Some(ids[2]), true, None),
+        pool.best_for_cpu(CpuId::BOOT, None, false, None),
+        Some(ids[2])
+    );
+    assert_eq!(
+        pool.best_for_cpu(CpuId::new(1), None, false, None),
+        Some(ids[3])
+    );
+    assert_eq!(
+        pool.best_for_cpu(CpuId::BOOT, Some(ids[2]), true, None),
         None,
         "nothing better"
     );
     // A user override restricts the choice.
     assert_eq!(
-        pool.best_for_cpu(0, None, false, Some(ids[0])),
+        pool.best_for_cpu(CpuId::BOOT, None, false, Some(ids[0])),
         Some(ids[0])
     );
     // Broadcast: not per-CPU, not C3STOP; with oneshot needed only HPET.
     assert_eq!(pool.best_for_broadcast(None, true), Some(ids[1]));
     assert_eq!(pool.best_for_broadcast(None, false), Some(ids[0]));
-    pool.set_owner(ids[1], Owner::Cpu(0));
+    pool.set_owner(ids[1], Owner::Cpu(CpuId::BOOT));
     assert_eq!(pool.best_for_broadcast(None, true), None);
     assert_eq!(pool.register(&pit), Err(PoolError::DuplicateName));
 }

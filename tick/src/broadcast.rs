@@ -76,7 +76,7 @@ impl<const CPUS: usize> Broadcast<'_, CPUS> {
         let next = self
             .oneshot_mask
             .iter()
-            .map(|c| self.event_of(CpuId::from(c)))
+            .map(|c| self.event_of(c))
             .min()
             .unwrap_or(Ktime::MAX);
         let Some((_, bc)) = self.dev.as_mut() else {
@@ -115,7 +115,6 @@ impl<const CPUS: usize> Broadcast<'_, CPUS> {
         }
         let mut wake = CpuMask::EMPTY;
         for cpu in self.oneshot_mask.iter() {
-            let cpu = CpuId::from(cpu);
             if self.event_of(cpu) <= now {
                 wake.insert(cpu);
                 if let Some(e) = self.next_event.get_mut(cpu.index()) {

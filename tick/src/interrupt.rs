@@ -40,15 +40,9 @@ where
     /// the caller must send a tick IPI to (broadcast), which then call
     /// [`TickSystem::ipi`]. `run` is called for every expired timer, with
     /// the monotonic time it was found expired at (≥ its expiry).
-    pub fn interrupt(
-        &mut self,
-        dev: DeviceId,
-        cpu: impl Into<CpuId>,
-        run: &mut TimerFn<'_>,
-    ) -> CpuMask {
-        let cpu: CpuId = cpu.into();
+    pub fn interrupt(&mut self, dev: DeviceId, cpu: CpuId, run: &mut TimerFn<'_>) -> CpuMask {
         match self.devices.owner(dev) {
-            Some(Owner::Cpu(c)) if c == cpu.index() && cpu.index() < CPUS => {
+            Some(Owner::Cpu(c)) if c == cpu && cpu.index() < CPUS => {
                 self.cpu_event(cpu, run);
                 CpuMask::EMPTY
             }
@@ -66,8 +60,7 @@ where
     }
 
     /// Handles a tick IPI sent on behalf of the broadcast device.
-    pub fn ipi(&mut self, cpu: impl Into<CpuId>, run: &mut TimerFn<'_>) {
-        let cpu: CpuId = cpu.into();
+    pub fn ipi(&mut self, cpu: CpuId, run: &mut TimerFn<'_>) {
         if cpu.index() < CPUS {
             self.cpu_event(cpu, run);
         }

@@ -85,8 +85,7 @@ where
     S: AsRef<[TimerSlot]> + AsMut<[TimerSlot]>,
 {
     /// `cpu` enters its idle loop: idle time accounting starts.
-    pub fn idle_enter(&mut self, cpu: impl Into<CpuId>) -> Result<(), IdleError> {
-        let cpu: CpuId = cpu.into();
+    pub fn idle_enter(&mut self, cpu: CpuId) -> Result<(), IdleError> {
         let now = self.now();
         let jiffies = self.time.jiffies();
         let c = self.cpus.get_mut(cpu.index()).ok_or(IdleError::NoCpu)?;
@@ -98,12 +97,7 @@ where
     /// within the next tick; for [`IdleDepth::Deep`] with a `C3STOP` device,
     /// hands the CPU to the broadcast device. `Err(Busy)` means: do not go
     /// deep (no broadcast device fit for it); a shallow halt is fine.
-    pub fn idle_sleep(
-        &mut self,
-        cpu: impl Into<CpuId>,
-        depth: IdleDepth,
-    ) -> Result<IdleSleep, IdleError> {
-        let cpu: CpuId = cpu.into();
+    pub fn idle_sleep(&mut self, cpu: CpuId, depth: IdleDepth) -> Result<IdleSleep, IdleError> {
         if cpu.index() >= CPUS {
             return Err(IdleError::NoCpu);
         }
@@ -141,8 +135,7 @@ where
 
     /// After a halt returns: the CPU is running again, so its own device
     /// takes over from broadcast.
-    pub fn idle_wake(&mut self, cpu: impl Into<CpuId>) {
-        let cpu: CpuId = cpu.into();
+    pub fn idle_wake(&mut self, cpu: CpuId) {
         if self.cpus.get(cpu.index()).is_some_and(|c| c.in_broadcast) {
             let now = self.now();
             self.broadcast_exit(cpu, now);
@@ -151,8 +144,7 @@ where
 
     /// Leaves the idle loop: restarts the tick on the tick grid, catches
     /// jiffies up from the clocksource, accounts idle time.
-    pub fn idle_exit(&mut self, cpu: impl Into<CpuId>) {
-        let cpu: CpuId = cpu.into();
+    pub fn idle_exit(&mut self, cpu: CpuId) {
         if cpu.index() >= CPUS {
             return;
         }

@@ -452,7 +452,7 @@ where
         // owner's handle keeps naming it (and it cannot fail for room).
         while self
             .timers
-            .pop_expired_with(now, |t| match run(cpu.index(), t, now) {
+            .pop_expired_with(now, |t| match run(cpu, t, now) {
                 Rearm::At(at) => Some(at),
                 Rearm::No => None,
             })
@@ -562,7 +562,7 @@ mod tests {
         let mut c = cpu(HRES);
         c.timers.add(ms(1), 7).unwrap();
         c.timers.add(ms(2), 8).unwrap();
-        let mut seen: Vec<(usize, u64)> = Vec::new();
+        let mut seen: Vec<(CpuId, u64)> = Vec::new();
         c.run_timers(CpuId::new(3), ms(5), &mut |cpu, t: Timer, _| {
             seen.push((cpu, t.data));
             Rearm::At(ms(0))
@@ -570,7 +570,8 @@ mod tests {
         // Budget: the 2 queued at entry + 1. Re-armed into the past, timer
         // 7 is the earliest again each time; the budget stops the loop and
         // timer 8 waits for the next interrupt.
-        assert_eq!(seen, [(3, 7), (3, 7), (3, 7)]);
+        let cpu3 = CpuId::new(3);
+        assert_eq!(seen, [(cpu3, 7), (cpu3, 7), (cpu3, 7)]);
         assert_eq!(c.stats.timers_fired, 3);
         assert_eq!(c.stats.timer_runs_deferred, 1);
         assert_eq!(c.timers.len(), 2);
@@ -581,7 +582,7 @@ mod tests {
         let dev: &'static FakeTimer = std::boxed::Box::leak(std::boxed::Box::new(FakeTimer::new(
             "t",
             Features::ONESHOT,
-            0,
+            CpuId::BOOT,
         )));
         let mut ev = EventDevice::new(dev, MS4).unwrap();
         ev.attach().unwrap();

@@ -47,7 +47,7 @@ pub const MAX_CLOCK_SOURCES: usize = 8;
 /// monotonic time it was found expired at (≥ its expiry); returns whether
 /// to queue it again. Runs in interrupt context: it must not allocate,
 /// block, or take a lock the interrupt path may hold.
-pub type TimerFn<'r> = dyn FnMut(usize, Timer, Ktime) -> Rearm + 'r;
+pub type TimerFn<'r> = dyn FnMut(CpuId, Timer, Ktime) -> Rearm + 'r;
 
 /// What a timer's callback asks for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -278,7 +278,7 @@ where
             self.devices.set_owner(old_id, Owner::Free);
             log::info!("tick: {cpu}: {} replaced by {}", old.name(), dev.name());
         }
-        self.devices.set_owner(id, Owner::Cpu(cpu.index()));
+        self.devices.set_owner(id, Owner::Cpu(cpu));
         if let Some(r) = reason {
             if self.config.wants_oneshot() {
                 log::info!("tick: {cpu}: {} stays periodic: {r}", dev.name());
@@ -382,8 +382,8 @@ where
         self.time.jiffies()
     }
     /// The CPU holding the timekeeping duty, if any.
-    pub fn do_timer_cpu(&self) -> Option<usize> {
-        self.time.duty().map(CpuId::index)
+    pub fn do_timer_cpu(&self) -> Option<CpuId> {
+        self.time.duty()
     }
     /// The clocksource watchdog's schedule; `None` when nothing needs
     /// verifying.
@@ -397,11 +397,10 @@ where
     /// earliest event. Expiries in the past fire at the next opportunity.
     pub fn add_timer(
         &mut self,
-        cpu: impl Into<CpuId>,
+        cpu: CpuId,
         expires: Ktime,
         data: u64,
     ) -> Result<TimerId, AddError> {
-        let cpu: CpuId = cpu.into();
         let grid = self.time.grid;
         let Some(c) = self.cpu(cpu) else {
             return Err(AddError::NoCpu);
@@ -418,8 +417,7 @@ where
     /// Cancels a timer; `None` if it already fired or was cancelled. If it
     /// was what the device was programmed for, the device is reprogrammed,
     /// so no interrupt comes that no timer asked for.
-    pub fn cancel_timer(&mut self, cpu: impl Into<CpuId>, id: TimerId) -> Option<Timer> {
-        let cpu: CpuId = cpu.into();
+    pub fn cancel_timer(&mut self, cpu: CpuId, id: TimerId) -> Option<Timer> {
         let grid = self.time.grid;
         let c = self.cpu(cpu)?;
         let t = c.timers.cancel(id)?;
@@ -438,8 +436,7 @@ where
 
     /// When `cpu`'s next interrupt is programmed for (local or broadcast);
     /// `Ktime::MAX` if nothing is, or there is no such CPU.
-    pub fn programmed_event(&self, cpu: impl Into<CpuId>) -> Ktime {
-        let cpu: CpuId = cpu.into();
+    pub fn programmed_event(&self, cpu: CpuId) -> Ktime {
         match self.cpus.get(cpu.index()) {
             Some(c) if c.in_broadcast => self.bc.event_of(cpu),
             Some(c) => c.device_event(),
@@ -450,28 +447,24 @@ where
     // ----- reporting -------------------------------------------------------
 
     /// A snapshot of `cpu`.
-    pub fn cpu_info(&self, cpu: impl Into<CpuId>) -> Option<CpuInfo> {
-        let cpu: CpuId = cpu.into();
+    pub fn cpu_info(&self, cpu: CpuId) -> Option<CpuInfo> {
         self.cpus.get(cpu.index()).map(TickCpu::info)
     }
 
     /// The tick mode of `cpu`.
-    pub fn mode(&self, cpu: impl Into<CpuId>) -> TickMode {
-        let cpu: CpuId = cpu.into();
+    pub fn mode(&self, cpu: CpuId) -> TickMode {
         self.cpus
             .get(cpu.index())
             .map_or(TickMode::NoDevice, |c| c.mode)
     }
 
     /// The device id serving as `cpu`'s tick device.
-    pub fn cpu_device(&self, cpu: impl Into<CpuId>) -> Option<DeviceId> {
-        let cpu: CpuId = cpu.into();
+    pub fn cpu_device(&self, cpu: CpuId) -> Option<DeviceId> {
         self.cpus.get(cpu.index())?.dev.as_ref().map(|(i, _)| *i)
     }
 
     /// Programming statistics of `cpu`'s tick device.
-    pub fn cpu_device_stats(&self, cpu: impl Into<CpuId>) -> Option<clockevents::ProgramStats> {
-        let cpu: CpuId = cpu.into();
+    pub fn cpu_device_stats(&self, cpu: CpuId) -> Option<clockevents::ProgramStats> {
         self.cpus
             .get(cpu.index())?
             .dev

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::vec::Vec;
 
-use clockevents::{ClockEventDevice, CpuMask, DeviceError, Features};
+use clockevents::{ClockEventDevice, CpuId, CpuMask, DeviceError, Features};
 use clocksource::{ClockSource, ClockSourceFlags, Cycles, Hertz, Ktime, Nanos};
 
 /// A 1 GHz counter (one cycle per ns) that moves only when told.
@@ -90,7 +90,7 @@ pub(crate) struct FakeTimer {
 
 impl FakeTimer {
     /// A per-CPU device of CPU `cpu` with `features`, deltas 1 µs..1 s.
-    pub(crate) fn new(name: &'static str, features: Features, cpu: usize) -> Self {
+    pub(crate) fn new(name: &'static str, features: Features, cpu: CpuId) -> Self {
         FakeTimer {
             name,
             features,
@@ -106,7 +106,7 @@ impl FakeTimer {
         FakeTimer {
             rating,
             cpus: CpuMask::ALL,
-            ..FakeTimer::new(name, features, 0)
+            ..FakeTimer::new(name, features, CpuId::BOOT)
         }
     }
     /// Every call so far, oldest first.

@@ -37,7 +37,7 @@ fn system(
     features: Features,
 ) -> (Sys, &'static FakeClock, &'static FakeTimer, DeviceId) {
     let clock = leak(FakeClock::new("fake", 300));
-    let dev = leak(FakeTimer::new("timer0", features, 0));
+    let dev = leak(FakeTimer::new("timer0", features, CPU0));
     let mut sys = Sys::new(config, clock, [[TimerSlot::EMPTY; 16]; 2]).unwrap();
     let id = sys.register_device(dev).unwrap();
     (sys, clock, dev, id)
@@ -78,7 +78,7 @@ fn nohz_off_keeps_a_one_shot_device_periodic() {
 #[test]
 fn a_periodic_tick_advances_jiffies_by_the_clock_not_by_interrupts() {
     let (mut sys, clock, _, id) = system(TickConfig::DEFAULT, Features::PERIODIC);
-    let mut run = |_: usize, _, _| Rearm::No;
+    let mut run = |_: CpuId, _, _| Rearm::No;
     clock.advance(PERIOD);
     sys.interrupt(id, CPU0, &mut run);
     assert_eq!(sys.jiffies(), 1);
@@ -112,7 +112,7 @@ fn high_res_programs_the_next_tick_then_an_earlier_timer() {
         fired.push((cpu, t.data, now));
         Rearm::No
     });
-    assert_eq!(fired, [(0, 7, ms(2))]);
+    assert_eq!(fired, [(CPU0, 7, ms(2))]);
     assert_eq!(sys.programmed_event(CPU0), ms(4), "back to the tick");
 }
 
@@ -138,7 +138,7 @@ fn nohz_idle_stops_the_tick_for_a_far_timer_and_restarts_it_on_the_grid() {
     assert_eq!(sys.do_timer_cpu(), None);
     clock.advance(Nanos::from_micros(9_500)); // 10.5 ms
     sys.idle_exit(CPU0);
-    assert_eq!(sys.do_timer_cpu(), Some(0));
+    assert_eq!(sys.do_timer_cpu(), Some(CPU0));
     assert_eq!(sys.jiffies(), 2);
     assert_eq!(sys.programmed_event(CPU0), ms(12), "next grid point");
     let info = sys.cpu_info(CPU0).unwrap();
