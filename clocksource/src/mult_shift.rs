@@ -273,8 +273,9 @@ mod tests {
 
     #[test]
     fn matches_linux_derived_values() {
-        // anchors/linux-and-freebsd.md §2 "Derived values": HPET at 14.31818 MHz
-        // with a 32-bit mask converts over 299 s → 2343484437 / 25.
+        // Linux's `clocks_calc_mult_shift()` (kernel/time/clocksource.c) for
+        // an HPET at 14.31818 MHz with a 32-bit mask, converting over the
+        // counter's 299 s range: mult 2343484437, shift 25.
         let m = MultShift::new(14_318_180, NSEC_PER_SEC, 0xFFFF_FFFF / 14_318_180).unwrap();
         assert_eq!((m.mult(), m.shift()), (2_343_484_437, 25));
         // A 3 GHz TSC over the 600 s cap → 5592405 / 24.

@@ -150,8 +150,10 @@ mod tests {
 
     #[test]
     fn hpet_32_bit_max_idle_matches_linux() {
-        // Linux prints max_idle_ns: 133484882848 for a 32-bit HPET at 14.31818 MHz
-        // (anchors §2: 133.48 s).
+        // Linux prints "clocksource: hpet: mask: 0xffffffff max_cycles:
+        // 0xffffffff, max_idle_ns: 133484882848 ns" at boot for a 32-bit
+        // HPET at 14.31818 MHz (the line kernel/time/clocksource.c logs as
+        // it registers a source): 133.48 s.
         let p = ClockParams::new(Hertz::new(14_318_180), Cycles::mask_of_width(32)).unwrap();
         let s = p.max_idle.as_nanos() as f64 / 1e9;
         assert!((133.0..134.0).contains(&s), "{s}");
