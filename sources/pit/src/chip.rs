@@ -89,7 +89,9 @@ impl<'a> Pit<'a> {
     /// 2. count 0, 0: some virtual PITs ignore the mode write until a count
     ///    is written (KVM's in-kernel PIT) or until their next interrupt
     ///    (QEMU), and keep firing a masked IRQ0 that costs the host CPU time
-    ///    (anchors §4.15); loading a count makes them take mode 0;
+    ///    (KVM's arch/x86/kvm/i8254.c re-arms its timer only in
+    ///    `pit_load_count()`; Linux's drivers/clocksource/i8253.c stops the
+    ///    PIT with the same sequence); loading a count makes them take mode 0;
     /// 3. mode 0 again: the datasheet way to stop, now also on those.
     ///
     /// On an 8254 the count written in step 2 never expires: step 3 resets
