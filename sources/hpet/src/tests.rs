@@ -20,8 +20,9 @@ use crate::{
 };
 
 /// A model whose register accesses each cost `cost` of virtual time, as an
-/// uncached MMIO read does on hardware (≈1 µs, anchors §5): the probe needs
-/// time to pass to see the counter count.
+/// uncached MMIO read does on hardware (of the order of a microsecond; the
+/// figure does not matter here): the probe needs time to pass to see the
+/// counter count.
 fn model_with_cost(config: HpetModelConfig, cost: Nanos) -> (Arc<VirtualClock>, HpetModel) {
     let clock = VirtualClock::new();
     let m = HpetModel::new(clock.clone(), config);
