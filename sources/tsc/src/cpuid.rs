@@ -41,8 +41,9 @@
 //! Linux reads the hypervisor timing leaf only from per-hypervisor platform
 //! code (e.g. `acrn_get_tsc_khz()`); here any hypervisor that advertises it is
 //! believed, ranked after the hardware-stated 0x15 and before the nominal
-//! 0x16 (the order that the issues collected in the project's anchors support:
-//! Cloud Hypervisor and Firecracker have neither 0x15 values nor a PIT).
+//! 0x16: the hypervisor states the rate it runs the guest's TSC at, while
+//! 0x16 is the processor's specified base frequency, which the Intel SDM
+//! (CPUID leaf 16H) says need not be the actual one.
 //!
 //! A value outside [`MIN_FREQUENCY`]`..=`[`MAX_FREQUENCY`] is skipped (and
 //! logged): the next source is tried, as if the leaf stated nothing.

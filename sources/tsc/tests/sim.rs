@@ -36,8 +36,9 @@ fn pit(clock: &Arc<VirtualClock>, read_delay: Nanos) -> &'static SimCounter {
     c
 }
 
-/// An HPET-like reference: QEMU's 100 MHz, 64 bits, rating 250; an MMIO
-/// read costs 700 ns (anchors: 0.8–1 µs on hardware).
+/// An HPET-like reference: QEMU's 100 MHz (hw/timer/hpet.c), 64 bits,
+/// rating 250 (Linux's arch/x86/kernel/hpet.c); an MMIO read costs 700 ns,
+/// an assumed figure of the order hardware takes.
 fn hpet(clock: &Arc<VirtualClock>) -> &'static SimCounter {
     let c = SimCounter::new(
         clock.clone(),
