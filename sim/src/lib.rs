@@ -1,6 +1,6 @@
 //! # sim — a deterministic virtual-time machine for host tests
 //!
-//! The fakes that move time (STYLE.md §6), made faithful: generic devices
+//! The fakes that move time, made faithful: generic devices
 //! that follow the `clocksource` and `clockevents` contracts to the letter,
 //! driven by one shared virtual clock, with faults injected at run time and
 //! everything recorded for exact assertions. `std` only; never linked into
