@@ -60,7 +60,8 @@ pub enum Trigger {
     Level,
 }
 
-/// A redirection table entry, as a value (STYLE.md §3: build, then write once).
+/// A redirection table entry, as a value: built whole, then written once
+/// (an entry half-written is live: the I/O APIC acts on each 32-bit half).
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub struct RedirectionEntry(u64);
 

@@ -85,6 +85,6 @@ pub fn run() -> bool {
             None => println!("      the tick is kept in idle (NO_HZ not in effect)"),
         }
     }
-    println!("   Linux 6.1 in the same QEMU (TCG): 250.5/s with nohz=off, 9.6/s with NO_HZ (anchors/linux-guest.md)");
+    println!("   Linux 6.1 in the same QEMU (TCG): 250/s with nohz=off, 8.7/s with NO_HZ (BENCHMARKS.md, median of 5 runs)");
     true
 }
