@@ -48,12 +48,56 @@ pub trait Mmio: Sync {
     fn write64(&self, offset: usize, value: u64);
 }
 
-/// 8-bit I/O ports (the PIT, the 8259, port 0x61).
+/// I/O ports, 8, 16 and 32 bits wide (the PIT, the 8259 and port 0x61
+/// byte by byte; the ACPI PM timer as one 32-bit register).
+///
+/// # Contract
+///
+/// - Each call is exactly one access of the stated width: an `inl` is one
+///   `in eax, dx`, never four byte reads. A register that must be read
+///   whole (the ACPI PM timer, ACPI 6.5 §4.8.3.3: "accessed as 32 bits")
+///   gives one consistent value only that way; four byte reads would be
+///   four samples of a moving counter.
+/// - A port (or byte of a wider access) no device claims reads as all ones
+///   and ignores writes, as an unclaimed cycle does on the ISA/LPC bus; it
+///   never faults.
+///
+/// # The 16- and 32-bit defaults
+///
+/// [`inw`](Self::inw), [`outw`](Self::outw), [`inl`](Self::inl) and
+/// [`outl`](Self::outl) default to that unclaimed answer (all ones; writes
+/// go nowhere) and never touch [`inb`](Self::inb) or [`outb`](Self::outb).
+/// That is correct for an implementor with no register wider than a byte
+/// behind it (a PIT model, a byte-port fake in a test), so those implement
+/// only the two byte methods. It is not a composition of byte accesses:
+/// that would be wrong on hardware (one access is one instruction) and
+/// would tear a counter that moves between the bytes. An implementor that
+/// reaches real hardware (`metal::MetalPorts`) or models a 16- or 32-bit
+/// register must override all four.
 pub trait PortIo: Sync {
     /// `in al, port`.
     fn inb(&self, port: u16) -> u8;
     /// `out port, al`.
     fn outb(&self, port: u16, value: u8);
+    /// `in ax, port`. Default: no device answers, `0xFFFF` (see the
+    /// [trait docs](PortIo#the-16--and-32-bit-defaults)).
+    fn inw(&self, port: u16) -> u16 {
+        let _ = port;
+        u16::MAX
+    }
+    /// `out port, ax`. Default: no device answers, the write goes nowhere.
+    fn outw(&self, port: u16, value: u16) {
+        let _ = (port, value);
+    }
+    /// `in eax, port`. Default: no device answers, `0xFFFF_FFFF`.
+    fn inl(&self, port: u16) -> u32 {
+        let _ = port;
+        u32::MAX
+    }
+    /// `out port, eax`. Default: no device answers, the write goes nowhere.
+    fn outl(&self, port: u16, value: u32) {
+        let _ = (port, value);
+    }
 }
 
 /// Model-specific registers (x2APIC, `IA32_TSC_DEADLINE`).
@@ -118,4 +162,93 @@ pub trait InterruptSource: Sync {
     /// Marks whether the device's CPU is in deep idle (devices that stop
     /// there pause; others ignore it).
     fn set_deep_idle(&self, deep: bool);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::PortIo;
+    use core::sync::atomic::{AtomicU32, Ordering};
+
+    /// A device with byte registers only: every port reads 0x5A, and the
+    /// byte accesses it sees are counted.
+    #[derive(Default)]
+    struct BytePorts {
+        reads: AtomicU32,
+        writes: AtomicU32,
+    }
+
+    impl PortIo for BytePorts {
+        fn inb(&self, _port: u16) -> u8 {
+            self.reads.fetch_add(1, Ordering::Relaxed);
+            0x5A
+        }
+        fn outb(&self, _port: u16, _value: u8) {
+            self.writes.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// A 32-bit register at port 0x608 (where QEMU puts the ACPI PM timer)
+    /// that overrides the wide accesses.
+    #[derive(Default)]
+    struct WidePorts {
+        last: AtomicU32,
+    }
+
+    impl PortIo for WidePorts {
+        fn inb(&self, _port: u16) -> u8 {
+            0xFF
+        }
+        fn outb(&self, _port: u16, _value: u8) {}
+        fn inl(&self, port: u16) -> u32 {
+            if port == 0x608 {
+                0x00AB_CDEF
+            } else {
+                u32::MAX
+            }
+        }
+        fn outl(&self, _port: u16, value: u32) {
+            self.last.store(value, Ordering::Relaxed);
+        }
+    }
+
+    #[test]
+    fn wide_reads_of_a_byte_only_implementor_are_unclaimed_all_ones() {
+        let io = BytePorts::default();
+        assert_eq!(io.inw(0x40), 0xFFFF);
+        assert_eq!(io.inl(0x40), 0xFFFF_FFFF);
+        assert_eq!(
+            io.reads.load(Ordering::Relaxed),
+            0,
+            "a wide read is one access, never composed of byte reads"
+        );
+        assert_eq!(io.inb(0x40), 0x5A);
+        assert_eq!(io.reads.load(Ordering::Relaxed), 1);
+    }
+
+    #[test]
+    fn wide_writes_of_a_byte_only_implementor_go_nowhere() {
+        let io = BytePorts::default();
+        io.outw(0x43, 0x1234);
+        io.outl(0x43, 0x1234_5678);
+        assert_eq!(io.writes.load(Ordering::Relaxed), 0);
+    }
+
+    #[test]
+    fn an_overriding_implementor_answers_its_own_wide_accesses() {
+        let io = WidePorts::default();
+        assert_eq!(io.inl(0x608), 0x00AB_CDEF);
+        assert_eq!(io.inl(0x60C), 0xFFFF_FFFF);
+        io.outl(0x608, 7);
+        assert_eq!(io.last.load(Ordering::Relaxed), 7);
+        // Not overridden: still the unclaimed default.
+        assert_eq!(io.inw(0x608), 0xFFFF);
+    }
+
+    #[test]
+    fn port_io_stays_object_safe() {
+        let io = BytePorts::default();
+        let dynamic: &dyn PortIo = &io;
+        assert_eq!(dynamic.inl(0x61), u32::MAX);
+        assert_eq!(dynamic.inb(0x61), 0x5A);
+    }
 }

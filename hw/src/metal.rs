@@ -81,7 +81,8 @@ impl Mmio for MetalMmio {
     }
 }
 
-/// Port I/O with `in`/`out`.
+/// Port I/O with `in`/`out`: each method is one instruction of its width
+/// (`inl` is one `in eax, dx`), as [`PortIo`]'s contract wants.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct MetalPorts(());
 
@@ -105,6 +106,22 @@ impl PortIo for MetalPorts {
     fn outb(&self, port: u16, value: u8) {
         // SAFETY: as in `inb`.
         unsafe { Port::<u8>::new(port).write(value) }
+    }
+    fn inw(&self, port: u16) -> u16 {
+        // SAFETY: as in `inb`; `in ax, dx`, one 16-bit access.
+        unsafe { Port::<u16>::new(port).read() }
+    }
+    fn outw(&self, port: u16, value: u16) {
+        // SAFETY: as in `inb`; `out dx, ax`.
+        unsafe { Port::<u16>::new(port).write(value) }
+    }
+    fn inl(&self, port: u16) -> u32 {
+        // SAFETY: as in `inb`; `in eax, dx`, one 32-bit access.
+        unsafe { Port::<u32>::new(port).read() }
+    }
+    fn outl(&self, port: u16, value: u32) {
+        // SAFETY: as in `inb`; `out dx, eax`.
+        unsafe { Port::<u32>::new(port).write(value) }
     }
 }
 
