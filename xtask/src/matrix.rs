@@ -50,8 +50,9 @@ pub enum Source {
     Pit,
     /// TSC rows.
     Tsc,
-    /// Rows of no single source (the ACPI PM timer clocksource row, the
-    /// malformed-firmware rows).
+    /// ACPI PM timer rows (its clocksource row).
+    AcpiPm,
+    /// Rows of no single source (the malformed-firmware rows).
     Other,
 }
 
@@ -63,10 +64,11 @@ impl Source {
             "lapic" => Source::Lapic,
             "pit" => Source::Pit,
             "tsc" => Source::Tsc,
+            "acpi_pm" => Source::AcpiPm,
             "all" => return Ok(None),
             other => {
                 return Err(format!(
-                    "`--source {other}`: expected hpet, lapic, pit, tsc or all"
+                    "`--source {other}`: expected hpet, lapic, pit, tsc, acpi_pm or all"
                 ))
             }
         }))
@@ -80,6 +82,7 @@ impl Source {
             Source::Lapic => "lapic",
             Source::Pit => "pit",
             Source::Tsc => "tsc",
+            Source::AcpiPm => "acpi_pm",
             Source::Other => "other",
         }
     }
@@ -201,7 +204,7 @@ pub fn rows(accel: Accel, machine: Machine, caps: Caps, fast: bool) -> Vec<Row> 
             ("tsc", Source::Tsc),
             ("hpet", Source::Hpet),
             ("pit", Source::Pit),
-            ("acpi_pm", Source::Other),
+            ("acpi_pm", Source::AcpiPm),
         ] {
             // pit-ch2 is not valid for high-res (Linux's PIT clocksource
             // is not either): no one-shot timers on it; `nohz` then checks
@@ -624,6 +627,17 @@ RESULT test=oneshot source=hpet lat_p50_us=59.1 lat_p99_us=744.4 lat_max_us=1359
         assert_eq!(Source::parse("all"), Ok(None));
         assert_eq!(Source::parse("hpet"), Ok(Some(Source::Hpet)));
         assert!(Source::parse("rtc").is_err());
+        // The ACPI PM timer's rows are its clocksource row, once per
+        // machine; --fast drops it.
+        assert_eq!(Source::parse("acpi_pm"), Ok(Some(Source::AcpiPm)));
+        assert_eq!(Source::AcpiPm.name(), "acpi_pm");
+        let pm: Vec<&Row> = tcg.iter().filter(|r| r.source == Source::AcpiPm).collect();
+        assert_eq!(pm.len(), 1);
+        assert_eq!(
+            pm[0].cmdline,
+            "clocksource=acpi_pm test=periodic,oneshot,clocksource"
+        );
+        assert!(fast.iter().all(|r| r.source != Source::AcpiPm));
     }
 
     const FIRMWARE_SERIAL: &str = "\
