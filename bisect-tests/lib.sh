@@ -34,6 +34,7 @@ features_of() {
         lapic) echo "- oneshot deadline oneshot,deadline" ;;
         pit) echo "- oneshot" ;;
         tsc) echo "-" ;;
+        acpi_pm) echo "-" ;;
         *) return 1 ;;
     esac
 }
