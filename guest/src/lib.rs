@@ -34,8 +34,8 @@
 //! [`exit`]); the modules that touch the machine exist only for
 //! `target_os = "none"`.
 //!
-//! Cargo features select the time sources (`hpet`, `lapic`, `pit`, `tsc`)
-//! and each one's tickless capability (`hpet-nohz`, `lapic-nohz`,
+//! Cargo features select the time sources (`hpet`, `lapic`, `pit`, `tsc`,
+//! `acpi_pm`) and each one's tickless capability (`hpet-nohz`, `lapic-nohz`,
 //! `lapic-deadline`, `pit-nohz`); see README.md, "The guest kernel".
 
 #![cfg_attr(not(test), no_std)]
@@ -53,8 +53,6 @@ pub mod phys;
 pub mod pvh;
 pub mod result;
 
-#[cfg(target_os = "none")]
-pub mod acpi_pm;
 #[cfg(target_os = "none")]
 pub mod apic;
 #[cfg(target_os = "none")]

@@ -7,10 +7,12 @@
 //!     ├─ local APIC on (apic::init), I/O APICs found and fully masked
 //!     │
 //!     ├─ clocksources ─ hpet      [feature hpet, HPET table, no hpet=disable]: probe
-//!     │                 acpi_pm   [FADT PM_TMR_BLK]: must count
+//!     │                 acpi_pm   [feature acpi_pm, FADT PM_TMR_BLK]: must count
 //!     │                 pit-ch2   [feature pit]: must count
 //!     │                 tsc       [feature tsc]: CPUID rate, else calibrated
-//!     │                           against the reference = hpet > acpi_pm > pit-ch2;
+//!     │                           against the reference = hpet > acpi_pm > pit-ch2
+//!     │                           (the first that came up: without acpi_pm built,
+//!     │                           hpet > pit-ch2);
 //!     │                           no reference: CPUID's rate, UNVERIFIED (boot table,
 //!     │                           log, CONFIG reference=none); no rate either: bring-up
 //!     │                           fails, saying so (BringUpError::NoClock)
@@ -44,7 +46,6 @@ use clocksource::{ClockSource, Hertz, Nanos};
 use hw::metal::MetalMmio;
 use tick::{TickConfig, TickSystem, TimerSlot};
 
-use crate::acpi_pm::AcpiPmTimer;
 use crate::apic::{self, LocalApic};
 use crate::cmdline::Options;
 use crate::firmware::Platform;
@@ -112,6 +113,12 @@ impl Inventory {
         }
     }
 
+    #[cfg(any(
+        feature = "hpet",
+        feature = "pit",
+        feature = "tsc",
+        feature = "acpi_pm"
+    ))]
     fn source(&mut self, name: &'static str, how: core::fmt::Arguments<'_>) {
         if let Some(s) = self.sources.iter_mut().find(|s| s.is_none()) {
             *s = Some(SourceNote {
@@ -208,7 +215,6 @@ impl core::fmt::Display for BringUpError {
 
 static IOAPICS: [spin::Once<spin::Mutex<IoApic<MetalMmio>>>; firmware::MAX_IOAPICS] =
     [const { spin::Once::new() }; firmware::MAX_IOAPICS];
-static ACPI_PM: spin::Once<AcpiPmTimer> = spin::Once::new();
 
 /// The HPET's drivers.
 #[cfg(feature = "hpet")]
@@ -237,6 +243,17 @@ mod pit_src {
     pub fn pit() -> pit::Pit<'static> {
         pit::Pit::new(&PORTS)
     }
+}
+
+/// The ACPI PM timer's driver.
+#[cfg(feature = "acpi_pm")]
+mod acpi_pm_src {
+    use hw::metal::MetalPorts;
+    // SAFETY: the guest owns the PM timer's port (the FADT's PM_TMR_BLK):
+    // reading it has no side effect, and only the acpi_pm crate's driver,
+    // built on this value, touches it.
+    pub static PORTS: MetalPorts = unsafe { MetalPorts::new() };
+    pub static CS: spin::Once<acpi_pm::AcpiPmClockSource<'static, MetalPorts>> = spin::Once::new();
 }
 
 /// The TSC's driver.
@@ -281,9 +298,13 @@ pub fn tsc_clocksource() -> Option<&'static dyn ClockSource> {
     None
 }
 
-/// The ACPI PM timer, if it counts.
+/// The ACPI PM timer clocksource, if it was brought up.
 pub fn acpi_pm_clocksource() -> Option<&'static dyn ClockSource> {
-    ACPI_PM.get().map(|c| c as &dyn ClockSource)
+    #[cfg(feature = "acpi_pm")]
+    if let Some(cs) = acpi_pm_src::CS.get() {
+        return Some(cs);
+    }
+    None
 }
 
 /// Every clocksource brought up, with its calibration error bound in ppm
@@ -640,33 +661,40 @@ fn hpet_clocksource_up(
 }
 
 fn acpi_pm_up(platform: &Platform, inv: &mut Inventory) -> Option<&'static dyn ClockSource> {
-    let Some(port) = platform.pm_timer_port else {
-        inv.skip(format_args!("acpi_pm: the FADT names no PM timer"));
-        return None;
-    };
-    // SAFETY: the FADT's PM_TMR_BLK port; reading it has no side effect.
-    match unsafe { AcpiPmTimer::probe(port) } {
-        Ok(t) => {
-            let t = ACPI_PM.call_once(|| t);
-            inv.source(
-                t.name(),
-                format_args!(
-                    "fixed 3.579545 MHz (ACPI), FADT PM_TMR_BLK port {port:#x}, 24-bit{}",
-                    if platform.pm_timer_32bit {
-                        " (FADT: 32)"
-                    } else {
-                        ""
-                    }
-                ),
-            );
-            Some(t)
+    #[cfg(feature = "acpi_pm")]
+    {
+        let Some(port) = platform.pm_timer_port else {
+            inv.skip(format_args!("acpi_pm: the FADT names no PM timer"));
+            return None;
+        };
+        let cs = acpi_pm::AcpiPmClockSource::new(&acpi_pm_src::PORTS, port);
+        match cs.probe(acpi_pm::PROBE_READS) {
+            Ok(_) => {
+                let cs = acpi_pm_src::CS.call_once(|| cs);
+                inv.source(
+                    cs.name(),
+                    format_args!(
+                        "fixed 3.579545 MHz (ACPI), FADT PM_TMR_BLK port {port:#x}, 24-bit{}",
+                        if platform.pm_timer_32bit {
+                            " (FADT: 32)"
+                        } else {
+                            ""
+                        }
+                    ),
+                );
+                Some(cs)
+            }
+            Err(e) => {
+                inv.skip(format_args!("acpi_pm at port {port:#x}: {e}"));
+                None
+            }
         }
-        Err(v) => {
-            inv.skip(format_args!(
-                "acpi_pm at port {port:#x}: does not count (stuck at {v:#x})"
-            ));
-            None
-        }
+    }
+    #[cfg(not(feature = "acpi_pm"))]
+    {
+        let _ = platform;
+        inv.skip(format_args!("acpi_pm: not built (feature acpi_pm off)"));
+        None
     }
 }
 
