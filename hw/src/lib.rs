@@ -7,7 +7,7 @@
 //! driver code runs over both.
 //!
 //! ```text
-//!   driver (sources/hpet, lapic, pit, tsc)
+//!   driver (sources/hpet, lapic, pit, tsc, acpi_pm)
 //!      │  Mmio / PortIo / MsrAccess / TscRead
 //!      ├──────────────► metal::*      (volatile MMIO, in/out, rdmsr/wrmsr, rdtsc)
 //!      └──────────────► models        (register-level, time from a TimeBase)
