@@ -16,7 +16,7 @@
 //!                       simulator / hypervisor
 //! ```
 //!
-//! Rules the traits encode (STYLE.md §3): no Rust reference to MMIO is ever
+//! Rules the traits encode: no Rust reference to MMIO is ever
 //! formed; register offsets are byte offsets from the device's base; every
 //! access is a side effect, so all methods take `&self` and implementations
 //! use interior mutability.

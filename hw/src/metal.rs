@@ -1,8 +1,9 @@
 //! The access traits on real hardware.
 //!
 //! Port and MSR access go through the `x86_64` crate; MMIO is volatile
-//! reads and writes through raw pointers, never a Rust reference (which
-//! would let the compiler assume the memory is ordinary, STYLE.md §3).
+//! reads and writes through raw pointers, never a Rust reference (a
+//! reference is `dereferenceable`: the compiler may read through it
+//! whenever it likes, and an MMIO read is a side effect).
 
 use core::ptr::NonNull;
 
