@@ -44,6 +44,30 @@ pub enum DeviceError {
     Hardware,
 }
 
+/// What a device is: everything about it that stays fixed while it is
+/// registered. The core reads it once, at registration
+/// ([`crate::DevicePool::register`], [`crate::EventDevice::new`]), and
+/// works from that copy, so a driver cannot change it under the core.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DeviceInfo {
+    /// A short, unique name, as used by `clockevent=` on the command line.
+    pub name: &'static str,
+    /// What the device can do.
+    pub features: Features,
+    /// Preference: higher is better (Linux: LAPIC 100, LAPIC with ARAT 150,
+    /// HPET legacy 50, HPET per-CPU 110, PIT 0).
+    pub rating: u16,
+    /// The rate `set_next_event` deltas are counted at (ignored for `KTIME`
+    /// devices).
+    pub frequency: Hertz,
+    /// The smallest delta the device can be programmed with.
+    pub min_delta: Cycles,
+    /// The largest delta the device can be programmed with.
+    pub max_delta: Cycles,
+    /// The CPUs this device can interrupt. A `PERCPU` device names one CPU.
+    pub cpus: CpuMask,
+}
+
 /// A programmable timer device.
 ///
 /// # Contract (what an implementation MUST guarantee)
@@ -61,8 +85,9 @@ pub enum DeviceError {
 ///   after `set_state_shutdown` no interrupt of a previous programming is
 ///   raised; after `set_state_periodic(p)` the device fires every `p` (first
 ///   event one period after the call).
-/// - **Constant identity.** `name`, `features`, `rating`, `frequency`,
-///   `min_delta`, `max_delta` and `cpus` do not change while registered.
+/// - **Constant identity, by construction.** What the device is, its
+///   [`DeviceInfo`], is read once when it is registered; the core never asks
+///   again, so nothing a driver returns later can change it.
 /// - `&self` methods: drivers use interior mutability (register writes are
 ///   side effects anyway); the core serialises calls per device.
 ///
@@ -74,22 +99,52 @@ pub enum DeviceError {
 /// - It calls the interrupt handler of the tick layer for the device's
 ///   interrupts; the driver only acknowledges the hardware.
 pub trait ClockEventDevice: Sync {
-    /// A short, unique name, as used by `clockevent=` on the command line.
-    fn name(&self) -> &'static str;
-    /// What the device can do.
-    fn features(&self) -> Features;
-    /// Preference: higher is better (Linux: LAPIC 100, LAPIC with ARAT 150,
-    /// HPET legacy 50, HPET per-CPU 110, PIT 0).
-    fn rating(&self) -> u16;
-    /// The rate `set_next_event` deltas are counted at. Ignored for `KTIME`
-    /// devices.
-    fn frequency(&self) -> Hertz;
-    /// The smallest delta the device can be programmed with.
-    fn min_delta(&self) -> Cycles;
-    /// The largest delta the device can be programmed with.
-    fn max_delta(&self) -> Cycles;
-    /// The CPUs this device can interrupt. A `PERCPU` device names one CPU.
-    fn cpus(&self) -> CpuMask;
+    /// What the device is ([`DeviceInfo`]), read once at registration.
+    ///
+    /// A driver implements this. (Transitional: the one-field getters below
+    /// are the older form of the same contract; each has a default from
+    /// `info`, and `info` a default from them, so a driver implements one
+    /// form or the other — not neither. The getters go once every driver
+    /// implements `info`.)
+    fn info(&self) -> DeviceInfo {
+        DeviceInfo {
+            name: self.name(),
+            features: self.features(),
+            rating: self.rating(),
+            frequency: self.frequency(),
+            min_delta: self.min_delta(),
+            max_delta: self.max_delta(),
+            cpus: self.cpus(),
+        }
+    }
+    /// [`DeviceInfo::name`] (transitional).
+    fn name(&self) -> &'static str {
+        self.info().name
+    }
+    /// [`DeviceInfo::features`] (transitional).
+    fn features(&self) -> Features {
+        self.info().features
+    }
+    /// [`DeviceInfo::rating`] (transitional).
+    fn rating(&self) -> u16 {
+        self.info().rating
+    }
+    /// [`DeviceInfo::frequency`] (transitional).
+    fn frequency(&self) -> Hertz {
+        self.info().frequency
+    }
+    /// [`DeviceInfo::min_delta`] (transitional).
+    fn min_delta(&self) -> Cycles {
+        self.info().min_delta
+    }
+    /// [`DeviceInfo::max_delta`] (transitional).
+    fn max_delta(&self) -> Cycles {
+        self.info().max_delta
+    }
+    /// [`DeviceInfo::cpus`] (transitional).
+    fn cpus(&self) -> CpuMask {
+        self.info().cpus
+    }
 
     /// Stops the device: no further interrupts.
     fn set_state_shutdown(&self) -> Result<(), DeviceError>;

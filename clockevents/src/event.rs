@@ -42,7 +42,7 @@
 
 use clocksource::{Cycles, Hertz, Ktime, Nanos, NsToCycles, NSEC_PER_SEC};
 
-use crate::device::{ClockEventDevice, DeviceError, Features};
+use crate::device::{ClockEventDevice, DeviceError, DeviceInfo, Features};
 use crate::state::{check_transition, DeviceState, StateError};
 
 /// Consecutive `TooLate` answers at one `min_delta` before it is raised.
@@ -123,6 +123,7 @@ pub enum ConfigError {
 /// - `state` is the state the driver was last successfully put in.
 pub struct EventDevice<'a> {
     dev: &'a dyn ClockEventDevice,
+    info: DeviceInfo,
     features: Features,
     state: DeviceState,
     conv: Option<NsToCycles>,
@@ -142,7 +143,17 @@ impl<'a> EventDevice<'a> {
     /// `min_delta` to (normally one tick period). The device starts
     /// `Detached`.
     pub fn new(dev: &'a dyn ClockEventDevice, min_delta_limit: Nanos) -> Result<Self, ConfigError> {
-        let features = dev.features();
+        Self::with_info(dev, dev.info(), min_delta_limit)
+    }
+
+    /// Wraps `dev` as [`EventDevice::new`] does, with its [`DeviceInfo`]
+    /// already read (the pool's copy, from registration).
+    pub fn with_info(
+        dev: &'a dyn ClockEventDevice,
+        info: DeviceInfo,
+        min_delta_limit: Nanos,
+    ) -> Result<Self, ConfigError> {
+        let features = info.features;
         if !features.intersects(Features::PERIODIC | Features::ONESHOT)
             && !features.contains(Features::DUMMY)
         {
@@ -158,11 +169,11 @@ impl<'a> EventDevice<'a> {
                     Cycles::new(u64::MAX),
                 )
             } else {
-                let freq = dev.frequency();
+                let freq = info.frequency;
                 if freq.get() == 0 {
                     return Err(ConfigError::ZeroFrequency);
                 }
-                let (min_c, max_c) = (dev.min_delta(), dev.max_delta());
+                let (min_c, max_c) = (info.min_delta, info.max_delta);
                 if max_c.get() == 0 || min_c > max_c {
                     return Err(ConfigError::BadDeltaRange);
                 }
@@ -185,6 +196,7 @@ impl<'a> EventDevice<'a> {
             };
         Ok(EventDevice {
             dev,
+            info,
             features,
             state: DeviceState::Detached,
             conv,
@@ -203,9 +215,13 @@ impl<'a> EventDevice<'a> {
     pub fn device(&self) -> &'a dyn ClockEventDevice {
         self.dev
     }
+    /// What the device is, as read when it was wrapped.
+    pub fn info(&self) -> &DeviceInfo {
+        &self.info
+    }
     /// The driver's name.
     pub fn name(&self) -> &'static str {
-        self.dev.name()
+        self.info.name
     }
     /// The declared features.
     pub fn features(&self) -> Features {

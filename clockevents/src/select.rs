@@ -18,47 +18,45 @@
 //! rated than the current one.
 
 use crate::cpumask::{CpuId, CpuMask};
-use crate::device::{ClockEventDevice, Features};
+use crate::device::{ClockEventDevice, DeviceInfo, Features};
 
 /// Whether `new` should replace `current` as the tick device of `cpu`.
 pub fn prefer_for_cpu(
-    current: Option<&dyn ClockEventDevice>,
-    new: &dyn ClockEventDevice,
+    current: Option<&DeviceInfo>,
+    new: &DeviceInfo,
     cpu: CpuId,
     oneshot_active: bool,
 ) -> bool {
-    let new_cpus = new.cpus();
-    if !new_cpus.contains(cpu) || new.features().contains(Features::DUMMY) {
+    let new_cpus = new.cpus;
+    if !new_cpus.contains(cpu) || new.features.contains(Features::DUMMY) {
         return false;
     }
     let new_local = new_cpus.is_only(cpu);
-    let cur_local = current.is_some_and(|c| c.cpus().is_only(cpu));
+    let cur_local = current.is_some_and(|c| c.cpus.is_only(cpu));
     if !new_local && cur_local {
         return false;
     }
-    if !new.features().contains(Features::ONESHOT) {
-        if current.is_some_and(|c| c.features().contains(Features::ONESHOT)) || oneshot_active {
+    if !new.features.contains(Features::ONESHOT) {
+        if current.is_some_and(|c| c.features.contains(Features::ONESHOT)) || oneshot_active {
             return false;
         }
-    } else if current.is_some_and(|c| !c.features().contains(Features::ONESHOT)) {
+    } else if current.is_some_and(|c| !c.features.contains(Features::ONESHOT)) {
         return true;
     }
     match current {
         None => true,
-        Some(c) if c.features().contains(Features::DUMMY) => true,
-        Some(c) => {
-            new.rating() > c.rating() || (new.rating() == c.rating() && new_local && !cur_local)
-        }
+        Some(c) if c.features.contains(Features::DUMMY) => true,
+        Some(c) => new.rating > c.rating || (new.rating == c.rating && new_local && !cur_local),
     }
 }
 
 /// Whether `new` may serve as the broadcast device instead of `current`.
 pub fn prefer_for_broadcast(
-    current: Option<&dyn ClockEventDevice>,
-    new: &dyn ClockEventDevice,
+    current: Option<&DeviceInfo>,
+    new: &DeviceInfo,
     need_oneshot: bool,
 ) -> bool {
-    let f = new.features();
+    let f = new.features;
     if f.intersects(Features::PERCPU | Features::C3STOP | Features::DUMMY) {
         return false;
     }
@@ -68,7 +66,7 @@ pub fn prefer_for_broadcast(
     if !f.intersects(Features::ONESHOT | Features::PERIODIC) {
         return false;
     }
-    current.is_none_or(|c| new.rating() > c.rating())
+    current.is_none_or(|c| new.rating > c.rating)
 }
 
 /// Who uses a registered device.
@@ -107,10 +105,19 @@ pub enum PoolError {
     NoCpus,
 }
 
+/// One registered device: the driver, what it is (read once, at
+/// registration), and who uses it.
+#[derive(Clone, Copy)]
+struct Entry<'a> {
+    dev: &'a dyn ClockEventDevice,
+    info: DeviceInfo,
+    owner: Owner,
+}
+
 /// The registered event devices and who uses each. Fixed capacity `N`, no
 /// allocation.
 pub struct DevicePool<'a, const N: usize> {
-    devs: [Option<(&'a dyn ClockEventDevice, Owner)>; N],
+    devs: [Option<Entry<'a>>; N],
 }
 
 impl<const N: usize> Default for DevicePool<'_, N> {
@@ -127,10 +134,20 @@ impl<'a, const N: usize> DevicePool<'a, N> {
 
     /// Adds a device, free for selection.
     pub fn register(&mut self, dev: &'a dyn ClockEventDevice) -> Result<DeviceId, PoolError> {
-        if dev.cpus().is_empty() {
+        self.register_with(dev, dev.info())
+    }
+
+    /// Adds a device whose [`DeviceInfo`] the caller has already read (so
+    /// that registration reads it once).
+    pub fn register_with(
+        &mut self,
+        dev: &'a dyn ClockEventDevice,
+        info: DeviceInfo,
+    ) -> Result<DeviceId, PoolError> {
+        if info.cpus.is_empty() {
             return Err(PoolError::NoCpus);
         }
-        if self.iter().any(|(_, d, _)| d.name() == dev.name()) {
+        if self.entries().any(|(_, e)| e.info.name == info.name) {
             return Err(PoolError::DuplicateName);
         }
         let slot = self
@@ -138,40 +155,62 @@ impl<'a, const N: usize> DevicePool<'a, N> {
             .iter()
             .position(Option::is_none)
             .ok_or(PoolError::Full)?;
-        self.devs[slot] = Some((dev, Owner::Free));
+        self.devs[slot] = Some(Entry {
+            dev,
+            info,
+            owner: Owner::Free,
+        });
         Ok(DeviceId(slot))
     }
 
     /// The device with id `id`.
     pub fn get(&self, id: DeviceId) -> Option<&'a dyn ClockEventDevice> {
-        self.devs.get(id.0).copied().flatten().map(|(d, _)| d)
+        self.entry(id).map(|e| e.dev)
+    }
+
+    /// What device `id` is, as read when it was registered.
+    pub fn info(&self, id: DeviceId) -> Option<&DeviceInfo> {
+        self.entry(id).map(|e| &e.info)
     }
 
     /// Who uses `id`.
     pub fn owner(&self, id: DeviceId) -> Option<Owner> {
-        self.devs.get(id.0).copied().flatten().map(|(_, o)| o)
+        self.entry(id).map(|e| e.owner)
     }
 
     /// Records who uses `id`.
     pub fn set_owner(&mut self, id: DeviceId, owner: Owner) {
-        if let Some(Some((_, o))) = self.devs.get_mut(id.0) {
-            *o = owner;
+        if let Some(Some(e)) = self.devs.get_mut(id.0) {
+            e.owner = owner;
         }
+    }
+
+    fn entry(&self, id: DeviceId) -> Option<&Entry<'a>> {
+        self.devs.get(id.0).and_then(Option::as_ref)
+    }
+
+    fn entries(&self) -> impl Iterator<Item = (DeviceId, &Entry<'a>)> + '_ {
+        self.devs
+            .iter()
+            .enumerate()
+            .filter_map(|(i, e)| e.as_ref().map(|e| (DeviceId(i), e)))
     }
 
     /// The device named `name`.
     pub fn find(&self, name: &str) -> Option<DeviceId> {
-        self.iter()
-            .find(|(_, d, _)| d.name() == name)
-            .map(|(id, _, _)| id)
+        self.entries()
+            .find(|(_, e)| e.info.name == name)
+            .map(|(id, _)| id)
     }
 
     /// Every registered device with its owner.
     pub fn iter(&self) -> impl Iterator<Item = (DeviceId, &'a dyn ClockEventDevice, Owner)> + '_ {
-        self.devs
-            .iter()
-            .enumerate()
-            .filter_map(|(i, e)| e.map(|(d, o)| (DeviceId(i), d, o)))
+        self.entries().map(|(id, e)| (id, e.dev, e.owner))
+    }
+
+    /// Every registered device's [`DeviceInfo`] with its owner.
+    pub fn infos(&self) -> impl Iterator<Item = (DeviceId, &DeviceInfo, Owner)> + '_ {
+        self.entries().map(|(id, e)| (id, &e.info, e.owner))
     }
 
     /// The best free device for `cpu` that should replace `current` (by
@@ -185,12 +224,12 @@ impl<'a, const N: usize> DevicePool<'a, N> {
         only: Option<DeviceId>,
     ) -> Option<DeviceId> {
         let mut best = current;
-        for (id, dev, owner) in self.iter() {
+        for (id, info, owner) in self.infos() {
             if owner != Owner::Free || only.is_some_and(|o| o != id) {
                 continue;
             }
-            let cur = best.and_then(|b| self.get(b));
-            if prefer_for_cpu(cur, dev, cpu, oneshot_active) {
+            let cur = best.and_then(|b| self.info(b));
+            if prefer_for_cpu(cur, info, cpu, oneshot_active) {
                 best = Some(id);
             }
         }
@@ -205,12 +244,12 @@ impl<'a, const N: usize> DevicePool<'a, N> {
         need_oneshot: bool,
     ) -> Option<DeviceId> {
         let mut best = current;
-        for (id, dev, owner) in self.iter() {
+        for (id, info, owner) in self.infos() {
             if owner != Owner::Free {
                 continue;
             }
-            let cur = best.and_then(|b| self.get(b));
-            if prefer_for_broadcast(cur, dev, need_oneshot) {
+            let cur = best.and_then(|b| self.info(b));
+            if prefer_for_broadcast(cur, info, need_oneshot) {
                 best = Some(id);
             }
         }
@@ -220,8 +259,8 @@ impl<'a, const N: usize> DevicePool<'a, N> {
     /// The CPUs some registered device can serve.
     pub fn coverage(&self) -> CpuMask {
         let mut m = CpuMask::EMPTY;
-        for (_, d, _) in self.iter() {
-            for c in d.cpus().iter() {
+        for (_, info, _) in self.infos() {
+            for c in info.cpus.iter() {
                 m.insert(c);
             }
         }

@@ -404,21 +404,31 @@ fn selection_prefers_oneshot_then_rating_then_local() {
         CpuMask::single(CpuId::new(1)),
     );
     assert!(
-        prefer_for_cpu(Some(&pit), &hpet, CpuId::BOOT, false),
+        prefer_for_cpu(Some(&pit.info()), &hpet.info(), CpuId::BOOT, false),
         "oneshot beats a higher-rated periodic"
     );
-    assert!(!prefer_for_cpu(Some(&hpet), &pit, CpuId::BOOT, false));
-    assert!(prefer_for_cpu(Some(&hpet), &lapic0, CpuId::BOOT, true));
+    assert!(!prefer_for_cpu(
+        Some(&hpet.info()),
+        &pit.info(),
+        CpuId::BOOT,
+        false
+    ));
+    assert!(prefer_for_cpu(
+        Some(&hpet.info()),
+        &lapic0.info(),
+        CpuId::BOOT,
+        true
+    ));
     assert!(
-        !prefer_for_cpu(Some(&lapic0), &hpet, CpuId::BOOT, true),
+        !prefer_for_cpu(Some(&lapic0.info()), &hpet.info(), CpuId::BOOT, true),
         "shared never beats a local device"
     );
     assert!(
-        !prefer_for_cpu(None, &lapic1, CpuId::BOOT, false),
+        !prefer_for_cpu(None, &lapic1.info(), CpuId::BOOT, false),
         "must cover the CPU"
     );
     assert!(
-        !prefer_for_cpu(None, &pit, CpuId::BOOT, true),
+        !prefer_for_cpu(None, &pit.info(), CpuId::BOOT, true),
         "periodic-only never enters oneshot mode"
     );
 

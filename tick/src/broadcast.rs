@@ -141,10 +141,10 @@ where
         let Some(id) = self.devices.best_for_broadcast(current, need_oneshot) else {
             return;
         };
-        let Some(dev) = self.devices.get(id) else {
+        let (Some(dev), Some(info)) = (self.devices.get(id), self.devices.info(id).copied()) else {
             return;
         };
-        let Ok(mut ev) = EventDevice::new(dev, self.time.grid.period()) else {
+        let Ok(mut ev) = EventDevice::with_info(dev, info, self.time.grid.period()) else {
             return;
         };
         if ev.attach().is_err() {
@@ -155,7 +155,7 @@ where
             self.devices.set_owner(old, Owner::Free);
         }
         self.devices.set_owner(id, Owner::Broadcast);
-        log::info!("tick: broadcast device: {}", dev.name());
+        log::info!("tick: broadcast device: {}", info.name);
         self.bc.dev = Some((id, ev));
     }
 

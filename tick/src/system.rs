@@ -184,16 +184,20 @@ where
         &mut self,
         dev: &'a dyn ClockEventDevice,
     ) -> Result<DeviceId, RegisterError> {
-        // Validate before the pool sees it.
-        EventDevice::new(dev, self.period()).map_err(RegisterError::Device)?;
-        let id = self.devices.register(dev).map_err(RegisterError::Pool)?;
+        // What the device is, read once; validated before the pool sees it.
+        let info = dev.info();
+        EventDevice::with_info(dev, info, self.period()).map_err(RegisterError::Device)?;
+        let id = self
+            .devices
+            .register_with(dev, info)
+            .map_err(RegisterError::Pool)?;
         let now = self.now();
         for cpu in CpuId::first(CPUS) {
             let current = self.cpus[cpu.index()].dev.as_ref().map(|(i, _)| *i);
             let only = self
                 .device_override
                 .and_then(|n| self.devices.find(n))
-                .filter(|o| self.devices.get(*o).is_some_and(|d| d.cpus().contains(cpu)));
+                .filter(|o| self.devices.info(*o).is_some_and(|i| i.cpus.contains(cpu)));
             let oneshot = self.cpus[cpu.index()].mode.is_oneshot();
             if self.devices.best_for_cpu(cpu, current, oneshot, only) == Some(id) {
                 self.setup_cpu_device(cpu, id, now)?;
@@ -261,27 +265,28 @@ where
         id: DeviceId,
         now: Ktime,
     ) -> Result<(), RegisterError> {
-        let Some(dev) = self.devices.get(id) else {
+        let (Some(dev), Some(info)) = (self.devices.get(id), self.devices.info(id).copied()) else {
             return Ok(());
         };
-        let mut ev = EventDevice::new(dev, self.period()).map_err(RegisterError::Device)?;
+        let mut ev =
+            EventDevice::with_info(dev, info, self.period()).map_err(RegisterError::Device)?;
         if let Err(e) = ev.attach() {
-            log::warn!("tick: {cpu}: cannot attach {}: {e:?}", dev.name());
+            log::warn!("tick: {cpu}: cannot attach {}: {e:?}", info.name);
             return Ok(());
         }
-        let (mode, reason) = self.choose_mode(dev.features());
+        let (mode, reason) = self.choose_mode(info.features);
         let Some(c) = self.cpus.get_mut(cpu.index()) else {
             return Ok(());
         };
         if let Some((old_id, mut old)) = c.dev.take() {
             let _ = old.release();
             self.devices.set_owner(old_id, Owner::Free);
-            log::info!("tick: {cpu}: {} replaced by {}", old.name(), dev.name());
+            log::info!("tick: {cpu}: {} replaced by {}", old.name(), info.name);
         }
         self.devices.set_owner(id, Owner::Cpu(cpu));
         if let Some(r) = reason {
             if self.config.wants_oneshot() {
-                log::info!("tick: {cpu}: {} stays periodic: {r}", dev.name());
+                log::info!("tick: {cpu}: {} stays periodic: {r}", info.name);
             }
         }
         c.dev = Some((id, ev));

@@ -184,3 +184,57 @@ fn a_cpu_out_of_range_is_refused_everywhere() {
     assert_eq!(sys.programmed_event(CpuId::new(2)), Ktime::MAX);
     assert_eq!(sys.mode(CpuId::new(u32::MAX)), TickMode::NoDevice);
 }
+
+/// A device that counts how often it is asked what it is, and answers
+/// differently each time after the first.
+struct Counting {
+    inner: FakeTimer,
+    asked: std::sync::atomic::AtomicU32,
+}
+
+impl clockevents::ClockEventDevice for Counting {
+    fn info(&self) -> clockevents::DeviceInfo {
+        let n = self
+            .asked
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let mut info = self.inner.info();
+        if n > 0 {
+            info.features = Features::empty(); // a driver changing its mind
+        }
+        info
+    }
+    fn set_state_shutdown(&self) -> Result<(), clockevents::DeviceError> {
+        self.inner.set_state_shutdown()
+    }
+    fn set_state_periodic(&self, period: Nanos) -> Result<(), clockevents::DeviceError> {
+        self.inner.set_state_periodic(period)
+    }
+    fn set_state_oneshot(&self) -> Result<(), clockevents::DeviceError> {
+        self.inner.set_state_oneshot()
+    }
+    fn set_next_event(&self, delta: Cycles) -> Result<(), clockevents::DeviceError> {
+        self.inner.set_next_event(delta)
+    }
+}
+
+#[test]
+fn what_a_device_is_is_read_once_at_registration() {
+    let clock = leak(FakeClock::new("fake", 300));
+    let dev = leak(Counting {
+        inner: FakeTimer::new("counting", ONESHOT_PERIODIC, CPU0),
+        asked: std::sync::atomic::AtomicU32::new(0),
+    });
+    let mut sys = Sys::new(TickConfig::DEFAULT, clock, [[TimerSlot::EMPTY; 16]; 2]).unwrap();
+    let id = sys.register_device(dev).unwrap();
+    assert_eq!(dev.asked.load(std::sync::atomic::Ordering::Relaxed), 1);
+    // Later answers (no features at all) change nothing the core holds.
+    assert_eq!(sys.mode(CPU0), TickMode::HighRes { nohz: true });
+    assert_eq!(
+        sys.devices().info(id).map(|i| i.features),
+        Some(ONESHOT_PERIODIC)
+    );
+    clock.advance(PERIOD);
+    sys.interrupt(id, CPU0, &mut |_, _, _| Rearm::No);
+    assert_eq!(sys.cpu_info(CPU0).unwrap().stats.ticks, 1);
+    assert_eq!(dev.asked.load(std::sync::atomic::Ordering::Relaxed), 1);
+}
