@@ -30,8 +30,8 @@
 //! every C-state (not `C3STOP`), which is why Linux uses it as the
 //! broadcast device when there is no HPET.
 
-use clockevents::{ClockEventDevice, CpuMask, DeviceError, Features};
-use clocksource::{Cycles, Hertz, Nanos};
+use clockevents::{ClockEventDevice, CpuMask, DeviceError, DeviceInfo, Features};
+use clocksource::{Cycles, Nanos};
 
 use crate::chip::{Pit, CH0_STOP};
 use crate::regs::{ByteAccess, Channel, ControlWord, CountFormat, Mode, Reload, PIT_TICK_RATE};
@@ -90,32 +90,16 @@ impl<'a> PitClockEvent<'a> {
 }
 
 impl ClockEventDevice for PitClockEvent<'_> {
-    fn name(&self) -> &'static str {
-        NAME
-    }
-
-    fn features(&self) -> Features {
-        FEATURES
-    }
-
-    fn rating(&self) -> u16 {
-        RATING
-    }
-
-    fn frequency(&self) -> Hertz {
-        PIT_TICK_RATE
-    }
-
-    fn min_delta(&self) -> Cycles {
-        MIN_DELTA
-    }
-
-    fn max_delta(&self) -> Cycles {
-        MAX_DELTA
-    }
-
-    fn cpus(&self) -> CpuMask {
-        self.cpus
+    fn info(&self) -> DeviceInfo {
+        DeviceInfo {
+            name: NAME,
+            features: FEATURES,
+            rating: RATING,
+            frequency: PIT_TICK_RATE,
+            min_delta: MIN_DELTA,
+            max_delta: MAX_DELTA,
+            cpus: self.cpus,
+        }
     }
 
     /// Linux's shutdown sequence ([`Pit::stop_channel0`]), also at attach:
@@ -248,16 +232,18 @@ mod tests {
     #[test]
     fn declares_linux_limits_and_no_percpu_or_c3stop() {
         let io = Recorder::default();
-        let d = dev(&io);
+        let d = dev(&io).info();
+        // Linux's drivers/clocksource/i8253.c: min 0xF, max 0x7FFF cycles of
+        // the 1.193182 MHz input clock (8254 datasheet), rating 0.
         assert_eq!(
-            (d.min_delta(), d.max_delta()),
+            (d.min_delta, d.max_delta),
             (Cycles::new(0xF), Cycles::new(0x7FFF))
         );
-        assert_eq!(d.rating(), 0);
-        assert_eq!(d.frequency(), Hertz::new(1_193_182));
-        assert!(!d.features().intersects(Features::PERCPU | Features::C3STOP));
+        assert_eq!(d.rating, 0);
+        assert_eq!(d.frequency, clocksource::Hertz::new(1_193_182));
+        assert!(!d.features.intersects(Features::PERCPU | Features::C3STOP));
         assert_eq!(
-            d.features().contains(Features::ONESHOT),
+            d.features.contains(Features::ONESHOT),
             cfg!(feature = "oneshot")
         );
     }
