@@ -47,7 +47,7 @@
 //! deltas use the [error-bounded rate](crate::TimerFrequency::oneshot), raised by
 //! the calibration's bound.
 
-use clockevents::{ClockEventDevice, CpuId, CpuMask, DeviceError, Features, MAX_CPUS};
+use clockevents::{ClockEventDevice, CpuId, CpuMask, DeviceError, DeviceInfo, Features, MAX_CPUS};
 use clocksource::{Cycles, Hertz, Nanos};
 use core::sync::atomic::{fence, Ordering};
 use hw::{MsrAccess, MsrFault, TscRead};
@@ -315,9 +315,9 @@ impl<'a> LapicTimer<'a> {
         };
         log::info!(
             "lapic: cpu{cpu}: {} over {:?}, {mode:?} at {}, rating {rating}{}",
-            t.name(),
+            t.info().name,
             access,
-            t.frequency(),
+            t.info().frequency,
             if caps.arat {
                 ""
             } else {
@@ -368,49 +368,38 @@ impl<'a> LapicTimer<'a> {
     }
 }
 
-impl ClockEventDevice for LapicTimer<'_> {
-    fn name(&self) -> &'static str {
-        let names = if self.mode == TimerMode::TscDeadline {
-            &DEADLINE_NAMES
+impl LapicTimer<'_> {
+    /// The programmable delta range of the mode in use.
+    fn delta_range(&self) -> (Cycles, Cycles) {
+        if self.mode == TimerMode::TscDeadline {
+            (DEADLINE_MIN_DELTA, DEADLINE_MAX_DELTA)
         } else {
-            &NAMES
+            (MIN_DELTA_TICKS, MAX_DELTA_TICKS)
+        }
+    }
+}
+
+impl ClockEventDevice for LapicTimer<'_> {
+    fn info(&self) -> DeviceInfo {
+        let deadline = self.mode == TimerMode::TscDeadline;
+        let names = if deadline { &DEADLINE_NAMES } else { &NAMES };
+        let frequency = if deadline {
+            self.deadline_rate
+        } else {
+            self.frequency.map_or(Hertz::new(0), |f| f.oneshot)
         };
-        names.get(self.cpu).copied().unwrap_or("lapic")
-    }
-
-    fn features(&self) -> Features {
-        self.features
-    }
-
-    fn rating(&self) -> u16 {
-        self.rating
-    }
-
-    fn frequency(&self) -> Hertz {
-        match self.mode {
-            TimerMode::TscDeadline => self.deadline_rate,
-            _ => self.frequency.map_or(Hertz::new(0), |f| f.oneshot),
+        let (min_delta, max_delta) = self.delta_range();
+        DeviceInfo {
+            name: names.get(self.cpu).copied().unwrap_or("lapic"),
+            features: self.features,
+            rating: self.rating,
+            frequency,
+            min_delta,
+            max_delta,
+            // An index no CpuId can hold names no CPU: the empty set, which
+            // registration refuses (`PoolError::NoCpus`).
+            cpus: CpuId::from_index(self.cpu).map_or(CpuMask::EMPTY, CpuMask::single),
         }
-    }
-
-    fn min_delta(&self) -> Cycles {
-        match self.mode {
-            TimerMode::TscDeadline => DEADLINE_MIN_DELTA,
-            _ => MIN_DELTA_TICKS,
-        }
-    }
-
-    fn max_delta(&self) -> Cycles {
-        match self.mode {
-            TimerMode::TscDeadline => DEADLINE_MAX_DELTA,
-            _ => MAX_DELTA_TICKS,
-        }
-    }
-
-    fn cpus(&self) -> CpuMask {
-        // An index no CpuId can hold names no CPU: the empty set, which
-        // registration refuses (`PoolError::NoCpus`).
-        CpuId::from_index(self.cpu).map_or(CpuMask::EMPTY, CpuMask::single)
     }
 
     fn set_state_shutdown(&self) -> Result<(), DeviceError> {
@@ -487,13 +476,10 @@ impl ClockEventDevice for LapicTimer<'_> {
     }
 
     fn set_next_event(&self, delta: Cycles) -> Result<(), DeviceError> {
-        let delta = delta.max(self.min_delta());
-        if delta > self.max_delta() {
-            log::warn!(
-                "lapic: cpu{}: delta {delta} beyond max {}",
-                self.cpu,
-                self.max_delta()
-            );
+        let (min, max) = self.delta_range();
+        let delta = delta.max(min);
+        if delta > max {
+            log::warn!("lapic: cpu{}: delta {delta} beyond max {max}", self.cpu);
             return Err(DeviceError::Unsupported);
         }
         match self.mode {

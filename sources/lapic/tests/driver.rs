@@ -51,8 +51,8 @@ fn init_software_enables_an_apic_firmware_left_disabled() {
         Divide::By16
     );
     assert_eq!(m.next_fire(), None, "left masked and stopped");
-    assert_eq!(t.cpus(), CpuMask::single(clockevents::CpuId::BOOT));
-    assert_eq!(t.name(), "lapic0");
+    assert_eq!(t.info().cpus, CpuMask::single(clockevents::CpuId::BOOT));
+    assert_eq!(t.info().name, "lapic0");
 }
 
 #[test]
@@ -92,14 +92,15 @@ fn init_detects_a_missing_apic() {
 fn features_and_rating_follow_arat() {
     let (_clock, m) = setup(LapicModelConfig::qemu(1));
     let t = LapicTimer::new(TimerConfig::new(1, Access::xapic(m), caps(m), exact())).unwrap();
-    assert_eq!(t.rating(), 100);
+    assert_eq!(t.info().rating, 100);
     assert!(t
-        .features()
+        .info()
+        .features
         .contains(Features::PERIODIC | Features::PERCPU | Features::C3STOP));
     let (_clock, m) = setup(LapicModelConfig::qemu(1).arat(true));
     let t = LapicTimer::new(TimerConfig::new(1, Access::xapic(m), caps(m), exact())).unwrap();
-    assert_eq!(t.rating(), 150);
-    assert!(!t.features().contains(Features::C3STOP));
+    assert_eq!(t.info().rating, 150);
+    assert!(!t.info().features.contains(Features::C3STOP));
 }
 
 #[test]
@@ -108,15 +109,15 @@ fn what_the_build_offers() {
     let t = LapicTimer::new(TimerConfig::new(0, Access::xapic(m), caps(m), exact())).unwrap();
     if cfg!(feature = "oneshot") {
         assert_eq!(t.mode(), TimerMode::Oneshot);
-        assert!(t.features().contains(Features::ONESHOT));
-        assert_eq!(t.frequency(), Hertz::new(62_500_000));
+        assert!(t.info().features.contains(Features::ONESHOT));
+        assert_eq!(t.info().frequency, Hertz::new(62_500_000));
         assert_eq!(
-            (t.min_delta(), t.max_delta()),
+            (t.info().min_delta, t.info().max_delta),
             (Cycles::new(0xF), Cycles::new(0x7FFF_FFFF))
         );
     } else {
         assert_eq!(t.mode(), TimerMode::Periodic);
-        assert!(!t.features().contains(Features::ONESHOT));
+        assert!(!t.info().features.contains(Features::ONESHOT));
         assert_eq!(t.set_state_oneshot(), Err(DeviceError::Unsupported));
     }
     // Without a TMICT rate only TSC-deadline could be offered; this CPU has
@@ -209,7 +210,7 @@ fn x2apic_access_drives_the_same_timer() {
     assert_eq!(m.eois(), 1);
     t.set_state_shutdown().unwrap();
     assert_eq!(m.next_fire(), None);
-    assert_eq!(t.name(), "lapic5");
+    assert_eq!(t.info().name, "lapic5");
 }
 
 #[cfg(feature = "deadline")]
@@ -228,11 +229,12 @@ fn deadline_programs_rdtsc_plus_delta_and_shutdown_zeroes_it() {
     let cfg = TimerConfig::new(0, Access::xapic(m), caps(m), exact()).with_deadline(deadline);
     let t = LapicTimer::new(cfg).unwrap();
     assert_eq!(t.mode(), TimerMode::TscDeadline);
-    assert_eq!(t.name(), "lapic-deadline0");
-    assert_eq!(t.frequency(), Hertz::new(2_400_000_000));
-    assert_eq!(t.min_delta(), Cycles::new(120));
+    assert_eq!(t.info().name, "lapic-deadline0");
+    assert_eq!(t.info().frequency, Hertz::new(2_400_000_000));
+    assert_eq!(t.info().min_delta, Cycles::new(120));
     assert!(t
-        .features()
+        .info()
+        .features
         .contains(Features::ONESHOT | Features::PERIODIC));
     t.set_state_oneshot().unwrap();
     assert_eq!(lvt(m).mode(), TimerModeBits::TscDeadline);
@@ -256,6 +258,9 @@ fn deadline_programs_rdtsc_plus_delta_and_shutdown_zeroes_it() {
     });
     let t = LapicTimer::new(cfg).unwrap();
     // ⌈2.4e9 · 10⁶ / (10⁶ − 100)⌉
-    assert_eq!(t.frequency(), Hertz::new(2_400_240_025));
-    assert!(!t.features().contains(Features::PERIODIC), "no TMICT rate");
+    assert_eq!(t.info().frequency, Hertz::new(2_400_240_025));
+    assert!(
+        !t.info().features.contains(Features::PERIODIC),
+        "no TMICT rate"
+    );
 }
