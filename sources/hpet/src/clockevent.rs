@@ -52,7 +52,7 @@
 
 use core::sync::atomic::{AtomicBool, Ordering};
 
-use clockevents::{ClockEventDevice, CpuMask, DeviceError, Features};
+use clockevents::{ClockEventDevice, CpuMask, DeviceError, DeviceInfo, Features};
 use clocksource::{Cycles, Hertz, Nanos};
 use hw::Mmio;
 
@@ -277,26 +277,16 @@ impl<'a, M: Mmio + ?Sized> HpetClockEvent<'a, M> {
 }
 
 impl<M: Mmio + ?Sized> ClockEventDevice for HpetClockEvent<'_, M> {
-    fn name(&self) -> &'static str {
-        NAME
-    }
-    fn features(&self) -> Features {
-        self.features
-    }
-    fn rating(&self) -> u16 {
-        RATING
-    }
-    fn frequency(&self) -> Hertz {
-        self.frequency
-    }
-    fn min_delta(&self) -> Cycles {
-        Cycles::new(HPET_MIN_PROG_DELTA)
-    }
-    fn max_delta(&self) -> Cycles {
-        Cycles::new(MAX_DELTA)
-    }
-    fn cpus(&self) -> CpuMask {
-        self.cpus
+    fn info(&self) -> DeviceInfo {
+        DeviceInfo {
+            name: NAME,
+            features: self.features,
+            rating: RATING,
+            frequency: self.frequency,
+            min_delta: Cycles::new(HPET_MIN_PROG_DELTA),
+            max_delta: Cycles::new(MAX_DELTA),
+            cpus: self.cpus,
+        }
     }
 
     fn set_state_shutdown(&self) -> Result<(), DeviceError> {

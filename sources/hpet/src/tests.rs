@@ -288,14 +288,14 @@ fn legacy_device(m: &HpetModel) -> HpetClockEvent<'_, HpetModel> {
 fn clockevent_identity_follows_linux_legacy_hpet() {
     let (_, m) = qemu();
     let dev = legacy_device(&m);
-    assert_eq!(dev.name(), "hpet");
-    assert_eq!(dev.rating(), 50);
-    assert_eq!(dev.frequency(), Hertz::new(100_000_000));
-    assert_eq!(dev.min_delta(), Cycles::new(192));
+    assert_eq!(dev.info().name, "hpet");
+    assert_eq!(dev.info().rating, 50);
+    assert_eq!(dev.info().frequency, Hertz::new(100_000_000));
+    assert_eq!(dev.info().min_delta, Cycles::new(192));
     assert_eq!(HPET_MIN_PROG_DELTA, 3 * HPET_MIN_CYCLES as u64 / 2);
-    assert_eq!(dev.max_delta(), Cycles::new(0x7FFF_FFFF));
-    assert_eq!(dev.cpus(), CpuMask::ALL);
-    let f = dev.features();
+    assert_eq!(dev.info().max_delta, Cycles::new(0x7FFF_FFFF));
+    assert_eq!(dev.info().cpus, CpuMask::ALL);
+    let f = dev.info().features;
     assert!(f.contains(Features::PERIODIC));
     assert!(!f.intersects(Features::PERCPU | Features::C3STOP | Features::DUMMY));
     assert_eq!(f.contains(Features::ONESHOT), cfg!(feature = "oneshot"));
@@ -448,7 +448,7 @@ fn edge_interrupt_needs_no_acknowledge() {
 fn without_feature_oneshot_the_device_offers_periodic_only() {
     let (_, m) = qemu();
     let dev = legacy_device(&m);
-    assert_eq!(dev.features(), Features::PERIODIC);
+    assert_eq!(dev.info().features, Features::PERIODIC);
     assert_eq!(dev.set_state_oneshot(), Err(DeviceError::Unsupported));
     assert_eq!(
         dev.set_next_event(Cycles::new(1000)),
@@ -573,6 +573,6 @@ mod oneshot {
     fn device_declares_oneshot_and_periodic() {
         let (_, m) = qemu();
         let dev = legacy_device(&m);
-        assert_eq!(dev.features(), Features::PERIODIC | Features::ONESHOT);
+        assert_eq!(dev.info().features, Features::PERIODIC | Features::ONESHOT);
     }
 }
