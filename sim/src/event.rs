@@ -62,7 +62,7 @@
 
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use clockevents::{ClockEventDevice, CpuId, CpuMask, DeviceError, Features};
+use clockevents::{ClockEventDevice, CpuId, CpuMask, DeviceError, DeviceInfo, Features};
 use clocksource::{Cycles, Hertz, Ktime, Nanos, NSEC_PER_SEC};
 
 use crate::clock::VirtualClock;
@@ -531,26 +531,17 @@ impl InterruptSource for SimEventDevice {
 }
 
 impl ClockEventDevice for SimEventDevice {
-    fn name(&self) -> &'static str {
-        self.config.name
-    }
-    fn features(&self) -> Features {
-        self.config.features
-    }
-    fn rating(&self) -> u16 {
-        self.config.rating
-    }
-    fn frequency(&self) -> Hertz {
-        self.config.frequency
-    }
-    fn min_delta(&self) -> Cycles {
-        self.config.min_delta
-    }
-    fn max_delta(&self) -> Cycles {
-        self.config.max_delta
-    }
-    fn cpus(&self) -> CpuMask {
-        self.config.cpus
+    fn info(&self) -> DeviceInfo {
+        let c = &self.config;
+        DeviceInfo {
+            name: c.name,
+            features: c.features,
+            rating: c.rating,
+            frequency: c.frequency,
+            min_delta: c.min_delta,
+            max_delta: c.max_delta,
+            cpus: c.cpus,
+        }
     }
 
     fn set_state_shutdown(&self) -> Result<(), DeviceError> {

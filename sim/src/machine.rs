@@ -167,8 +167,8 @@ impl<const CPUS: usize> Machine<CPUS> {
         let local_cpu = self
             .tick
             .devices()
-            .get(id)
-            .and_then(|d| d.cpus().indices().next().filter(|_| d.cpus().len() == 1));
+            .info(id)
+            .and_then(|d| d.cpus.indices().next().filter(|_| d.cpus.len() == 1));
         self.devs.push(Dev {
             id,
             src,
@@ -300,7 +300,7 @@ impl<const CPUS: usize> Machine<CPUS> {
                 continue;
             }
             if record {
-                let device = self.tick.devices().get(id).map_or("?", |d| d.name());
+                let device = self.tick.devices().info(id).map_or("?", |d| d.name);
                 let cpu = src.target_cpu();
                 self.trace
                     .record(self.clock.now(), cpu, TraceKind::Interrupt { device });
