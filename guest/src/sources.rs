@@ -423,7 +423,7 @@ pub fn bring_up(
     // IRQ0 for whichever of HPET / PIT raises it.
     let irq0_dev: Option<(&'static dyn ClockEventDevice, fn())> = hpet_dev.or(pit_dev);
     let irq0_vector = match irq0_dev {
-        Some((dev, _)) => route_irq0(platform, lapic, dev.name(), &mut inv),
+        Some((dev, _)) => route_irq0(platform, lapic, dev.info().name, &mut inv),
         None => None,
     };
 
@@ -447,26 +447,26 @@ pub fn bring_up(
         irq0_dev.map(|d| d.0).filter(|_| irq0_vector.is_some()),
     ];
     if let Some((name, true)) = requested {
-        order.sort_unstable_by_key(|d| d.is_none_or(|d| d.name() != name));
+        order.sort_unstable_by_key(|d| d.is_none_or(|d| d.info().name != name));
     }
     let mut lapic_id = None;
     let mut irq0 = None;
     for dev in order.into_iter().flatten() {
         match tick.register_device(dev) {
             Ok(id) => {
-                if lapic_dev.is_some_and(|l| l.name() == dev.name()) {
+                if lapic_dev.is_some_and(|l| l.info().name == dev.info().name) {
                     lapic_id = Some(id);
                 } else if let Some((d, ack)) = irq0_dev {
                     irq0 = Some(Irq0 {
                         dev: id,
-                        name: d.name(),
+                        name: d.info().name,
                         ack,
                     });
                 }
             }
             Err(e) => inv.skip(format_args!(
                 "{}: refused by the tick layer: {e:?}",
-                dev.name()
+                dev.info().name
             )),
         }
     }
@@ -488,7 +488,7 @@ fn resolve_clockevent(
 ) -> (&'static str, bool) {
     let candidates = [lapic, irq0];
     for d in candidates.into_iter().flatten() {
-        let n = d.name();
+        let n = d.info().name;
         let alias = n.strip_suffix('0').filter(|base| *base == name).is_some();
         let lapic_alias = name == "lapic" && n.starts_with("lapic");
         if n == name || alias || lapic_alias {

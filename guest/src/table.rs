@@ -228,7 +228,7 @@ pub fn print(k: &Kernel, inv: &Inventory, platform: &Platform, opts: &Options<'_
         "clock-event devices rating frequency    features                  delta range             role        how / interrupt"
     );
     for (_, d, owner) in k.tick.devices().iter() {
-        let note = inv.device_note(d.name());
+        let note = inv.device_note(d.info().name);
         let role: crate::result::TextBuf<16> = match owner {
             Owner::Cpu(_) => match owner.cpu() {
                 Some(c) => crate::result::TextBuf::format(format_args!("tick {c}")),
@@ -239,8 +239,9 @@ pub fn print(k: &Kernel, inv: &Inventory, platform: &Platform, opts: &Options<'_
         };
         let range: crate::result::TextBuf<40> = crate::result::TextBuf::format(format_args!(
             "{} .. {}",
-            Dur(sources::cycles_ns(d.frequency(), d.min_delta()).max(Nanos::from_nanos(1))),
-            Dur(sources::cycles_ns(d.frequency(), d.max_delta()))
+            Dur(sources::cycles_ns(d.info().frequency, d.info().min_delta)
+                .max(Nanos::from_nanos(1))),
+            Dur(sources::cycles_ns(d.info().frequency, d.info().max_delta))
         ));
         println!(
             "  {} {:<15} {:>4}  {:<12} {:<25} {:<23} {:<11} {}; {}",
@@ -249,10 +250,10 @@ pub fn print(k: &Kernel, inv: &Inventory, platform: &Platform, opts: &Options<'_
             } else {
                 " "
             },
-            d.name(),
-            d.rating(),
-            Freq(d.frequency()),
-            FeatureWords(d.features()),
+            d.info().name,
+            d.info().rating,
+            Freq(d.info().frequency),
+            FeatureWords(d.info().features),
             range.as_str(),
             role.as_str(),
             note.map_or("", |n| n.how.as_str()),
@@ -338,7 +339,7 @@ pub fn print_config(k: &Kernel, inv: &Inventory, accel: Accel) {
         if !devs.as_str().is_empty() {
             let _ = fmt::Write::write_char(&mut devs, ',');
         }
-        let _ = fmt::Write::write_str(&mut devs, d.name());
+        let _ = fmt::Write::write_str(&mut devs, d.info().name);
     }
     let mut css: crate::result::TextBuf<96> = crate::result::TextBuf::new();
     for e in k.tick.clocksources().iter() {

@@ -293,7 +293,7 @@ fn idle(_ctx: &Ctx<'_>) -> Verdict {
 fn cap() -> Nanos {
     kernel::with(|k| {
         let dev = sources::tick_device(k).map_or(Nanos::MAX, |(_, d)| {
-            sources::cycles_ns(d.frequency(), d.max_delta())
+            sources::cycles_ns(d.info().frequency, d.info().max_delta)
         });
         dev.min(k.tick.timekeeper().max_deferment())
     })
@@ -726,7 +726,7 @@ fn program(ctx: &Ctx<'_>) -> Verdict {
         }
         let prog = (h.median(), h.mean(), h.min);
         h.clear();
-        let freq = dev.frequency();
+        let freq = dev.info().frequency;
         for _ in 0..PROGRAMS {
             let ahead = 10_000_000 + rng.below(10_000_000);
             let c = Cycles::new((ahead as u128 * freq.get() as u128 / 1_000_000_000) as u64);

@@ -51,7 +51,7 @@ pub fn run(ctx: &Ctx<'_>) -> Verdict {
             .tick
             .devices()
             .iter()
-            .any(|(_, d, _)| d.name().starts_with(missing));
+            .any(|(_, d, _)| d.info().name.starts_with(missing));
         cs || dev
     })
     .unwrap_or(true);

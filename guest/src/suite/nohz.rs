@@ -135,7 +135,7 @@ pub fn measure(at: &[Nanos], lapic_error_ppm: Option<u32>) -> Option<Measured> {
     let setup = kernel::with(|k| {
         let state = TickState::of(k);
         let reported_delta = sources::tick_device(k).map_or(Nanos::MAX, |(_, d)| {
-            sources::cycles_ns(d.frequency(), d.max_delta())
+            sources::cycles_ns(d.info().frequency, d.info().max_delta)
         });
         let delta = documented::device_max_delta(
             state.device,
