@@ -7,7 +7,8 @@ use std::hint::black_box;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use clockevents::{
-    ClockEventDevice, CpuId, CpuMask, DeviceError, DeviceState, EventDevice, Expired, Features,
+    ClockEventDevice, CpuId, CpuMask, DeviceError, DeviceInfo, DeviceState, EventDevice, Expired,
+    Features,
 };
 use clocksource::{Cycles, Hertz, Ktime, Nanos};
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
@@ -16,26 +17,16 @@ use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 struct Register(AtomicU64);
 
 impl ClockEventDevice for Register {
-    fn name(&self) -> &'static str {
-        "bench"
-    }
-    fn features(&self) -> Features {
-        Features::ONESHOT
-    }
-    fn rating(&self) -> u16 {
-        100
-    }
-    fn frequency(&self) -> Hertz {
-        Hertz::new(14_318_180)
-    }
-    fn min_delta(&self) -> Cycles {
-        Cycles::new(192)
-    }
-    fn max_delta(&self) -> Cycles {
-        Cycles::new(0x7FFF_FFFF)
-    }
-    fn cpus(&self) -> CpuMask {
-        CpuMask::single(CpuId::BOOT)
+    fn info(&self) -> DeviceInfo {
+        DeviceInfo {
+            name: "bench",
+            features: Features::ONESHOT,
+            rating: 100,
+            frequency: Hertz::new(14_318_180),
+            min_delta: Cycles::new(192),
+            max_delta: Cycles::new(0x7FFF_FFFF),
+            cpus: CpuMask::single(CpuId::BOOT),
+        }
     }
     fn set_state_shutdown(&self) -> Result<(), DeviceError> {
         Ok(())

@@ -73,26 +73,16 @@ impl Fake {
 }
 
 impl ClockEventDevice for Fake {
-    fn name(&self) -> &'static str {
-        self.name
-    }
-    fn features(&self) -> Features {
-        self.features
-    }
-    fn rating(&self) -> u16 {
-        self.rating
-    }
-    fn frequency(&self) -> Hertz {
-        self.freq
-    }
-    fn min_delta(&self) -> Cycles {
-        self.min
-    }
-    fn max_delta(&self) -> Cycles {
-        self.max
-    }
-    fn cpus(&self) -> CpuMask {
-        self.cpus
+    fn info(&self) -> DeviceInfo {
+        DeviceInfo {
+            name: self.name,
+            features: self.features,
+            rating: self.rating,
+            frequency: self.freq,
+            min_delta: self.min,
+            max_delta: self.max,
+            cpus: self.cpus,
+        }
     }
     fn set_state_shutdown(&self) -> Result<(), DeviceError> {
         self.log.lock().unwrap().push(Call::Shutdown);

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::vec::Vec;
 
-use clockevents::{ClockEventDevice, CpuId, CpuMask, DeviceError, Features};
+use clockevents::{ClockEventDevice, CpuId, CpuMask, DeviceError, DeviceInfo, Features};
 use clocksource::{ClockSource, ClockSourceFlags, Cycles, Hertz, Ktime, Nanos};
 
 /// A 1 GHz counter (one cycle per ns) that moves only when told.
@@ -129,26 +129,16 @@ impl FakeTimer {
 }
 
 impl ClockEventDevice for FakeTimer {
-    fn name(&self) -> &'static str {
-        self.name
-    }
-    fn features(&self) -> Features {
-        self.features
-    }
-    fn rating(&self) -> u16 {
-        self.rating
-    }
-    fn frequency(&self) -> Hertz {
-        Hertz::new(1_000_000_000)
-    }
-    fn min_delta(&self) -> Cycles {
-        Cycles::new(self.min)
-    }
-    fn max_delta(&self) -> Cycles {
-        Cycles::new(self.max)
-    }
-    fn cpus(&self) -> CpuMask {
-        self.cpus
+    fn info(&self) -> DeviceInfo {
+        DeviceInfo {
+            name: self.name,
+            features: self.features,
+            rating: self.rating,
+            frequency: Hertz::new(1_000_000_000),
+            min_delta: Cycles::new(self.min),
+            max_delta: Cycles::new(self.max),
+            cpus: self.cpus,
+        }
     }
     fn set_state_shutdown(&self) -> Result<(), DeviceError> {
         self.record(Call::Shutdown)
