@@ -320,7 +320,7 @@ fn broadcast_wakes_cpus_whose_device_stops_in_deep_idle() {
             d.interrupts(),
             0,
             "{}",
-            clockevents::ClockEventDevice::name(*d)
+            clockevents::ClockEventDevice::info(*d).name
         );
     }
     assert!(m.trace.device_errors().is_empty());

@@ -227,7 +227,7 @@ fn shutdown_and_oneshot_stopped_cancel_the_pending_event() {
 #[test]
 fn c3stop_device_pauses_in_deep_idle() {
     let (clock, dev, trace) = setup(lapic().stops_in_deep_idle(true));
-    assert!(dev.features().contains(Features::C3STOP));
+    assert!(dev.info().features.contains(Features::C3STOP));
     dev.set_state_oneshot().unwrap();
     dev.set_next_event(Cycles::new(1_000)).unwrap(); // due at 1 ms
     clock.advance_to(us(400));
