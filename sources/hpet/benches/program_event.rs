@@ -60,7 +60,7 @@ fn bench(c: &mut Criterion) {
     ev.set_state(DeviceState::Oneshot, Nanos::ZERO)
         .expect("one-shot (feature `oneshot`)");
 
-    let hz = dev.frequency().get() as u128;
+    let hz = dev.info().frequency.get() as u128;
     // 1024 deltas, 20 µs..100 ms (sim's xorshift64, fixed seed).
     let ds = sim::rng::deltas(EVENTS, 20_000, 100_000_000);
     let cycles: Vec<Cycles> = ds
