@@ -65,7 +65,7 @@ fn prepare(clock: &VirtualClock, dev: &LapicTimer<'_>, ev: &mut EventDevice<'_>)
     ev.attach().expect("attach");
     ev.set_state(DeviceState::Oneshot, Nanos::ZERO)
         .expect("one-shot");
-    let hz = dev.frequency().get() as u128;
+    let hz = dev.info().frequency.get() as u128;
     // 1024 deltas, 20 µs..100 ms (sim's xorshift64, fixed seed).
     let ds = sim::rng::deltas(EVENTS, 20_000, 100_000_000);
     let cycles: Vec<Cycles> = ds
