@@ -1,10 +1,27 @@
 //! Typed time: instants, durations, counter cycles and frequencies.
 //!
-//! No bare `u64` crosses an API of this project: an instant is a [`Ktime`]
+//! A time crosses an API of this project typed: an instant is a [`Ktime`]
 //! (nanoseconds since boot), a length of time is a [`Nanos`], a counter value
 //! or difference is a [`Cycles`], a rate is a [`Hertz`]. Arithmetic on them
 //! saturates instead of wrapping, except where a counter is explicitly masked
 //! ([`Cycles::wrapping_delta`]), which is how a free-running counter wraps.
+//!
+//! Bare integers remain where the value is not a time, or is the raw input
+//! of a typed one:
+//!
+//! - the constructors of these types (`Nanos::from_micros(u64)`, …) and the
+//!   unit constants ([`NSEC_PER_SEC`]);
+//! - the scaled-math primitives ([`crate::mult_shift::MultShift`]: raw
+//!   frequencies and a conversion range in whole seconds, as Linux's
+//!   `clocks_calc_mult_shift()` takes them);
+//! - counts: interrupts, ticks, rounds, reads, and the tick layer's jiffies
+//!   (`tick::TickSystem::jiffies`, still a `u64`, not yet a type of its own);
+//! - parts per million (`calibrate::ppm_off`), ratings, percentages;
+//! - a timer's caller data (`tick::Timer::data`), which is the caller's.
+//!
+//! Not yet typed, though they should be: the clock a [`Ktime`] is on (raw,
+//! boot and monotonic readings share the type) and the tick rate
+//! (`tick::TickConfig::hz` is a `u32`, not a [`Hertz`]).
 
 use core::fmt;
 
