@@ -19,7 +19,7 @@
 //! - [`time`]: the typed units ([`Ktime`], [`Nanos`], [`Cycles`], [`Hertz`]).
 //! - [`mult_shift`]: cycles→ns by multiply and shift, with its error bound.
 //! - [`source`]: the [`ClockSource`] contract and max deferment.
-//! - [`calibrate`]: measuring a counter's rate against a reference, bounded.
+//! - [`calibrate`](mod@calibrate): measuring a counter's rate against a reference, bounded.
 //! - [`registry`], [`watchdog`], [`timekeeper`]: selection, verification and
 //!   the clocks built on the selected source.
 //! - [`published`]: the monotonic clock published for lock-free reads

@@ -27,7 +27,7 @@
 //! ```
 //!
 //! The two copies (the latch) mean a reader never reads a copy being
-//! written: while `seq` is odd copy[0] is in flux and copy[1] holds the
+//! written: while `seq` is odd `copy[0]` is in flux and `copy[1]` holds the
 //! previous base, and the other way round. A reader interrupted by the
 //! writer — on one CPU, the tick interrupt — sees `seq` moved and reads
 //! again; a reader in an NMI that hit the writer mid-way reads the stable
