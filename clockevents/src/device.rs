@@ -98,6 +98,94 @@ pub struct DeviceInfo {
 ///   `PERIODIC` is declared, `set_state_oneshot` only if `ONESHOT` is.
 /// - It calls the interrupt handler of the tick layer for the device's
 ///   interrupts; the driver only acknowledges the hardware.
+///
+/// # Example: a driver over a register block
+///
+/// A 1 MHz up-counter with a compare register: the counter is a
+/// clocksource, the comparator a one-shot clock-event device. Here the
+/// "registers" are atomics a test can move; a real driver reaches them
+/// through `hw::Mmio` or `hw::PortIo`.
+///
+/// ```
+/// use core::sync::atomic::{AtomicU64, Ordering};
+/// use clockevents::{
+///     ClockEventDevice, CpuId, CpuMask, DeviceError, DeviceInfo, DeviceState, EventDevice,
+///     Expired, Features,
+/// };
+/// use clocksource::{ClockSource, ClockSourceFlags, Cycles, Hertz, Ktime, Nanos, Timekeeper};
+///
+/// /// The register block: COUNTER counts up at 1 MHz, COMPARE fires when reached.
+/// struct Regs {
+///     counter: AtomicU64,
+///     compare: AtomicU64,
+/// }
+///
+/// /// The counter as a clocksource.
+/// struct Counter<'a>(&'a Regs);
+/// impl ClockSource for Counter<'_> {
+///     fn name(&self) -> &'static str { "demo-counter" }
+///     fn read(&self) -> Cycles { Cycles::new(self.0.counter.load(Ordering::Relaxed)) }
+///     fn mask(&self) -> Cycles { Cycles::new(u64::MAX) }
+///     fn frequency(&self) -> Hertz { Hertz::from_mhz(1) }
+///     fn rating(&self) -> u16 { 100 }
+///     fn flags(&self) -> ClockSourceFlags {
+///         ClockSourceFlags::CONTINUOUS | ClockSourceFlags::VALID_FOR_HRES
+///     }
+/// }
+///
+/// /// The comparator as a one-shot event device for CPU 0.
+/// struct Comparator<'a>(&'a Regs);
+/// impl ClockEventDevice for Comparator<'_> {
+///     fn info(&self) -> DeviceInfo {
+///         DeviceInfo {
+///             name: "demo-timer",
+///             features: Features::ONESHOT,
+///             rating: 100,
+///             frequency: Hertz::from_mhz(1),
+///             min_delta: Cycles::new(2),
+///             max_delta: Cycles::new(u32::MAX as u64),
+///             cpus: CpuMask::single(CpuId::BOOT),
+///         }
+///     }
+///     fn set_state_shutdown(&self) -> Result<(), DeviceError> {
+///         self.0.compare.store(u64::MAX, Ordering::Relaxed);
+///         Ok(())
+///     }
+///     fn set_state_periodic(&self, _: Nanos) -> Result<(), DeviceError> {
+///         Err(DeviceError::Unsupported)
+///     }
+///     fn set_state_oneshot(&self) -> Result<(), DeviceError> { Ok(()) }
+///     fn set_next_event(&self, delta: Cycles) -> Result<(), DeviceError> {
+///         let now = self.0.counter.load(Ordering::Relaxed);
+///         self.0.compare.store(now + delta.get(), Ordering::Relaxed);
+///         // A comparator that matches on equality must check it was not
+///         // passed meanwhile (the contract's "deltas in range" rule).
+///         if self.0.counter.load(Ordering::Relaxed) >= now + delta.get() {
+///             return Err(DeviceError::TooLate);
+///         }
+///         Ok(())
+///     }
+/// }
+///
+/// let regs = Regs { counter: AtomicU64::new(5_000), compare: AtomicU64::new(0) };
+/// let clock = Counter(&regs);
+/// let tk = Timekeeper::new(&clock).unwrap();
+///
+/// // The core wraps the device, reading its DeviceInfo once.
+/// let timer = Comparator(&regs);
+/// let mut ev = EventDevice::new(&timer, Nanos::from_millis(4)).unwrap();
+/// ev.attach().unwrap();
+/// ev.set_state(DeviceState::Oneshot, Nanos::ZERO).unwrap();
+///
+/// // An event 1 ms from now is 1000 counts of the 1 MHz comparator; the
+/// // ns→cycles conversion rounds up (never early), by at most one count.
+/// let now = tk.monotonic();
+/// ev.program_event(now.saturating_add(Nanos::from_millis(1)), now, Expired::Force)
+///     .unwrap();
+/// let delta = regs.compare.load(Ordering::Relaxed) - 5_000;
+/// assert!((1_000..=1_001).contains(&delta), "{delta}");
+/// assert_eq!(ev.next_event(), Ktime::ZERO.saturating_add(Nanos::from_millis(1)));
+/// ```
 pub trait ClockEventDevice: Sync {
     /// What the device is ([`DeviceInfo`]), read once at registration.
     ///
