@@ -26,13 +26,22 @@
 //!                                                         └► TickSystem::interrupt, EOI
 //! ```
 //!
-//! The pure modules ([`acpi`] table reading and the [`firmware`] platform
-//! built from it, [`cmdline`], [`pvh`] parsing, [`exit`] codes, [`result`]
-//! lines, [`ioapic`] register encoding, [`expect`] arithmetic, the [`idle`]
-//! analysis, the [`klog`] ring, the [`documented`] figures, [`phys`] memory) build and are
-//! unit-tested on the host (`xtask` uses [`result`] and
-//! [`exit`]); the modules that touch the machine exist only for
-//! `target_os = "none"`.
+//! The source is grouped by what a reader of another kernel needs from it:
+//!
+//! | folder | what | copy it? |
+//! |---|---|---|
+//! | [`embed`] | bring-up of the sources, the tick system in a static, the interrupt handlers, the idle loop, the interrupt-safe log | **yes**: this is the embedding (EMBEDDING.md walks through it) |
+//! | [`arch`] | PVH boot, start info, command line, memory, CPU, IDT and dispatch, serial, exit | no: your kernel has its own |
+//! | [`platform`] | ACPI tables, the platform from them, I/O APIC, PIC, local APIC access | no: your kernel has its own |
+//! | [`rig`] | the in-guest suite, boot table, result lines, expectations, the NO_HZ analysis, documented figures | no: tests only |
+//!
+//! The pure modules (ACPI reading, the platform, command line, PVH parsing,
+//! exit codes, result lines, I/O APIC encoding, expectations, the idle
+//! analysis, the log ring, the documented figures, memory) build and are
+//! unit-tested on the host (`xtask` uses `result` and `exit`); the modules
+//! that touch the machine exist only for `target_os = "none"`. Each module
+//! is also re-exported at the crate root under its old name (`crate::kernel`
+//! is `crate::embed::kernel`), so paths written before the regrouping hold.
 //!
 //! Cargo features select the time sources (`hpet`, `lapic`, `pit`, `tsc`,
 //! `acpi_pm`) and each one's tickless capability (`hpet-nohz`, `lapic-nohz`,
@@ -40,38 +49,21 @@
 
 #![cfg_attr(not(test), no_std)]
 
-pub mod acpi;
-pub mod cmdline;
-pub mod documented;
-pub mod exit;
-pub mod expect;
-pub mod firmware;
-pub mod idle;
-pub mod ioapic;
-pub mod klog;
-pub mod phys;
-pub mod pvh;
-pub mod result;
+pub mod arch;
+pub mod embed;
+pub mod platform;
+pub mod rig;
+
+pub use arch::{cmdline, exit, phys, pvh};
+pub use embed::klog;
+pub use platform::{acpi, firmware, ioapic};
+pub use rig::{documented, expect, idle, result};
 
 #[cfg(target_os = "none")]
-pub mod apic;
+pub use arch::{boot, cpu, idt, interrupts, serial};
 #[cfg(target_os = "none")]
-pub mod boot;
+pub use embed::{kernel, sources};
 #[cfg(target_os = "none")]
-pub mod cpu;
+pub use platform::{apic, pic};
 #[cfg(target_os = "none")]
-pub mod idt;
-#[cfg(target_os = "none")]
-pub mod interrupts;
-#[cfg(target_os = "none")]
-pub mod kernel;
-#[cfg(target_os = "none")]
-pub mod pic;
-#[cfg(target_os = "none")]
-pub mod serial;
-#[cfg(target_os = "none")]
-pub mod sources;
-#[cfg(target_os = "none")]
-pub mod suite;
-#[cfg(target_os = "none")]
-pub mod table;
+pub use rig::{suite, table};

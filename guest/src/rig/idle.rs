@@ -741,7 +741,7 @@ mod tests {
     #[test]
     fn forced_wakeups_that_absorb_both_timers_still_add_up() {
         let d = parse(include_str!(
-            "../testdata/nohz-pit-both-timers-absorbed.txt"
+            "../../testdata/nohz-pit-both-timers-absorbed.txt"
         ));
         assert_eq!(d.records.len(), 72);
         assert_eq!(d.cap, Nanos::from_nanos(27_461_862));
@@ -771,7 +771,7 @@ mod tests {
     /// CI run on q35. Each gap now counts from its re-arm.
     #[test]
     fn a_gap_counts_from_the_idle_loops_re_arm_not_the_interrupt() {
-        let d = parse(include_str!("../testdata/nohz-pit-gap-from-rearm.txt"));
+        let d = parse(include_str!("../../testdata/nohz-pit-gap-from-rearm.txt"));
         assert_eq!(d.records.len(), 73);
         let (m, log) = window(&d, TickMode::HighRes { nohz: true });
         let a = analyse(&m, &log);
@@ -796,7 +796,7 @@ mod tests {
     #[test]
     fn a_timer_programmed_at_the_min_delta_is_a_timer_interrupt() {
         let d = parse(include_str!(
-            "../testdata/nohz-pit-end-timer-forced-min-delta.txt"
+            "../../testdata/nohz-pit-end-timer-forced-min-delta.txt"
         ));
         assert_eq!(d.records.len(), 74);
         let (m, log) = window(&d, TickMode::HighRes { nohz: true });
@@ -814,7 +814,7 @@ mod tests {
     #[test]
     fn a_timer_absorbed_by_an_interrupt_entering_just_before_it_ends_the_gap() {
         let d = parse(include_str!(
-            "../testdata/nohz-pit-end-timer-absorbed-at-entry.txt"
+            "../../testdata/nohz-pit-end-timer-absorbed-at-entry.txt"
         ));
         assert_eq!(d.records.len(), 73);
         let (m, log) = window(&d, TickMode::HighRes { nohz: true });
@@ -1033,7 +1033,7 @@ mod tests {
     #[test]
     fn a_forced_wakeup_rearmed_late_by_a_host_stall_is_forced() {
         let mut d = parse(include_str!(
-            "../testdata/nohz-pit-rearm-late-after-host-stall.txt"
+            "../../testdata/nohz-pit-rearm-late-after-host-stall.txt"
         ));
         assert_eq!(d.records.len(), 71);
         let (m, log) = window(&d, TickMode::HighRes { nohz: true });
@@ -1066,7 +1066,7 @@ mod tests {
     #[test]
     fn a_missing_forced_wakeup_fails_the_count() {
         let mut d = parse(include_str!(
-            "../testdata/nohz-pit-both-timers-absorbed.txt"
+            "../../testdata/nohz-pit-both-timers-absorbed.txt"
         ));
         d.records.remove(30);
         let (m, log) = window(&d, TickMode::HighRes { nohz: true });
