@@ -19,7 +19,7 @@
 //! - the options printed (`Display`), when any is set, parse back to the
 //!   same options with no warning.
 //!
-//! (The quickcheck property in `guest/src/cmdline.rs` checks only the
+//! (The quickcheck property in `guest/src/arch/cmdline.rs` checks only the
 //! warning counts, on unstructured strings.)
 
 use guest::cmdline::{parse, Options, Parsed, Problem, MAX_WARNINGS};

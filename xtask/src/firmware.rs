@@ -11,7 +11,7 @@
 //! the one used, by the guest as by Linux). Because QEMU always fixes the
 //! length and the checksum, a table with a bad checksum or a `Length`
 //! that disagrees with its bytes cannot reach the guest this way; the
-//! reader's host tests cover those (guest/src/acpi/tests.rs).
+//! reader's host tests cover those (guest/src/platform/acpi/tests.rs).
 //!
 //! ```text
 //!   case            table (QEMU's values otherwise)      where the guest refuses it

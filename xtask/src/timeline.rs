@@ -16,7 +16,7 @@
 //!
 //! Every boot runs under TCG, whatever `--accel` says: Linux boots under
 //! TCG only here (`bench/linux/README.md`), and the lanes are compared.
-//! The lines are those of `guest/src/suite/timeline.rs` and of
+//! The lines are those of `guest/src/rig/suite/timeline.rs` and of
 //! `bench/linux/timerbench.c` (`bench_timeline`): `timeline` per interrupt
 //! (`cpu`, `dev`, `at_us` from the window's start, `kind`, `end=1` on the
 //! one that ran the ending timer, Linux's `fn` = the callbacks it ran) and
