@@ -27,18 +27,25 @@
 //!   drives.
 //! - [`trace`]: [`Trace`], the shared log tests assert on.
 //! - [`rng`]: [`rng::XorShift64`] and [`rng::deltas`], reproducible inputs.
+//! - [`absent`]: [`Absent`], the bus where no device answers (reads all
+//!   ones).
+//! - [`conformance`]: the scenarios every tick device passes, called by
+//!   each source's `tests/sim.rs` with a bring-up closure.
 //!
 //! Devices are plain values: share them with `Arc`, or [`SimCounter::leak`] /
 //! [`SimEventDevice::leak`] them for the `&'static dyn` the core registers.
 //! Nothing here is global, so tests run in parallel.
 
+pub mod absent;
 pub mod clock;
+pub mod conformance;
 pub mod counter;
 pub mod event;
 pub mod machine;
 pub mod rng;
 pub mod trace;
 
+pub use absent::Absent;
 pub use clock::VirtualClock;
 pub use counter::{CounterConfig, SimCounter};
 pub use event::{EventConfig, InterruptSource, SimEventDevice};

@@ -66,13 +66,8 @@ fn machine<const N: usize>(cfg: TickConfig) -> (Machine<N>, Arc<VirtualClock>, T
 }
 
 fn rng(seed: u64) -> impl FnMut() -> u64 {
-    let mut x = seed;
-    move || {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        x
-    }
+    let mut r = sim::rng::XorShift64::new(seed);
+    move || r.next_u64()
 }
 
 const BOTH: Features = Features::PERIODIC.union(Features::ONESHOT);
