@@ -12,6 +12,9 @@
 //! during the probe, so the tick layer's monotonic clock is true time minus
 //! that instant — an exact offset: QEMU's 10 ns tick divides the 1 µs
 //! steps, and its mult/shift is exact.
+//!
+//! The scenarios every tick device passes come from `sim::conformance`
+//! (through [`qemu_rig`]); what follows them here is the HPET's own.
 
 use std::sync::Arc;
 
@@ -19,10 +22,12 @@ use clockevents::{CpuId, CpuMask, Features};
 use clocksource::{ClockSourceFlags, Cycles, Hertz, Ktime, Nanos};
 use hpet::model::{HpetModel, HpetModelConfig};
 use hpet::{probe, CounterPeriod, HpetClockEvent, HpetClockSource, HpetError, Route};
+use sim::conformance::{self, Profile};
 use sim::{CounterConfig, EventConfig, Machine, SimCounter, SimEventDevice, Trace, VirtualClock};
-use tick::{IdleDepth, TickConfig, TickMode};
+use tick::TickConfig;
 
 /// The driver's two halves over one leaked model.
+#[derive(Clone, Copy)]
 struct Hpet {
     model: &'static HpetModel,
     cs: &'static HpetClockSource<'static, HpetModel>,
@@ -59,11 +64,52 @@ fn config(hz: u32, nohz: bool, highres: bool) -> TickConfig {
     TickConfig { hz, nohz, highres }
 }
 
-/// One CPU running on the HPET alone.
-fn machine(clock: &Arc<VirtualClock>, cfg: TickConfig, h: &Hpet) -> Machine<1> {
-    let mut m = Machine::new(clock.clone(), Trace::new(), cfg, h.cs);
+/// One CPU running on the HPET alone, its interrupts in `trace`.
+fn machine_traced(
+    clock: &Arc<VirtualClock>,
+    trace: &Trace,
+    cfg: TickConfig,
+    h: &Hpet,
+) -> Machine<1> {
+    let mut m = Machine::new(clock.clone(), trace.clone(), cfg, h.cs);
     m.add_driver(h.dev, h.model);
     m
+}
+
+/// QEMU's HPET (hw/timer/hpet.c: 100 MHz, 64-bit counter) as the
+/// conformance suite sees it.
+const QEMU: Profile = Profile {
+    source: "hpet",
+    hz: 250,
+    // 4 ms is exactly 400 000 ticks of 10 ns: no rounding drift.
+    periodic_jiffies: 2_500,
+    // Linux arch/x86/kernel/hpet.c registers the comparator with a max
+    // delta of 0x7FFF_FFFF ticks: 21.474 836 47 s at 100 MHz.
+    max_delta: Nanos::from_nanos(21_474_836_470),
+    // A delay rounds up to whole 10 ns ticks.
+    timer_late: Nanos::from_nanos(10),
+    // Linux `HPET_MIN_PROG_DELTA`, 192 ticks (1.92 µs), plus that tick.
+    max_late: Nanos::from_nanos(1_930),
+};
+
+/// The bring-up the conformance suite calls: QEMU's HPET probed on the
+/// suite's clock; the driver's halves are left in `out` for the checks
+/// that follow.
+fn qemu_rig(
+    out: &mut Option<Hpet>,
+) -> impl FnOnce(&Arc<VirtualClock>, &Trace, TickConfig) -> Machine<1> + '_ {
+    rig_of(out, HpetModelConfig::qemu())
+}
+
+fn rig_of(
+    out: &mut Option<Hpet>,
+    config: HpetModelConfig,
+) -> impl FnOnce(&Arc<VirtualClock>, &Trace, TickConfig) -> Machine<1> + '_ {
+    move |clock, trace, cfg| {
+        let h = bring_up(clock, config).unwrap();
+        *out = Some(h);
+        machine_traced(clock, trace, cfg, &h)
+    }
 }
 
 fn add(t: Ktime, d: Nanos) -> Ktime {
@@ -72,26 +118,19 @@ fn add(t: Ktime, d: Nanos) -> Ktime {
 
 #[test]
 fn periodic_hz250_for_10s_gives_exactly_2500_interrupts_ticks_and_jiffies() {
-    let clock = VirtualClock::new();
-    let h = bring_up(&clock, HpetModelConfig::qemu()).unwrap();
-    let mut m = machine(&clock, config(250, false, false), &h);
-    assert_eq!(m.tick.mode(CpuId::BOOT), TickMode::Periodic);
+    let mut h = None;
+    let rig = conformance::periodic_10s(&QEMU, qemu_rig(&mut h));
+    let h = h.unwrap();
+    let m = &rig.machine;
     assert_eq!(m.tick.timekeeper().clocksource().name(), "hpet");
-    let t0 = clock.now();
-    // 4 ms at QEMU's 100 MHz is exactly 400 000 ticks: no rounding drift.
-    m.run_until(add(t0, Nanos::from_secs(10)));
     assert_eq!(h.model.interrupts(0), 2500);
     assert_eq!(h.model.coalesced(0), 0);
-    let info = m.tick.cpu_info(CpuId::BOOT).unwrap();
-    assert_eq!(info.stats.interrupts, 2500);
-    assert_eq!(info.stats.ticks, 2500);
-    assert_eq!(m.tick.jiffies(), 2500);
     // The 2500th came at exactly t0 + 10 s; the next is one period on.
+    let t0 = rig.true_time(rig.start);
     assert_eq!(
         hw::InterruptSource::next_fire(h.model),
         Some(add(t0, Nanos::from_millis(10_004)))
     );
-    assert_eq!(m.trace.device_errors(), []);
 }
 
 #[test]
@@ -154,33 +193,29 @@ fn runs_without_hpet(clock: &Arc<VirtualClock>) {
 #[cfg(not(feature = "oneshot"))]
 #[test]
 fn without_oneshot_nohz_is_refused_and_the_tick_stays_periodic_through_idle() {
-    let clock = VirtualClock::new();
-    let h = bring_up(&clock, HpetModelConfig::qemu()).unwrap();
-    let mut m = machine(&clock, config(250, true, true), &h);
-    assert_eq!(m.tick.mode(CpuId::BOOT), TickMode::Periodic);
-    let info = m.tick.cpu_info(CpuId::BOOT).unwrap();
-    assert_eq!(
-        info.periodic_reason,
-        Some(tick::PeriodicReason::DeviceLacksOneshot)
+    let mut h = None;
+    conformance::stays_periodic_without_tickless(
+        &QEMU,
+        tick::PeriodicReason::DeviceLacksOneshot,
+        qemu_rig(&mut h),
     );
-    let t0 = clock.now();
-    m.idle(0, IdleDepth::Shallow);
-    m.run_until(add(t0, Nanos::from_secs(10)));
-    assert_eq!(h.model.interrupts(0), 2500, "idle does not stop the tick");
-    let info = m.tick.cpu_info(CpuId::BOOT).unwrap();
-    assert_eq!(info.stats.tick_stops, 0);
-    assert_eq!(m.tick.jiffies(), 2500);
+    assert_eq!(
+        h.unwrap().model.interrupts(0),
+        2500,
+        "idle does not stop the tick"
+    );
 }
 
 #[cfg(feature = "oneshot")]
 mod tickless {
     use super::*;
     use clocksource::ClockParams;
+    use tick::IdleDepth;
 
-    /// Linux `HPET_MIN_PROG_DELTA`, 192 ticks, in ns at 100 MHz.
-    const MIN_DELTA: Nanos = Nanos::from_nanos(1_920);
-    /// 0x7FFF_FFFF ticks at 100 MHz.
-    const MAX_DELTA: Nanos = Nanos::from_nanos(21_474_836_470);
+    /// One CPU running on the HPET alone.
+    fn machine(clock: &Arc<VirtualClock>, cfg: TickConfig, h: &Hpet) -> Machine<1> {
+        machine_traced(clock, &Trace::new(), cfg, h)
+    }
 
     /// True time minus monotonic time (the probe's restart of the counter).
     fn offset(m: &Machine<1>, clock: &VirtualClock) -> Nanos {
@@ -189,40 +224,20 @@ mod tickless {
 
     #[test]
     fn nohz_idle_10s_with_one_timer_takes_exactly_one_interrupt() {
-        let clock = VirtualClock::new();
-        let h = bring_up(&clock, HpetModelConfig::qemu()).unwrap();
-        let mut m = machine(&clock, config(250, true, true), &h);
-        assert_eq!(m.tick.mode(CpuId::BOOT), TickMode::HighRes { nohz: true });
-        let off = offset(&m, &clock);
-        let start = m.now();
-        let expiry = add(start, Nanos::from_millis(3_700));
-        m.add_timer(0, expiry, 1);
-        m.idle(0, IdleDepth::Shallow);
-        m.run_until(add(add(start, off), Nanos::from_secs(10)));
-
-        // Forced wake-ups in these 10 s: by the device's max delta, none
-        // (0x7FFF_FFFF ticks = 21.47 s); by the clocksource's max
-        // deferment, none (64-bit counter: capped at 600 s of range, so
-        // ≈267 s). Exactly the timer's interrupt.
+        let mut h = None;
+        let mut rig = conformance::nohz_idle_one_timer(&QEMU, qemu_rig(&mut h));
+        let h = h.unwrap();
+        let m = &mut rig.machine;
+        // Forced wake-ups: by the device's max delta, none before the
+        // timer (21.47 s); by the clocksource's max deferment, none (64-bit
+        // counter: capped at 600 s of range, so ≈267 s).
         assert!(m.tick.timekeeper().max_deferment() > Nanos::from_secs(250));
         assert_eq!(h.model.interrupts(0), 1);
-        let fired = m.fired();
-        assert_eq!(fired.len(), 1);
-        let f = fired[0];
-        // On time to one tick: the core rounds the delta up to whole ticks
-        // (never fewer than exact), which may add one 10 ns tick.
-        assert!(
-            f.at >= expiry && f.at <= add(expiry, Nanos::from_nanos(10)),
-            "{f:?}"
-        );
-        assert_eq!(f.true_time, add(f.at, off));
-        let info = m.tick.cpu_info(CpuId::BOOT).unwrap();
-        assert_eq!(info.stats.max_deferment_wakeups, 0);
-        assert_eq!(info.stats.interrupts, 1);
+        let f = m.fired()[0];
 
         // With nothing left, the device is re-armed for its max delta from
         // the timer's interrupt: the one forced wake-up, at 3.7 + 21.47 s.
-        let forced = add(f.true_time, MAX_DELTA);
+        let forced = add(f.true_time, QEMU.max_delta);
         assert_eq!(hw::InterruptSource::next_fire(h.model), Some(forced));
         m.run_until(add(forced, Nanos::from_secs(1)));
         assert_eq!(h.model.interrupts(0), 2);
@@ -230,56 +245,18 @@ mod tickless {
     }
 
     #[test]
-    fn highres_1000_random_timers_fire_in_order_never_early() {
-        let clock = VirtualClock::new();
-        let h = bring_up(&clock, HpetModelConfig::qemu()).unwrap();
-        let mut m = machine(&clock, config(250, true, true), &h);
-        let off = offset(&m, &clock);
-        let start = m.now();
-        let mut x = 0x5EED_u64;
-        let mut rng = move || {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x
-        };
-        let mut expiry = std::collections::HashMap::new();
-        for id in 0..1000u64 {
-            let at = add(start, Nanos::from_nanos(1 + rng() % 2_000_000_000));
-            m.add_timer(0, at, id);
-            expiry.insert(id, at);
-        }
-        m.idle(0, IdleDepth::Shallow);
-        m.run_until(add(add(start, off), Nanos::from_secs(3)));
-        let fired = m.fired();
-        assert_eq!(fired.len(), 1000);
-        let mut last = Ktime::ZERO;
-        let mut seen = std::collections::HashSet::new();
-        for f in &fired {
-            assert!(seen.insert(f.data), "timer {} fired twice", f.data);
-            assert_eq!(expiry[&f.data], f.expires);
-            assert!(f.at >= f.expires, "early: {f:?}");
-            assert!(
-                f.true_time >= add(f.expires, off),
-                "early in true time: {f:?}"
-            );
-            // Late by at most the minimum delta (a timer closer than it is
-            // forced to it) plus one 10 ns tick (deltas round up to ticks).
-            assert!(
-                f.at.saturating_since(f.expires)
-                    <= add(Ktime::ZERO, MIN_DELTA)
-                        .saturating_add(Nanos::from_nanos(10))
-                        .saturating_since(Ktime::ZERO),
-                "late: {f:?}"
-            );
-            assert!(f.expires >= last, "out of order: {f:?}");
-            last = f.expires;
-        }
-        assert_eq!(
-            m.tick.cpu_info(CpuId::BOOT).unwrap().stats.program_failures,
-            0
-        );
-        assert_eq!(m.trace.device_errors(), []);
+    fn nohz_idle_100s_with_nothing_queued_rearms_every_21_47s() {
+        // ⌊100 s / 21.474 836 47 s⌋ = 4 forced re-arms.
+        let mut h = None;
+        conformance::max_delta_rearms(&QEMU, Nanos::from_secs(100), qemu_rig(&mut h));
+        assert_eq!(h.unwrap().model.interrupts(0), 4);
+    }
+
+    #[test]
+    fn highres_10000_random_timers_fire_in_order_never_early() {
+        let mut h = None;
+        conformance::random_timers(&QEMU, qemu_rig(&mut h));
+        assert_eq!(h.unwrap().model.coalesced(0), 0);
     }
 
     #[test]
@@ -335,24 +312,32 @@ mod tickless {
 
     #[test]
     fn thirty_two_bit_hpet_at_14_318_mhz_idles_1000_s_waking_for_max_deferment() {
-        let clock = VirtualClock::new();
-        let h = bring_up(&clock, HpetModelConfig::chipset().counter_64bit(false)).unwrap();
-        let mut m = machine(&clock, config(250, true, true), &h);
-        let max_def = m.tick.timekeeper().max_deferment();
-        // Linux's 133.48 s for this counter, which wraps every 299.97 s.
-        assert_eq!(max_def.as_nanos() / 10_000_000, 13_348);
-        // The device could wait longer (0x7FFF_FFFF ticks = 149.98 s), so
-        // the clocksource sets the pace.
-        let c0 = h.model.counter().get();
-        m.idle(0, IdleDepth::Shallow);
-        let before = h.model.interrupts(0);
-        let end = add(clock.now(), Nanos::from_secs(1_000));
-        m.run_until(end);
-        let expected = 1_000_000_000_000 / max_def.as_nanos();
-        assert_eq!(expected, 7);
-        let info = m.tick.cpu_info(CpuId::BOOT).unwrap();
-        assert_eq!(info.stats.max_deferment_wakeups, expected);
-        assert_eq!(h.model.interrupts(0) - before, expected);
+        // The ICH chipset's HPET: 14.318 18 MHz, a 32-bit counter that
+        // wraps every 299.97 s. Only the device's max delta differs from
+        // QEMU's profile here: 0x7FFF_FFFF ticks = 149.98 s, longer than
+        // the counter's max deferment, so the clocksource sets the pace.
+        const CHIPSET: Profile = Profile {
+            source: "hpet (32-bit, 14.318 MHz)",
+            max_delta: Nanos::from_nanos(149_983_003_915),
+            ..QEMU
+        };
+        let mut h = None;
+        let mut c0 = 0;
+        let config = HpetModelConfig::chipset().counter_64bit(false);
+        let rig = conformance::max_deferment_wakeups(
+            &CHIPSET,
+            // Linux's 133.48 s for this counter: 7 wake-ups in 1000 s.
+            Nanos::from_millis(133_480),
+            Nanos::from_secs(1_000),
+            |clock, trace, cfg| {
+                let m = rig_of(&mut h, config)(clock, trace, cfg);
+                c0 = h.unwrap().model.counter().get();
+                m
+            },
+        );
+        let h = h.unwrap();
+        let mut m = rig.machine;
+        assert_eq!(h.model.interrupts(0), 7);
         // The counter wrapped three times (1000 s / 299.97 s); no time is
         // lost: monotonic time is the counter's ticks since the timekeeper
         // started, at the nominal 14 318 180 Hz.
