@@ -57,20 +57,10 @@ fn init_software_enables_an_apic_firmware_left_disabled() {
 
 #[test]
 fn init_detects_a_missing_apic() {
-    struct Nothing;
-    impl Mmio for Nothing {
-        fn read32(&self, _: usize) -> u32 {
-            u32::MAX
-        }
-        fn write32(&self, _: usize, _: u32) {}
-        fn read64(&self, _: usize) -> u64 {
-            u64::MAX
-        }
-        fn write64(&self, _: usize, _: u64) {}
-    }
+    let nothing = sim::Absent::new();
     let e = LapicTimer::new(TimerConfig::new(
         0,
-        Access::xapic(&Nothing),
+        Access::xapic(&nothing),
         Capabilities::default(),
         exact(),
     ));

@@ -10,6 +10,9 @@
 //! Tests marked `#[cfg(feature = ...)]` run in the build that offers the
 //! mode: `cargo test -p lapic` (periodic only), `--features oneshot`,
 //! `--features deadline`.
+//!
+//! The scenarios every tick device passes come from `sim::conformance`,
+//! through [`rig`]; the checks after each call are the LAPIC's own.
 
 use std::sync::Arc;
 
@@ -25,12 +28,15 @@ use lapic::{
     TimerConfig, TimerFrequency, STOPPED_PROBE_READS,
 };
 use raw_cpuid::CpuId;
+use sim::conformance::{self, Profile};
 use sim::{
     CounterConfig, CpuRun, EventConfig, Machine, SimCounter, SimEventDevice, Trace, VirtualClock,
 };
 #[cfg(not(feature = "oneshot"))]
 use tick::PeriodicReason;
-use tick::{IdleDepth, TickConfig, TickMode};
+#[cfg(feature = "deadline")]
+use tick::TickMode;
+use tick::{IdleDepth, TickConfig};
 
 /// The machine's one CPU, as the tick layer names it (`CpuId` here is raw-cpuid's).
 const CPU0: clockevents::CpuId = clockevents::CpuId::BOOT;
@@ -123,14 +129,51 @@ fn pit_like(clock: &Arc<VirtualClock>) -> SimCounter {
     pit
 }
 
-#[cfg(any(feature = "oneshot", feature = "deadline"))]
-fn rng(seed: u64) -> impl FnMut() -> u64 {
-    let mut x = seed;
-    move || {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        x
+/// QEMU's LAPIC timer in TMICT mode, as the conformance suite sees it.
+const QEMU: Profile = Profile {
+    source: "lapic",
+    hz: 250,
+    // 4 ms at 62.5 MHz is 250 000 ticks exactly.
+    periodic_jiffies: 2_500,
+    // Linux arch/x86/kernel/apic/apic.c caps TMICT at 0x7FFF_FFFF ticks:
+    // 34.359 738 352 s of 16 ns ticks.
+    max_delta: Nanos::from_nanos(34_359_738_352),
+    // 3.7 s and the other figures fall on the 16 ns grid: no rounding.
+    timer_late: Nanos::ZERO,
+    // The core's 1 µs minimum delta (a timer due within it of the previous
+    // interrupt is forced out to it) plus the rounding of a delta up to
+    // whole device cycles: two 16 ns ticks, or one TSC cycle rounded to the
+    // next nanosecond.
+    max_late: Nanos::from_nanos(1_032),
+};
+
+/// [`QEMU`] named for the interface the driver uses.
+fn profile(via: Via) -> Profile {
+    Profile {
+        source: match via {
+            Via::XApic => "lapic (xAPIC)",
+            Via::X2Apic => "lapic (x2APIC)",
+        },
+        ..QEMU
+    }
+}
+
+/// The bring-up the conformance suite calls: one LAPIC of `cfgs[c]` per
+/// CPU c, reached `via`, on the 1 GHz clocksource; each model and driver is
+/// left in `out` for the checks that follow.
+fn rig<'a, const N: usize>(
+    cfgs: [LapicModelConfig; N],
+    via: Via,
+    out: &'a mut Vec<(&'static LapicModel, &'static LapicTimer<'static>)>,
+) -> impl FnOnce(&Arc<VirtualClock>, &Trace, TickConfig) -> Machine<N> + 'a {
+    move |clock, trace, cfg| {
+        let mut m: Machine<N> = Machine::new(clock.clone(), trace.clone(), cfg, clocksource(clock));
+        for c in cfgs {
+            let (model, timer) = lapic(clock, c, via, None);
+            m.add_driver(timer, model);
+            out.push((model, timer));
+        }
+        m
     }
 }
 
@@ -305,22 +348,12 @@ fn stopped_reference_refuses_the_timer_and_another_device_ticks() {
 #[test]
 fn periodic_hz250_for_10s_gives_exactly_2500_ticks_and_jiffies() {
     for via in [Via::XApic, Via::X2Apic] {
-        let clock = VirtualClock::new();
-        let (model, timer) = lapic(&clock, qemu(0), via, None);
-        let mut m: Machine<1> = Machine::new(
-            clock.clone(),
-            Trace::new(),
-            config(250, false, false),
-            clocksource(&clock),
-        );
-        m.add_driver(timer, model);
-        assert_eq!(m.tick.mode(CPU0), TickMode::Periodic);
+        let mut out = Vec::new();
+        conformance::periodic_10s(&profile(via), rig([qemu(0)], via, &mut out));
+        let (model, _) = out[0];
         // 4 ms at 62.5 MHz = 250 000 ticks exactly.
         assert_eq!(model.read32_or_msr(Reg::InitialCount, via), 250_000);
-        m.run_until(Ktime::from_secs(10));
         assert_eq!(model.interrupts(), 2500, "{via:?}");
-        assert_eq!(m.tick.cpu_info(CPU0).unwrap().stats.ticks, 2500);
-        assert_eq!(m.tick.jiffies(), 2500);
         for (k, t) in model.delivered().iter().enumerate() {
             assert_eq!(*t, Ktime::from_millis(4 * (k as u64 + 1)), "{via:?}");
         }
@@ -361,13 +394,25 @@ mod oneshot {
     fn nohz_idle_10s_with_a_timer_at_3_7s_takes_exactly_one_interrupt() {
         // 3.7 s = 231 250 000 ticks of 16 ns exactly: on time to the ns.
         let t = Ktime::from_millis(3_700);
-        nohz_idle_one_timer(qemu(0), TimerMode::Oneshot, t, t);
+        nohz_idle_one_timer(&QEMU, qemu(0), TimerMode::Oneshot, t);
     }
 
     #[test]
-    fn highres_1000_random_timers_fire_once_in_order_never_early() {
+    fn nohz_idle_100s_with_nothing_queued_rearms_every_34_36s() {
+        // ⌊100 s / 34.359 738 352 s⌋ = 2 forced re-arms.
+        let mut out = Vec::new();
+        conformance::max_delta_rearms(
+            &QEMU,
+            Nanos::from_secs(100),
+            rig([qemu(0)], Via::XApic, &mut out),
+        );
+        assert_eq!(out[0].0.interrupts(), 2);
+    }
+
+    #[test]
+    fn highres_10000_random_timers_fire_once_in_order_never_early() {
         for via in [Via::XApic, Via::X2Apic] {
-            random_timers(qemu(0), qemu(1), via, TimerMode::Oneshot);
+            random_timers(&profile(via), [qemu(0), qemu(1)], via, TimerMode::Oneshot);
         }
     }
 
@@ -431,6 +476,22 @@ mod deadline {
         qemu(cpu).tsc_deadline(true)
     }
 
+    /// The LAPIC in TSC-deadline mode: the deadline is a TSC value (SDM
+    /// Vol. 3A §10.5.4.1), so the one-shot figures are the TSC's.
+    fn deadline_profile(via: Via, timer_late: Nanos) -> Profile {
+        Profile {
+            source: match via {
+                Via::XApic => "lapic TSC-deadline (xAPIC)",
+                Via::X2Apic => "lapic TSC-deadline (x2APIC)",
+            },
+            // A 64-bit deadline: the core's 600 s conversion range bounds
+            // a programming.
+            max_delta: Nanos::from_secs(clockevents::event::WIDE_DEVICE_MAX_SECS),
+            timer_late,
+            ..QEMU
+        }
+    }
+
     #[test]
     fn deadline_nohz_idle_10s_with_a_timer_at_3_7s_takes_exactly_one_interrupt() {
         // Programmed at t = 0 (TSC 0) for 3.7 s: the core converts 3.7 s to
@@ -446,20 +507,22 @@ mod deadline {
         let cycles = conv.ns_to_cycles(Nanos::from_millis(3_700)).get();
         let fire = (cycles as u128 * 1_000_000_000).div_ceil(2_400_000_000) as u64;
         assert_eq!(fire, 3_700_000_148);
+        let late = Nanos::from_nanos(fire - 3_700_000_000);
         nohz_idle_one_timer(
+            &deadline_profile(Via::XApic, late),
             qemu_deadline(0),
             TimerMode::TscDeadline,
-            Ktime::from_millis(3_700),
             Ktime::from_nanos(fire),
         );
     }
 
     #[test]
-    fn deadline_highres_1000_random_timers_fire_once_in_order_never_early() {
+    fn deadline_highres_10000_random_timers_fire_once_in_order_never_early() {
         for via in [Via::XApic, Via::X2Apic] {
             random_timers(
-                qemu_deadline(0),
-                qemu_deadline(1),
+                // Random timers are bounded by max_late alone.
+                &deadline_profile(via, Nanos::ZERO),
+                [qemu_deadline(0), qemu_deadline(1)],
                 via,
                 TimerMode::TscDeadline,
             );
@@ -501,94 +564,39 @@ mod deadline {
     }
 }
 
+/// The conformance NO_HZ scenario on one LAPIC of `cfg` in `mode`, whose
+/// one interrupt comes at exactly `fire`.
 #[cfg(any(feature = "oneshot", feature = "deadline"))]
-fn nohz_idle_one_timer(cfg: LapicModelConfig, mode: TimerMode, expiry: Ktime, fire: Ktime) {
-    let clock = VirtualClock::new();
-    let (model, timer) = lapic(&clock, cfg, Via::XApic, None);
+fn nohz_idle_one_timer(p: &Profile, cfg: LapicModelConfig, mode: TimerMode, fire: Ktime) {
+    let mut out = Vec::new();
+    let rig = conformance::nohz_idle_one_timer(p, rig([cfg], Via::XApic, &mut out));
+    let (model, timer) = out[0];
     assert_eq!(timer.mode(), mode);
-    let mut m: Machine<1> = Machine::new(
-        clock.clone(),
-        Trace::new(),
-        config(250, true, true),
-        clocksource(&clock),
-    );
-    m.add_driver(timer, model);
-    assert_eq!(m.tick.mode(CPU0), TickMode::HighRes { nohz: true });
-    m.add_timer(0, expiry, 1);
-    m.idle(0, IdleDepth::Shallow);
-    m.run_until(Ktime::from_secs(10));
-    // No forced wake-up in 10 s: the clocksource's max deferment is far
-    // beyond (64 bits at 1 GHz), and so is the device's max delta — TMICT:
-    // 0x7FFF_FFFF ticks at 62.5 MHz = 34.36 s; TSC-deadline: the core's
-    // 600 s conversion range.
-    assert!(m.tick.timekeeper().max_deferment() > Nanos::from_secs(10));
+    // No forced wake-up before the timer: the clocksource's max deferment
+    // is far beyond (64 bits at 1 GHz), and so is the device's max delta —
+    // TMICT: 0x7FFF_FFFF ticks at 62.5 MHz = 34.36 s; TSC-deadline: the
+    // core's 600 s conversion range.
     let max_delta = clockevents::EventDevice::new(timer, Nanos::from_millis(4))
         .unwrap()
         .max_delta();
     assert!(max_delta > Nanos::from_secs(34), "{max_delta}");
-    assert!(fire >= expiry);
     assert_eq!(
         model.delivered(),
         [fire],
         "exactly one interrupt, never early"
     );
-    let info = m.tick.cpu_info(CPU0).unwrap();
-    assert_eq!(info.stats.max_deferment_wakeups, 0);
-    assert_eq!(info.stats.interrupts, 1);
-    let fired = m.fired();
-    assert_eq!(fired.len(), 1);
+    let fired = rig.machine.fired();
     assert_eq!((fired[0].at, fired[0].true_time), (fire, fire));
 }
 
-/// 1000 random timers over 2 s on two CPUs, each with its own LAPIC.
+/// The conformance random-timer scenario on two CPUs, each with its own
+/// LAPIC.
 #[cfg(any(feature = "oneshot", feature = "deadline"))]
-fn random_timers(c0: LapicModelConfig, c1: LapicModelConfig, via: Via, mode: TimerMode) {
-    let clock = VirtualClock::new();
-    let trace = Trace::new();
-    let (m0, t0) = lapic(&clock, c0, via, None);
-    let (m1, t1) = lapic(&clock, c1, via, None);
+fn random_timers(p: &Profile, cfgs: [LapicModelConfig; 2], via: Via, mode: TimerMode) {
+    let mut out = Vec::new();
+    conformance::random_timers(p, rig(cfgs, via, &mut out));
+    let [(m0, t0), (m1, t1)] = [out[0], out[1]];
     assert_eq!((t0.mode(), t1.mode()), (mode, mode));
-    let mut m: Machine<2> = Machine::new(
-        clock.clone(),
-        trace.clone(),
-        config(250, true, true),
-        clocksource(&clock),
-    );
-    m.add_driver(t0, m0);
-    m.add_driver(t1, m1);
-    let mut r = rng(0x1A91C);
-    let mut expiries = std::collections::HashMap::new();
-    for id in 0..1_000u64 {
-        let cpu = (r() % 2) as usize;
-        let at = Ktime::from_nanos(1 + r() % 2_000_000_000);
-        m.add_timer(cpu, at, id);
-        expiries.insert(id, (cpu, at));
-    }
-    m.idle(0, IdleDepth::Shallow);
-    m.idle(1, IdleDepth::Shallow);
-    m.run_until(Ktime::from_secs(3));
-    let fired = m.fired();
-    assert_eq!(fired.len(), 1_000);
-    let mut seen = std::collections::HashSet::new();
-    let mut last = [Ktime::ZERO; 2];
-    let mut worst = Nanos::ZERO;
-    for f in &fired {
-        assert!(seen.insert(f.data), "timer {} fired twice", f.data);
-        assert_eq!(expiries[&f.data], (f.cpu, f.expires));
-        assert!(
-            f.at >= f.expires && f.true_time >= f.expires,
-            "early: {f:?}"
-        );
-        assert!(f.expires >= last[f.cpu], "out of order: {f:?}");
-        last[f.cpu] = f.expires;
-        worst = worst.max(f.true_time.saturating_since(f.expires));
-    }
-    // Late by at most the core's 1 µs minimum delta (a timer due within it
-    // of the previous interrupt is forced out to it) plus the rounding of a
-    // delta up to whole device cycles: two 16 ns ticks, or one TSC cycle
-    // rounded to the next nanosecond.
-    println!("{mode:?} over {via:?}: worst lateness {worst}");
-    assert!(worst <= Nanos::from_nanos(1_032), "{worst}");
     assert!(m0.interrupts() > 0 && m1.interrupts() > 0);
     assert_eq!(m0.coalesced() + m1.coalesced(), 0);
 }
@@ -598,52 +606,33 @@ fn random_timers(c0: LapicModelConfig, c1: LapicModelConfig, via: Via, mode: Tim
 #[cfg(not(any(feature = "oneshot", feature = "deadline")))]
 #[test]
 fn without_oneshot_nohz_requested_stays_periodic_with_device_lacks_oneshot() {
-    let clock = VirtualClock::new();
-    let (model, timer) = lapic(&clock, qemu(0), Via::XApic, None);
+    let mut out = Vec::new();
+    let rig = conformance::stays_periodic_without_tickless(
+        &QEMU,
+        PeriodicReason::DeviceLacksOneshot,
+        rig([qemu(0)], Via::XApic, &mut out),
+    );
+    let (model, timer) = out[0];
     assert!(!timer.features().contains(Features::ONESHOT));
-    let mut m: Machine<1> = Machine::new(
-        clock.clone(),
-        Trace::new(),
-        config(250, true, true),
-        clocksource(&clock),
-    );
-    m.add_driver(timer, model);
-    let info = m.tick.cpu_info(CPU0).unwrap();
-    assert_eq!(info.mode, TickMode::Periodic);
-    assert_eq!(
-        info.periodic_reason,
-        Some(PeriodicReason::DeviceLacksOneshot)
-    );
-    m.add_timer(0, Ktime::from_millis(3_700), 1);
-    m.idle(0, IdleDepth::Shallow);
-    m.run_until(Ktime::from_secs(10));
     assert_eq!(
         model.interrupts(),
         2500,
         "idle does not stop a periodic tick"
     );
-    assert_eq!(m.tick.cpu_info(CPU0).unwrap().stats.tick_stops, 0);
     // 3.7 s lies on the 4 ms grid: run by tick 925.
-    assert_eq!(m.fired()[0].true_time, Ktime::from_millis(3_700));
+    assert_eq!(rig.machine.fired()[0].true_time, Ktime::from_millis(3_700));
 }
 
 #[cfg(all(feature = "deadline", not(feature = "oneshot")))]
 #[test]
 fn deadline_build_on_a_cpu_without_it_stays_periodic() {
-    let clock = VirtualClock::new();
-    let (model, timer) = lapic(&clock, qemu(0), Via::XApic, None);
-    assert_eq!(timer.mode(), TimerMode::Periodic);
-    let mut m: Machine<1> = Machine::new(
-        clock.clone(),
-        Trace::new(),
-        config(250, true, true),
-        clocksource(&clock),
+    let mut out = Vec::new();
+    conformance::stays_periodic_without_tickless(
+        &QEMU,
+        PeriodicReason::DeviceLacksOneshot,
+        rig([qemu(0)], Via::XApic, &mut out),
     );
-    m.add_driver(timer, model);
-    assert_eq!(
-        m.tick.cpu_info(CPU0).unwrap().periodic_reason,
-        Some(PeriodicReason::DeviceLacksOneshot)
-    );
+    assert_eq!(out[0].1.mode(), TimerMode::Periodic);
 }
 
 #[test]
