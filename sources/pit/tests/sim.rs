@@ -8,6 +8,9 @@
 //!
 //! `cargo test -p pit` runs the periodic-only build; `cargo test -p pit
 //! --features oneshot` the tickless one. Tests gated on the feature say so.
+//!
+//! The scenarios every tick device passes come from `sim::conformance`,
+//! through [`pit_rig`]; the checks after each call are the PIT's own.
 
 use std::sync::Arc;
 
@@ -17,7 +20,11 @@ use hw::PortIo;
 use pit::model::PitModel;
 use pit::regs::{pit_latch, Channel, PIT_TICK_RATE};
 use pit::{Ch2Options, Pit, PitClockEvent, PitClockSource, PitError};
-use sim::{CounterConfig, EventConfig, Machine, SimCounter, SimEventDevice, Trace, VirtualClock};
+use sim::conformance::{self, Profile};
+use sim::rng::XorShift64;
+use sim::{
+    Absent, CounterConfig, EventConfig, Machine, SimCounter, SimEventDevice, Trace, VirtualClock,
+};
 use tick::{IdleDepth, PeriodicReason, TickConfig, TickMode};
 
 const F: u64 = PIT_TICK_RATE.get();
@@ -56,13 +63,48 @@ fn pit_event(model: &'static PitModel) -> &'static PitClockEvent<'static> {
 }
 
 /// The PIT's counter 0 as the only tick device, on a 1 GHz clocksource.
-fn pit_tick_machine(cfg: TickConfig) -> (Machine<1>, Arc<VirtualClock>, &'static PitModel) {
-    let clock = VirtualClock::new();
-    let model = PitModel::new(clock.clone()).leak();
-    let mut m = Machine::new(clock.clone(), Trace::new(), cfg, exact_clock(&clock));
-    m.add_driver(pit_event(model), model);
-    (m, clock, model)
+fn pit_tick_machine(cfg: TickConfig) -> (Machine<1>, &'static PitModel) {
+    let mut model = None;
+    let m = pit_rig(&mut model)(&VirtualClock::new(), &Trace::new(), cfg);
+    (m, model.unwrap())
 }
+
+/// The bring-up the conformance suite calls: counter 0 as the only tick
+/// device, on a 1 GHz clocksource; the model is left in `out` for the
+/// checks that follow.
+fn pit_rig<'a>(
+    out: &'a mut Option<&'static PitModel>,
+) -> impl FnOnce(&Arc<VirtualClock>, &Trace, TickConfig) -> Machine<1> + 'a {
+    move |clock, trace, cfg| {
+        let model = PitModel::new(clock.clone()).leak();
+        let mut m = Machine::new(clock.clone(), trace.clone(), cfg, exact_clock(clock));
+        m.add_driver(pit_event(model), model);
+        *out = Some(model);
+        m
+    }
+}
+
+/// Counter 0 at the i8254's 1.193182 MHz (the 8254 datasheet's CLK, Linux
+/// `PIT_TICK_RATE`), as the conformance suite sees it.
+const PIT: Profile = Profile {
+    source: "pit",
+    hz: 100,
+    // PIT_LATCH(100) = 11932 clocks = 10.000151 ms: the last of the 10 s'
+    // interrupts is at 9.990152 s, so floor(9.990152 s / 10 ms) = 999.
+    periodic_jiffies: 999,
+    // Linux drivers/clocksource/i8253.c registers counter 0 with a max
+    // delta of 0x7FFF clocks; in mode 0 the count loads on the clock after
+    // the write (8254 datasheet), so one programming waits 0x8000 clocks:
+    // 27.462 700 67 ms.
+    max_delta: Nanos::from_nanos(27_462_700),
+    // Under three clocks of 839 ns: the load clock and the round-up of the
+    // delay to whole clocks.
+    timer_late: Nanos::from_nanos(3 * 839 - 1),
+    // Under 18 clocks: a timer due within the min delta of the previous
+    // interrupt is forced to it, 0xF clocks (Linux i8253.c) → 12.572 µs →
+    // 16 clocks, firing after 17.
+    max_late: Nanos::from_nanos(18 * 839 - 1),
+};
 
 /// A port bus on which every access takes `per_access` of true time
 /// (ISA I/O is ~1 µs; a VM exit more).
@@ -83,16 +125,6 @@ impl PortIo for SlowBus {
     }
 }
 
-/// No PIT: the bus floats and every read returns 0xFF.
-struct NoPit;
-
-impl PortIo for NoPit {
-    fn inb(&self, _port: u16) -> u8 {
-        0xFF
-    }
-    fn outb(&self, _port: u16, _value: u8) {}
-}
-
 // ----- counter 0 as the tick device ----------------------------------------
 
 /// IRQ0 instants of the periodic tick started at true time 0: the control
@@ -111,9 +143,9 @@ fn periodic_irqs_until(t: Ktime, latch: u64) -> Vec<Ktime> {
 
 #[test]
 fn periodic_hz100_ticks_every_11932_clocks_not_every_10ms() {
-    let (mut m, _clock, model) = pit_tick_machine(config(100, false, false));
-    assert_eq!(m.tick.mode(CpuId::BOOT), TickMode::Periodic);
-    m.run_until(Ktime::from_secs(10));
+    let mut model = None;
+    conformance::periodic_10s(&PIT, pit_rig(&mut model));
+    let model = model.unwrap();
 
     // 11932 / 1193182 s = 10.000151 ms: the 1000th period would end at
     // 10.000151 s, after the run. So 999 reloads, plus the edge at attach.
@@ -122,13 +154,10 @@ fn periodic_hz100_ticks_every_11932_clocks_not_every_10ms() {
     let expected = periodic_irqs_until(Ktime::from_secs(10), latch);
     assert_eq!(expected.len(), 1_000);
     assert_eq!(model.interrupt_times(), expected);
-    let info = m.tick.cpu_info(CpuId::BOOT).unwrap();
-    assert_eq!(info.stats.ticks, 1_000);
     // Jiffies come from the clocksource at each interrupt: the last one is
     // at 9.990152 s, so floor(9.990152 s / 10 ms) = 999 — not the 1000
     // interrupts, and not floor(10 s / 10 ms) = 1000 either.
     assert_eq!(*expected.last().unwrap(), Ktime::from_nanos(9_990_151_545));
-    assert_eq!(m.tick.jiffies(), 999);
     assert_eq!(model.coalesced(), 0);
 }
 
@@ -138,7 +167,7 @@ fn periodic_hz100_jiffies_run_ahead_of_pit_periods_over_2000_s() {
     // clocksource: after 2000 s, 199996 reloads have happened, but the
     // clocksource says 199999 jiffies. Time comes from the clock, never
     // from counting interrupts.
-    let (mut m, _clock, model) = pit_tick_machine(config(100, false, false));
+    let (mut m, model) = pit_tick_machine(config(100, false, false));
     let end = Ktime::from_secs(2_000);
     m.run_until(end);
     let reloads = (edges_at(end) - 1) / 11_932;
@@ -152,46 +181,35 @@ fn periodic_hz100_jiffies_run_ahead_of_pit_periods_over_2000_s() {
 #[cfg(not(feature = "oneshot"))]
 #[test]
 fn without_oneshot_nohz_stays_periodic_because_the_device_lacks_oneshot() {
-    let (mut m, _clock, model) = pit_tick_machine(config(100, true, true));
-    let info = m.tick.cpu_info(CpuId::BOOT).unwrap();
-    assert_eq!(info.mode, TickMode::Periodic);
-    assert_eq!(
-        info.periodic_reason,
-        Some(PeriodicReason::DeviceLacksOneshot)
+    let mut model = None;
+    let rig = conformance::stays_periodic_without_tickless(
+        &PIT,
+        PeriodicReason::DeviceLacksOneshot,
+        pit_rig(&mut model),
     );
-    m.add_timer(0, Ktime::from_millis(3_700), 1);
-    m.idle(0, IdleDepth::Shallow);
-    m.run_until(Ktime::from_secs(10));
     assert_eq!(
-        model.interrupt_times(),
+        model.unwrap().interrupt_times(),
         periodic_irqs_until(Ktime::from_secs(10), 11_932),
         "idle does not stop a periodic tick"
     );
-    let info = m.tick.cpu_info(CpuId::BOOT).unwrap();
-    assert_eq!(info.stats.tick_stops, 0);
     // The timer runs at the first tick at or after 3.7 s: reload 370 at
     // edge 1 + 370·11932, 3.700056 s.
-    let f = m.fired();
-    assert_eq!(f.len(), 1);
-    assert_eq!(f[0].true_time, edge(1 + 370 * 11_932));
-    assert!(f[0].true_time >= Ktime::from_millis(3_700));
+    assert_eq!(rig.machine.fired()[0].true_time, edge(1 + 370 * 11_932));
 }
 
 #[cfg(feature = "oneshot")]
 #[test]
 fn nohz_idle_timer_at_3_7s_rearms_every_max_delta_and_fires_on_time() {
-    let (mut m, _clock, model) = pit_tick_machine(config(100, true, true));
-    assert_eq!(m.tick.mode(CpuId::BOOT), TickMode::HighRes { nohz: true });
-    let expiry = Ktime::from_millis(3_700);
-    m.add_timer(0, expiry, 7);
-    m.idle(0, IdleDepth::Shallow);
-    m.run_until(expiry.saturating_add(Nanos::from_millis(1)));
+    let mut model = None;
+    let rig = conformance::nohz_idle_one_timer(&PIT, pit_rig(&mut model));
+    let model = model.unwrap();
 
     // The core clamps every delay to max_delta = 0x7FFF clocks
     // (27.461862 ms, rounded down) and programs 0x7FFF; the count loads on
     // the next clock, so each hop is 0x8000 clocks (27.462700 ms), and the
     // writes happen exactly on edges (in the handler): hop k ends at edge
     // 0x8000·k. The last hop is programmed with what remains.
+    let expiry = Ktime::from_millis(3_700);
     let max_delta_ns = (0x7FFFu128 * GIGA / F as u128) as u64;
     assert_eq!(max_delta_ns, 27_461_862);
     let mut hops = 1u64;
@@ -206,56 +224,33 @@ fn nohz_idle_timer_at_3_7s_rearms_every_max_delta_and_fires_on_time() {
     for (k, t) in irqs.iter().take(hops as usize).enumerate() {
         assert_eq!(*t, edge(0x8000 * (k as u64 + 1)));
     }
-
-    // Never early; late by at most the load clock plus the round-up.
-    let fired = m.fired();
-    assert_eq!(fired.len(), 1);
-    let late = fired[0].true_time.saturating_since(expiry);
-    assert!(fired[0].at >= expiry && fired[0].true_time >= expiry);
-    assert!(late < Nanos::from_nanos(3 * 839), "late by {late}");
+    let late = rig.machine.fired()[0].true_time.saturating_since(expiry);
     println!(
         "3.7 s timer on the PIT: {} interrupts, late by {late}",
         irqs.len()
     );
-    let info = m.tick.cpu_info(CpuId::BOOT).unwrap();
-    assert_eq!(info.stats.tick_stops, 1);
-    assert_eq!(
-        info.stats.max_deferment_wakeups, 0,
-        "a 64-bit clock never forces"
-    );
-    assert_eq!(info.stats.program_failures, 0);
+}
+
+#[cfg(feature = "oneshot")]
+#[test]
+fn nohz_idle_1s_with_nothing_queued_rearms_every_0x8000_clocks() {
+    // ⌊1 s / 27.4627 ms⌋ = 36 forced re-arms, hop k ending at edge
+    // 0x8000·k.
+    let mut model = None;
+    conformance::max_delta_rearms(&PIT, Nanos::from_secs(1), pit_rig(&mut model));
+    let irqs = model.unwrap().interrupt_times();
+    assert_eq!(irqs.len(), 36);
+    for (k, t) in irqs.iter().enumerate() {
+        assert_eq!(*t, edge(0x8000 * (k as u64 + 1)));
+    }
 }
 
 #[cfg(feature = "oneshot")]
 #[test]
 fn highres_timers_on_the_pit_never_fire_early() {
-    let (mut m, _clock, _model) = pit_tick_machine(config(250, true, true));
-    let mut x = 0x9E37_79B9_7F4A_7C15u64;
-    for i in 0..2_000u64 {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        m.add_timer(0, Ktime::from_nanos(x % 2_000_000_000), i);
-    }
-    m.idle(0, IdleDepth::Shallow);
-    m.run_until(Ktime::from_secs(3));
-    let fired = m.fired();
-    assert_eq!(fired.len(), 2_000);
-    let worst = fired
-        .iter()
-        .map(|f| f.true_time.saturating_since(f.expires))
-        .max()
-        .unwrap();
-    println!("2000 high-res timers on the PIT: worst lateness {worst}");
-    for f in &fired {
-        assert!(f.at >= f.expires, "{f:?}");
-        // Programmed for its own expiry, a timer fires ≤ 2 clocks late (the
-        // load clock and the round-up to whole clocks). One due within the
-        // min delta of the previous interrupt is forced to the min delta:
-        // 0xF clocks → 12.572 µs → 16 clocks, firing after 17.
-        let late = f.true_time.saturating_since(f.expires);
-        assert!(late < Nanos::from_nanos(18 * 839), "{f:?}");
-    }
+    let mut model = None;
+    conformance::random_timers(&PIT, pit_rig(&mut model));
+    assert_eq!(model.unwrap().coalesced(), 0);
 }
 
 // ----- counter 2 as the clocksource ---------------------------------------
@@ -267,14 +262,11 @@ fn driver_latch_reads_match_the_model_while_counting() {
     clock.advance_to(Ktime::from_nanos(12_345));
     let cs = PitClockSource::new(Pit::new(model), Ch2Options::REFERENCE);
     let load = edges_at(clock.now()) + 1;
-    let mut x = 0x2545_F491_4F6C_DD1Du64;
+    let mut r = XorShift64::new(0x2545_F491_4F6C_DD1D);
     let mut prev: Option<(Ktime, Cycles)> = None;
     for _ in 0..5_000 {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
         // Steps of up to 60 ms: some cross a wrap, some more than one.
-        let t = clock.advance_by(Nanos::from_nanos(x % 60_000_000));
+        let t = clock.advance_by(Nanos::from_nanos(r.next_u64() % 60_000_000));
         let now = cs.read();
         let k = edges_at(t) - load;
         assert_eq!(now.get(), (k + 0xFFFF) % 0x1_0000, "at {t}");
@@ -319,7 +311,8 @@ fn probe_sees_a_counting_pit_within_two_reads_over_slow_port_io() {
 
 #[test]
 fn probe_reports_a_missing_pit_instead_of_hanging() {
-    let cs = PitClockSource::new(Pit::new(&NoPit), Ch2Options::REFERENCE);
+    let bus = Absent::new();
+    let cs = PitClockSource::new(Pit::new(&bus), Ch2Options::REFERENCE);
     assert_eq!(
         cs.probe(1_000),
         Err(PitError::NotCounting {
