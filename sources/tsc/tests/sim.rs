@@ -4,14 +4,18 @@
 //!
 //! The tick device is always a generic `sim::SimEventDevice` (1 GHz,
 //! periodic + one-shot, per-CPU): the TSC has no interrupt.
+//!
+//! The scenarios every tick device passes come from `sim::conformance`,
+//! through [`tsc_rig`]: here they judge the TSC as the clock they run on.
 
 use std::sync::Arc;
 
 use clockevents::{CpuId, CpuMask, Features};
 use clocksource::calibrate::ppm_off;
 use clocksource::{CalibrationError, ClockSource, ClockSourceFlags, Cycles, Hertz, Ktime, Nanos};
+use sim::conformance::{self, Profile};
 use sim::{CounterConfig, EventConfig, Machine, SimCounter, SimEventDevice, Trace, VirtualClock};
-use tick::{IdleDepth, TickConfig, TickMode};
+use tick::TickConfig;
 use tsc::calibration::{CAL2_WINDOW, CAL_WINDOW};
 use tsc::model::{FakeCpuid, TscModel, TscModelConfig};
 use tsc::{Confidence, FrequencySource, Stability, TscClockSource, TscError};
@@ -258,67 +262,71 @@ fn absurd_calibrated_frequency_is_a_typed_error() {
 
 // ----- the TSC as the clock source ------------------------------------------
 
+/// The 1 GHz tick device on the TSC, as the conformance suite sees it.
+const TSC: Profile = Profile {
+    source: "tsc",
+    hz: 250,
+    // 4 ms is 4 000 000 cycles of the 1 GHz device.
+    periodic_jiffies: 2_500,
+    // The tick device's 2^40 cycles of 1 ns.
+    max_delta: Nanos::from_nanos(1 << 40),
+    // 1 ns cycles, and the 2 GHz TSC converts exactly: no rounding.
+    timer_late: Nanos::ZERO,
+    // The device's 1 µs min delta (a timer due within it of the previous
+    // interrupt is forced out to it) and one 1 ns cycle of rounding.
+    max_late: Nanos::from_nanos(1_001),
+};
+
+/// The bring-up the conformance suite calls: an invariant 2 GHz TSC (rate
+/// from CPUID 0x15) as the only clocksource, the 1 GHz per-CPU device as
+/// the tick device; the device is left in `out`.
+fn tsc_rig<'a>(
+    out: &'a mut Option<&'static SimEventDevice>,
+) -> impl FnOnce(&Arc<VirtualClock>, &Trace, TickConfig) -> Machine<1> + 'a {
+    move |clock, trace, cfg| {
+        let t = probe(
+            model(clock, 2_000_000_000, true),
+            cpuid_2ghz(true),
+            None,
+            Stability::Auto,
+        )
+        .unwrap();
+        let mut m: Machine<1> = Machine::new(clock.clone(), trace.clone(), cfg, t);
+        let dev = tick_dev(clock, trace);
+        m.add_device(dev);
+        *out = Some(dev);
+        m
+    }
+}
+
 #[test]
 fn periodic_hz250_10s_on_the_tsc_gives_exactly_2500_ticks_and_jiffies() {
-    let clock = VirtualClock::new();
-    let trace = Trace::new();
-    let t = probe(
-        model(&clock, 2_000_000_000, true),
-        cpuid_2ghz(true),
-        None,
-        Stability::Auto,
-    )
-    .unwrap();
-    let mut m: Machine<1> = Machine::new(clock.clone(), trace.clone(), cfg(false, false), t);
-    let dev = tick_dev(&clock, &trace);
-    m.add_device(dev);
-    assert_eq!(m.tick.mode(CpuId::BOOT), TickMode::Periodic);
-    assert_eq!(m.tick.timekeeper().clocksource().name(), "tsc");
-    m.run_until(Ktime::from_secs(10));
-    assert_eq!(dev.interrupts(), 2500);
-    assert_eq!(m.tick.cpu_info(CpuId::BOOT).unwrap().stats.ticks, 2500);
-    assert_eq!(m.tick.jiffies(), 2500);
+    let mut dev = None;
+    let rig = conformance::periodic_10s(&TSC, tsc_rig(&mut dev));
+    assert_eq!(rig.machine.tick.timekeeper().clocksource().name(), "tsc");
+    assert_eq!(dev.unwrap().interrupts(), 2500);
     // 2 GHz converts exactly: monotonic time is true time.
-    assert_eq!(m.now(), Ktime::from_secs(10));
+    assert_eq!(rig.machine.now(), Ktime::from_secs(10));
 }
 
 #[test]
 fn nohz_idle_10s_with_a_timer_at_3_7s_takes_exactly_one_interrupt() {
-    let clock = VirtualClock::new();
-    let trace = Trace::new();
-    let t = probe(
-        model(&clock, 2_000_000_000, true),
-        cpuid_2ghz(true),
-        None,
-        Stability::Auto,
-    )
-    .unwrap();
-    let mut m: Machine<1> = Machine::new(clock.clone(), trace.clone(), cfg(true, true), t);
-    m.add_device(tick_dev(&clock, &trace));
-    assert_eq!(m.tick.mode(CpuId::BOOT), TickMode::HighRes { nohz: true });
-    let max_deferment = m.tick.timekeeper().max_deferment();
+    let mut dev = None;
+    let rig = conformance::nohz_idle_one_timer(&TSC, tsc_rig(&mut dev));
+    let max_deferment = rig.machine.tick.timekeeper().max_deferment();
     eprintln!("tsc @ 2 GHz: max deferment {max_deferment:?}");
     assert!(max_deferment > Nanos::from_secs(100), "{max_deferment:?}");
-
-    let expiry = Ktime::from_millis(3_700);
-    m.add_timer(0, expiry, 1);
-    m.idle(0, IdleDepth::Shallow);
-    m.run_until(Ktime::from_secs(10));
-    assert_eq!(trace.interrupts_of("lapic0"), [expiry]);
-    let fired = m.fired();
-    assert_eq!(fired.len(), 1);
-    assert!(
-        fired[0].at >= expiry && fired[0].true_time >= expiry,
-        "{fired:?}"
-    );
     assert_eq!(
-        m.tick
-            .cpu_info(CpuId::BOOT)
-            .unwrap()
-            .stats
-            .max_deferment_wakeups,
-        0
+        rig.machine.trace.interrupts_of("lapic0"),
+        [Ktime::from_millis(3_700)]
     );
+}
+
+#[test]
+fn highres_10000_random_timers_on_the_tsc_fire_in_order_never_early() {
+    let mut dev = None;
+    conformance::random_timers(&TSC, tsc_rig(&mut dev));
+    assert_eq!(dev.unwrap().coalesced(), 0);
 }
 
 // ----- the watchdog -----------------------------------------------------------
