@@ -2,7 +2,7 @@
 //! built from, on the same inputs in the same run.
 //!
 //! Every workload adds N timers with random expiries over a 200 ms horizon
-//! (deterministic xorshift), then runs the expiry path as a tick would:
+//! (`sim::rng::XorShift64`), then runs the expiry path as a tick would:
 //! `now` advances in 1 ms steps to the end of the horizon and each step pops
 //! everything due. Throughput is per timer, so one element is one add plus one
 //! pop (or cancel).
@@ -29,6 +29,7 @@ use criterion::{
     criterion_group, criterion_main, measurement::WallTime, Bencher, BenchmarkGroup, BenchmarkId,
     Criterion, SamplingMode, Throughput,
 };
+use sim::rng::XorShift64;
 use tick::{TimerId, TimerQueue, TimerSlot};
 
 const HORIZON_NS: u64 = 200_000_000;
@@ -36,30 +37,18 @@ const STEP_NS: u64 = 1_000_000;
 const SIZES: [usize; 3] = [10, 10_000, 1_000_000];
 const SEED: u64 = 0x2545_F491_4F6C_DD1D;
 
-/// Marsaglia's xorshift64: deterministic inputs without the rand crate.
-struct XorShift64(u64);
-
-impl XorShift64 {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-}
-
 /// `n` expiries, uniform over the horizon.
 fn expiries(n: usize) -> Vec<u64> {
-    let mut rng = XorShift64(SEED);
-    (0..n).map(|_| rng.next() % HORIZON_NS).collect()
+    let mut rng = XorShift64::new(SEED);
+    (0..n).map(|_| rng.next_u64() % HORIZON_NS).collect()
 }
 
 /// A random half of `0..n`, in random order (partial Fisher-Yates).
 fn half_to_cancel(n: usize) -> Vec<usize> {
-    let mut rng = XorShift64(SEED ^ 0xDEAD_BEEF);
+    let mut rng = XorShift64::new(SEED ^ 0xDEAD_BEEF);
     let mut all: Vec<usize> = (0..n).collect();
     for i in 0..n / 2 {
-        let j = i + (rng.next() % (n - i) as u64) as usize;
+        let j = i + (rng.next_u64() % (n - i) as u64) as usize;
         all.swap(i, j);
     }
     all.truncate(n / 2);

@@ -840,17 +840,6 @@ mod tests {
         out
     }
 
-    struct XorShift(u64);
-
-    impl XorShift {
-        fn next(&mut self) -> u64 {
-            self.0 ^= self.0 << 13;
-            self.0 ^= self.0 >> 7;
-            self.0 ^= self.0 << 17;
-            self.0
-        }
-    }
-
     #[test]
     fn pop_returns_timers_in_expiry_order_with_fifo_ties() {
         let mut q = queue(16);
@@ -1044,16 +1033,16 @@ mod tests {
     fn ten_thousand_random_timers_fire_once_in_order_never_early() {
         const N: usize = 10_000;
         const HORIZON: u64 = 200_000_000;
-        let mut rng = XorShift(0x9E37_79B9_7F4A_7C15);
+        let mut rng = sim::rng::XorShift64::new(0x9E37_79B9_7F4A_7C15);
         let mut q = queue(N);
-        let expiry: Vec<u64> = (0..N).map(|_| rng.next() % HORIZON).collect();
+        let expiry: Vec<u64> = (0..N).map(|_| rng.next_u64() % HORIZON).collect();
         for (i, &e) in expiry.iter().enumerate() {
             q.add(ns(e), i as u64).unwrap();
         }
         let mut fired = vec![false; N];
         let (mut now, mut last, mut count) = (0, 0, 0);
         while now < HORIZON {
-            now += rng.next() % 1_000_000;
+            now += rng.next_u64() % 1_000_000;
             while let Some(t) = q.pop_expired(ns(now)) {
                 let i = t.data as usize;
                 assert!(!fired[i], "timer {i} fired twice");
