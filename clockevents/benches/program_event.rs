@@ -43,16 +43,10 @@ impl ClockEventDevice for Register {
     }
 }
 
+/// 1024 delays of 20 µs .. 100 ms, the ones every `program_event` bench
+/// programs.
 fn deltas() -> Vec<u64> {
-    let mut x = 0x9E37_79B9_7F4A_7C15u64;
-    (0..1024)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            20_000 + x % 100_000_000 // 20 µs .. 100 ms
-        })
-        .collect()
+    sim::rng::deltas(1024, 20_000, 100_000_000)
 }
 
 fn bench(c: &mut Criterion) {
