@@ -20,14 +20,9 @@ const N: usize = 4096;
 /// `N` pseudo-random cycle counts in `0..=max`, as a read path sees them
 /// (anything up to the max deferment).
 fn random_cycles(max: u64) -> Vec<Cycles> {
-    let mut x = 0x2545_F491_4F6C_DD1Du64;
+    let mut r = sim::rng::XorShift64::new(0x2545_F491_4F6C_DD1D);
     (0..N)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            Cycles::new(x % (max + 1))
-        })
+        .map(|_| Cycles::new(r.next_u64() % (max + 1)))
         .collect()
 }
 

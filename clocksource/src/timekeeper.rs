@@ -757,12 +757,9 @@ mod tests {
             .offset(0xFFFF_0000);
         let mut tk = Timekeeper::new(&hpet).unwrap();
         let m = tk.params().conv.0;
-        let mut seed = 0x9E37_79B9_7F4A_7C15u64;
+        let mut r = sim::rng::XorShift64::new(0x9E37_79B9_7F4A_7C15);
         for _ in 0..100_000 {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            w.advance(1 + seed % (8 * MS)); // 1 ns .. 8 ms, ~400 s in all
+            w.advance(1 + r.next_u64() % (8 * MS)); // 1 ns .. 8 ms, ~400 s in all
             tk.update();
         }
         let total = (hpet.count_at(w.now()) - hpet.count_at(0)) as u64;
