@@ -423,7 +423,7 @@ mod oneshot {
         let pit = pit_like(&clock);
         let f = timer_frequency(Access::xapic(probe), &caps(probe), Some(&pit)).unwrap();
         let (model, timer) = lapic(&clock, LapicModelConfig::qemu(0), Via::XApic, Some(f));
-        assert_eq!(timer.frequency(), f.oneshot);
+        assert_eq!(timer.info().frequency, f.oneshot);
         let mut m: Machine<1> = Machine::new(
             clock.clone(),
             Trace::new(),
@@ -548,7 +548,10 @@ mod deadline {
             },
         );
         let timer: &'static LapicTimer = Box::leak(Box::new(LapicTimer::new(tc).unwrap()));
-        assert_eq!(timer.features() & Features::PERIODIC, Features::empty());
+        assert_eq!(
+            timer.info().features & Features::PERIODIC,
+            Features::empty()
+        );
         let start = clock.now();
         let mut m: Machine<1> = Machine::new(
             clock.clone(),
@@ -613,7 +616,7 @@ fn without_oneshot_nohz_requested_stays_periodic_with_device_lacks_oneshot() {
         rig([qemu(0)], Via::XApic, &mut out),
     );
     let (model, timer) = out[0];
-    assert!(!timer.features().contains(Features::ONESHOT));
+    assert!(!timer.info().features.contains(Features::ONESHOT));
     assert_eq!(
         model.interrupts(),
         2500,
@@ -665,7 +668,7 @@ fn late_lapic_interrupts_lose_no_time() {
 fn c3stop_lapic_without_broadcast_is_refused_deep_idle_and_timers_still_fire() {
     let clock = VirtualClock::new();
     let (model, timer) = lapic(&clock, qemu(0), Via::XApic, None);
-    assert!(timer.features().contains(Features::C3STOP), "no ARAT");
+    assert!(timer.info().features.contains(Features::C3STOP), "no ARAT");
     let mut m: Machine<1> = Machine::new(
         clock.clone(),
         Trace::new(),
@@ -690,8 +693,8 @@ fn c3stop_lapic_without_broadcast_is_refused_deep_idle_and_timers_still_fire() {
 fn arat_lapic_keeps_running_in_deep_idle() {
     let clock = VirtualClock::new();
     let (model, timer) = lapic(&clock, qemu(0).arat(true), Via::XApic, None);
-    assert!(!timer.features().contains(Features::C3STOP));
-    assert_eq!(timer.rating(), 150);
+    assert!(!timer.info().features.contains(Features::C3STOP));
+    assert_eq!(timer.info().rating, 150);
     let mut m: Machine<1> = Machine::new(
         clock.clone(),
         Trace::new(),
