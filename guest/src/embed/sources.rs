@@ -866,7 +866,7 @@ fn lapic_timer_up(
                     let _ = write!(how, " ÷{}", f.divide.divisor());
                 }
                 inv.device(
-                    t.name(),
+                    t.info().name,
                     format_args!("{how}"),
                     format_args!(
                         "LVTT vector {:#04x} ({})",
@@ -907,7 +907,7 @@ fn hpet_event_up(inv: &mut Inventory) -> Option<EventDev> {
             Ok(ce) => {
                 let ce = hpet_src::CE.call_once(|| ce);
                 inv.device(
-                    ce.name(),
+                    ce.info().name,
                     format_args!("GCAP_ID period {} fs (exact)", info.period.as_fs()),
                     format_args!("comparator 0, LegacyReplacement → IRQ0"),
                 );
@@ -937,7 +937,7 @@ fn pit_event_up(pit_counts: bool, inv: &mut Inventory) -> Option<EventDev> {
             pit::PitClockEvent::new(pit_src::pit(), clockevents::CpuMask::single(CpuId::BOOT))
         });
         inv.device(
-            ce.name(),
+            ce.info().name,
             format_args!("fixed 1.193182 MHz (i8254)"),
             format_args!("counter 0 → IRQ0"),
         );
