@@ -77,7 +77,7 @@ pub struct DeviceInfo {
 ///   be late; how late is the device's business, but it MUST either fire or
 ///   return [`DeviceError::TooLate`] — never silently drop an event.
 /// - **Deltas in range.** The core only calls `set_next_event` with
-///   `min_delta() ≤ delta ≤ max_delta()`. A device whose programming can race
+///   `info.min_delta ≤ delta ≤ info.max_delta`. A device whose programming can race
 ///   with its counter (a comparator that matches on equality, like HPET's)
 ///   MUST read the counter back after programming and return `TooLate` when
 ///   the event may have been missed.
@@ -187,52 +187,9 @@ pub struct DeviceInfo {
 /// assert_eq!(ev.next_event(), Ktime::ZERO.saturating_add(Nanos::from_millis(1)));
 /// ```
 pub trait ClockEventDevice: Sync {
-    /// What the device is ([`DeviceInfo`]), read once at registration.
-    ///
-    /// A driver implements this. (Transitional: the one-field getters below
-    /// are the older form of the same contract; each has a default from
-    /// `info`, and `info` a default from them, so a driver implements one
-    /// form or the other — not neither. The getters go once every driver
-    /// implements `info`.)
-    fn info(&self) -> DeviceInfo {
-        DeviceInfo {
-            name: self.name(),
-            features: self.features(),
-            rating: self.rating(),
-            frequency: self.frequency(),
-            min_delta: self.min_delta(),
-            max_delta: self.max_delta(),
-            cpus: self.cpus(),
-        }
-    }
-    /// [`DeviceInfo::name`] (transitional).
-    fn name(&self) -> &'static str {
-        self.info().name
-    }
-    /// [`DeviceInfo::features`] (transitional).
-    fn features(&self) -> Features {
-        self.info().features
-    }
-    /// [`DeviceInfo::rating`] (transitional).
-    fn rating(&self) -> u16 {
-        self.info().rating
-    }
-    /// [`DeviceInfo::frequency`] (transitional).
-    fn frequency(&self) -> Hertz {
-        self.info().frequency
-    }
-    /// [`DeviceInfo::min_delta`] (transitional).
-    fn min_delta(&self) -> Cycles {
-        self.info().min_delta
-    }
-    /// [`DeviceInfo::max_delta`] (transitional).
-    fn max_delta(&self) -> Cycles {
-        self.info().max_delta
-    }
-    /// [`DeviceInfo::cpus`] (transitional).
-    fn cpus(&self) -> CpuMask {
-        self.info().cpus
-    }
+    /// What the device is ([`DeviceInfo`]). The core reads it once, when the
+    /// device is registered, and never again.
+    fn info(&self) -> DeviceInfo;
 
     /// Stops the device: no further interrupts.
     fn set_state_shutdown(&self) -> Result<(), DeviceError>;
