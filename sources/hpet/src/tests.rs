@@ -1,7 +1,6 @@
 //! The driver against the model: probe checks, the clock source, the
 //! clock-event device's register sequences and the comparator race guard.
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::vec::Vec;
 
@@ -39,25 +38,6 @@ fn set_cost(m: &HpetModel, clock: &Arc<VirtualClock>, cost: Nanos) {
 
 fn qemu() -> (Arc<VirtualClock>, HpetModel) {
     model_with_cost(HpetModelConfig::qemu(), Nanos::from_micros(1))
-}
-
-/// A bus where nothing answers: every read is all ones (hw::Mmio contract).
-#[derive(Default)]
-struct NoDevice {
-    reads: AtomicU64,
-}
-
-impl Mmio for NoDevice {
-    fn read32(&self, _: usize) -> u32 {
-        self.reads.fetch_add(1, Ordering::Relaxed);
-        u32::MAX
-    }
-    fn write32(&self, _: usize, _: u32) {}
-    fn read64(&self, _: usize) -> u64 {
-        self.reads.fetch_add(1, Ordering::Relaxed);
-        u64::MAX
-    }
-    fn write64(&self, _: usize, _: u64) {}
 }
 
 /// One register access, as seen on the bus.
@@ -196,9 +176,9 @@ fn probe_refuses_revision_zero_and_too_few_comparators() {
 
 #[test]
 fn probe_refuses_an_absent_device_after_a_bounded_number_of_reads() {
-    let bus = NoDevice::default();
+    let bus = sim::Absent::new();
     assert_eq!(probe(&bus), Err(HpetError::NoDevice));
-    assert_eq!(bus.reads.load(Ordering::Relaxed), CONFIG_READY_READS as u64);
+    assert_eq!(bus.reads(), CONFIG_READY_READS as u64);
 }
 
 #[test]
