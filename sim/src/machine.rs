@@ -368,9 +368,9 @@ struct Recorder {
 }
 
 impl Recorder {
-    /// Runs timer `t` of CPU `cpu` (its index, or its [`CpuId`]).
-    fn run(&self, cpu: impl Into<usize>, t: Timer, now: Ktime) -> Rearm {
-        let cpu = cpu.into();
+    /// Runs timer `t` of CPU `cpu`.
+    fn run(&self, cpu: CpuId, t: Timer, now: Ktime) -> Rearm {
+        let cpu = cpu.index();
         let true_time = self.clock.now();
         self.fired.lock().unwrap().push(Fired {
             cpu,
