@@ -16,7 +16,8 @@
 //!   Timekeeper: cycles ─(mult/shift)─► monotonic / raw / boot / realtime
 //! ```
 //!
-//! - [`time`]: the typed units ([`Ktime`], [`Nanos`], [`Cycles`], [`Hertz`]).
+//! - [`time`]: the typed units ([`Instant`] per clock, [`Ktime`] for the
+//!   monotonic one, [`Nanos`], [`Cycles`], [`Hertz`]).
 //! - [`mult_shift`]: cycles→ns by multiply and shift, with its error bound.
 //! - [`source`]: the [`ClockSource`] contract and max deferment.
 //! - [`calibrate`](mod@calibrate): measuring a counter's rate against a reference, bounded.
@@ -49,6 +50,9 @@ pub use registry::{
     UnregisterError,
 };
 pub use source::{ClockParams, ClockSource, ClockSourceFlags};
-pub use time::{Cycles, Hertz, Ktime, Nanos, NSEC_PER_MSEC, NSEC_PER_SEC, NSEC_PER_USEC};
+pub use time::{
+    Boot, BootTime, Clock, Cycles, Hertz, Instant, Ktime, Monotonic, Nanos, Raw, RawTime, Realtime,
+    WallTime, NSEC_PER_MSEC, NSEC_PER_SEC, NSEC_PER_USEC,
+};
 pub use timekeeper::{AdjustError, ClockError, Timekeeper, MAX_FREQ_ADJ_PPB};
 pub use watchdog::{Verdict, Watchdog, WatchdogError, WatchdogReport};

@@ -1,7 +1,8 @@
 //! Typed time: instants, durations, counter cycles and frequencies.
 //!
-//! A time crosses an API of this project typed: an instant is a [`Ktime`]
-//! (nanoseconds since boot), a length of time is a [`Nanos`], a counter value
+//! A time crosses an API of this project typed: an instant is an
+//! [`Instant`] of its clock ([`Ktime`] for the monotonic clock timers run on,
+//! [`RawTime`], [`BootTime`], [`WallTime`]), a length of time is a [`Nanos`], a counter value
 //! or difference is a [`Cycles`], a rate is a [`Hertz`]. Arithmetic on them
 //! saturates instead of wrapping, except where a counter is explicitly masked
 //! ([`Cycles::wrapping_delta`]), which is how a free-running counter wraps.
@@ -19,11 +20,11 @@
 //! - parts per million (`calibrate::ppm_off`), ratings, percentages;
 //! - a timer's caller data (`tick::Timer::data`), which is the caller's.
 //!
-//! Not yet typed, though they should be: the clock a [`Ktime`] is on (raw,
-//! boot and monotonic readings share the type) and the tick rate
-//! (`tick::TickConfig::hz` is a `u32`, not a [`Hertz`]).
+//! Not yet typed, though it should be: the tick rate (`tick::TickConfig::hz`
+//! is a `u32`, not a [`Hertz`]).
 
 use core::fmt;
+use core::marker::PhantomData;
 
 /// Nanoseconds in one second.
 pub const NSEC_PER_SEC: u64 = 1_000_000_000;
@@ -32,11 +33,88 @@ pub const NSEC_PER_MSEC: u64 = 1_000_000;
 /// Nanoseconds in one microsecond.
 pub const NSEC_PER_USEC: u64 = 1_000;
 
-/// An instant: nanoseconds since boot on the monotonic clock.
+/// Which clock an [`Instant`] is on. Each clock is its own type, so an
+/// instant of one cannot be compared with, or subtracted from, an instant of
+/// another (Linux's Rust bindings do the same: `kernel::time::Instant<C>`).
 ///
-/// `Ktime::MAX` means "never" (no event pending), as `KTIME_MAX` does in Linux.
+/// The clocks are those of Linux's timekeeping (`CLOCK_MONOTONIC`,
+/// `CLOCK_MONOTONIC_RAW`, `CLOCK_BOOTTIME`, `CLOCK_REALTIME`); the set is
+/// closed: only this module implements the trait.
+pub trait Clock:
+    Copy + Eq + Ord + core::hash::Hash + Default + fmt::Debug + private::Sealed + 'static
+{
+    /// The clock's name, as `Debug` of its instants shows it (empty for the
+    /// monotonic clock, whose instants are the project's [`Ktime`]).
+    const NAME: &'static str;
+}
+
+mod private {
+    pub trait Sealed {}
+}
+
+macro_rules! clock {
+    ($(#[$doc:meta])* $t:ident, $name:literal) => {
+        $(#[$doc])*
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+        pub struct $t;
+        impl private::Sealed for $t {}
+        impl Clock for $t {
+            const NAME: &'static str = $name;
+        }
+    };
+}
+
+clock!(
+    /// Time since boot, slewed by frequency adjustment, not counting suspend
+    /// (Linux `CLOCK_MONOTONIC`). Timers and the tick run on it.
+    Monotonic,
+    ""
+);
+clock!(
+    /// Time since boot at the clocksource's nominal rate, unaffected by
+    /// frequency adjustment (Linux `CLOCK_MONOTONIC_RAW`).
+    Raw,
+    "raw"
+);
+clock!(
+    /// Monotonic plus the time spent suspended (Linux `CLOCK_BOOTTIME`).
+    Boot,
+    "boot"
+);
+clock!(
+    /// Wall-clock time since the Unix epoch, 1970-01-01 00:00:00 UTC
+    /// (Linux `CLOCK_REALTIME`). It may be set, so it may step back.
+    Realtime,
+    "realtime"
+);
+
+/// An instant on clock `C`: nanoseconds since that clock's origin (boot for
+/// all but [`Realtime`], whose origin is the Unix epoch).
+///
+/// `Instant::MAX` means "never" (no event pending), as `KTIME_MAX` does in
+/// Linux. Instants of different clocks are different types:
+///
+/// ```compile_fail
+/// use clocksource::{Instant, Ktime, Raw};
+/// let raw: Instant<Raw> = Instant::from_nanos(5);
+/// let mono: Ktime = Ktime::from_nanos(5);
+/// let _ = raw < mono; // a raw reading is not a monotonic one
+/// ```
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
-pub struct Ktime(u64);
+pub struct Instant<C: Clock> {
+    ns: u64,
+    clock: PhantomData<C>,
+}
+
+/// An instant of the monotonic clock, the time timers, the tick and every
+/// event device work in (Linux `ktime_t`).
+pub type Ktime = Instant<Monotonic>;
+/// An instant of the raw clock ([`Raw`]).
+pub type RawTime = Instant<Raw>;
+/// An instant of the boot clock ([`Boot`]).
+pub type BootTime = Instant<Boot>;
+/// An instant of wall-clock time ([`Realtime`]).
+pub type WallTime = Instant<Realtime>;
 
 /// A length of time in nanoseconds.
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
@@ -50,51 +128,54 @@ pub struct Cycles(u64);
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
 pub struct Hertz(u64);
 
-impl Ktime {
-    /// Boot.
-    pub const ZERO: Ktime = Ktime(0);
+impl<C: Clock> Instant<C> {
+    /// The clock's origin: boot, or the epoch for [`Realtime`].
+    pub const ZERO: Self = Self::from_nanos(0);
     /// "Never": the instant no event is ever due at.
-    pub const MAX: Ktime = Ktime(u64::MAX);
+    pub const MAX: Self = Self::from_nanos(u64::MAX);
 
-    /// The instant `ns` nanoseconds after boot.
+    /// The instant `ns` nanoseconds after the origin.
     pub const fn from_nanos(ns: u64) -> Self {
-        Ktime(ns)
+        Instant {
+            ns,
+            clock: PhantomData,
+        }
     }
-    /// The instant `ms` milliseconds after boot (saturating).
+    /// The instant `ms` milliseconds after the origin (saturating).
     pub const fn from_millis(ms: u64) -> Self {
-        Ktime(ms.saturating_mul(NSEC_PER_MSEC))
+        Self::from_nanos(ms.saturating_mul(NSEC_PER_MSEC))
     }
-    /// The instant `us` microseconds after boot (saturating).
+    /// The instant `us` microseconds after the origin (saturating).
     pub const fn from_micros(us: u64) -> Self {
-        Ktime(us.saturating_mul(NSEC_PER_USEC))
+        Self::from_nanos(us.saturating_mul(NSEC_PER_USEC))
     }
-    /// The instant `s` seconds after boot (saturating).
+    /// The instant `s` seconds after the origin (saturating).
     pub const fn from_secs(s: u64) -> Self {
-        Ktime(s.saturating_mul(NSEC_PER_SEC))
+        Self::from_nanos(s.saturating_mul(NSEC_PER_SEC))
     }
-    /// Nanoseconds since boot.
+    /// Nanoseconds since the origin.
     pub const fn as_nanos(self) -> u64 {
-        self.0
+        self.ns
     }
-    /// Whether this is [`Ktime::MAX`] ("never").
+    /// Whether this is [`Self::MAX`] ("never").
     pub const fn is_never(self) -> bool {
-        self.0 == u64::MAX
+        self.ns == u64::MAX
     }
-    /// `self + d`, saturating at [`Ktime::MAX`].
-    pub const fn saturating_add(self, d: Nanos) -> Ktime {
-        Ktime(self.0.saturating_add(d.0))
+    /// `self + d`, saturating at [`Self::MAX`].
+    pub const fn saturating_add(self, d: Nanos) -> Self {
+        Self::from_nanos(self.ns.saturating_add(d.0))
     }
-    /// `self - d`, saturating at [`Ktime::ZERO`].
-    pub const fn saturating_sub(self, d: Nanos) -> Ktime {
-        Ktime(self.0.saturating_sub(d.0))
+    /// `self - d`, saturating at [`Self::ZERO`].
+    pub const fn saturating_sub(self, d: Nanos) -> Self {
+        Self::from_nanos(self.ns.saturating_sub(d.0))
     }
     /// The time from `earlier` to `self`, or zero if `earlier` is later.
-    pub const fn saturating_since(self, earlier: Ktime) -> Nanos {
-        Nanos(self.0.saturating_sub(earlier.0))
+    pub const fn saturating_since(self, earlier: Self) -> Nanos {
+        Nanos(self.ns.saturating_sub(earlier.ns))
     }
     /// The time from `earlier` to `self`, or `None` if `earlier` is later.
-    pub const fn checked_since(self, earlier: Ktime) -> Option<Nanos> {
-        match self.0.checked_sub(earlier.0) {
+    pub const fn checked_since(self, earlier: Self) -> Option<Nanos> {
+        match self.ns.checked_sub(earlier.ns) {
             Some(d) => Some(Nanos(d)),
             None => None,
         }
@@ -277,15 +358,26 @@ debug_with_unit!(Nanos, "ns");
 debug_with_unit!(Cycles, "cyc");
 debug_with_unit!(Hertz, "Hz");
 
-impl fmt::Debug for Ktime {
+/// `1.500000000s` for the monotonic clock, `1.500000000s raw` for the
+/// others (the clock named), `never` for [`Instant::MAX`].
+impl<C: Clock> fmt::Debug for Instant<C> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         if self.is_never() {
             return f.write_str("never");
         }
-        write!(f, "{}.{:09}s", self.0 / NSEC_PER_SEC, self.0 % NSEC_PER_SEC)
+        write!(
+            f,
+            "{}.{:09}s",
+            self.ns / NSEC_PER_SEC,
+            self.ns % NSEC_PER_SEC
+        )?;
+        if !C::NAME.is_empty() {
+            write!(f, " {}", C::NAME)?;
+        }
+        Ok(())
     }
 }
-impl fmt::Display for Ktime {
+impl<C: Clock> fmt::Display for Instant<C> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         fmt::Debug::fmt(self, f)
     }
@@ -322,5 +414,18 @@ mod tests {
         assert_eq!(Ktime::MAX.saturating_add(Nanos::from_secs(1)), Ktime::MAX);
         assert_eq!(Ktime::ZERO.saturating_sub(Nanos::from_secs(1)), Ktime::ZERO);
         assert_eq!(Ktime::from_secs(1).checked_since(Ktime::from_secs(2)), None);
+    }
+
+    #[test]
+    fn each_clock_names_itself_in_debug_and_never_is_never() {
+        extern crate alloc;
+        use alloc::format;
+        assert_eq!(format!("{:?}", Ktime::from_millis(1_500)), "1.500000000s");
+        assert_eq!(
+            format!("{:?}", RawTime::from_millis(1_500)),
+            "1.500000000s raw"
+        );
+        assert_eq!(format!("{}", BootTime::from_secs(2)), "2.000000000s boot");
+        assert_eq!(format!("{:?}", WallTime::MAX), "never");
     }
 }

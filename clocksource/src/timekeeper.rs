@@ -76,7 +76,7 @@ use core::sync::atomic::{AtomicBool, Ordering};
 use crate::mult_shift::{ConversionError, MultShift};
 use crate::published::{InlineRead, PublishedClock, ReadSnapshot};
 use crate::source::{ClockParams, ClockSource};
-use crate::time::{Cycles, Ktime, Nanos, NSEC_PER_SEC};
+use crate::time::{BootTime, Cycles, Ktime, Nanos, RawTime, WallTime, NSEC_PER_SEC};
 
 /// The largest frequency adjustment [`Timekeeper::adjust_frequency`] accepts,
 /// either way: 500 ppm, in parts per billion.
@@ -227,7 +227,7 @@ pub struct Timekeeper<'a> {
     freq_ppb: i64,
     slept: Nanos,
     /// Realtime was `real_at` when monotonic was `real_mono_at`.
-    real_at: Nanos,
+    real_at: WallTime,
     real_mono_at: Ktime,
     warned_late: AtomicBool,
     /// Where the monotonic read base goes after every change, if anywhere.
@@ -256,7 +256,7 @@ impl<'a> Timekeeper<'a> {
             raw: ReadBase::new(params.conv.0),
             freq_ppb: 0,
             slept: Nanos::ZERO,
-            real_at: Nanos::ZERO,
+            real_at: WallTime::ZERO,
             real_mono_at: Ktime::ZERO,
             warned_late: AtomicBool::new(false),
             published: None,
@@ -411,19 +411,19 @@ impl<'a> Timekeeper<'a> {
     /// The raw clock: like [`monotonic`](Self::monotonic) but at the source's
     /// nominal rate, unaffected by frequency adjustment.
     #[inline]
-    pub fn raw(&self) -> Ktime {
-        Ktime::from_nanos(self.raw.at(self.read_delta()))
+    pub fn raw(&self) -> RawTime {
+        RawTime::from_nanos(self.raw.at(self.read_delta()))
     }
 
     /// The boot clock: monotonic plus all the time injected as slept.
-    pub fn boot(&self) -> Ktime {
-        self.monotonic().saturating_add(self.slept)
+    pub fn boot(&self) -> BootTime {
+        BootTime::from_nanos(self.monotonic().saturating_add(self.slept).as_nanos())
     }
 
     /// Wall-clock time: nanoseconds since the Unix epoch (monotonic plus the
     /// offset [`set_realtime`](Self::set_realtime) established; the epoch
     /// itself until then).
-    pub fn realtime(&self) -> Nanos {
+    pub fn realtime(&self) -> WallTime {
         let mono = self.monotonic();
         self.real_at
             .saturating_add(mono.saturating_since(self.real_mono_at))
@@ -431,7 +431,7 @@ impl<'a> Timekeeper<'a> {
 
     /// Sets wall-clock time to `now` (ns since the Unix epoch). Only the
     /// offset changes: monotonic, raw and boot are untouched.
-    pub fn set_realtime(&mut self, now: Nanos) {
+    pub fn set_realtime(&mut self, now: WallTime) {
         self.real_mono_at = self.monotonic();
         self.real_at = now;
     }
@@ -719,12 +719,12 @@ mod tests {
         let cs = FakeClock::new(&w, "ghz", 1_000_000_000).offset(12_345);
         let tk = Timekeeper::new(&cs).unwrap();
         assert_eq!(tk.monotonic(), Ktime::ZERO);
-        assert_eq!(tk.realtime(), Nanos::ZERO);
+        assert_eq!(tk.realtime(), WallTime::ZERO);
         w.set(1_500 * MS);
         assert_eq!(tk.monotonic(), Ktime::from_millis(1_500));
-        assert_eq!(tk.raw(), Ktime::from_millis(1_500));
-        assert_eq!(tk.boot(), Ktime::from_millis(1_500));
-        assert_eq!(tk.realtime(), Nanos::from_millis(1_500));
+        assert_eq!(tk.raw(), RawTime::from_millis(1_500));
+        assert_eq!(tk.boot(), BootTime::from_millis(1_500));
+        assert_eq!(tk.realtime(), WallTime::from_millis(1_500));
     }
 
     #[test]
@@ -876,15 +876,18 @@ mod tests {
         let w = World::new();
         let cs = FakeClock::new(&w, "hpet", 14_318_180).bits(32);
         let mut tk = Timekeeper::new(&cs).unwrap();
-        let epoch_2026 = Nanos::from_secs(1_767_225_600);
+        let epoch_2026 = WallTime::from_secs(1_767_225_600);
         w.set(2 * S);
         tk.update();
         tk.set_realtime(epoch_2026);
         let mono = tk.monotonic();
         tk.inject_sleep(Nanos::from_secs(60));
         assert_eq!(tk.monotonic(), mono);
-        assert_eq!(tk.raw(), mono);
-        assert_eq!(tk.boot(), mono.saturating_add(Nanos::from_secs(60)));
+        assert_eq!(tk.raw().as_nanos(), mono.as_nanos());
+        assert_eq!(
+            tk.boot().as_nanos(),
+            mono.saturating_add(Nanos::from_secs(60)).as_nanos()
+        );
         assert_eq!(
             tk.realtime(),
             epoch_2026.saturating_add(Nanos::from_secs(60))
@@ -905,11 +908,11 @@ mod tests {
         let cs = FakeClock::new(&w, "tsc", 1_000_000_000);
         let mut tk = Timekeeper::new(&cs).unwrap();
         w.set(5 * S);
-        tk.set_realtime(Nanos::from_secs(1)); // before "boot + 5 s": a negative offset
-        assert_eq!(tk.realtime(), Nanos::from_secs(1));
+        tk.set_realtime(WallTime::from_secs(1)); // before "boot + 5 s": a negative offset
+        assert_eq!(tk.realtime(), WallTime::from_secs(1));
         assert_eq!(tk.monotonic(), Ktime::from_secs(5));
         w.set(7 * S);
-        assert_eq!(tk.realtime(), Nanos::from_secs(3));
+        assert_eq!(tk.realtime(), WallTime::from_secs(3));
     }
 
     #[test]
@@ -953,7 +956,7 @@ mod tests {
         let w = World::new();
         let cs = FakeClock::new(&w, "hpet", 100_000_000).bits(64);
         let mut tk = Timekeeper::new(&cs).unwrap();
-        tk.set_realtime(Nanos::from_secs(1_767_225_600));
+        tk.set_realtime(WallTime::from_secs(1_767_225_600));
         tk.inject_sleep(Nanos::from_secs(60));
         w.set(3 * S);
         let (mono, raw, boot, real) = (tk.monotonic(), tk.raw(), tk.boot(), tk.realtime());
@@ -992,7 +995,7 @@ mod tests {
             .bits(32)
             .offset(0xFFFF_0000);
         let mut tk = Timekeeper::new(&cs).unwrap();
-        tk.set_realtime(Nanos::from_secs(1_767_225_600));
+        tk.set_realtime(WallTime::from_secs(1_767_225_600));
         w.set(3 * S);
         tk.update();
         let (mono, raw, real) = (tk.monotonic(), tk.raw(), tk.realtime());

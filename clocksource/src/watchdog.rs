@@ -732,7 +732,7 @@ mod tests {
             let tid = reg.register(&t).unwrap();
             let mut tk = Timekeeper::new(&h).unwrap();
             assert_eq!(reg.reselect(&mut tk, true), Ok(Some(tid)));
-            tk.set_realtime(Nanos::from_secs(1_767_225_600));
+            tk.set_realtime(crate::WallTime::from_secs(1_767_225_600));
             let mut wd: Watchdog<4> = Watchdog::new();
             let mut last = (tk.monotonic(), tk.realtime());
             let mut read = |tk: &Timekeeper<'_>, w: &World| {
