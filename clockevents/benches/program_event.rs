@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use clockevents::{
     ClockEventDevice, CpuId, CpuMask, DeviceError, DeviceInfo, DeviceState, EventDevice, Expired,
-    Features,
+    Features, NextEvent, Programming,
 };
 use clocksource::{Cycles, Hertz, Ktime, Nanos};
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
@@ -18,15 +18,14 @@ struct Register(AtomicU64);
 
 impl ClockEventDevice for Register {
     fn info(&self) -> DeviceInfo {
-        DeviceInfo {
-            name: "bench",
-            features: Features::ONESHOT,
-            rating: 100,
+        let programming = Programming::Cycles {
             frequency: Hertz::new(14_318_180),
             min_delta: Cycles::new(192),
             max_delta: Cycles::new(0x7FFF_FFFF),
-            cpus: CpuMask::single(CpuId::BOOT),
-        }
+        };
+        DeviceInfo::new("bench", programming, CpuMask::single(CpuId::BOOT))
+            .with_features(Features::ONESHOT)
+            .with_rating(100)
     }
     fn set_state_shutdown(&self) -> Result<(), DeviceError> {
         Ok(())
@@ -37,7 +36,10 @@ impl ClockEventDevice for Register {
     fn set_state_oneshot(&self) -> Result<(), DeviceError> {
         Ok(())
     }
-    fn set_next_event(&self, delta: Cycles) -> Result<(), DeviceError> {
+    fn program(&self, next: NextEvent) -> Result<(), DeviceError> {
+        let NextEvent::In(delta) = next else {
+            return Err(DeviceError::Unsupported);
+        };
         self.0.store(delta.get(), Ordering::Relaxed);
         Ok(())
     }
@@ -61,7 +63,7 @@ fn bench(c: &mut Criterion) {
     g.bench_function("baseline: driver set_next_event(precomputed cycles)", |b| {
         b.iter(|| {
             for &c in &cycles {
-                let _ = black_box(&dev).set_next_event(black_box(c));
+                let _ = black_box(&dev).program(black_box(NextEvent::In(c)));
             }
         })
     });

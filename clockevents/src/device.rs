@@ -44,6 +44,60 @@ pub enum DeviceError {
     Hardware,
 }
 
+/// How the core programs a device's next event: the two styles Linux's
+/// clockevents has (a cycle delta through `set_next_event`, or an absolute
+/// monotonic deadline through `set_next_ktime` for `CLOCK_EVT_FEAT_KTIME`
+/// devices), as one choice a device makes in its [`DeviceInfo`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Programming {
+    /// A delta in cycles of `frequency`, `min_delta ≤ delta ≤ max_delta`
+    /// ([`NextEvent::In`]): a comparator or a down-counter.
+    Cycles {
+        /// The rate deltas are counted at.
+        frequency: Hertz,
+        /// The smallest delta the device can be programmed with.
+        min_delta: Cycles,
+        /// The largest delta the device can be programmed with.
+        max_delta: Cycles,
+    },
+    /// An absolute deadline on the monotonic clock ([`NextEvent::At`]): a
+    /// device that keeps time itself, as a host timer a VMM arms for a
+    /// paravirtual guest.
+    Deadline,
+}
+
+impl Programming {
+    /// The rate of a [`Programming::Cycles`] device.
+    pub const fn frequency(self) -> Option<Hertz> {
+        match self {
+            Programming::Cycles { frequency, .. } => Some(frequency),
+            Programming::Deadline => None,
+        }
+    }
+    /// `(min_delta, max_delta)` of a [`Programming::Cycles`] device.
+    pub const fn delta_range(self) -> Option<(Cycles, Cycles)> {
+        match self {
+            Programming::Cycles {
+                min_delta,
+                max_delta,
+                ..
+            } => Some((min_delta, max_delta)),
+            Programming::Deadline => None,
+        }
+    }
+}
+
+/// The next event, in the device's [`Programming`] style: the core passes
+/// [`NextEvent::In`] only to a `Cycles` device and [`NextEvent::At`] only to
+/// a `Deadline` one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NextEvent {
+    /// `delta` cycles from now.
+    In(Cycles),
+    /// At this monotonic time.
+    At(Ktime),
+}
+
 /// What a device is: everything about it that stays fixed while it is
 /// registered. The core reads it once, at registration
 /// ([`crate::DevicePool::register`], [`crate::EventDevice::new`]), and
@@ -68,16 +122,73 @@ pub struct DeviceInfo {
     pub cpus: CpuMask,
 }
 
+impl DeviceInfo {
+    /// A device called `name`, programmed as `programming` says, that can
+    /// interrupt `cpus`; no features and rating 0 until
+    /// [`with_features`](Self::with_features) and
+    /// [`with_rating`](Self::with_rating) say otherwise.
+    pub const fn new(name: &'static str, programming: Programming, cpus: CpuMask) -> Self {
+        let (features, frequency, min_delta, max_delta) = match programming {
+            Programming::Cycles {
+                frequency,
+                min_delta,
+                max_delta,
+            } => (Features::empty(), frequency, min_delta, max_delta),
+            Programming::Deadline => (Features::KTIME, Hertz::new(0), Cycles::ZERO, Cycles::ZERO),
+        };
+        DeviceInfo {
+            name,
+            features,
+            rating: 0,
+            frequency,
+            min_delta,
+            max_delta,
+            cpus,
+        }
+    }
+    /// With these features.
+    pub const fn with_features(mut self, features: Features) -> Self {
+        let keep = self.features.intersection(Features::KTIME);
+        self.features = features.union(keep);
+        self
+    }
+    /// With this rating.
+    pub const fn with_rating(mut self, rating: u16) -> Self {
+        self.rating = rating;
+        self
+    }
+    /// How the device is programmed.
+    pub const fn programming(&self) -> Programming {
+        if self.features.contains(Features::KTIME) {
+            Programming::Deadline
+        } else {
+            Programming::Cycles {
+                frequency: self.frequency,
+                min_delta: self.min_delta,
+                max_delta: self.max_delta,
+            }
+        }
+    }
+    /// The rate of a [`Programming::Cycles`] device.
+    pub const fn frequency(&self) -> Option<Hertz> {
+        self.programming().frequency()
+    }
+    /// `(min_delta, max_delta)` of a [`Programming::Cycles`] device.
+    pub const fn delta_range(&self) -> Option<(Cycles, Cycles)> {
+        self.programming().delta_range()
+    }
+}
+
 /// A programmable timer device.
 ///
 /// # Contract (what an implementation MUST guarantee)
 ///
-/// - **Never early.** An event programmed with `set_next_event(delta)` raises
+/// - **Never early.** An event programmed with `program(NextEvent::In(delta))` raises
 ///   its interrupt no earlier than `delta` cycles after the call began. It may
 ///   be late; how late is the device's business, but it MUST either fire or
 ///   return [`DeviceError::TooLate`] — never silently drop an event.
-/// - **Deltas in range.** The core only calls `set_next_event` with
-///   `info.min_delta ≤ delta ≤ info.max_delta`. A device whose programming can race
+/// - **Deltas in range.** The core only passes deltas with
+///   `min_delta ≤ delta ≤ max_delta` of the device's [`Programming::Cycles`]. A device whose programming can race
 ///   with its counter (a comparator that matches on equality, like HPET's)
 ///   MUST read the counter back after programming and return `TooLate` when
 ///   the event may have been missed.
@@ -93,11 +204,16 @@ pub struct DeviceInfo {
 ///
 /// # What the core promises in return
 ///
-/// - It follows the state machine in [`crate::state`]: `set_next_event` is
+/// - It follows the state machine in [`crate::state`]: `program` is
 ///   only called in the oneshot state, `set_state_periodic` only if
 ///   `PERIODIC` is declared, `set_state_oneshot` only if `ONESHOT` is.
-/// - It calls the interrupt handler of the tick layer for the device's
-///   interrupts; the driver only acknowledges the hardware.
+/// - It passes [`program`](ClockEventDevice::program) only the
+///   [`NextEvent`] of the device's [`Programming`] style, a delta always
+///   within the declared range.
+/// - For each of the device's interrupts it calls
+///   [`acknowledge`](ClockEventDevice::acknowledge) once, before anything
+///   else; the embedder's handler only routes the interrupt to the core and
+///   sends the interrupt controller its EOI.
 ///
 /// # Example: a driver over a register block
 ///
@@ -110,7 +226,7 @@ pub struct DeviceInfo {
 /// use core::sync::atomic::{AtomicU64, Ordering};
 /// use clockevents::{
 ///     ClockEventDevice, CpuId, CpuMask, DeviceError, DeviceInfo, DeviceState, EventDevice,
-///     Expired, Features,
+///     Expired, Features, NextEvent, Programming,
 /// };
 /// use clocksource::{ClockSource, ClockSourceFlags, Cycles, Hertz, Ktime, Nanos, Timekeeper};
 ///
@@ -137,15 +253,14 @@ pub struct DeviceInfo {
 /// struct Comparator<'a>(&'a Regs);
 /// impl ClockEventDevice for Comparator<'_> {
 ///     fn info(&self) -> DeviceInfo {
-///         DeviceInfo {
-///             name: "demo-timer",
-///             features: Features::ONESHOT,
-///             rating: 100,
+///         let programming = Programming::Cycles {
 ///             frequency: Hertz::from_mhz(1),
 ///             min_delta: Cycles::new(2),
 ///             max_delta: Cycles::new(u32::MAX as u64),
-///             cpus: CpuMask::single(CpuId::BOOT),
-///         }
+///         };
+///         DeviceInfo::new("demo-timer", programming, CpuMask::single(CpuId::BOOT))
+///             .with_features(Features::ONESHOT)
+///             .with_rating(100)
 ///     }
 ///     fn set_state_shutdown(&self) -> Result<(), DeviceError> {
 ///         self.0.compare.store(u64::MAX, Ordering::Relaxed);
@@ -155,7 +270,9 @@ pub struct DeviceInfo {
 ///         Err(DeviceError::Unsupported)
 ///     }
 ///     fn set_state_oneshot(&self) -> Result<(), DeviceError> { Ok(()) }
-///     fn set_next_event(&self, delta: Cycles) -> Result<(), DeviceError> {
+///     fn program(&self, next: NextEvent) -> Result<(), DeviceError> {
+///         // A Cycles device is only ever given a delta.
+///         let NextEvent::In(delta) = next else { return Err(DeviceError::Unsupported) };
 ///         let now = self.0.counter.load(Ordering::Relaxed);
 ///         self.0.compare.store(now + delta.get(), Ordering::Relaxed);
 ///         // A comparator that matches on equality must check it was not
@@ -203,12 +320,36 @@ pub trait ClockEventDevice: Sync {
     fn set_state_oneshot_stopped(&self) -> Result<(), DeviceError> {
         self.set_state_shutdown()
     }
-    /// Programs one event `delta` cycles from now. See the contract above.
-    fn set_next_event(&self, delta: Cycles) -> Result<(), DeviceError>;
-    /// Programs one event at the absolute monotonic time `expires`. Called
-    /// instead of `set_next_event` for `KTIME` devices.
+    /// Programs the next event, in the style the device's
+    /// [`Programming`] states. See the contract above.
+    ///
+    /// (Transitional: defaults to the older `set_next_event` /
+    /// `set_next_ktime` pair until every driver implements it.)
+    fn program(&self, next: NextEvent) -> Result<(), DeviceError> {
+        match next {
+            NextEvent::In(delta) => self.set_next_event(delta),
+            NextEvent::At(expires) => self.set_next_ktime(expires),
+        }
+    }
+    /// Transitional: the older cycle-delta entry, replaced by
+    /// [`program`](Self::program).
+    fn set_next_event(&self, delta: Cycles) -> Result<(), DeviceError> {
+        let _ = delta;
+        Err(DeviceError::Unsupported)
+    }
+    /// Transitional: the older deadline entry, replaced by
+    /// [`program`](Self::program).
     fn set_next_ktime(&self, expires: Ktime) -> Result<(), DeviceError> {
         let _ = expires;
         Err(DeviceError::Unsupported)
     }
+    /// Makes the device stop asserting its interrupt. The core calls it
+    /// first thing for every interrupt of the device it handles (before any
+    /// reprogramming, so a new event cannot be acknowledged away), also for
+    /// one it then ignores as spurious. A level-triggered device clears its
+    /// status here (an HPET comparator in level mode: write 1 to its
+    /// `GINTR_STA` bit, IA-PC HPET specification §2.3.11); an
+    /// edge-triggered one has nothing to do, which is the default. The
+    /// interrupt controller's EOI stays the embedder's.
+    fn acknowledge(&self) {}
 }

@@ -8,13 +8,13 @@
 //!
 //! ```text
 //!   expires == never ──────────────────────────► ONESHOT_STOPPED, done
-//!   KTIME device ──────────────────────────────► set_next_ktime(expires)
+//!   Deadline device ───────────────────────────► program(At(expires))
 //!   delta = expires − now
 //!   delta ≤ 0 and Expired::Report ─────────────► Err(Expired)
-//!   delta > min_delta:  clamp to max_delta, set_next_event(⌈delta⌉ cycles)
+//!   delta > min_delta:  clamp to max_delta, program(In(⌈delta⌉ cycles))
 //!                       ok → done (forced latch cleared)
 //!   forced event already pending ──────────────► done (it fires within min_delta)
-//!   set_next_event(min_delta) ok ──────────────► done, forced latch set
+//!   program(In(min_delta)) ok ─────────────────► done, forced latch set
 //!   TooLate, Expired::Force ───────────────────► retry policy below
 //! ```
 //!
@@ -42,7 +42,7 @@
 
 use clocksource::{Cycles, Hertz, Ktime, Nanos, NsToCycles, NSEC_PER_SEC};
 
-use crate::device::{ClockEventDevice, DeviceError, DeviceInfo, Features};
+use crate::device::{ClockEventDevice, DeviceError, DeviceInfo, Features, NextEvent, Programming};
 use crate::state::{check_transition, DeviceState, StateError};
 
 /// Consecutive `TooLate` answers at one `min_delta` before it is raised.
@@ -95,7 +95,7 @@ pub enum Programmed {
 /// Counters of what programming had to do, for logs and benchmarks.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ProgramStats {
-    /// Successful `set_next_event`/`set_next_ktime` calls.
+    /// Successful `program` calls.
     pub programmed: u64,
     /// `TooLate` answers from the device.
     pub too_late: u64,
@@ -159,21 +159,28 @@ impl<'a> EventDevice<'a> {
         {
             return Err(ConfigError::NoMode);
         }
-        let (conv, min_ns, max_ns, min_c, max_c) =
-            if features.contains(Features::KTIME) || features.contains(Features::DUMMY) {
-                (
-                    None,
-                    MIN_DELTA_FLOOR,
-                    Nanos::MAX,
-                    Cycles::ZERO,
-                    Cycles::new(u64::MAX),
-                )
-            } else {
-                let freq = info.frequency;
+        // A dummy device is never programmed; a deadline device takes
+        // nanoseconds: neither has a cycle range.
+        let cycle_range = match info.programming() {
+            Programming::Cycles {
+                frequency,
+                min_delta,
+                max_delta,
+            } if !features.contains(Features::DUMMY) => Some((frequency, min_delta, max_delta)),
+            _ => None,
+        };
+        let (conv, min_ns, max_ns, min_c, max_c) = match cycle_range {
+            None => (
+                None,
+                MIN_DELTA_FLOOR,
+                Nanos::MAX,
+                Cycles::ZERO,
+                Cycles::new(u64::MAX),
+            ),
+            Some((freq, min_c, max_c)) => {
                 if freq.get() == 0 {
                     return Err(ConfigError::ZeroFrequency);
                 }
-                let (min_c, max_c) = (info.min_delta, info.max_delta);
                 if max_c.get() == 0 || min_c > max_c {
                     return Err(ConfigError::BadDeltaRange);
                 }
@@ -193,7 +200,8 @@ impl<'a> EventDevice<'a> {
                     .min(Nanos::from_nanos(conv.0.max_input()))
                     .max(min_ns);
                 (Some(conv), min_ns, max_ns, min_c, max_c)
-            };
+            }
+        };
         Ok(EventDevice {
             dev,
             info,
@@ -340,11 +348,12 @@ impl<'a> EventDevice<'a> {
             self.next_event = expires;
             return Ok(Programmed::At(expires));
         }
-        if self.features.contains(Features::KTIME) {
+        if self.conv.is_none() {
+            // A deadline device (a dummy returned above).
             if expires <= now && on_expired == Expired::Report {
                 return Err(ProgramError::Expired);
             }
-            return match self.dev.set_next_ktime(expires) {
+            return match self.dev.program(NextEvent::At(expires)) {
                 Ok(()) => {
                     self.stats.programmed += 1;
                     self.next_event = expires;
@@ -360,7 +369,7 @@ impl<'a> EventDevice<'a> {
         if delta > self.min_delta_ns {
             let delta = delta.min(self.max_delta_ns);
             let cycles = self.ns_to_cycles(delta);
-            match self.dev.set_next_event(cycles) {
+            match self.dev.program(NextEvent::In(cycles)) {
                 Ok(()) => {
                     self.stats.programmed += 1;
                     self.forced = false;
@@ -383,7 +392,7 @@ impl<'a> EventDevice<'a> {
         loop {
             let delta = self.min_delta_ns;
             let cycles = self.ns_to_cycles(delta).max(self.min_delta_cycles);
-            match self.dev.set_next_event(cycles) {
+            match self.dev.program(NextEvent::In(cycles)) {
                 Ok(()) => {
                     self.stats.programmed += 1;
                     self.forced = true;

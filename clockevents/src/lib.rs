@@ -15,7 +15,7 @@ pub mod cpumask;
 pub mod device;
 
 pub use cpumask::{CpuId, CpuMask, MAX_CPUS};
-pub use device::{ClockEventDevice, DeviceError, DeviceInfo, Features};
+pub use device::{ClockEventDevice, DeviceError, DeviceInfo, Features, NextEvent, Programming};
 pub mod event;
 pub mod select;
 pub mod state;

@@ -12,12 +12,10 @@ struct Fake {
     name: &'static str,
     features: Features,
     rating: u16,
-    freq: Hertz,
-    min: Cycles,
-    max: Cycles,
+    programming: Programming,
     cpus: CpuMask,
     log: Mutex<Vec<Call>>,
-    /// Answer `TooLate` to this many `set_next_event` calls.
+    /// Answer `TooLate` to this many delta programmings.
     fail_next: Mutex<u32>,
     /// Answer `TooLate` to every delta below this.
     too_late_below: Cycles,
@@ -39,13 +37,22 @@ impl Fake {
             name,
             features,
             rating: 100,
-            freq: Hertz::new(freq),
-            min: Cycles::new(min),
-            max: Cycles::new(max),
+            programming: Programming::Cycles {
+                frequency: Hertz::new(freq),
+                min_delta: Cycles::new(min),
+                max_delta: Cycles::new(max),
+            },
             cpus: CpuMask::single(CpuId::BOOT),
             log: Mutex::new(Vec::new()),
             fail_next: Mutex::new(0),
             too_late_below: Cycles::ZERO,
+        }
+    }
+    /// A one-shot device that takes absolute deadlines.
+    fn deadline(name: &'static str) -> Self {
+        Fake {
+            programming: Programming::Deadline,
+            ..Fake::new(name, Features::ONESHOT, 0, 0, 0)
         }
     }
     fn hpet_like() -> Self {
@@ -74,15 +81,9 @@ impl Fake {
 
 impl ClockEventDevice for Fake {
     fn info(&self) -> DeviceInfo {
-        DeviceInfo {
-            name: self.name,
-            features: self.features,
-            rating: self.rating,
-            frequency: self.freq,
-            min_delta: self.min,
-            max_delta: self.max,
-            cpus: self.cpus,
-        }
+        DeviceInfo::new(self.name, self.programming, self.cpus)
+            .with_features(self.features)
+            .with_rating(self.rating)
     }
     fn set_state_shutdown(&self) -> Result<(), DeviceError> {
         self.log.lock().unwrap().push(Call::Shutdown);
@@ -100,11 +101,24 @@ impl ClockEventDevice for Fake {
         self.log.lock().unwrap().push(Call::Stopped);
         Ok(())
     }
-    fn set_next_event(&self, delta: Cycles) -> Result<(), DeviceError> {
-        assert!(
-            delta >= self.min && delta <= self.max,
-            "core broke the contract: {delta:?}"
-        );
+    fn program(&self, next: NextEvent) -> Result<(), DeviceError> {
+        let delta = match (next, self.programming.delta_range()) {
+            (NextEvent::In(delta), Some((min, max))) => {
+                assert!(
+                    delta >= min && delta <= max,
+                    "core broke the contract: {delta:?}"
+                );
+                delta
+            }
+            (NextEvent::At(expires), None) => {
+                self.log.lock().unwrap().push(Call::Ktime(expires));
+                return Ok(());
+            }
+            (next, _) => panic!(
+                "core broke the contract: {next:?} for {:?}",
+                self.programming
+            ),
+        };
         self.log.lock().unwrap().push(Call::Next(delta));
         let mut f = self.fail_next.lock().unwrap();
         if *f > 0 {
@@ -114,10 +128,6 @@ impl ClockEventDevice for Fake {
         if delta < self.too_late_below {
             return Err(DeviceError::TooLate);
         }
-        Ok(())
-    }
-    fn set_next_ktime(&self, expires: Ktime) -> Result<(), DeviceError> {
-        self.log.lock().unwrap().push(Call::Ktime(expires));
         Ok(())
     }
 }
@@ -327,7 +337,7 @@ fn programming_outside_oneshot_is_a_typed_error() {
 
 #[test]
 fn ktime_device_gets_absolute_deadlines() {
-    let d = Fake::new("deadline", Features::ONESHOT | Features::KTIME, 0, 0, 0);
+    let d = Fake::deadline("deadline");
     let mut e = oneshot(&d);
     let t = T0.saturating_add(Nanos::from_micros(3));
     assert_eq!(

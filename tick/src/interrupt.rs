@@ -40,7 +40,15 @@ where
     /// the caller must send a tick IPI to (broadcast), which then call
     /// [`TickSystem::ipi`]. `run` is called for every expired timer, with
     /// the monotonic time it was found expired at (≥ its expiry).
+    ///
+    /// The device is acknowledged first
+    /// ([`ClockEventDevice::acknowledge`](clockevents::ClockEventDevice::acknowledge)),
+    /// before anything reprograms it; the embedder sends the interrupt
+    /// controller's EOI after this returns.
     pub fn interrupt(&mut self, dev: DeviceId, cpu: CpuId, run: &mut TimerFn<'_>) -> CpuMask {
+        if let Some(d) = self.devices.get(dev) {
+            d.acknowledge();
+        }
         match self.devices.owner(dev) {
             Some(Owner::Cpu(c)) if c == cpu && cpu.index() < CPUS => {
                 self.cpu_event(cpu, run);
@@ -52,7 +60,7 @@ where
             }
             other => {
                 // A device we shut down raced its last interrupt, or a
-                // mis-routed IRQ: acknowledge and ignore.
+                // mis-routed IRQ: acknowledged above, ignored here.
                 log::debug!("tick: spurious interrupt of {dev:?} on {cpu} (owner {other:?})");
                 CpuMask::EMPTY
             }

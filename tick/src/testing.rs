@@ -7,7 +7,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::vec::Vec;
 
-use clockevents::{ClockEventDevice, CpuId, CpuMask, DeviceError, DeviceInfo, Features};
+use clockevents::{
+    ClockEventDevice, CpuId, CpuMask, DeviceError, DeviceInfo, Features, NextEvent, Programming,
+};
 use clocksource::{ClockSource, ClockSourceFlags, Cycles, Hertz, Ktime, Nanos};
 
 /// A 1 GHz counter (one cycle per ns) that moves only when told.
@@ -75,6 +77,7 @@ pub(crate) enum Call {
     Oneshot,
     Next(Cycles),
     NextKtime(Ktime),
+    Ack,
 }
 
 /// A 1 GHz event device that records every call and accepts them all.
@@ -130,15 +133,14 @@ impl FakeTimer {
 
 impl ClockEventDevice for FakeTimer {
     fn info(&self) -> DeviceInfo {
-        DeviceInfo {
-            name: self.name,
-            features: self.features,
-            rating: self.rating,
+        let programming = Programming::Cycles {
             frequency: Hertz::new(1_000_000_000),
             min_delta: Cycles::new(self.min),
             max_delta: Cycles::new(self.max),
-            cpus: self.cpus,
-        }
+        };
+        DeviceInfo::new(self.name, programming, self.cpus)
+            .with_features(self.features)
+            .with_rating(self.rating)
     }
     fn set_state_shutdown(&self) -> Result<(), DeviceError> {
         self.record(Call::Shutdown)
@@ -149,10 +151,13 @@ impl ClockEventDevice for FakeTimer {
     fn set_state_oneshot(&self) -> Result<(), DeviceError> {
         self.record(Call::Oneshot)
     }
-    fn set_next_event(&self, delta: Cycles) -> Result<(), DeviceError> {
-        self.record(Call::Next(delta))
+    fn program(&self, next: NextEvent) -> Result<(), DeviceError> {
+        self.record(match next {
+            NextEvent::In(delta) => Call::Next(delta),
+            NextEvent::At(expires) => Call::NextKtime(expires),
+        })
     }
-    fn set_next_ktime(&self, expires: Ktime) -> Result<(), DeviceError> {
-        self.record(Call::NextKtime(expires))
+    fn acknowledge(&self) {
+        let _ = self.record(Call::Ack);
     }
 }

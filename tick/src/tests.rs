@@ -117,13 +117,36 @@ fn high_res_programs_the_next_tick_then_an_earlier_timer() {
 }
 
 #[test]
-fn an_interrupt_of_a_device_owned_by_another_cpu_is_ignored() {
-    let (mut sys, clock, _, id) = system(TickConfig::DEFAULT, ONESHOT_PERIODIC);
+fn an_interrupt_of_a_device_owned_by_another_cpu_is_acknowledged_and_ignored() {
+    let (mut sys, clock, dev, id) = system(TickConfig::DEFAULT, ONESHOT_PERIODIC);
     clock.advance(PERIOD);
+    let before = dev.calls().len();
     let mask = sys.interrupt(id, CPU1, &mut |_, _, _| Rearm::No);
     assert!(mask.is_empty());
     assert_eq!(sys.cpu_info(CPU1).unwrap().stats.interrupts, 0);
     assert_eq!(sys.cpu_info(CPU0).unwrap().stats.interrupts, 0);
+    assert_eq!(
+        dev.calls()[before..],
+        [Call::Ack],
+        "nothing but the acknowledgement"
+    );
+}
+
+/// The device is acknowledged once per interrupt, before the handler
+/// reprograms it: a level-triggered status cleared after the next event
+/// was armed could clear that event's interrupt too.
+#[test]
+fn each_interrupt_acknowledges_the_device_once_before_reprogramming_it() {
+    let (mut sys, clock, dev, id) = system(TickConfig::DEFAULT, ONESHOT_PERIODIC);
+    for _ in 0..3 {
+        clock.advance(PERIOD);
+        let before = dev.calls().len();
+        sys.interrupt(id, CPU0, &mut |_, _, _| Rearm::No);
+        let calls = &dev.calls()[before..];
+        assert_eq!(calls.first(), Some(&Call::Ack), "{calls:?}");
+        assert_eq!(calls.iter().filter(|c| **c == Call::Ack).count(), 1);
+        assert!(matches!(calls.last(), Some(Call::Next(_))), "{calls:?}");
+    }
 }
 
 #[test]
