@@ -22,8 +22,8 @@
 //!                 ▼     ▼                │
 //!           periodic   oneshot ◄──► oneshot_stopped
 //!                      │   ▲
-//!    set_next_event(Δ) │   │ fire / lost / TooLate (disarmed)
-//!    set_next_ktime(t) ▼   │
+//!    program(In(Δ))    │   │ fire / lost / TooLate (disarmed)
+//!    program(At(t))    ▼   │
 //!                    armed ┘
 //! ```
 //!
@@ -33,15 +33,15 @@
 //!   register would hold it: `n = round(p·freq/10^9)`, true period
 //!   `n/freq` s. Event `k` is due at `t0 + ⌈k·n·10^9/freq⌉` ns — computed from
 //!   the start, so rounding never accumulates.
-//! - **One-shot.** `set_next_event(Δ)` is due at `now + ⌈Δ·10^9/freq⌉` ns:
-//!   rounded up, never early. `set_next_ktime(t)` is due at `t` of the
+//! - **One-shot.** `program(In(Δ))` is due at `now + ⌈Δ·10^9/freq⌉` ns:
+//!   rounded up, never early. `program(At(t))` is due at `t` of the
 //!   virtual clock (the sim's monotonic clock is its true time).
 //! - **Deep idle.** A device declaring `C3STOP` stops while
 //!   [`SimEventDevice::set_deep_idle`] is on: nothing fires, and the
 //!   remaining time of a pending event (one-shot or period) resumes on
 //!   leaving, like a LAPIC whose current-count register stops. Internally the
 //!   device keeps its own time, true time minus the time spent stopped. An
-//!   absolute (`KTIME`) deadline passed meanwhile fires on leaving.
+//!   absolute deadline (a `Deadline` device's) passed meanwhile fires on leaving.
 //! - **Coalescing.** A periodic interrupt serviced so late that further
 //!   periods passed delivers once; the missed periods are merged (recorded
 //!   as [`TraceKind::InterruptsCoalesced`]), as an interrupt controller's
@@ -54,15 +54,17 @@
 //! |--------|--------|
 //! | [`late_by`](SimEventDevice::late_by) | each interrupt is delivered that much after its due time |
 //! | [`lose_next`](SimEventDevice::lose_next) | the next `n` interrupts are dropped; one-shot disarms, periodic goes on |
-//! | [`too_late_below`](SimEventDevice::too_late_below) | `set_next_event(Δ)` with `Δ` below the threshold returns `TooLate` (the HPET comparator race) |
-//! | [`fail_programming`](SimEventDevice::fail_programming) | the next `n` `set_next_event` calls return `TooLate` |
+//! | [`too_late_below`](SimEventDevice::too_late_below) | `program(In(Δ))` with `Δ` below the threshold returns `TooLate` (the HPET comparator race) |
+//! | [`fail_programming`](SimEventDevice::fail_programming) | the next `n` `program(In)` calls return `TooLate` |
 //!
 //! A `TooLate` answer disarms any earlier event too: the comparator was
 //! overwritten before the race was detected.
 
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use clockevents::{ClockEventDevice, CpuId, CpuMask, DeviceError, DeviceInfo, Features};
+use clockevents::{
+    ClockEventDevice, CpuId, CpuMask, DeviceError, DeviceInfo, Features, NextEvent, Programming,
+};
 use clocksource::{Cycles, Hertz, Ktime, Nanos, NSEC_PER_SEC};
 
 use crate::clock::VirtualClock;
@@ -80,6 +82,7 @@ pub struct EventConfig {
     min_delta: Cycles,
     max_delta: Cycles,
     cpus: CpuMask,
+    deadline: bool,
 }
 
 impl EventConfig {
@@ -95,6 +98,25 @@ impl EventConfig {
             min_delta: Cycles::new(1),
             max_delta: Cycles::new(u32::MAX as u64),
             cpus: CpuMask::single(CpuId::BOOT),
+            deadline: false,
+        }
+    }
+    /// Programmed with absolute deadlines ([`Programming::Deadline`])
+    /// instead of cycle deltas.
+    pub fn deadline(mut self) -> Self {
+        self.deadline = true;
+        self
+    }
+    /// How the device is programmed.
+    fn programming(&self) -> Programming {
+        if self.deadline {
+            Programming::Deadline
+        } else {
+            Programming::Cycles {
+                frequency: self.frequency,
+                min_delta: self.min_delta,
+                max_delta: self.max_delta,
+            }
         }
     }
     /// The features declared (replacing the set, `C3STOP` included).
@@ -135,7 +157,7 @@ impl EventConfig {
 enum Due {
     /// At this device-time (ns): pauses with the device.
     Device(u64),
-    /// At this true time (a `KTIME` deadline).
+    /// At this true time (a `Deadline` device's).
     Absolute(Ktime),
 }
 
@@ -209,7 +231,7 @@ impl SimEventDevice {
     /// # Panics
     ///
     /// If `min_delta > max_delta`, or the frequency is zero for a device that
-    /// declares `PERIODIC` or `ONESHOT` without `KTIME`.
+    /// declares `PERIODIC`, or `ONESHOT` without being a deadline device.
     pub fn new(clock: Arc<VirtualClock>, config: EventConfig) -> Self {
         assert!(
             config.min_delta <= config.max_delta,
@@ -217,8 +239,7 @@ impl SimEventDevice {
             config.name
         );
         let needs_rate = config.features.contains(Features::PERIODIC)
-            || (config.features.contains(Features::ONESHOT)
-                && !config.features.contains(Features::KTIME));
+            || (config.features.contains(Features::ONESHOT) && !config.deadline);
         assert!(
             !needs_rate || config.frequency.get() > 0,
             "{}: zero frequency",
@@ -377,7 +398,7 @@ impl SimEventDevice {
         self.fault(&s, "lose_next");
     }
 
-    /// From now on, `set_next_event(Δ)` with `Δ < threshold` returns
+    /// From now on, `program(In(Δ))` with `Δ < threshold` returns
     /// [`DeviceError::TooLate`] and arms nothing: the comparator race of a
     /// device that matches on equality. `Cycles::ZERO` clears the fault.
     pub fn too_late_below(&self, threshold: Cycles) {
@@ -386,7 +407,7 @@ impl SimEventDevice {
         self.fault(&s, "too_late_below");
     }
 
-    /// The next `n` `set_next_event` calls (in the oneshot state, with a
+    /// The next `n` `program(In)` calls (in the oneshot state, with a
     /// delta in range) return [`DeviceError::TooLate`] and arm nothing.
     pub fn fail_programming(&self, n: u64) {
         let mut s = self.lock();
@@ -412,7 +433,7 @@ impl SimEventDevice {
     pub fn coalesced(&self) -> u64 {
         self.lock().coalesced
     }
-    /// `set_next_event` and `set_next_ktime` calls, refused ones included.
+    /// `program` calls, refused ones included.
     pub fn programs(&self) -> u64 {
         self.lock().programs
     }
@@ -420,11 +441,11 @@ impl SimEventDevice {
     pub fn errors(&self) -> u64 {
         self.lock().errors
     }
-    /// The delta of the last `set_next_event` call, refused or not.
+    /// The delta of the last `program(In)` call, refused or not.
     pub fn last_delta(&self) -> Option<Cycles> {
         self.lock().last_delta
     }
-    /// The deadline of the last `set_next_ktime` call, refused or not.
+    /// The deadline of the last `program(At)` call, refused or not.
     pub fn last_expires(&self) -> Option<Ktime> {
         self.lock().last_expires
     }
@@ -533,15 +554,9 @@ impl InterruptSource for SimEventDevice {
 impl ClockEventDevice for SimEventDevice {
     fn info(&self) -> DeviceInfo {
         let c = &self.config;
-        DeviceInfo {
-            name: c.name,
-            features: c.features,
-            rating: c.rating,
-            frequency: c.frequency,
-            min_delta: c.min_delta,
-            max_delta: c.max_delta,
-            cpus: c.cpus,
-        }
+        DeviceInfo::new(c.name, c.programming(), c.cpus)
+            .with_features(c.features)
+            .with_rating(c.rating)
     }
 
     fn set_state_shutdown(&self) -> Result<(), DeviceError> {
@@ -596,18 +611,30 @@ impl ClockEventDevice for SimEventDevice {
         Ok(())
     }
 
-    /// Refused (`Unsupported`) unless in the oneshot state with a non-zero
-    /// frequency, and (`Hardware`) for a delta outside `min_delta..=max_delta`. Then the injected race
-    /// faults may answer `TooLate`.
-    fn set_next_event(&self, delta: Cycles) -> Result<(), DeviceError> {
+    /// [`NextEvent::In`] for a cycles device, [`NextEvent::At`] for a
+    /// deadline one; the other is refused (`Unsupported`).
+    fn program(&self, next: NextEvent) -> Result<(), DeviceError> {
+        match next {
+            NextEvent::In(delta) => self.program_delta(delta),
+            NextEvent::At(expires) => self.program_deadline(expires),
+        }
+    }
+}
+
+impl SimEventDevice {
+    /// Refused (`Unsupported`) unless in the oneshot state of a cycles
+    /// device with a non-zero frequency, and (`Hardware`) for a delta
+    /// outside `min_delta..=max_delta`. Then the injected race faults may
+    /// answer `TooLate`.
+    fn program_delta(&self, delta: Cycles) -> Result<(), DeviceError> {
         let mut s = self.lock();
-        const CALL: &str = "set_next_event";
+        const CALL: &str = "program(In)";
         s.programs += 1;
         s.last_delta = Some(delta);
         if !matches!(s.mode, Mode::Oneshot(_)) {
             return Err(self.misuse(&mut s, CALL, DeviceError::Unsupported));
         }
-        if self.config.frequency.get() == 0 {
+        if self.config.deadline || self.config.frequency.get() == 0 {
             return Err(self.misuse(&mut s, CALL, DeviceError::Unsupported));
         }
         if delta < self.config.min_delta || delta > self.config.max_delta {
@@ -633,13 +660,14 @@ impl ClockEventDevice for SimEventDevice {
         Ok(())
     }
 
-    /// Refused (`Unsupported`) without `KTIME` or outside the oneshot state.
-    fn set_next_ktime(&self, expires: Ktime) -> Result<(), DeviceError> {
+    /// Refused (`Unsupported`) for a cycles device or outside the oneshot
+    /// state.
+    fn program_deadline(&self, expires: Ktime) -> Result<(), DeviceError> {
         let mut s = self.lock();
-        const CALL: &str = "set_next_ktime";
+        const CALL: &str = "program(At)";
         s.programs += 1;
         s.last_expires = Some(expires);
-        if !self.config.features.contains(Features::KTIME) || !matches!(s.mode, Mode::Oneshot(_)) {
+        if !self.config.deadline || !matches!(s.mode, Mode::Oneshot(_)) {
             return Err(self.misuse(&mut s, CALL, DeviceError::Unsupported));
         }
         s.mode = Mode::Oneshot(Some(Due::Absolute(expires)));

@@ -54,7 +54,7 @@ pub enum TraceKind {
         /// The programmed deadline.
         expires: Ktime,
     },
-    /// `set_next_event(delta)` returned [`DeviceError::TooLate`]: the device
+    /// `program(In(delta))` returned [`DeviceError::TooLate`]: the device
     /// reported that the event may have been missed. Nothing is armed.
     TooLate {
         /// The device's name.
@@ -74,7 +74,7 @@ pub enum TraceKind {
     DeviceError {
         /// The device's name.
         device: &'static str,
-        /// The trait method that was called (`"set_next_event"`, ...).
+        /// The trait method that was called (`"program(In)"`, `"set_state_oneshot"`, ...).
         call: &'static str,
         /// What the device returned.
         error: DeviceError,

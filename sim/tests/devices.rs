@@ -2,6 +2,7 @@
 
 use std::sync::Arc;
 
+use clockevents::NextEvent::{At, In};
 use clockevents::{ClockEventDevice, CpuId, CpuMask, DeviceError, Features};
 use clocksource::{ClockSource, Cycles, Hertz, Ktime, Nanos};
 use sim::{
@@ -92,7 +93,7 @@ fn oneshot_fires_once_never_early() {
     let (clock, dev, trace) = setup(EventConfig::new("hpet", Hertz::from_mhz(3)));
     dev.set_state_oneshot().unwrap();
     clock.advance_to(us(1));
-    dev.set_next_event(Cycles::new(10_000)).unwrap();
+    dev.program(In(Cycles::new(10_000))).unwrap();
     assert_eq!(dev.next_fire(), Some(Ktime::from_nanos(1_000 + 3_333_334)));
     clock.advance_to(Ktime::from_nanos(1_000 + 3_333_333));
     assert!(!dev.fire(), "one ns early: nothing");
@@ -112,24 +113,25 @@ fn oneshot_fires_once_never_early() {
 fn reprogramming_replaces_the_pending_event() {
     let (clock, dev, _) = setup(lapic());
     dev.set_state_oneshot().unwrap();
-    dev.set_next_event(Cycles::new(5_000)).unwrap();
-    dev.set_next_event(Cycles::new(2_000)).unwrap();
+    dev.program(In(Cycles::new(5_000))).unwrap();
+    dev.program(In(Cycles::new(2_000))).unwrap();
     assert_eq!(run_until(&clock, &dev, ms(10)), vec![(ms(2), true)]);
 }
 
 #[test]
 fn ktime_device_fires_at_the_deadline() {
-    let cfg =
-        EventConfig::new("deadline", Hertz::new(0)).features(Features::ONESHOT | Features::KTIME);
+    let cfg = EventConfig::new("deadline", Hertz::new(0))
+        .features(Features::ONESHOT)
+        .deadline();
     let (clock, dev, trace) = setup(cfg);
     dev.set_state_oneshot().unwrap();
-    dev.set_next_ktime(Ktime::from_nanos(1_234_567)).unwrap();
+    dev.program(At(Ktime::from_nanos(1_234_567))).unwrap();
     assert_eq!(
         run_until(&clock, &dev, ms(5)),
         vec![(Ktime::from_nanos(1_234_567), true)]
     );
     // A deadline already past is due immediately.
-    dev.set_next_ktime(ms(1)).unwrap();
+    dev.program(At(ms(1))).unwrap();
     assert_eq!(dev.next_fire(), Some(ms(1)));
     assert!(dev.fire());
     assert!(trace.device_errors().is_empty(), "{trace}");
@@ -145,32 +147,32 @@ fn programming_in_wrong_state_is_an_error() {
     let e = |r: Result<(), DeviceError>| r.unwrap_err();
     // Not yet in the oneshot state.
     assert_eq!(
-        e(dev.set_next_event(Cycles::new(100))),
+        e(dev.program(In(Cycles::new(100)))),
         DeviceError::Unsupported
     );
     dev.set_state_shutdown().unwrap();
     assert_eq!(
-        e(dev.set_next_event(Cycles::new(100))),
+        e(dev.program(In(Cycles::new(100)))),
         DeviceError::Unsupported
     );
     assert_eq!(e(dev.set_state_oneshot_stopped()), DeviceError::Unsupported);
-    // No PERIODIC feature, no KTIME feature.
+    // No PERIODIC feature, and a cycles device.
     assert_eq!(
         e(dev.set_state_periodic(Nanos::from_millis(1))),
         DeviceError::Unsupported
     );
     dev.set_state_oneshot().unwrap();
-    assert_eq!(e(dev.set_next_ktime(ms(1))), DeviceError::Unsupported);
+    assert_eq!(e(dev.program(At(ms(1)))), DeviceError::Unsupported);
     // Deltas outside [min, max].
-    assert_eq!(e(dev.set_next_event(Cycles::new(9))), DeviceError::Hardware);
+    assert_eq!(e(dev.program(In(Cycles::new(9)))), DeviceError::Hardware);
     assert_eq!(
-        e(dev.set_next_event(Cycles::new(1_001))),
+        e(dev.program(In(Cycles::new(1_001)))),
         DeviceError::Hardware
     );
     // Stopped is not oneshot: the core must switch back first.
     dev.set_state_oneshot_stopped().unwrap();
     assert_eq!(
-        e(dev.set_next_event(Cycles::new(100))),
+        e(dev.program(In(Cycles::new(100)))),
         DeviceError::Unsupported
     );
 
@@ -179,8 +181,8 @@ fn programming_in_wrong_state_is_an_error() {
     assert_eq!(dev.next_fire(), None, "nothing armed");
     // The bounds themselves are fine.
     dev.set_state_oneshot().unwrap();
-    dev.set_next_event(Cycles::new(10)).unwrap();
-    dev.set_next_event(Cycles::new(1_000)).unwrap();
+    dev.program(In(Cycles::new(10))).unwrap();
+    dev.program(In(Cycles::new(1_000))).unwrap();
     assert_eq!(dev.errors(), 8);
     assert_eq!(dev.programs(), 8, "refused calls count too");
 }
@@ -204,7 +206,7 @@ fn periodic_period_out_of_range_is_an_error() {
 fn shutdown_and_oneshot_stopped_cancel_the_pending_event() {
     let (clock, dev, trace) = setup(lapic());
     dev.set_state_oneshot().unwrap();
-    dev.set_next_event(Cycles::new(1_000)).unwrap();
+    dev.program(In(Cycles::new(1_000))).unwrap();
     dev.set_state_oneshot_stopped().unwrap();
     assert_eq!(dev.next_fire(), None);
     dev.set_state_periodic(Nanos::from_millis(1)).unwrap();
@@ -229,7 +231,7 @@ fn c3stop_device_pauses_in_deep_idle() {
     let (clock, dev, trace) = setup(lapic().stops_in_deep_idle(true));
     assert!(dev.info().features.contains(Features::C3STOP));
     dev.set_state_oneshot().unwrap();
-    dev.set_next_event(Cycles::new(1_000)).unwrap(); // due at 1 ms
+    dev.program(In(Cycles::new(1_000))).unwrap(); // due at 1 ms
     clock.advance_to(us(400));
     dev.set_deep_idle(true);
     assert_eq!(dev.next_fire(), None, "stopped: nothing can fire");
@@ -263,7 +265,7 @@ fn c3stop_periodic_device_resumes_its_period_after_deep_idle() {
 fn device_without_c3stop_ignores_deep_idle() {
     let (clock, dev, trace) = setup(lapic());
     dev.set_state_oneshot().unwrap();
-    dev.set_next_event(Cycles::new(1_000)).unwrap();
+    dev.program(In(Cycles::new(1_000))).unwrap();
     dev.set_deep_idle(true);
     assert_eq!(run_until(&clock, &dev, ms(5)), vec![(ms(1), true)]);
     assert_eq!(
@@ -276,7 +278,7 @@ fn device_without_c3stop_ignores_deep_idle() {
 fn lost_interrupt_is_recorded() {
     let (clock, dev, trace) = setup(lapic());
     dev.set_state_oneshot().unwrap();
-    dev.set_next_event(Cycles::new(1_000)).unwrap();
+    dev.program(In(Cycles::new(1_000))).unwrap();
     dev.lose_next(1);
     assert_eq!(run_until(&clock, &dev, ms(5)), vec![(ms(1), false)]);
     assert!(!dev.is_armed(), "a lost one-shot disarms");
@@ -314,7 +316,7 @@ fn late_interrupt_delivered_late_by_exactly() {
     run_until(&clock, &dev, ms(12));
     assert_eq!(trace.interrupts_of("lapic"), vec![us(4_250), us(8_250)]);
     dev.set_state_oneshot().unwrap();
-    dev.set_next_event(Cycles::new(1_000)).unwrap(); // due at 13 ms
+    dev.program(In(Cycles::new(1_000))).unwrap(); // due at 13 ms
     assert_eq!(run_until(&clock, &dev, ms(20)), vec![(us(13_250), true)]);
     assert_eq!(
         dev.coalesced(),
@@ -341,12 +343,9 @@ fn periodic_interrupts_coalesce_when_serviced_late() {
 fn too_late_below_threshold_reports_race() {
     let (clock, dev, trace) = setup(lapic());
     dev.set_state_oneshot().unwrap();
-    dev.set_next_event(Cycles::new(500)).unwrap();
+    dev.program(In(Cycles::new(500))).unwrap();
     dev.too_late_below(Cycles::new(50));
-    assert_eq!(
-        dev.set_next_event(Cycles::new(49)),
-        Err(DeviceError::TooLate)
-    );
+    assert_eq!(dev.program(In(Cycles::new(49))), Err(DeviceError::TooLate));
     assert_eq!(
         dev.next_fire(),
         None,
@@ -357,7 +356,7 @@ fn too_late_below_threshold_reports_race() {
         1
     );
     assert!(trace.device_errors().is_empty(), "a race is not a misuse");
-    dev.set_next_event(Cycles::new(50)).unwrap();
+    dev.program(In(Cycles::new(50))).unwrap();
     assert_eq!(run_until(&clock, &dev, ms(1)), vec![(us(50), true)]);
 }
 
@@ -367,15 +366,15 @@ fn failed_programming_returns_too_late_the_next_n_times() {
     dev.set_state_oneshot().unwrap();
     dev.fail_programming(2);
     assert_eq!(
-        dev.set_next_event(Cycles::new(1_000)),
+        dev.program(In(Cycles::new(1_000))),
         Err(DeviceError::TooLate)
     );
     assert_eq!(
-        dev.set_next_event(Cycles::new(2_000)),
+        dev.program(In(Cycles::new(2_000))),
         Err(DeviceError::TooLate)
     );
     assert!(!dev.is_armed());
-    dev.set_next_event(Cycles::new(4_000)).unwrap();
+    dev.program(In(Cycles::new(4_000))).unwrap();
     assert_eq!(dev.next_fire(), Some(ms(4)));
     assert_eq!(dev.programs(), 3);
     assert_eq!(dev.last_delta(), Some(Cycles::new(4_000)));
@@ -408,7 +407,7 @@ fn devices_work_as_static_dyn_and_through_arc() {
     let counter: &'static dyn ClockSource =
         SimCounter::new(clock.clone(), CounterConfig::new("tsc", Hertz::from_mhz(1))).leak();
     as_dyn.set_state_oneshot().unwrap();
-    as_dyn.set_next_event(Cycles::new(10)).unwrap();
+    as_dyn.program(In(Cycles::new(10))).unwrap();
     assert_eq!(dev.next_fire(), Some(us(10)));
 
     let shared = Arc::new(SimEventDevice::new(clock.clone(), lapic()));
