@@ -52,7 +52,9 @@
 
 use core::sync::atomic::{AtomicBool, Ordering};
 
-use clockevents::{ClockEventDevice, CpuMask, DeviceError, DeviceInfo, Features};
+use clockevents::{
+    ClockEventDevice, CpuMask, DeviceError, DeviceInfo, Features, NextEvent, Programming,
+};
 use clocksource::{Cycles, Hertz, Nanos};
 use hw::Mmio;
 
@@ -89,7 +91,7 @@ pub enum Trigger {
     Edge,
     /// Level (`Tn_INT_TYPE_CNF` = 1): the line stays asserted and the
     /// `GINTR_STA` bit set until the handler calls
-    /// [`HpetClockEvent::acknowledge`]. PCI-style, for shared I/O APIC inputs.
+    /// [`acknowledge`](clockevents::ClockEventDevice::acknowledge). PCI-style, for shared I/O APIC inputs.
     Level,
 }
 
@@ -133,7 +135,7 @@ pub struct HpetClockEvent<'a, M: Mmio + ?Sized> {
     features: Features,
     routed: Routed,
     cpus: CpuMask,
-    /// Whether `Tn_INT_ENB_CNF` is set, so `set_next_event` writes the
+    /// Whether `Tn_INT_ENB_CNF` is set, so `program` writes the
     /// configuration only after a stop.
     int_enabled: AtomicBool,
 }
@@ -233,16 +235,6 @@ impl<'a, M: Mmio + ?Sized> HpetClockEvent<'a, M> {
         self.level() && self.mmio.read32(GINTR_STA) & (1 << TIMER) != 0
     }
 
-    /// Acknowledges the interrupt in level mode: writes 1 to comparator 0's
-    /// `GINTR_STA` bit, which deasserts the line. The interrupt handler
-    /// calls it before returning. Does nothing in edge mode (the
-    /// specification says to write 0 there).
-    pub fn acknowledge(&self) {
-        if self.level() {
-            self.mmio.write32(GINTR_STA, 1 << TIMER);
-        }
-    }
-
     fn config(&self) -> TimerConfig {
         TimerConfig::from_bits_retain(self.mmio.read32(tn_conf_cap(TIMER)) as u64)
     }
@@ -278,14 +270,23 @@ impl<'a, M: Mmio + ?Sized> HpetClockEvent<'a, M> {
 
 impl<M: Mmio + ?Sized> ClockEventDevice for HpetClockEvent<'_, M> {
     fn info(&self) -> DeviceInfo {
-        DeviceInfo {
-            name: NAME,
-            features: self.features,
-            rating: RATING,
+        let programming = Programming::Cycles {
             frequency: self.frequency,
             min_delta: Cycles::new(HPET_MIN_PROG_DELTA),
             max_delta: Cycles::new(MAX_DELTA),
-            cpus: self.cpus,
+        };
+        DeviceInfo::new(NAME, programming, self.cpus)
+            .with_features(self.features)
+            .with_rating(RATING)
+    }
+
+    /// In level mode, writes 1 to comparator 0's `GINTR_STA` bit, which
+    /// deasserts the line (IA-PC HPET specification 1.0a, §2.3.11); the
+    /// core calls it first for each interrupt. Nothing in edge mode (the
+    /// specification says to write 0 there).
+    fn acknowledge(&self) {
+        if self.level() {
+            self.mmio.write32(GINTR_STA, 1 << TIMER);
         }
     }
 
@@ -348,7 +349,11 @@ impl<M: Mmio + ?Sized> ClockEventDevice for HpetClockEvent<'_, M> {
         Ok(())
     }
 
-    fn set_next_event(&self, delta: Cycles) -> Result<(), DeviceError> {
+    /// A comparator takes cycle deltas only ([`Programming::Cycles`]).
+    fn program(&self, next: NextEvent) -> Result<(), DeviceError> {
+        let NextEvent::In(delta) = next else {
+            return Err(DeviceError::Unsupported);
+        };
         if !self.features.contains(Features::ONESHOT) {
             return Err(DeviceError::Unsupported);
         }

@@ -28,7 +28,8 @@
 //! - [`clocksource`]: [`HpetClockSource`], the main counter.
 //! - [`clockevent`]: [`HpetClockEvent`], comparator 0 — periodic start
 //!   sequence, one-shot programming with Linux's 128-cycle race guard, and
-//!   [`HpetClockEvent::acknowledge`] for level-triggered routing.
+//!   the acknowledgement a level-triggered route needs (the device
+//!   contract's `acknowledge`).
 //! - `model` (feature `model`, std): `model::HpetModel`, a faithful
 //!   register-level HPET for the simulator and a hypervisor.
 //!

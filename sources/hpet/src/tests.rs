@@ -4,6 +4,7 @@
 use std::sync::{Arc, Mutex};
 use std::vec::Vec;
 
+use clockevents::NextEvent::In;
 use clockevents::{ClockEventDevice, CpuId, CpuMask, DeviceError, Features};
 use clocksource::{ClockParams, ClockSource, ClockSourceFlags, Cycles, Hertz, Nanos};
 use hw::{InterruptSource, Mmio};
@@ -270,10 +271,11 @@ fn clockevent_identity_follows_linux_legacy_hpet() {
     let dev = legacy_device(&m);
     assert_eq!(dev.info().name, "hpet");
     assert_eq!(dev.info().rating, 50);
-    assert_eq!(dev.info().frequency, Hertz::new(100_000_000));
-    assert_eq!(dev.info().min_delta, Cycles::new(192));
+    assert_eq!(dev.info().frequency(), Some(Hertz::new(100_000_000)));
+    let (min_delta, max_delta) = dev.info().delta_range().unwrap();
+    assert_eq!(min_delta, Cycles::new(192));
     assert_eq!(HPET_MIN_PROG_DELTA, 3 * HPET_MIN_CYCLES as u64 / 2);
-    assert_eq!(dev.info().max_delta, Cycles::new(0x7FFF_FFFF));
+    assert_eq!(max_delta, Cycles::new(0x7FFF_FFFF));
     assert_eq!(dev.info().cpus, CpuMask::ALL);
     let f = dev.info().features;
     assert!(f.contains(Features::PERIODIC));
@@ -431,7 +433,7 @@ fn without_feature_oneshot_the_device_offers_periodic_only() {
     assert_eq!(dev.info().features, Features::PERIODIC);
     assert_eq!(dev.set_state_oneshot(), Err(DeviceError::Unsupported));
     assert_eq!(
-        dev.set_next_event(Cycles::new(1000)),
+        dev.program(In(Cycles::new(1000))),
         Err(DeviceError::Unsupported)
     );
     // And a comparator that cannot run periodically leaves nothing.
@@ -458,7 +460,7 @@ mod oneshot {
         dev.set_state_oneshot().unwrap();
         assert_eq!(m.next_fire(), None, "no event until one is programmed");
         let start = clock.now();
-        dev.set_next_event(Cycles::new(1_000)).unwrap();
+        dev.program(In(Cycles::new(1_000))).unwrap();
         assert_eq!(
             m.next_fire(),
             Some(start.saturating_add(Nanos::from_micros(10)))
@@ -466,11 +468,11 @@ mod oneshot {
         clock.advance_to(m.next_fire().unwrap());
         assert!(m.fire());
         // Stopped: the comparator keeps its value but cannot interrupt.
-        dev.set_next_event(Cycles::new(1_000)).unwrap();
+        dev.program(In(Cycles::new(1_000))).unwrap();
         dev.set_state_oneshot_stopped().unwrap();
         assert_eq!(m.next_fire(), None);
         // The next programming re-enables it.
-        dev.set_next_event(Cycles::new(MAX_DELTA)).unwrap();
+        dev.program(In(Cycles::new(MAX_DELTA))).unwrap();
         assert_eq!(
             m.next_fire(),
             Some(
@@ -489,18 +491,12 @@ mod oneshot {
         // Each access costs 700 ns = 70 ticks: between the counter read and
         // the read-back after the comparator write, 140 ticks pass.
         set_cost(&m, &clock, Nanos::from_nanos(700));
-        dev.set_next_event(Cycles::new(1000)).unwrap(); // enables the interrupt
-                                                        // Δ = 192: margin 192 − 140 = 52 < 128.
-        assert_eq!(
-            dev.set_next_event(Cycles::new(192)),
-            Err(DeviceError::TooLate)
-        );
+        dev.program(In(Cycles::new(1000))).unwrap(); // enables the interrupt
+                                                     // Δ = 192: margin 192 − 140 = 52 < 128.
+        assert_eq!(dev.program(In(Cycles::new(192))), Err(DeviceError::TooLate));
         // Δ = 267: margin 127 < 128. Δ = 268: margin 128, accepted.
-        assert_eq!(
-            dev.set_next_event(Cycles::new(267)),
-            Err(DeviceError::TooLate)
-        );
-        assert_eq!(dev.set_next_event(Cycles::new(268)), Ok(()));
+        assert_eq!(dev.program(In(Cycles::new(267))), Err(DeviceError::TooLate));
+        assert_eq!(dev.program(In(Cycles::new(268))), Ok(()));
     }
 
     #[test]
@@ -523,7 +519,7 @@ mod oneshot {
             for delta in (192..600).step_by(7) {
                 set_cost(&m, &clock, Nanos::from_nanos(cost_ns));
                 let before = clock.now();
-                let r = dev.set_next_event(Cycles::new(delta));
+                let r = dev.program(In(Cycles::new(delta)));
                 m.set_access_hook(None);
                 if r.is_err() {
                     assert_eq!(r, Err(DeviceError::TooLate));
