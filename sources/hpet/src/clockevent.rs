@@ -75,10 +75,10 @@ pub const RATING: u16 = 50;
 /// count as programmed in time.
 pub const HPET_MIN_CYCLES: u32 = 128;
 /// Linux `HPET_MIN_PROG_DELTA` = 1.5 × [`HPET_MIN_CYCLES`]: the minimum delta.
-pub const HPET_MIN_PROG_DELTA: u64 = (HPET_MIN_CYCLES + HPET_MIN_CYCLES / 2) as u64;
+pub const HPET_MIN_PROG_DELTA: Cycles = Cycles::new((HPET_MIN_CYCLES + HPET_MIN_CYCLES / 2) as u64);
 /// The maximum delta, 0x7FFF_FFFF ticks: the largest a 32-bit signed
 /// difference states (21.47 s at 100 MHz, 149.98 s at 14.318 MHz).
-pub const MAX_DELTA: u64 = 0x7FFF_FFFF;
+pub const MAX_DELTA: Cycles = Cycles::new(0x7FFF_FFFF);
 
 /// The comparator driven.
 const TIMER: usize = 0;
@@ -272,8 +272,8 @@ impl<M: Mmio + ?Sized> ClockEventDevice for HpetClockEvent<'_, M> {
     fn info(&self) -> DeviceInfo {
         let programming = Programming::Cycles {
             frequency: self.frequency,
-            min_delta: Cycles::new(HPET_MIN_PROG_DELTA),
-            max_delta: Cycles::new(MAX_DELTA),
+            min_delta: HPET_MIN_PROG_DELTA,
+            max_delta: MAX_DELTA,
         };
         DeviceInfo::new(NAME, programming, self.cpus)
             .with_features(self.features)
@@ -300,7 +300,7 @@ impl<M: Mmio + ?Sized> ClockEventDevice for HpetClockEvent<'_, M> {
             return Err(DeviceError::Unsupported);
         }
         let ticks = self.period.cycles_in(period).get();
-        if ticks == 0 || ticks > MAX_DELTA {
+        if ticks == 0 || ticks > MAX_DELTA.get() {
             log::warn!("hpet: periodic period {period} is {ticks} ticks, out of range");
             return Err(DeviceError::Unsupported);
         }
@@ -357,7 +357,7 @@ impl<M: Mmio + ?Sized> ClockEventDevice for HpetClockEvent<'_, M> {
         if !self.features.contains(Features::ONESHOT) {
             return Err(DeviceError::Unsupported);
         }
-        if delta.get() == 0 || delta.get() > MAX_DELTA {
+        if delta.get() == 0 || delta > MAX_DELTA {
             log::warn!("hpet: delta {delta} out of range");
             return Err(DeviceError::Unsupported);
         }

@@ -274,7 +274,7 @@ fn clockevent_identity_follows_linux_legacy_hpet() {
     assert_eq!(dev.info().frequency(), Some(Hertz::new(100_000_000)));
     let (min_delta, max_delta) = dev.info().delta_range().unwrap();
     assert_eq!(min_delta, Cycles::new(192));
-    assert_eq!(HPET_MIN_PROG_DELTA, 3 * HPET_MIN_CYCLES as u64 / 2);
+    assert_eq!(HPET_MIN_PROG_DELTA.get(), 3 * HPET_MIN_CYCLES as u64 / 2);
     assert_eq!(max_delta, Cycles::new(0x7FFF_FFFF));
     assert_eq!(dev.info().cpus, CpuMask::ALL);
     let f = dev.info().features;
@@ -472,13 +472,13 @@ mod oneshot {
         dev.set_state_oneshot_stopped().unwrap();
         assert_eq!(m.next_fire(), None);
         // The next programming re-enables it.
-        dev.program(In(Cycles::new(MAX_DELTA))).unwrap();
+        dev.program(In(MAX_DELTA)).unwrap();
         assert_eq!(
             m.next_fire(),
             Some(
                 clock
                     .now()
-                    .saturating_add(Nanos::from_nanos(MAX_DELTA * 10))
+                    .saturating_add(Nanos::from_nanos(MAX_DELTA.get() * 10))
             )
         );
     }
