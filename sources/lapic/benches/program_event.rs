@@ -7,7 +7,7 @@
 //!
 //! - bare: one register write to the model — `TMICT` through the xAPIC
 //!   page, or `IA32_TSC_DEADLINE` through `wrmsr`;
-//! - the floor, `LapicTimer::set_next_event(precomputed cycles)`: the
+//! - the floor, `LapicTimer::program(In(precomputed cycles))` (Linux's `set_next_event`): the
 //!   driver's range check and that write (TSC-deadline: a fence and an
 //!   `rdtsc` of the model first);
 //! - `EventDevice::program_event(expires)`: the clockevents core on top (ns
@@ -26,6 +26,7 @@
 use std::hint::black_box;
 use std::time::Duration;
 
+use clockevents::NextEvent::In;
 use clockevents::{ClockEventDevice, DeviceState, EventDevice, Expired, Programmed};
 use clocksource::{Cycles, Ktime, Nanos};
 use criterion::measurement::WallTime;
@@ -65,7 +66,7 @@ fn prepare(clock: &VirtualClock, dev: &LapicTimer<'_>, ev: &mut EventDevice<'_>)
     ev.attach().expect("attach");
     ev.set_state(DeviceState::Oneshot, Nanos::ZERO)
         .expect("one-shot");
-    let hz = dev.info().frequency.get() as u128;
+    let hz = dev.info().frequency().expect("a cycles device").get() as u128;
     // 1024 deltas, 20 µs..100 ms (sim's xorshift64, fixed seed).
     let ds = sim::rng::deltas(EVENTS, 20_000, 100_000_000);
     let cycles: Vec<Cycles> = ds
@@ -78,7 +79,7 @@ fn prepare(clock: &VirtualClock, dev: &LapicTimer<'_>, ev: &mut EventDevice<'_>)
         .map(|&d| now.saturating_add(Nanos::from_nanos(d)))
         .collect();
     for (&cy, &t) in cycles.iter().zip(&expiries) {
-        dev.set_next_event(cy).expect("driver accepts the delta");
+        dev.program(In(cy)).expect("driver accepts the delta");
         let p = ev.program_event(t, now, Expired::Force);
         assert!(matches!(p, Ok(Programmed::At(_))), "{p:?}");
     }
@@ -99,7 +100,7 @@ fn driver_and_core(
     g.bench_function("floor: driver set_next_event(precomputed cycles)", |b| {
         b.iter(|| {
             for &cy in &inputs.cycles {
-                let _ = black_box(black_box(dev).set_next_event(black_box(cy)));
+                let _ = black_box(black_box(dev).program(In(black_box(cy))));
             }
         })
     });

@@ -43,11 +43,14 @@
 //!
 //! A count-down cannot race: TMICT starts counting when the write lands, and
 //! a TSC deadline already passed fires at once (SDM). So
-//! [`ClockEventDevice::set_next_event`] never returns `TooLate`. One-shot
+//! [`ClockEventDevice::program`] never returns `TooLate`. One-shot
 //! deltas use the [error-bounded rate](crate::TimerFrequency::oneshot), raised by
 //! the calibration's bound.
 
-use clockevents::{ClockEventDevice, CpuId, CpuMask, DeviceError, DeviceInfo, Features, MAX_CPUS};
+use clockevents::{
+    ClockEventDevice, CpuId, CpuMask, DeviceError, DeviceInfo, Features, NextEvent, Programming,
+    MAX_CPUS,
+};
 use clocksource::{Cycles, Hertz, Nanos};
 use core::sync::atomic::{fence, Ordering};
 use hw::{MsrAccess, MsrFault, TscRead};
@@ -317,7 +320,7 @@ impl<'a> LapicTimer<'a> {
             "lapic: cpu{cpu}: {} over {:?}, {mode:?} at {}, rating {rating}{}",
             t.info().name,
             access,
-            t.info().frequency,
+            t.info().frequency().unwrap_or(Hertz::new(0)),
             if caps.arat {
                 ""
             } else {
@@ -389,17 +392,21 @@ impl ClockEventDevice for LapicTimer<'_> {
             self.frequency.map_or(Hertz::new(0), |f| f.oneshot)
         };
         let (min_delta, max_delta) = self.delta_range();
-        DeviceInfo {
-            name: names.get(self.cpu).copied().unwrap_or("lapic"),
-            features: self.features,
-            rating: self.rating,
+        // Both the count-down and the TSC-deadline timer take a delta: the
+        // deadline timer's in TSC cycles from now (the driver adds it to a
+        // TSC read), so neither is a `Programming::Deadline` device.
+        let programming = Programming::Cycles {
             frequency,
             min_delta,
             max_delta,
-            // An index no CpuId can hold names no CPU: the empty set, which
-            // registration refuses (`PoolError::NoCpus`).
-            cpus: CpuId::from_index(self.cpu).map_or(CpuMask::EMPTY, CpuMask::single),
-        }
+        };
+        let name = names.get(self.cpu).copied().unwrap_or("lapic");
+        // An index no CpuId can hold names no CPU: the empty set, which
+        // registration refuses (`PoolError::NoCpus`).
+        let cpus = CpuId::from_index(self.cpu).map_or(CpuMask::EMPTY, CpuMask::single);
+        DeviceInfo::new(name, programming, cpus)
+            .with_features(self.features)
+            .with_rating(self.rating)
     }
 
     fn set_state_shutdown(&self) -> Result<(), DeviceError> {
@@ -466,7 +473,7 @@ impl ClockEventDevice for LapicTimer<'_> {
     }
 
     fn set_state_oneshot_stopped(&self) -> Result<(), DeviceError> {
-        // The core resumes from here with set_next_event only, so the LVTT
+        // The core resumes from here with program() only, so the LVTT
         // stays unmasked in its mode: only the pending event is disarmed.
         match self.mode {
             TimerMode::TscDeadline => self.write_deadline(0),
@@ -475,7 +482,11 @@ impl ClockEventDevice for LapicTimer<'_> {
         }
     }
 
-    fn set_next_event(&self, delta: Cycles) -> Result<(), DeviceError> {
+    /// A delta only ([`Programming::Cycles`]), for both timer modes.
+    fn program(&self, next: NextEvent) -> Result<(), DeviceError> {
+        let NextEvent::In(delta) = next else {
+            return Err(DeviceError::Unsupported);
+        };
         let (min, max) = self.delta_range();
         let delta = delta.max(min);
         if delta > max {

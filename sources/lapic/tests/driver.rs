@@ -2,6 +2,7 @@
 
 use std::sync::Arc;
 
+use clockevents::NextEvent::In;
 use clockevents::{ClockEventDevice, CpuMask, DeviceError, Features};
 use clocksource::{Cycles, Hertz, Ktime, Nanos};
 use hw::{InterruptSource, Mmio, MsrAccess};
@@ -100,9 +101,9 @@ fn what_the_build_offers() {
     if cfg!(feature = "oneshot") {
         assert_eq!(t.mode(), TimerMode::Oneshot);
         assert!(t.info().features.contains(Features::ONESHOT));
-        assert_eq!(t.info().frequency, Hertz::new(62_500_000));
+        assert_eq!(t.info().frequency(), Some(Hertz::new(62_500_000)));
         assert_eq!(
-            (t.info().min_delta, t.info().max_delta),
+            t.info().delta_range().unwrap(),
             (Cycles::new(0xF), Cycles::new(0x7FFF_FFFF))
         );
     } else {
@@ -166,19 +167,19 @@ fn oneshot_writes_tmict_and_stopped_disarms_it() {
         lvt(m),
         LvtTimer::new(LOCAL_TIMER_VECTOR, TimerModeBits::OneShot, false)
     );
-    t.set_next_event(Cycles::new(1_000)).unwrap();
+    t.program(In(Cycles::new(1_000))).unwrap();
     assert_eq!(m.next_fire(), Some(Ktime::from_nanos(16_000)));
     // Below min delta: programmed at min delta (late, never early).
-    t.set_next_event(Cycles::new(1)).unwrap();
+    t.program(In(Cycles::new(1))).unwrap();
     assert_eq!(m.read32(Reg::InitialCount.offset()), 0xF);
     assert_eq!(
-        t.set_next_event(Cycles::new(0x8000_0000)),
+        t.program(In(Cycles::new(0x8000_0000))),
         Err(DeviceError::Unsupported)
     );
     t.set_state_oneshot_stopped().unwrap();
     assert_eq!(m.next_fire(), None);
     assert!(!lvt(m).is_masked(), "stays ready for the next event");
-    t.set_next_event(Cycles::new(100)).unwrap();
+    t.program(In(Cycles::new(100))).unwrap();
     clock.advance_to(Ktime::from_nanos(1_600));
     assert!(m.fire());
 }
@@ -220,8 +221,8 @@ fn deadline_programs_rdtsc_plus_delta_and_shutdown_zeroes_it() {
     let t = LapicTimer::new(cfg).unwrap();
     assert_eq!(t.mode(), TimerMode::TscDeadline);
     assert_eq!(t.info().name, "lapic-deadline0");
-    assert_eq!(t.info().frequency, Hertz::new(2_400_000_000));
-    assert_eq!(t.info().min_delta, Cycles::new(120));
+    assert_eq!(t.info().frequency(), Some(Hertz::new(2_400_000_000)));
+    assert_eq!(t.info().delta_range().unwrap().0, Cycles::new(120));
     assert!(t
         .info()
         .features
@@ -229,12 +230,12 @@ fn deadline_programs_rdtsc_plus_delta_and_shutdown_zeroes_it() {
     t.set_state_oneshot().unwrap();
     assert_eq!(lvt(m).mode(), TimerModeBits::TscDeadline);
     clock.advance_to(Ktime::from_millis(1));
-    t.set_next_event(Cycles::new(2_400)).unwrap();
+    t.program(In(Cycles::new(2_400))).unwrap();
     assert_eq!(m.rdmsr(IA32_TSC_DEADLINE), Ok(m.rdtsc() + 2_400));
     assert_eq!(m.next_fire(), Some(Ktime::from_nanos(1_001_000)));
     t.set_state_oneshot_stopped().unwrap();
     assert_eq!(m.next_fire(), None);
-    t.set_next_event(Cycles::new(2_400)).unwrap();
+    t.program(In(Cycles::new(2_400))).unwrap();
     t.set_state_shutdown().unwrap();
     assert!(lvt(m).is_masked());
     assert_eq!(m.rdmsr(IA32_TSC_DEADLINE), Ok(0), "zeroed, not only masked");
@@ -248,7 +249,7 @@ fn deadline_programs_rdtsc_plus_delta_and_shutdown_zeroes_it() {
     });
     let t = LapicTimer::new(cfg).unwrap();
     // ⌈2.4e9 · 10⁶ / (10⁶ − 100)⌉
-    assert_eq!(t.info().frequency, Hertz::new(2_400_240_025));
+    assert_eq!(t.info().frequency(), Some(Hertz::new(2_400_240_025)));
     assert!(
         !t.info().features.contains(Features::PERIODIC),
         "no TMICT rate"

@@ -423,7 +423,7 @@ mod oneshot {
         let pit = pit_like(&clock);
         let f = timer_frequency(Access::xapic(probe), &caps(probe), Some(&pit)).unwrap();
         let (model, timer) = lapic(&clock, LapicModelConfig::qemu(0), Via::XApic, Some(f));
-        assert_eq!(timer.info().frequency, f.oneshot);
+        assert_eq!(timer.info().frequency(), Some(f.oneshot));
         let mut m: Machine<1> = Machine::new(
             clock.clone(),
             Trace::new(),
