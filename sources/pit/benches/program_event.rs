@@ -7,7 +7,7 @@
 //!
 //! - bare port writes: the count's LSB and MSB to port 0x40 (two `outb`) —
 //!   what programming an event costs the model at the least;
-//! - the floor, `PitClockEvent::set_next_event(precomputed cycles)`: the
+//! - the floor, `PitClockEvent::program(In(precomputed cycles))` (Linux's `set_next_event`): the
 //!   driver's range check and the same two writes;
 //! - `EventDevice::program_event(expires)`: the clockevents core on top (ns
 //!   delta, clamping, rounded-up ns→cycles, latch bookkeeping).
@@ -21,6 +21,7 @@
 use std::hint::black_box;
 use std::time::Duration;
 
+use clockevents::NextEvent::In;
 use clockevents::{
     ClockEventDevice, CpuId, CpuMask, DeviceState, EventDevice, Expired, Programmed,
 };
@@ -43,7 +44,7 @@ fn bench(c: &mut Criterion) {
     ev.set_state(DeviceState::Oneshot, Nanos::ZERO)
         .expect("one-shot (feature `oneshot`)");
 
-    let hz = dev.info().frequency.get() as u128;
+    let hz = dev.info().frequency().expect("a cycles device").get() as u128;
     // 1024 deltas, 20 µs..27 ms (sim's xorshift64, fixed seed).
     let ds = sim::rng::deltas(EVENTS, 20_000, 26_980_000);
     let cycles: Vec<Cycles> = ds
@@ -62,7 +63,7 @@ fn bench(c: &mut Criterion) {
 
     // What is timed must be the accepted path, not an error.
     for (&cy, &t) in cycles.iter().zip(&expiries) {
-        dev.set_next_event(cy).expect("driver accepts the delta");
+        dev.program(In(cy)).expect("driver accepts the delta");
         let p = ev.program_event(t, now, Expired::Force);
         assert!(matches!(p, Ok(Programmed::At(_))), "{p:?}");
     }
@@ -82,7 +83,7 @@ fn bench(c: &mut Criterion) {
     g.bench_function("floor: driver set_next_event(precomputed cycles)", |b| {
         b.iter(|| {
             for &cy in &cycles {
-                let _ = black_box(black_box(&dev).set_next_event(black_box(cy)));
+                let _ = black_box(black_box(&dev).program(In(black_box(cy))));
             }
         })
     });

@@ -30,7 +30,9 @@
 //! every C-state (not `C3STOP`), which is why Linux uses it as the
 //! broadcast device when there is no HPET.
 
-use clockevents::{ClockEventDevice, CpuMask, DeviceError, DeviceInfo, Features};
+use clockevents::{
+    ClockEventDevice, CpuMask, DeviceError, DeviceInfo, Features, NextEvent, Programming,
+};
 use clocksource::{Cycles, Nanos};
 
 use crate::chip::{Pit, CH0_STOP};
@@ -91,15 +93,14 @@ impl<'a> PitClockEvent<'a> {
 
 impl ClockEventDevice for PitClockEvent<'_> {
     fn info(&self) -> DeviceInfo {
-        DeviceInfo {
-            name: NAME,
-            features: FEATURES,
-            rating: RATING,
+        let programming = Programming::Cycles {
             frequency: PIT_TICK_RATE,
             min_delta: MIN_DELTA,
             max_delta: MAX_DELTA,
-            cpus: self.cpus,
-        }
+        };
+        DeviceInfo::new(NAME, programming, self.cpus)
+            .with_features(FEATURES)
+            .with_rating(RATING)
     }
 
     /// Linux's shutdown sequence ([`Pit::stop_channel0`]), also at attach:
@@ -131,7 +132,7 @@ impl ClockEventDevice for PitClockEvent<'_> {
     }
 
     /// Mode 0 without a count: OUT0 low, nothing counting until the first
-    /// [`set_next_event`](ClockEventDevice::set_next_event).
+    /// [`program`](ClockEventDevice::program).
     fn set_state_oneshot(&self) -> Result<(), DeviceError> {
         if !FEATURES.contains(Features::ONESHOT) {
             return Err(DeviceError::Unsupported);
@@ -140,10 +141,14 @@ impl ClockEventDevice for PitClockEvent<'_> {
         Ok(())
     }
 
-    /// Writes `delta` as the mode-0 count: IRQ0 `delta + 1` clocks later.
+    /// Writes the delta ([`NextEvent::In`]; a counter takes no deadline) as
+    /// the mode-0 count: IRQ0 `delta + 1` clocks later.
     /// A delta of 0 or above 65536 is refused (65536 is written as 0, which
     /// the counter takes as its maximum).
-    fn set_next_event(&self, delta: Cycles) -> Result<(), DeviceError> {
+    fn program(&self, next: NextEvent) -> Result<(), DeviceError> {
+        let NextEvent::In(delta) = next else {
+            return Err(DeviceError::Unsupported);
+        };
         if !FEATURES.contains(Features::ONESHOT) {
             return Err(DeviceError::Unsupported);
         }
@@ -160,6 +165,7 @@ impl ClockEventDevice for PitClockEvent<'_> {
 mod tests {
     use super::*;
     use crate::regs::port;
+    use clockevents::NextEvent::In;
     use std::vec::Vec;
 
     /// Records every port write; reads return 0.
@@ -236,11 +242,11 @@ mod tests {
         // Linux's drivers/clocksource/i8253.c: min 0xF, max 0x7FFF cycles of
         // the 1.193182 MHz input clock (8254 datasheet), rating 0.
         assert_eq!(
-            (d.min_delta, d.max_delta),
-            (Cycles::new(0xF), Cycles::new(0x7FFF))
+            d.delta_range(),
+            Some((Cycles::new(0xF), Cycles::new(0x7FFF)))
         );
         assert_eq!(d.rating, 0);
-        assert_eq!(d.frequency, clocksource::Hertz::new(1_193_182));
+        assert_eq!(d.frequency(), Some(clocksource::Hertz::new(1_193_182)));
         assert!(!d.features.intersects(Features::PERCPU | Features::C3STOP));
         assert_eq!(
             d.features.contains(Features::ONESHOT),
@@ -254,8 +260,8 @@ mod tests {
         let io = Recorder::default();
         let d = dev(&io);
         d.set_state_oneshot().unwrap();
-        d.set_next_event(Cycles::new(0x7FFF)).unwrap();
-        d.set_next_event(Cycles::new(0xF)).unwrap();
+        d.program(In(Cycles::new(0x7FFF))).unwrap();
+        d.program(In(Cycles::new(0xF))).unwrap();
         assert_eq!(
             io.take(),
             [
@@ -266,12 +272,9 @@ mod tests {
                 (port::CHANNEL0, 0x00)
             ]
         );
+        assert_eq!(d.program(In(Cycles::ZERO)), Err(DeviceError::Unsupported));
         assert_eq!(
-            d.set_next_event(Cycles::ZERO),
-            Err(DeviceError::Unsupported)
-        );
-        assert_eq!(
-            d.set_next_event(Cycles::new(0x1_0001)),
+            d.program(In(Cycles::new(0x1_0001))),
             Err(DeviceError::Unsupported)
         );
     }
@@ -283,7 +286,7 @@ mod tests {
         let d = dev(&io);
         assert_eq!(d.set_state_oneshot(), Err(DeviceError::Unsupported));
         assert_eq!(
-            d.set_next_event(Cycles::new(100)),
+            d.program(In(Cycles::new(100))),
             Err(DeviceError::Unsupported)
         );
         assert!(io.take().is_empty());
