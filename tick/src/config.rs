@@ -2,7 +2,7 @@
 
 use core::fmt;
 
-use clocksource::{Nanos, NSEC_PER_SEC};
+use clocksource::{Hertz, Nanos, NSEC_PER_SEC};
 
 /// What the embedder asks for (Linux: `CONFIG_HZ`, `nohz=`, `highres=`).
 ///
@@ -32,6 +32,33 @@ impl TickConfig {
         nohz: true,
         highres: true,
     };
+
+    /// `hz` ticks per second, with NO_HZ and high resolution asked for (as
+    /// [`TickConfig::DEFAULT`]); [`with_nohz`](Self::with_nohz) and
+    /// [`with_highres`](Self::with_highres) change that.
+    pub const fn new(hz: Hertz) -> Self {
+        // Transitional: `hz` is stored as the u32 it still is; a rate above
+        // u32::MAX is kept out of range, so `validate` refuses it.
+        let hz = if hz.get() > u32::MAX as u64 {
+            u32::MAX
+        } else {
+            hz.get() as u32
+        };
+        TickConfig {
+            hz,
+            ..TickConfig::DEFAULT
+        }
+    }
+    /// With NO_HZ idle asked for, or not.
+    pub const fn with_nohz(mut self, nohz: bool) -> Self {
+        self.nohz = nohz;
+        self
+    }
+    /// With high resolution asked for, or not.
+    pub const fn with_highres(mut self, highres: bool) -> Self {
+        self.highres = highres;
+        self
+    }
 
     /// Checks the values.
     pub fn validate(self) -> Result<Self, ConfigError> {
@@ -161,5 +188,16 @@ mod tests {
         }
         .validate()
         .is_err());
+    }
+
+    #[test]
+    fn new_asks_for_nohz_and_highres_until_told_otherwise() {
+        let c = TickConfig::new(Hertz::new(100));
+        assert!(c.nohz && c.highres);
+        assert_eq!(c.period(), Nanos::from_millis(10));
+        let c = c.with_nohz(false).with_highres(false);
+        assert!(!c.nohz && !c.highres && !c.wants_oneshot());
+        assert!(TickConfig::new(Hertz::new(10_001)).validate().is_err());
+        assert!(TickConfig::new(Hertz::from_mhz(5_000)).validate().is_err());
     }
 }

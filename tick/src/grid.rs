@@ -8,6 +8,60 @@
 
 use clocksource::{Ktime, Nanos};
 
+/// Ticks since boot: how many grid points the clock has passed (Linux
+/// `jiffies_64`). Jiffies advance with the clock, by whole periods, not by
+/// interrupts: a late or coalesced tick loses none.
+///
+/// A count, so it compares with a plain number (`jiffies == 2500`), but it
+/// does not mix with other counts in arithmetic.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct Jiffies(u64);
+
+impl Jiffies {
+    /// Boot.
+    pub const ZERO: Jiffies = Jiffies(0);
+    /// `n` ticks.
+    pub const fn new(n: u64) -> Self {
+        Jiffies(n)
+    }
+    /// The count.
+    pub const fn get(self) -> u64 {
+        self.0
+    }
+    /// `self + n`, saturating.
+    pub const fn saturating_add(self, n: u64) -> Self {
+        Jiffies(self.0.saturating_add(n))
+    }
+    /// The ticks from `earlier` to `self` (zero if `earlier` is later).
+    pub const fn saturating_since(self, earlier: Jiffies) -> u64 {
+        self.0.saturating_sub(earlier.0)
+    }
+}
+
+impl PartialEq<u64> for Jiffies {
+    fn eq(&self, n: &u64) -> bool {
+        self.0 == *n
+    }
+}
+
+impl From<Jiffies> for u64 {
+    fn from(j: Jiffies) -> u64 {
+        j.0
+    }
+}
+
+impl core::fmt::Debug for Jiffies {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(f, "{} jiffies", self.0)
+    }
+}
+
+impl core::fmt::Display for Jiffies {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
 /// The grid of one tick period. Shared, read-only after setup.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct TickGrid {
@@ -62,6 +116,17 @@ impl TickGrid {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn jiffies_compare_with_a_count_and_print_as_one() {
+        extern crate alloc;
+        let j = Jiffies::new(2_500);
+        assert_eq!(j, 2_500);
+        assert_eq!(j.saturating_add(3).saturating_since(j), 3);
+        assert_eq!(Jiffies::ZERO.saturating_since(j), 0);
+        assert_eq!(u64::from(j), 2_500);
+        assert_eq!(alloc::format!("{j:?} / {j}"), "2500 jiffies / 2500");
+    }
+
     use super::*;
 
     const MS4: Nanos = Nanos::from_millis(4); // HZ = 250

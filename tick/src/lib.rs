@@ -77,7 +77,7 @@ mod tests;
 
 pub use advance::{TimerAdvance, MAX_TIMER_ADVANCE};
 pub use config::{PeriodicReason, TickConfig, TickMode};
-pub use grid::TickGrid;
+pub use grid::{Jiffies, TickGrid};
 pub use nohz::{IdleDepth, IdleSleep};
 pub use percpu::{CpuInfo, CpuStats};
 pub use queue::{NotQueued, QueueFull, Timer, TimerId, TimerQueue, TimerSlot};
