@@ -72,11 +72,7 @@ fn bench(c: &mut Criterion) {
             .cpus(CpuMask::single(CpuId::BOOT)),
     )
     .leak();
-    let cfg = TickConfig {
-        hz: 250,
-        nohz: true,
-        highres: true,
-    };
+    let cfg = TickConfig::new(Hertz::new(250));
     let mut m: Machine<1> = Machine::with_timer_capacity(clock, Trace::new(), cfg, tsc, 64);
     m.add_device(dev);
     assert_eq!(m.tick.mode(CpuId::new(0)), TickMode::HighRes { nohz: true });

@@ -37,11 +37,7 @@ fn scenario(nohz: bool) -> (Vec<Ktime>, Vec<(Ktime, Ktime)>, String) {
     )
     .with_trace(trace.clone())
     .leak();
-    let cfg = TickConfig {
-        hz: 250,
-        nohz,
-        highres: true,
-    };
+    let cfg = TickConfig::new(Hertz::new(250)).with_nohz(nohz);
     let mut m: Machine<1> = Machine::new(clock, trace.clone(), cfg, tsc);
     m.add_device(lapic);
     for (i, ms) in TIMERS.iter().enumerate() {

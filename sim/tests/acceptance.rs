@@ -29,8 +29,10 @@ fn exact_counter(clock: &Arc<VirtualClock>, trace: &Trace) -> &'static SimCounte
     .leak()
 }
 
-fn config(hz: u32, nohz: bool, highres: bool) -> TickConfig {
-    TickConfig { hz, nohz, highres }
+fn config(hz: u64, nohz: bool, highres: bool) -> TickConfig {
+    TickConfig::new(Hertz::new(hz))
+        .with_nohz(nohz)
+        .with_highres(highres)
 }
 
 /// A LAPIC-like per-CPU device at 1 GHz (1 cycle = 1 ns), min delta 1 µs.

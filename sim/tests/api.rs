@@ -78,25 +78,19 @@ fn tick_system_refuses_an_hz_whose_period_is_no_period() {
     let clock = VirtualClock::new();
     let cs = counter(&clock);
     // 10⁹ / hz rounds to 0 ns for hz > 2·10⁹: a tick grid of 0.
-    for hz in [0, 10_001, 2_000_000_001, u32::MAX] {
-        let cfg = TickConfig {
-            hz,
-            ..TickConfig::DEFAULT
-        };
+    for hz in [0, 10_001, 2_000_000_001, u64::from(u32::MAX)] {
+        let cfg = TickConfig::new(Hertz::new(hz));
         let storage = [vec![TimerSlot::EMPTY; 4]];
         let got = TickSystem::<_, 1>::new(cfg, cs, storage).err();
         assert_eq!(
             got,
-            Some(RegisterError::Config(ConfigError::BadHz(hz))),
+            Some(RegisterError::Config(ConfigError::BadHz(cfg.hz))),
             "hz={hz}"
         );
     }
     // The documented range, 1..=10000, is accepted.
     for hz in [1, 100, 250, 1000, 10_000] {
-        let cfg = TickConfig {
-            hz,
-            ..TickConfig::DEFAULT
-        };
+        let cfg = TickConfig::new(Hertz::new(hz));
         let t = TickSystem::<_, 1>::new(cfg, cs, [vec![TimerSlot::EMPTY; 4]]).unwrap();
         assert!(t.period().as_nanos() > 0);
     }
