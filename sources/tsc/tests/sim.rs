@@ -100,11 +100,9 @@ fn cpuid_2ghz(invariant: bool) -> FakeCpuid {
 }
 
 fn cfg(nohz: bool, highres: bool) -> TickConfig {
-    TickConfig {
-        hz: 250,
-        nohz,
-        highres,
-    }
+    TickConfig::new(Hertz::new(250))
+        .with_nohz(nohz)
+        .with_highres(highres)
 }
 
 // ----- frequency sources ----------------------------------------------------
