@@ -18,7 +18,7 @@ use clocksource::{Ktime, Nanos, Timekeeper};
 
 use crate::advance::{Advance, MAX_STALLED_READS, MAX_TIMER_ADVANCE};
 use crate::config::{PeriodicReason, TickMode};
-use crate::grid::TickGrid;
+use crate::grid::{Jiffies, TickGrid};
 use crate::queue::{TimerQueue, TimerSlot};
 use crate::system::{Rearm, TimerFn};
 
@@ -108,7 +108,7 @@ pub(crate) struct Observed {
 struct IdleAccount {
     /// When the current idle period began, and jiffies then.
     entry: Ktime,
-    entry_jiffies: u64,
+    entry_jiffies: Jiffies,
     /// Totals over the idle periods that ended.
     time: Nanos,
     jiffies: u64,
@@ -201,7 +201,7 @@ where
     // ----- idle accounting ----------------------------------------------------
 
     /// Idle accounting starts (once per idle period).
-    pub(crate) fn enter_idle(&mut self, now: Ktime, jiffies: u64) {
+    pub(crate) fn enter_idle(&mut self, now: Ktime, jiffies: Jiffies) {
         if !self.idle {
             self.idle = true;
             self.idle_account.entry = now;
@@ -210,12 +210,12 @@ where
     }
 
     /// Idle accounting ends: the period's time and jiffies are added.
-    pub(crate) fn exit_idle(&mut self, now: Ktime, jiffies: u64) {
+    pub(crate) fn exit_idle(&mut self, now: Ktime, jiffies: Jiffies) {
         if self.idle {
             self.idle = false;
             let a = &mut self.idle_account;
             a.time = a.time.saturating_add(now.saturating_since(a.entry));
-            a.jiffies += jiffies.saturating_sub(a.entry_jiffies);
+            a.jiffies += jiffies.saturating_since(a.entry_jiffies);
         }
     }
 
@@ -548,10 +548,10 @@ mod tests {
     #[test]
     fn idle_time_and_jiffies_are_accounted_once_per_period() {
         let mut c = cpu(HRES);
-        c.enter_idle(ms(10), 2);
-        c.enter_idle(ms(20), 5); // already idle: entry stays
-        c.exit_idle(ms(30), 7);
-        c.exit_idle(ms(40), 9); // not idle: nothing
+        c.enter_idle(ms(10), Jiffies::new(2));
+        c.enter_idle(ms(20), Jiffies::new(5)); // already idle: entry stays
+        c.exit_idle(ms(30), Jiffies::new(7));
+        c.exit_idle(ms(40), Jiffies::new(9)); // not idle: nothing
         let i = c.info();
         assert_eq!(i.idle_time, Nanos::from_millis(20));
         assert_eq!(i.idle_jiffies, 5);

@@ -384,7 +384,7 @@ where
     }
     /// Ticks since boot, derived from monotonic time.
     pub fn jiffies(&self) -> u64 {
-        self.time.jiffies()
+        self.time.jiffies().get()
     }
     /// The CPU holding the timekeeping duty, if any.
     pub fn do_timer_cpu(&self) -> Option<CpuId> {

@@ -17,7 +17,7 @@ use clocksource::{
     ClockSource, ConversionError, Ktime, Nanos, Registry, Timekeeper, WatchdogReport,
 };
 
-use crate::grid::TickGrid;
+use crate::grid::{Jiffies, TickGrid};
 use crate::system::{RegisterError, MAX_CLOCK_SOURCES};
 
 /// Timekeeping shared by all CPUs.
@@ -25,7 +25,7 @@ pub(crate) struct Timekeeping<'a> {
     pub(crate) tk: Timekeeper<'a>,
     pub(crate) clocks: Registry<'a, MAX_CLOCK_SOURCES>,
     pub(crate) grid: TickGrid,
-    jiffies: u64,
+    jiffies: Jiffies,
     /// The grid point jiffies were last brought up to.
     last_jiffies_update: Ktime,
     /// The CPU doing the timekeeping duty (`None`: every CPU that held it
@@ -50,7 +50,7 @@ impl<'a> Timekeeping<'a> {
             tk,
             clocks,
             grid,
-            jiffies: 0,
+            jiffies: Jiffies::ZERO,
             last_jiffies_update,
             do_timer_cpu: Some(CpuId::BOOT),
         })
@@ -62,7 +62,7 @@ impl<'a> Timekeeping<'a> {
     }
 
     /// Ticks since boot.
-    pub(crate) fn jiffies(&self) -> u64 {
+    pub(crate) fn jiffies(&self) -> Jiffies {
         self.jiffies
     }
 
@@ -73,7 +73,7 @@ impl<'a> Timekeeping<'a> {
         self.tk.update();
         let ticks = self.grid.periods_between(self.last_jiffies_update, now);
         if ticks > 0 {
-            self.jiffies += ticks;
+            self.jiffies = self.jiffies.saturating_add(ticks);
             let p = self.grid.period().as_nanos().max(1);
             self.last_jiffies_update = self
                 .last_jiffies_update
