@@ -1,6 +1,6 @@
 //! The malformed HPET tables of the matrix's firmware rows: built with the
-//! guest's table builder (`guest::acpi::build`), written under `target/`,
-//! and handed to QEMU with `-acpitable file=…`.
+//! guest's table builder (`guest::platform::acpi::build`), written under
+//! `target/`, and handed to QEMU with `-acpitable file=…`.
 //!
 //! What QEMU does with such a table (hw/acpi/core.c, `acpi_table_install`;
 //! hw/i386/acpi-build.c, `acpi_build`): it copies the file whole, sets the
@@ -24,7 +24,7 @@
 
 use std::path::{Path, PathBuf};
 
-use guest::acpi::build::{self, Table};
+use guest::platform::acpi::build::{self, Table};
 
 use crate::{Error, Result};
 

@@ -34,7 +34,7 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
-use guest::result::{self, Verdict};
+use guest::rig::result::{self, Verdict};
 
 use crate::firmware::BogusHpet;
 use crate::qemu::{Accel, Machine, RunStatus};
@@ -458,7 +458,7 @@ pub fn cell(t: &Transcript, test: &str) -> String {
     if g("verdict") == "skip" {
         return "skip".to_string();
     }
-    // Ticks lost in delivery gaps (guest::expect::TickAccount), if any.
+    // Ticks lost in delivery gaps (guest::rig::expect::TickAccount), if any.
     let lost = || {
         m.get("lost")
             .filter(|l| *l != "0")

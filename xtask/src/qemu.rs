@@ -10,7 +10,7 @@
 //!                         (or killed at the timeout: TimedOut)
 //! ```
 //!
-//! The guest ends a run through `isa-debug-exit` (`guest::exit`): only
+//! The guest ends a run through `isa-debug-exit` (`guest::arch::exit`): only
 //! status 33 is a pass. QEMU runs with `-no-reboot`, so a triple fault
 //! (reset) makes it exit with 0, which is a failure like any other status.
 //!
@@ -27,7 +27,7 @@ use std::process::{Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use guest::exit::ExitCode;
+use guest::arch::exit::ExitCode;
 
 use crate::{Error, Result};
 

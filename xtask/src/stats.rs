@@ -558,7 +558,7 @@ pub fn per_run_tables(runs: &[Vec<Comparison>], with_linux: bool) -> String {
 
 /// The most the kernel's clock read may cost against the bare `rdtsc` +
 /// multiply-shift on the TSC: 1.2×, the target for the ordinary
-/// read path (`guest::kernel::now`).
+/// read path (`guest::embed::kernel::now`).
 pub const READ_PATH_BOUND: f64 = 1.2;
 
 /// One figure of our own per run: `key` of the line of `group` matching

@@ -2,7 +2,7 @@
 //! the line a figure is read from found among many, or why it is missing
 //! ([`find`]).
 
-use guest::result::BENCH;
+use guest::rig::result::BENCH;
 
 /// A missing figure.
 pub const NONE: &str = "—";
