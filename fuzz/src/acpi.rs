@@ -1,5 +1,5 @@
-//! The guest's ACPI table reader, `guest::acpi::read_tables`, and the
-//! platform built from it, `guest::firmware::platform_from`.
+//! The guest's ACPI table reader, `guest::platform::acpi::read_tables`, and
+//! the platform built from it, `guest::platform::firmware::platform_from`.
 //!
 //! Inputs are fake physical memories ([`SliceMem`] over one image at a
 //! random base below 4 GiB) holding an RSDP (revision 0 or 2), an RSDT and
@@ -32,12 +32,12 @@
 //! - the platform has at least one CPU and one I/O APIC (the documented
 //!   last resort when the MADT names none).
 
-use guest::acpi::build::{self, Table};
-use guest::acpi::fadt::PmTimer;
-use guest::acpi::madt::{Entry, WalkStop};
-use guest::acpi::read_tables;
-use guest::firmware::platform_from;
-use guest::phys::SliceMem;
+use guest::arch::phys::SliceMem;
+use guest::platform::acpi::build::{self, Table};
+use guest::platform::acpi::fadt::PmTimer;
+use guest::platform::acpi::madt::{Entry, WalkStop};
+use guest::platform::acpi::read_tables;
+use guest::platform::firmware::platform_from;
 
 use crate::{Gen, Target};
 

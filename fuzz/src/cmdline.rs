@@ -1,4 +1,4 @@
-//! The guest's command-line parser, `guest::cmdline::parse`.
+//! The guest's command-line parser, `guest::arch::cmdline::parse`.
 //!
 //! Inputs are lines of words — valid options, valid options mutated (a
 //! byte changed, a character inserted or dropped, cut short, non-ASCII
@@ -7,7 +7,7 @@
 //! command-line limit (`boot::CMDLINE_MAX`) and cut there, as the guest
 //! cuts a longer line.
 //!
-//! Invariants (the module docs of `guest::cmdline`: "nothing here can
+//! Invariants (the module docs of `guest::arch::cmdline`: "nothing here can
 //! fail", "the last one wins", "an ignored word is a warning"):
 //! - `parse` never panics;
 //! - every word is accounted for: parsed alone, a word either sets an
@@ -22,14 +22,14 @@
 //! (The quickcheck property in `guest/src/arch/cmdline.rs` checks only the
 //! warning counts, on unstructured strings.)
 
-use guest::cmdline::{parse, Options, Parsed, Problem, MAX_WARNINGS};
+use guest::arch::cmdline::{parse, Options, Parsed, Problem, MAX_WARNINGS};
 
 use crate::{Gen, Target};
 
 /// The command-line target.
 pub struct Cmdline;
 
-/// The guest's command-line limit (`guest::boot::CMDLINE_MAX`, which is
+/// The guest's command-line limit (`guest::arch::boot::CMDLINE_MAX`, which is
 /// bare-metal only).
 const CMDLINE_MAX: usize = 2048;
 

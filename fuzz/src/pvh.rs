@@ -1,4 +1,4 @@
-//! The guest's PVH start-info and memory-map reader, `guest::pvh`.
+//! The guest's PVH start-info and memory-map reader, `guest::arch::pvh`.
 //!
 //! Inputs are fake physical memories: a byte image at a random base (low
 //! memory, just under 4 GiB, at the top of the address space) holding an
@@ -21,8 +21,8 @@
 //!   never a byte outside the memory it read — each decoded as the ABI
 //!   says.
 
-use guest::phys::{MapError, PhysMem};
-use guest::pvh::{
+use guest::arch::phys::{MapError, PhysMem};
+use guest::arch::pvh::{
     MemoryKind, MemoryMap, StartInfo, StartInfoError, MEMMAP_ENTRY_LEN, START_INFO_MAGIC,
 };
 
