@@ -15,13 +15,14 @@
 //! - the scaled-math primitives ([`crate::mult_shift::MultShift`]: raw
 //!   frequencies and a conversion range in whole seconds, as Linux's
 //!   `clocks_calc_mult_shift()` takes them);
-//! - counts: interrupts, ticks, rounds, reads, and the tick layer's jiffies
-//!   (`tick::TickSystem::jiffies`, still a `u64`, not yet a type of its own);
+//! - counts: interrupts, ticks, rounds, reads; the tick layer counts
+//!   jiffies in its own `tick::Jiffies`, but `tick::TickSystem::jiffies`
+//!   still returns the `u64` until its last caller has moved;
 //! - parts per million (`calibrate::ppm_off`), ratings, percentages;
 //! - a timer's caller data (`tick::Timer::data`), which is the caller's.
 //!
 //! Not yet typed, though it should be: the tick rate (`tick::TickConfig::hz`
-//! is a `u32`, not a [`Hertz`]).
+//! is still a `u32`; `tick::TickConfig::new` already takes a [`Hertz`]).
 
 use core::fmt;
 use core::marker::PhantomData;
