@@ -235,8 +235,8 @@ impl clockevents::ClockEventDevice for Counting {
     fn set_state_oneshot(&self) -> Result<(), clockevents::DeviceError> {
         self.inner.set_state_oneshot()
     }
-    fn set_next_event(&self, delta: Cycles) -> Result<(), clockevents::DeviceError> {
-        self.inner.set_next_event(delta)
+    fn program(&self, next: clockevents::NextEvent) -> Result<(), clockevents::DeviceError> {
+        self.inner.program(next)
     }
 }
 
