@@ -972,6 +972,21 @@ pub fn cycles_ns(freq: Hertz, cycles: clocksource::Cycles) -> Nanos {
     freq.exact_cycles_to_ns(cycles)
 }
 
+/// A device's programmable range in nanoseconds: `None` for a
+/// [`Programming::Deadline`](clockevents::Programming::Deadline) device,
+/// which takes any future time.
+pub fn delta_range_ns(info: &clockevents::DeviceInfo) -> Option<(Nanos, Nanos)> {
+    let freq = info.frequency()?;
+    let (min, max) = info.delta_range()?;
+    Some((cycles_ns(freq, min), cycles_ns(freq, max)))
+}
+
+/// The longest the device can be programmed ahead: its max delta, or
+/// [`Nanos::MAX`] for a deadline device.
+pub fn max_delta_ns(info: &clockevents::DeviceInfo) -> Nanos {
+    delta_range_ns(info).map_or(Nanos::MAX, |(_, max)| max)
+}
+
 /// The registered device id of the CPU's tick device, and its driver.
 pub fn tick_device(k: &Kernel) -> Option<(DeviceId, &'static dyn ClockEventDevice)> {
     let id = k.tick.cpu_device(CpuId::BOOT)?;

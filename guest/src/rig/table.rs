@@ -5,7 +5,7 @@
 
 use core::fmt;
 
-use clockevents::{Features, Owner};
+use clockevents::{DeviceInfo, Features, Owner, Programming};
 use clocksource::{ClockSourceFlags, Hertz, Nanos};
 
 use crate::acpi::Signature;
@@ -31,6 +31,18 @@ impl fmt::Display for Freq {
         };
         let s = TextNum(hz, div);
         f.pad(crate::result::TextBuf::<24>::format(format_args!("{s} {unit}")).as_str())
+    }
+}
+
+/// A device's counting rate, or `-` for a deadline device (which has none).
+struct FreqOrDash(Option<Hertz>);
+
+impl fmt::Display for FreqOrDash {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            Some(hz) => fmt::Display::fmt(&Freq(hz), f),
+            None => f.pad("-"),
+        }
     }
 }
 
@@ -64,19 +76,22 @@ impl fmt::Display for Dur {
     }
 }
 
-struct FeatureWords(Features);
+/// A device's features, and `deadline` for a device programmed by absolute
+/// time ([`Programming::Deadline`], Linux's `CLOCK_EVT_FEAT_KTIME`).
+struct FeatureWords(DeviceInfo);
 
 impl fmt::Display for FeatureWords {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let mut t: crate::result::TextBuf<64> = crate::result::TextBuf::new();
-        for (flag, word) in [
-            (Features::PERIODIC, "periodic"),
-            (Features::ONESHOT, "oneshot"),
-            (Features::KTIME, "ktime"),
-            (Features::PERCPU, "percpu"),
-            (Features::C3STOP, "c3stop"),
+        let deadline = self.0.programming() == Programming::Deadline;
+        for (on, word) in [
+            (self.0.features.contains(Features::PERIODIC), "periodic"),
+            (self.0.features.contains(Features::ONESHOT), "oneshot"),
+            (deadline, "deadline"),
+            (self.0.features.contains(Features::PERCPU), "percpu"),
+            (self.0.features.contains(Features::C3STOP), "c3stop"),
         ] {
-            if self.0.contains(flag) {
+            if on {
                 if !t.as_str().is_empty() {
                     let _ = fmt::Write::write_char(&mut t, ',');
                 }
@@ -237,12 +252,14 @@ pub fn print(k: &Kernel, inv: &Inventory, platform: &Platform, opts: &Options<'_
             Owner::Broadcast => crate::result::TextBuf::format(format_args!("broadcast")),
             Owner::Free => crate::result::TextBuf::format(format_args!("-")),
         };
-        let range: crate::result::TextBuf<40> = crate::result::TextBuf::format(format_args!(
-            "{} .. {}",
-            Dur(sources::cycles_ns(d.info().frequency, d.info().min_delta)
-                .max(Nanos::from_nanos(1))),
-            Dur(sources::cycles_ns(d.info().frequency, d.info().max_delta))
-        ));
+        let range: crate::result::TextBuf<40> = match sources::delta_range_ns(&d.info()) {
+            Some((min, max)) => crate::result::TextBuf::format(format_args!(
+                "{} .. {}",
+                Dur(min.max(Nanos::from_nanos(1))),
+                Dur(max)
+            )),
+            None => crate::result::TextBuf::format(format_args!("any future time")),
+        };
         println!(
             "  {} {:<15} {:>4}  {:<12} {:<25} {:<23} {:<11} {}; {}",
             if matches!(owner, Owner::Cpu(_)) {
@@ -252,8 +269,8 @@ pub fn print(k: &Kernel, inv: &Inventory, platform: &Platform, opts: &Options<'_
             },
             d.info().name,
             d.info().rating,
-            Freq(d.info().frequency),
-            FeatureWords(d.info().features),
+            FreqOrDash(d.info().frequency()),
+            FeatureWords(d.info()),
             range.as_str(),
             role.as_str(),
             note.map_or("", |n| n.how.as_str()),

@@ -10,7 +10,7 @@
 //! | `bench-idle` | `idle` | timer interrupts/s over 10 s of idle with no timer pending but the one that ends the window (Linux: one `nanosleep` of 10 s); `forced` = interrupts that ran neither tick nor timer (the cap's, or a wake-up for the watchdog), `forced_ideal` = what the cap requires without lateness |
 //! | `bench-lateness` | `lateness`, `lateness_hist`, `lateness_parts` | a 1 ms absolute periodic timer, 2000 periods, timer advance off then auto: lateness where the idle loop resumes after `hlt` and at handler entry; `early` counts resumes before the deadline (at `resume`) and callbacks run before the expiry (at `entry`, where the handler itself may enter early on purpose: advance); `missed_periods` counts samples a whole period late, as Linux's program does  `lateness_hist`: the samples per bucket of [`HIST_EDGES_US`] at each point; `lateness_parts`: p50/p99/max of our handler (entry → after EOI), the return to the idle loop, and its wake path to the waiter ||
 //! | `bench-read` | `clock_read` | one clocksource read through a timekeeper (Linux: `clock_gettime`), per clocksource; the TSC through the kernel's ordinary read `kernel::now` (`clock=tsc`, lock-free, `rdtsc` inline: `path=inline`), beside the timekeeper's generic read (`tsc-timekeeper`), `Timekeeper::monotonic_at` (`tsc-inline`) and the bare `rdtsc` + multiply-shift |
-//! | `bench-program` | `program` | one `program_event` on the tick device, and the driver's bare `set_next_event` |
+//! | `bench-program` | `program` | one `program_event` on the tick device, and the driver's bare `program(In(..))` (Linux's `set_next_event`) |
 //! | `bench-nohz` | `nohz_path` | NO_HZ idle entry (`idle_enter` + `idle_sleep`) and exit (`idle_wake` + `idle_exit`) |
 //! | `bench-cal` | `calibration` | LAPIC timer and TSC rates calibrated against each reference vs the true rate, error, time taken |
 //! | `bench-timeline` | `timeline`, `timeline_window` | every tick-device interrupt of 2 s of idle with one timer at its end: time from the window's start, kind (tick, timer, forced, watchdog, …), the ending timer's marked `end=1`; then the window ([`super::timeline`]); `cargo xtask bench` draws them |
@@ -28,7 +28,7 @@
 use core::fmt::{self, Write as _};
 use core::sync::atomic::Ordering;
 
-use clockevents::{CpuId, DeviceState, EventDevice, Expired};
+use clockevents::{CpuId, DeviceState, EventDevice, Expired, NextEvent};
 use clocksource::{Cycles, Hertz, InlineRead, Ktime, Nanos, Timekeeper};
 use tick::{IdleDepth, TickMode, TimerAdvance};
 
@@ -292,9 +292,8 @@ fn idle(_ctx: &Ctx<'_>) -> Verdict {
 /// deferment, whichever is smaller.
 fn cap() -> Nanos {
     kernel::with(|k| {
-        let dev = sources::tick_device(k).map_or(Nanos::MAX, |(_, d)| {
-            sources::cycles_ns(d.info().frequency, d.info().max_delta)
-        });
+        let dev =
+            sources::tick_device(k).map_or(Nanos::MAX, |(_, d)| sources::max_delta_ns(&d.info()));
         dev.min(k.tick.timekeeper().max_deferment())
     })
     .unwrap_or(Nanos::MAX)
@@ -691,7 +690,8 @@ impl fmt::Display for Ratio {
 
 /// `bench-program`: [`PROGRAMS`] `program_event` calls on the tick device
 /// through an [`EventDevice`] of the bench's own, 10–20 ms ahead (so none
-/// fires), against the driver's `set_next_event` with the cycles
+/// fires), against the driver's bare `program(In(cycles))` (Linux's
+/// `set_next_event`) with the cycles
 /// precomputed; then the device is programmed for what the tick layer had
 /// programmed, so the tick layer's view holds again.
 fn program(ctx: &Ctx<'_>) -> Verdict {
@@ -726,12 +726,12 @@ fn program(ctx: &Ctx<'_>) -> Verdict {
         }
         let prog = (h.median(), h.mean(), h.min);
         h.clear();
-        let freq = dev.info().frequency;
+        let freq = dev.info().frequency().ok_or("a deadline device")?;
         for _ in 0..PROGRAMS {
             let ahead = 10_000_000 + rng.below(10_000_000);
             let c = Cycles::new((ahead as u128 * freq.get() as u128 / 1_000_000_000) as u64);
             let a = rdtsc();
-            let r = dev.set_next_event(core::hint::black_box(c));
+            let r = dev.program(NextEvent::In(core::hint::black_box(c)));
             let b = rdtsc();
             refused += u32::from(r.is_err());
             h.add(tsc.ns(b.wrapping_sub(a).saturating_sub(over)));

@@ -134,9 +134,8 @@ pub fn measure(at: &[Nanos], lapic_error_ppm: Option<u32>) -> Option<Measured> {
     kernel::with_rec(|r| r.clear());
     let setup = kernel::with(|k| {
         let state = TickState::of(k);
-        let reported_delta = sources::tick_device(k).map_or(Nanos::MAX, |(_, d)| {
-            sources::cycles_ns(d.info().frequency, d.info().max_delta)
-        });
+        let reported_delta =
+            sources::tick_device(k).map_or(Nanos::MAX, |(_, d)| sources::max_delta_ns(&d.info()));
         let delta = documented::device_max_delta(
             state.device,
             reported_delta,
