@@ -16,9 +16,6 @@ bitflags::bitflags! {
         const PERIODIC = 1 << 0;
         /// Can be programmed for a single event `delta` cycles from now.
         const ONESHOT = 1 << 1;
-        /// Takes absolute deadlines in nanoseconds of the monotonic clock
-        /// ([`ClockEventDevice::set_next_ktime`]) instead of cycle deltas.
-        const KTIME = 1 << 2;
         /// Stops in deep idle states (Linux `C3STOP`): needs a broadcast
         /// device to wake its CPU from them.
         const C3STOP = 1 << 3;
@@ -47,7 +44,8 @@ pub enum DeviceError {
 /// How the core programs a device's next event: the two styles Linux's
 /// clockevents has (a cycle delta through `set_next_event`, or an absolute
 /// monotonic deadline through `set_next_ktime` for `CLOCK_EVT_FEAT_KTIME`
-/// devices), as one choice a device makes in its [`DeviceInfo`].
+/// devices, `include/linux/clockchips.h`), as one choice a device makes in
+/// its [`DeviceInfo`] instead of a feature bit beside two methods.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Programming {
     /// A delta in cycles of `frequency`, `min_delta ≤ delta ≤ max_delta`
@@ -111,15 +109,12 @@ pub struct DeviceInfo {
     /// Preference: higher is better (Linux: LAPIC 100, LAPIC with ARAT 150,
     /// HPET legacy 50, HPET per-CPU 110, PIT 0).
     pub rating: u16,
-    /// The rate `set_next_event` deltas are counted at (ignored for `KTIME`
-    /// devices).
-    pub frequency: Hertz,
-    /// The smallest delta the device can be programmed with.
-    pub min_delta: Cycles,
-    /// The largest delta the device can be programmed with.
-    pub max_delta: Cycles,
     /// The CPUs this device can interrupt. A `PERCPU` device names one CPU.
     pub cpus: CpuMask,
+    /// How it is programmed: set by [`new`](Self::new) and read through
+    /// [`programming`](Self::programming), so a `DeviceInfo` is only ever
+    /// built with one.
+    programming: Programming,
 }
 
 impl DeviceInfo {
@@ -128,28 +123,17 @@ impl DeviceInfo {
     /// [`with_features`](Self::with_features) and
     /// [`with_rating`](Self::with_rating) say otherwise.
     pub const fn new(name: &'static str, programming: Programming, cpus: CpuMask) -> Self {
-        let (features, frequency, min_delta, max_delta) = match programming {
-            Programming::Cycles {
-                frequency,
-                min_delta,
-                max_delta,
-            } => (Features::empty(), frequency, min_delta, max_delta),
-            Programming::Deadline => (Features::KTIME, Hertz::new(0), Cycles::ZERO, Cycles::ZERO),
-        };
         DeviceInfo {
             name,
-            features,
+            features: Features::empty(),
             rating: 0,
-            frequency,
-            min_delta,
-            max_delta,
             cpus,
+            programming,
         }
     }
     /// With these features.
     pub const fn with_features(mut self, features: Features) -> Self {
-        let keep = self.features.intersection(Features::KTIME);
-        self.features = features.union(keep);
+        self.features = features;
         self
     }
     /// With this rating.
@@ -159,15 +143,7 @@ impl DeviceInfo {
     }
     /// How the device is programmed.
     pub const fn programming(&self) -> Programming {
-        if self.features.contains(Features::KTIME) {
-            Programming::Deadline
-        } else {
-            Programming::Cycles {
-                frequency: self.frequency,
-                min_delta: self.min_delta,
-                max_delta: self.max_delta,
-            }
-        }
+        self.programming
     }
     /// The rate of a [`Programming::Cycles`] device.
     pub const fn frequency(&self) -> Option<Hertz> {
@@ -321,28 +297,10 @@ pub trait ClockEventDevice: Sync {
         self.set_state_shutdown()
     }
     /// Programs the next event, in the style the device's
-    /// [`Programming`] states. See the contract above.
-    ///
-    /// (Transitional: defaults to the older `set_next_event` /
-    /// `set_next_ktime` pair until every driver implements it.)
-    fn program(&self, next: NextEvent) -> Result<(), DeviceError> {
-        match next {
-            NextEvent::In(delta) => self.set_next_event(delta),
-            NextEvent::At(expires) => self.set_next_ktime(expires),
-        }
-    }
-    /// Transitional: the older cycle-delta entry, replaced by
-    /// [`program`](Self::program).
-    fn set_next_event(&self, delta: Cycles) -> Result<(), DeviceError> {
-        let _ = delta;
-        Err(DeviceError::Unsupported)
-    }
-    /// Transitional: the older deadline entry, replaced by
-    /// [`program`](Self::program).
-    fn set_next_ktime(&self, expires: Ktime) -> Result<(), DeviceError> {
-        let _ = expires;
-        Err(DeviceError::Unsupported)
-    }
+    /// [`Programming`] states (Linux's `set_next_event` for
+    /// [`NextEvent::In`], `set_next_ktime` for [`NextEvent::At`]). See the
+    /// contract above.
+    fn program(&self, next: NextEvent) -> Result<(), DeviceError>;
     /// Makes the device stop asserting its interrupt. The core calls it
     /// first thing for every interrupt of the device it handles (before any
     /// reprogramming, so a new event cannot be acknowledged away), also for
