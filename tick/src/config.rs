@@ -59,6 +59,18 @@ impl TickConfig {
         self.highres = highres;
         self
     }
+    /// Ticks per second.
+    pub const fn hz(&self) -> Hertz {
+        Hertz::new(self.hz as u64)
+    }
+    /// Whether NO_HZ idle is asked for.
+    pub const fn nohz(&self) -> bool {
+        self.nohz
+    }
+    /// Whether high resolution is asked for.
+    pub const fn highres(&self) -> bool {
+        self.highres
+    }
 
     /// Checks the values.
     pub fn validate(self) -> Result<Self, ConfigError> {
