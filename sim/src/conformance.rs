@@ -99,7 +99,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use clockevents::CpuId;
-use clocksource::{Ktime, Nanos};
+use clocksource::{Hertz, Ktime, Nanos};
 use tick::{IdleDepth, PeriodicReason, TickConfig, TickMode};
 
 use crate::rng::XorShift64;
@@ -283,11 +283,9 @@ impl<const N: usize> Rig<N> {
 }
 
 fn config(p: &Profile, tickless: bool) -> TickConfig {
-    TickConfig {
-        hz: p.hz,
-        nohz: tickless,
-        highres: tickless,
-    }
+    TickConfig::new(Hertz::new(u64::from(p.hz)))
+        .with_nohz(tickless)
+        .with_highres(tickless)
 }
 
 fn ticks_in(p: &Profile, span: Nanos) -> u64 {
