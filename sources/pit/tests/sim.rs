@@ -40,8 +40,10 @@ fn edge(j: u64) -> Ktime {
     Ktime::from_nanos((j as u128 * GIGA).div_ceil(F as u128) as u64)
 }
 
-fn config(hz: u32, nohz: bool, highres: bool) -> TickConfig {
-    TickConfig { hz, nohz, highres }
+fn config(hz: u64, nohz: bool, highres: bool) -> TickConfig {
+    TickConfig::new(Hertz::new(hz))
+        .with_nohz(nohz)
+        .with_highres(highres)
 }
 
 /// A 1 GHz 64-bit clocksource: monotonic time = true time, to the ns.
