@@ -60,8 +60,10 @@ fn bring_up_model(clock: &Arc<VirtualClock>, model: &'static HpetModel) -> Resul
     Ok(Hpet { model, cs, dev })
 }
 
-fn config(hz: u32, nohz: bool, highres: bool) -> TickConfig {
-    TickConfig { hz, nohz, highres }
+fn config(hz: u64, nohz: bool, highres: bool) -> TickConfig {
+    TickConfig::new(Hertz::new(hz))
+        .with_nohz(nohz)
+        .with_highres(highres)
 }
 
 /// One CPU running on the HPET alone, its interrupts in `trace`.
