@@ -56,8 +56,10 @@ fn clocksource(clock: &Arc<VirtualClock>) -> &'static SimCounter {
     .leak()
 }
 
-fn config(hz: u32, nohz: bool, highres: bool) -> TickConfig {
-    TickConfig { hz, nohz, highres }
+fn config(hz: u64, nohz: bool, highres: bool) -> TickConfig {
+    TickConfig::new(Hertz::new(hz))
+        .with_nohz(nohz)
+        .with_highres(highres)
 }
 
 fn caps(m: &LapicModel) -> Capabilities {
