@@ -217,11 +217,7 @@ fn nohz_idle_30s_on_the_pm_timer_wakes_every_max_deferment_and_loses_no_time() {
     // Past the first edge; the timekeeper's zero is here.
     let t0 = clock.advance_to(Ktime::from_millis(1));
     let c0 = m_pm.ticks();
-    let cfg = TickConfig {
-        hz: 250,
-        nohz: true,
-        highres: true,
-    };
+    let cfg = TickConfig::new(Hertz::new(250));
     let mut m: Machine<1> = Machine::new(clock.clone(), trace.clone(), cfg, cs);
     m.add_device(tick_dev(&clock, &trace));
     // CONTINUOUS | VALID_FOR_HRES: the tick may stop on it.
