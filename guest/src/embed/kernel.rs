@@ -247,7 +247,7 @@ impl Kernel {
                 deferment: (after.max_deferment_wakeups - b.max_deferment_wakeups) as u32,
                 timers: (after.timers_fired - b.timers_fired) as u32,
                 armed,
-                jiffies: tick.jiffies(),
+                jiffies: jiffy_count(tick.jiffies()),
             });
         }
         drop(log);
@@ -623,4 +623,10 @@ pub fn sleep_until(deadline: Ktime, data: u64, advance: bool) -> Option<Ktime> {
         }
     }
     Some(woke)
+}
+
+/// A jiffies reading as the interrupt log's plain count, whichever of
+/// `u64` or `tick::Jiffies` `TickSystem::jiffies` returns.
+fn jiffy_count(jiffies: impl Into<u64>) -> u64 {
+    jiffies.into()
 }

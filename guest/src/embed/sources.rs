@@ -367,13 +367,10 @@ pub fn bring_up(
         Err(why) => why,
         Ok(_) => NoTsc::Other,
     }))?;
-    let config = TickConfig {
-        hz: opts
-            .hz
-            .map_or(TickConfig::DEFAULT.hz, |h| h.per_second() as u32),
-        nohz: opts.nohz.unwrap_or(TickConfig::DEFAULT.nohz),
-        highres: opts.highres.unwrap_or(TickConfig::DEFAULT.highres),
-    };
+    let default = TickConfig::DEFAULT;
+    let config = TickConfig::new(opts.hz.map_or(default.hz(), |h| Hertz::new(h.per_second())))
+        .with_nohz(opts.nohz.unwrap_or(default.nohz()))
+        .with_highres(opts.highres.unwrap_or(default.highres()));
     let mut tick: Tick =
         TickSystem::new(config, first, [[TimerSlot::EMPTY; TIMERS]]).map_err(BringUpError::Tick)?;
     if let Some(adv) = opts.timer_advance {

@@ -287,9 +287,9 @@ pub fn print(k: &Kernel, inv: &Inventory, platform: &Platform, opts: &Options<'_
         "tick      cpu0 on {}: {} (asked: hz={} nohz={} highres={}); broadcast: {}",
         st.device,
         st.mode,
-        cfg.hz,
-        on_off(cfg.nohz),
-        on_off(cfg.highres),
+        cfg.hz().get(),
+        on_off(cfg.nohz()),
+        on_off(cfg.highres()),
         k.tick.broadcast_device().unwrap_or("none"),
     );
     if cfg.wants_oneshot() && !st.mode.is_oneshot() {

@@ -153,7 +153,8 @@ impl TickState {
             device: info.and_then(|i| i.device).unwrap_or("none"),
             mode: k.tick.mode(CpuId::BOOT),
             reason: info.and_then(|i| i.periodic_reason),
-            hz: k.tick.config().hz,
+            // Validated by the core: 1..=10000.
+            hz: u32::try_from(k.tick.config().hz().get()).unwrap_or(u32::MAX),
             clocksource: k.tick.timekeeper().clocksource().name(),
         }
     }
