@@ -7,28 +7,31 @@ use clocksource::{Hertz, Nanos, NSEC_PER_SEC};
 /// What the embedder asks for (Linux: `CONFIG_HZ`, `nohz=`, `highres=`).
 ///
 /// These are wishes: a CPU gets NO_HZ or high resolution only if its tick
-/// device offers one-shot mode and the clocksource is valid for it.
+/// device offers one-shot mode and the clocksource is valid for it. Built
+/// with [`TickConfig::new`] and the `with_*` methods, read with
+/// [`hz`](Self::hz), [`nohz`](Self::nohz), [`highres`](Self::highres);
+/// checked when a tick system is built ([`TickConfig::validate`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct TickConfig {
     /// Ticks per second (100, 250, 1000 are usual; 1..=10000 accepted).
-    pub hz: u32,
+    hz: Hertz,
     /// Stop the tick on idle CPUs.
-    pub nohz: bool,
+    nohz: bool,
     /// Run timers at their own expiry instead of at the next tick.
-    pub highres: bool,
+    highres: bool,
 }
 
 /// Why a [`TickConfig`] is refused.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ConfigError {
-    /// `hz` outside 1..=10000.
-    BadHz(u32),
+    /// `hz` outside 1..=10000 Hz.
+    BadHz(Hertz),
 }
 
 impl TickConfig {
     /// HZ=250 with NO_HZ and high resolution, Linux's x86 default.
     pub const DEFAULT: TickConfig = TickConfig {
-        hz: 250,
+        hz: Hertz::new(250),
         nohz: true,
         highres: true,
     };
@@ -37,13 +40,6 @@ impl TickConfig {
     /// [`TickConfig::DEFAULT`]); [`with_nohz`](Self::with_nohz) and
     /// [`with_highres`](Self::with_highres) change that.
     pub const fn new(hz: Hertz) -> Self {
-        // Transitional: `hz` is stored as the u32 it still is; a rate above
-        // u32::MAX is kept out of range, so `validate` refuses it.
-        let hz = if hz.get() > u32::MAX as u64 {
-            u32::MAX
-        } else {
-            hz.get() as u32
-        };
         TickConfig {
             hz,
             ..TickConfig::DEFAULT
@@ -61,7 +57,7 @@ impl TickConfig {
     }
     /// Ticks per second.
     pub const fn hz(&self) -> Hertz {
-        Hertz::new(self.hz as u64)
+        self.hz
     }
     /// Whether NO_HZ idle is asked for.
     pub const fn nohz(&self) -> bool {
@@ -74,7 +70,7 @@ impl TickConfig {
 
     /// Checks the values.
     pub fn validate(self) -> Result<Self, ConfigError> {
-        if self.hz == 0 || self.hz > 10_000 {
+        if self.hz.get() == 0 || self.hz.get() > 10_000 {
             return Err(ConfigError::BadHz(self.hz));
         }
         Ok(self)
@@ -82,7 +78,7 @@ impl TickConfig {
 
     /// The tick period, `10⁹ / hz` ns rounded to nearest (Linux `TICK_NSEC`).
     pub fn period(self) -> Nanos {
-        let hz = self.hz.max(1) as u64;
+        let hz = self.hz.get().max(1);
         Nanos::from_nanos((NSEC_PER_SEC + hz / 2) / hz)
     }
 
@@ -182,24 +178,15 @@ mod tests {
 
     #[test]
     fn tick_period_per_hz() {
-        let p = |hz| {
-            TickConfig {
-                hz,
-                ..TickConfig::DEFAULT
-            }
-            .period()
-            .as_nanos()
-        };
+        let p = |hz| TickConfig::new(Hertz::new(hz)).period().as_nanos();
         assert_eq!(p(100), 10_000_000);
         assert_eq!(p(250), 4_000_000);
         assert_eq!(p(1000), 1_000_000);
         assert_eq!(p(300), 3_333_333);
-        assert!(TickConfig {
-            hz: 0,
-            ..TickConfig::DEFAULT
-        }
-        .validate()
-        .is_err());
+        assert_eq!(
+            TickConfig::new(Hertz::new(0)).validate(),
+            Err(ConfigError::BadHz(Hertz::new(0)))
+        );
     }
 
     #[test]

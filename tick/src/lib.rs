@@ -5,7 +5,7 @@
 //! `tick-broadcast.c` and `hrtimer.c`:
 //!
 //! ```text
-//!                     TickConfig { hz, nohz, highres }
+//!                     TickConfig::new(hz).with_nohz(..).with_highres(..)
 //!                                  │
 //!   clockevents::DevicePool ──► per-CPU tick device ──► TickMode
 //!                                  │   (periodic / oneshot-periodic /

@@ -31,6 +31,7 @@ use core::fmt;
 use crate::advance::{Advance, TimerAdvance};
 use crate::broadcast::Broadcast;
 use crate::config::{PeriodicReason, TickConfig, TickMode};
+use crate::grid::Jiffies;
 use crate::percpu::TickCpu;
 pub use crate::percpu::{CpuInfo, CpuStats};
 use crate::queue::{QueueFull, Timer, TimerId, TimerSlot};
@@ -327,10 +328,10 @@ where
         {
             return periodic_or_emulated(PeriodicReason::ClockNotHres);
         }
-        if self.config.highres {
+        if self.config.highres() {
             (
                 TickMode::HighRes {
-                    nohz: self.config.nohz,
+                    nohz: self.config.nohz(),
                 },
                 None,
             )
@@ -383,8 +384,8 @@ where
         &mut self.time.tk
     }
     /// Ticks since boot, derived from monotonic time.
-    pub fn jiffies(&self) -> u64 {
-        self.time.jiffies().get()
+    pub fn jiffies(&self) -> Jiffies {
+        self.time.jiffies()
     }
     /// The CPU holding the timekeeping duty, if any.
     pub fn do_timer_cpu(&self) -> Option<CpuId> {

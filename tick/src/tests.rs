@@ -62,11 +62,7 @@ fn a_device_without_one_shot_stays_periodic_and_says_why() {
 
 #[test]
 fn nohz_off_keeps_a_one_shot_device_periodic() {
-    let config = TickConfig {
-        nohz: false,
-        highres: false,
-        ..TickConfig::DEFAULT
-    };
+    let config = TickConfig::DEFAULT.with_nohz(false).with_highres(false);
     let (sys, _, _, _) = system(config, ONESHOT_PERIODIC);
     assert_eq!(sys.mode(CPU0), TickMode::Periodic);
     assert_eq!(
