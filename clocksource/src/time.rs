@@ -15,14 +15,14 @@
 //! - the scaled-math primitives ([`crate::mult_shift::MultShift`]: raw
 //!   frequencies and a conversion range in whole seconds, as Linux's
 //!   `clocks_calc_mult_shift()` takes them);
-//! - counts: interrupts, ticks, rounds, reads; the tick layer counts
-//!   jiffies in its own `tick::Jiffies`, but `tick::TickSystem::jiffies`
-//!   still returns the `u64` until its last caller has moved;
+//! - counts: interrupts, ticks, rounds, reads (jiffies, the tick layer's
+//!   count of tick periods, are their own `tick::Jiffies`; a tally of them,
+//!   as `tick::CpuInfo::idle_jiffies`, is a count);
 //! - parts per million (`calibrate::ppm_off`), ratings, percentages;
-//! - a timer's caller data (`tick::Timer::data`), which is the caller's.
-//!
-//! Not yet typed, though it should be: the tick rate (`tick::TickConfig::hz`
-//! is still a `u32`; `tick::TickConfig::new` already takes a [`Hertz`]).
+//! - a timer's caller data (`tick::Timer::data`), which is the caller's;
+//! - the simulator's test profiles (`sim::conformance::Profile`), tables of
+//!   documented figures written as literals: `hz` there is the `u32` a
+//!   profile states, turned into a [`Hertz`] where it meets the tick layer.
 
 use core::fmt;
 use core::marker::PhantomData;
