@@ -129,15 +129,15 @@ impl Default for Recorder {
 }
 
 /// Which device raises IRQ0 (HPET comparator 0 in legacy replacement mode,
-/// or PIT counter 0), and how it is acknowledged.
+/// or PIT counter 0). The core acknowledges the device
+/// (`ClockEventDevice::acknowledge`, inside `TickSystem::interrupt`); the
+/// handler only sends the EOI.
 #[derive(Clone, Copy)]
 pub struct Irq0 {
     /// The device.
     pub dev: DeviceId,
     /// Its name.
     pub name: &'static str,
-    /// Called before EOI (HPET level mode needs it; edge: nothing).
-    pub ack: fn(),
 }
 
 /// Interrupts taken per source, for the demo and the tests.
@@ -443,7 +443,6 @@ pub fn irq0_interrupt(_vector: u8) {
                 k.counts.irq0 += 1;
                 if let Some(irq0) = k.irq0 {
                     k.device_interrupt(irq0.dev);
-                    (irq0.ack)();
                 }
             }
             None => {

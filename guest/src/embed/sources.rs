@@ -224,11 +224,6 @@ mod hpet_src {
     pub static INFO: spin::Once<hpet::HpetInfo> = spin::Once::new();
     pub static CS: spin::Once<hpet::HpetClockSource<'static, MetalMmio>> = spin::Once::new();
     pub static CE: spin::Once<hpet::HpetClockEvent<'static, MetalMmio>> = spin::Once::new();
-    pub fn ack() {
-        if let Some(ce) = CE.get() {
-            ce.acknowledge();
-        }
-    }
 }
 
 /// The PIT's drivers.
@@ -418,16 +413,16 @@ pub fn bring_up(
     };
 
     // IRQ0 for whichever of HPET / PIT raises it.
-    let irq0_dev: Option<(&'static dyn ClockEventDevice, fn())> = hpet_dev.or(pit_dev);
+    let irq0_dev: Option<EventDev> = hpet_dev.or(pit_dev);
     let irq0_vector = match irq0_dev {
-        Some((dev, _)) => route_irq0(platform, lapic, dev.info().name, &mut inv),
+        Some(dev) => route_irq0(platform, lapic, dev.info().name, &mut inv),
         None => None,
     };
 
     // Registration: the clockevent= device first, so the override can win.
     let requested = opts
         .clockevent
-        .map(|name| resolve_clockevent(name, lapic_dev, irq0_dev.map(|d| d.0)));
+        .map(|name| resolve_clockevent(name, lapic_dev, irq0_dev));
     if let Some((name, found)) = requested {
         inv.clockevent = Some((name, found));
         if found {
@@ -439,10 +434,8 @@ pub fn bring_up(
             );
         }
     }
-    let mut order: [Option<&'static dyn ClockEventDevice>; 2] = [
-        lapic_dev,
-        irq0_dev.map(|d| d.0).filter(|_| irq0_vector.is_some()),
-    ];
+    let mut order: [Option<&'static dyn ClockEventDevice>; 2] =
+        [lapic_dev, irq0_dev.filter(|_| irq0_vector.is_some())];
     if let Some((name, true)) = requested {
         order.sort_unstable_by_key(|d| d.is_none_or(|d| d.info().name != name));
     }
@@ -453,11 +446,10 @@ pub fn bring_up(
             Ok(id) => {
                 if lapic_dev.is_some_and(|l| l.info().name == dev.info().name) {
                     lapic_id = Some(id);
-                } else if let Some((d, ack)) = irq0_dev {
+                } else if let Some(d) = irq0_dev {
                     irq0 = Some(Irq0 {
                         dev: id,
                         name: d.info().name,
-                        ack,
                     });
                 }
             }
@@ -887,7 +879,9 @@ fn lapic_timer_up(
     }
 }
 
-type EventDev = (&'static dyn ClockEventDevice, fn());
+/// An IRQ0 event device (HPET comparator 0 or PIT counter 0). The core
+/// acknowledges its interrupts (`ClockEventDevice::acknowledge`).
+type EventDev = &'static dyn ClockEventDevice;
 
 fn hpet_event_up(inv: &mut Inventory) -> Option<EventDev> {
     #[cfg(feature = "hpet")]
@@ -908,7 +902,7 @@ fn hpet_event_up(inv: &mut Inventory) -> Option<EventDev> {
                     format_args!("GCAP_ID period {} fs (exact)", info.period.as_fs()),
                     format_args!("comparator 0, LegacyReplacement → IRQ0"),
                 );
-                Some((ce, hpet_src::ack))
+                Some(ce)
             }
             Err(e) => {
                 inv.skip(format_args!("hpet event device: {e}"));
@@ -938,8 +932,7 @@ fn pit_event_up(pit_counts: bool, inv: &mut Inventory) -> Option<EventDev> {
             format_args!("fixed 1.193182 MHz (i8254)"),
             format_args!("counter 0 → IRQ0"),
         );
-        fn no_ack() {}
-        Some((ce, no_ack))
+        Some(ce)
     }
     #[cfg(not(feature = "pit"))]
     {
