@@ -247,7 +247,7 @@ impl Kernel {
                 deferment: (after.max_deferment_wakeups - b.max_deferment_wakeups) as u32,
                 timers: (after.timers_fired - b.timers_fired) as u32,
                 armed,
-                jiffies: jiffy_count(tick.jiffies()),
+                jiffies: tick.jiffies().get(),
             });
         }
         drop(log);
@@ -622,10 +622,4 @@ pub fn sleep_until(deadline: Ktime, data: u64, advance: bool) -> Option<Ktime> {
         }
     }
     Some(woke)
-}
-
-/// A jiffies reading as the interrupt log's plain count, whichever of
-/// `u64` or `tick::Jiffies` `TickSystem::jiffies` returns.
-fn jiffy_count(jiffies: impl Into<u64>) -> u64 {
-    jiffies.into()
 }
