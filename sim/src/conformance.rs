@@ -15,6 +15,7 @@
 //! | [`max_delta_rearms`] | NO_HZ idle, nothing queued | ⌊span / E⌋ interrupts, each E after the last |
 //! | [`random_timers`] | 10 000 random timers over 2 s, high-res | every one once, in order per CPU, never early, late by at most [`Profile::max_late`] |
 //! | [`max_deferment_wakeups`] | NO_HZ idle on a narrow clocksource | ⌊span / D⌋ forced wake-ups, D the clocksource's documented max deferment |
+//! | [`refused_device_falls_back`] | the source refuses its device; a PIT stand-in is registered | no tick device from the source; ⌊1 s / P⌋ interrupts and ticks of the stand-in, P = 10⁹/HZ ns rounded up to whole 1.193182 MHz clocks (249 at HZ = 250) |
 //!
 //! ```text
 //!   source's tests/sim.rs                      sim::conformance
@@ -98,12 +99,12 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
-use clockevents::CpuId;
-use clocksource::{Hertz, Ktime, Nanos};
+use clockevents::{CpuId, CpuMask, Features};
+use clocksource::{Cycles, Hertz, Ktime, Nanos};
 use tick::{IdleDepth, PeriodicReason, TickConfig, TickMode};
 
 use crate::rng::XorShift64;
-use crate::{Fired, Machine, Trace, VirtualClock};
+use crate::{EventConfig, Fired, Machine, SimEventDevice, Trace, VirtualClock};
 
 /// The periodic scenarios' length: 10 s.
 pub const PERIODIC_SPAN: Nanos = Nanos::from_secs(10);
@@ -616,6 +617,75 @@ pub fn max_deferment_wakeups(
         (stats.max_deferment_wakeups, irqs),
         (want, want),
         "{}: (max-deferment wake-ups, interrupts of {dev}) in {span} of idle: ⌊{span} / {documented}⌋",
+        p.source
+    );
+    rig.assert_no_device_errors(p);
+    rig
+}
+
+/// The span [`refused_device_falls_back`] ticks for.
+pub const FALLBACK_SPAN: Nanos = Nanos::from_secs(1);
+
+/// The i8254's input clock, 1.193182 MHz (Intel 82C54 datasheet; Linux's
+/// `PIT_TICK_RATE`).
+const PIT_HZ: u64 = 1_193_182;
+
+/// A device refused, another ticks: the fallback a kernel takes when a
+/// source will not offer its device (an HPET that is absent, a LAPIC timer
+/// whose calibration reference has stopped). The bring-up runs the source's
+/// probe under the conditions that make it refuse, checks the refusal it
+/// expects, and returns a machine *without* the device (with whatever
+/// clocksource is left). The scenario checks that no CPU got a tick device
+/// from it, registers a PIT stand-in as Linux's `drivers/clocksource/i8253.c`
+/// declares the PIT (1.193182 MHz, periodic and one-shot, deltas
+/// 0xF..=0x7FFF clocks) and runs [`FALLBACK_SPAN`] periodic at
+/// [`Profile::hz`]: a period of 10⁹/HZ ns is rounded up to whole PIT clocks
+/// (never early), so exactly ⌊span / period⌋ interrupts and as many ticks —
+/// at HZ = 250, 4 ms is 4772.7 clocks, 4773 clocks is 4.000 229 ms, and 1 s
+/// holds 249 of them.
+pub fn refused_device_falls_back(p: &Profile, bring_up: impl BringUp<1>) -> Rig<1> {
+    let mut rig = Rig::bring_up(bring_up, config(p, false));
+    let info = rig.machine.tick.cpu_info(CpuId::BOOT).expect("CPU 0");
+    assert_eq!(
+        (info.device, info.mode),
+        (None, TickMode::NoDevice),
+        "{}: the refused device must not become the tick device",
+        p.source
+    );
+    let clock = rig.machine.clock.clone();
+    let pit = SimEventDevice::new(
+        clock.clone(),
+        EventConfig::new("pit", Hertz::new(PIT_HZ))
+            .features(Features::PERIODIC | Features::ONESHOT)
+            .min_delta(Cycles::new(0xF))
+            .max_delta(Cycles::new(0x7FFF))
+            .cpus(CpuMask::ALL),
+    )
+    .with_trace(rig.machine.trace.clone())
+    .leak();
+    rig.machine.add_device(pit);
+    rig.assert_mode(
+        p,
+        (TickMode::Periodic, Some(PeriodicReason::NotRequested)),
+        "the PIT stand-in, NO_HZ not asked for",
+    );
+    let start = clock.now();
+    rig.machine.run_until(start.saturating_add(FALLBACK_SPAN));
+    let period_ns = (1_000_000_000 + u64::from(p.hz) / 2) / u64::from(p.hz);
+    let period_clocks = (period_ns as u128 * PIT_HZ as u128).div_ceil(1_000_000_000);
+    let want = (FALLBACK_SPAN.as_nanos() as u128 * PIT_HZ as u128 / (period_clocks * 1_000_000_000))
+        as u64;
+    assert_eq!(
+        pit.interrupts(),
+        want,
+        "{}: interrupts of the PIT stand-in in {FALLBACK_SPAN} at HZ = {} ({period_clocks} clocks a period)",
+        p.source,
+        p.hz
+    );
+    assert_eq!(
+        rig.stats(p, 0).ticks,
+        want,
+        "{}: ticks on the PIT stand-in",
         p.source
     );
     rig.assert_no_device_errors(p);

@@ -139,3 +139,22 @@ fn a_32bit_14_318mhz_clocksource_wakes_the_idle_cpu_every_max_deferment() {
         },
     );
 }
+
+#[test]
+fn a_machine_whose_device_was_refused_ticks_on_the_pit_stand_in() {
+    // The "source" refuses its device: the bring-up registers none.
+    let rig = conformance::refused_device_falls_back(&ONE_GHZ, |clock, trace, config| {
+        Machine::<1>::new(clock.clone(), trace.clone(), config, one_ghz(clock))
+    });
+    // 4 ms at 1.193182 MHz is 4772.7 clocks, rounded up to 4773
+    // (4.000 229 ms): 249 whole periods in 1 s.
+    assert_eq!(rig.machine.trace.interrupts_of("pit").len(), 249);
+}
+
+#[test]
+#[should_panic(expected = "the refused device must not become the tick device")]
+fn a_refusal_that_still_registers_the_device_fails_the_fallback_scenario() {
+    conformance::refused_device_falls_back(&ONE_GHZ, |clock, trace, config| {
+        machine::<1>(clock, trace, config, Features::PERIODIC)
+    });
+}
