@@ -18,12 +18,18 @@
 
 use std::sync::Arc;
 
-use clockevents::{CpuId, CpuMask, Features};
-use clocksource::{ClockSourceFlags, Cycles, Hertz, Ktime, Nanos};
+use clockevents::CpuMask;
+#[cfg(feature = "oneshot")]
+use clockevents::{CpuId, Features};
+#[cfg(feature = "oneshot")]
+use clocksource::Cycles;
+use clocksource::{ClockSourceFlags, Hertz, Ktime, Nanos};
 use hpet::model::{HpetModel, HpetModelConfig};
 use hpet::{probe, CounterPeriod, HpetClockEvent, HpetClockSource, HpetError, Route};
 use sim::conformance::{self, Profile};
-use sim::{CounterConfig, EventConfig, Machine, SimCounter, SimEventDevice, Trace, VirtualClock};
+use sim::{CounterConfig, Machine, SimCounter, Trace, VirtualClock};
+#[cfg(feature = "oneshot")]
+use sim::{EventConfig, SimEventDevice};
 use tick::TickConfig;
 
 /// The driver's two halves over one leaked model.
@@ -60,6 +66,7 @@ fn bring_up_model(clock: &Arc<VirtualClock>, model: &'static HpetModel) -> Resul
     Ok(Hpet { model, cs, dev })
 }
 
+#[cfg(feature = "oneshot")]
 fn config(hz: u64, nohz: bool, highres: bool) -> TickConfig {
     TickConfig::new(Hertz::new(hz))
         .with_nohz(nohz)
@@ -137,32 +144,44 @@ fn periodic_hz250_for_10s_gives_exactly_2500_interrupts_ticks_and_jiffies() {
 
 #[test]
 fn hpet_refused_for_a_zero_period_and_the_machine_runs_on_another_source() {
-    let clock = VirtualClock::new();
-    let period0 = HpetModelConfig::qemu().period(CounterPeriod::from_fs(0));
-    assert_eq!(bring_up(&clock, period0).err(), Some(HpetError::ZeroPeriod));
-    runs_without_hpet(&clock);
+    let rig = conformance::refused_device_falls_back(&QEMU, |clock, trace, config| {
+        let period0 = HpetModelConfig::qemu().period(CounterPeriod::from_fs(0));
+        assert_eq!(bring_up(clock, period0).err(), Some(HpetError::ZeroPeriod));
+        without_hpet(clock, trace, config)
+    });
+    assert_eq!(
+        rig.machine.tick.timekeeper().clocksource().name(),
+        "acpi_pm"
+    );
 }
 
 #[test]
 fn hpet_refused_for_a_stuck_counter_and_the_machine_runs_on_another_source() {
-    let clock = VirtualClock::new();
-    let model: &'static HpetModel = Box::leak(Box::new(HpetModel::new(
-        clock.clone(),
-        HpetModelConfig::qemu(),
-    )));
-    model.set_counter_stuck(true);
+    let mut stuck = None;
+    let rig = conformance::refused_device_falls_back(&QEMU, |clock, trace, config| {
+        let model: &'static HpetModel = Box::leak(Box::new(HpetModel::new(
+            clock.clone(),
+            HpetModelConfig::qemu(),
+        )));
+        model.set_counter_stuck(true);
+        assert_eq!(
+            bring_up_model(clock, model).err(),
+            Some(HpetError::CounterNotCounting)
+        );
+        stuck = Some(model);
+        without_hpet(clock, trace, config)
+    });
+    assert!(!stuck.unwrap().is_counting());
     assert_eq!(
-        bring_up_model(&clock, model).err(),
-        Some(HpetError::CounterNotCounting)
+        rig.machine.tick.timekeeper().clocksource().name(),
+        "acpi_pm"
     );
-    assert!(!model.is_counting());
-    runs_without_hpet(&clock);
 }
 
-/// The fallback a kernel takes when the HPET is refused: another counter
-/// (an ACPI PM timer stand-in) and another tick device (a PIT stand-in).
-fn runs_without_hpet(clock: &Arc<VirtualClock>) {
-    let trace = Trace::new();
+/// What a kernel has left when the HPET is refused: another counter (an
+/// ACPI PM timer stand-in, 3.579545 MHz, 24 bits) and no tick device yet;
+/// `conformance::refused_device_falls_back` adds the PIT stand-in.
+fn without_hpet(clock: &Arc<VirtualClock>, trace: &Trace, config: TickConfig) -> Machine<1> {
     let pm = SimCounter::new(
         clock.clone(),
         CounterConfig::new("acpi_pm", Hertz::new(3_579_545))
@@ -171,25 +190,7 @@ fn runs_without_hpet(clock: &Arc<VirtualClock>) {
             .flags(ClockSourceFlags::CONTINUOUS | ClockSourceFlags::VALID_FOR_HRES),
     )
     .leak();
-    let pit = SimEventDevice::new(
-        clock.clone(),
-        EventConfig::new("pit", Hertz::new(1_193_182))
-            .features(Features::PERIODIC)
-            .rating(0)
-            .min_delta(Cycles::new(2))
-            .max_delta(Cycles::new(0xFFFF))
-            .cpus(CpuMask::single(CpuId::BOOT)),
-    )
-    .with_trace(trace.clone())
-    .leak();
-    let mut m: Machine<1> = Machine::new(clock.clone(), trace, config(250, false, false), pm);
-    m.add_device(pit);
-    let t0 = clock.now();
-    m.run_until(add(t0, Nanos::from_secs(1)));
-    assert_eq!(m.tick.timekeeper().clocksource().name(), "acpi_pm");
-    assert_eq!(m.tick.cpu_info(CpuId::BOOT).unwrap().device, Some("pit"));
-    // 4 ms is 4773 PIT ticks at 1.193182 MHz, 4.000 227 ms: 249 in 1 s.
-    assert_eq!(pit.interrupts(), 249);
+    Machine::new(clock.clone(), trace.clone(), config, pm)
 }
 
 #[cfg(not(feature = "oneshot"))]
