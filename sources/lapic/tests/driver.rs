@@ -2,6 +2,7 @@
 
 use std::sync::Arc;
 
+#[cfg(any(feature = "oneshot", feature = "deadline"))]
 use clockevents::NextEvent::In;
 use clockevents::{ClockEventDevice, CpuMask, DeviceError, Features};
 use clocksource::{Cycles, Hertz, Ktime, Nanos};
