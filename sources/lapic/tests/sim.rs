@@ -16,9 +16,9 @@
 
 use std::sync::Arc;
 
-use clockevents::{ClockEventDevice, CpuMask, Features};
+use clockevents::{ClockEventDevice, Features};
 use clocksource::calibrate::ppm_off;
-use clocksource::{CalibrationError, ClockSourceFlags, Cycles, Hertz, Ktime, Nanos};
+use clocksource::{CalibrationError, ClockSourceFlags, Hertz, Ktime, Nanos};
 use hw::Mmio;
 use lapic::model::{LapicModel, LapicModelConfig};
 #[cfg(any(feature = "oneshot", feature = "deadline"))]
@@ -29,9 +29,7 @@ use lapic::{
 };
 use raw_cpuid::CpuId;
 use sim::conformance::{self, Profile};
-use sim::{
-    CounterConfig, CpuRun, EventConfig, Machine, SimCounter, SimEventDevice, Trace, VirtualClock,
-};
+use sim::{CounterConfig, CpuRun, Machine, SimCounter, Trace, VirtualClock};
 #[cfg(not(feature = "oneshot"))]
 use tick::PeriodicReason;
 #[cfg(feature = "deadline")]
@@ -298,51 +296,30 @@ fn an_imprecise_first_calibration_is_retried_over_50_ms() {
 
 #[test]
 fn stopped_reference_refuses_the_timer_and_another_device_ticks() {
-    let clock = VirtualClock::new();
-    let trace = Trace::new();
-    let model = LapicModel::new(clock.clone(), LapicModelConfig::qemu(0)).leak();
-    let caps = caps(model);
-    let pit = pit_like(&clock);
-    pit.set_stuck(true);
-    let e = timer_frequency(Access::xapic(model), &caps, Some(&pit));
-    assert_eq!(
-        e,
-        Err(Error::Calibration(CalibrationError::ReferenceStopped))
-    );
-    // Refused quickly: the stopped-probe reads only (1 µs each).
-    assert_eq!(pit.reads(), STOPPED_PROBE_READS as u64 + 1);
-    assert_eq!(clock.now(), Ktime::from_micros(4_097));
-    // No rate, no TSC-deadline: the timer is not offered.
-    let e = LapicTimer::new(TimerConfig::new(0, Access::xapic(model), caps, None));
-    assert_eq!(e.err(), Some(Error::NoMode));
-    assert_eq!(model.read32(Reg::InitialCount.offset()), 0);
-
-    // The machine falls back to another tick device and ticks on it.
-    let start = clock.now();
-    let mut m: Machine<1> = Machine::new(
-        clock.clone(),
-        trace.clone(),
-        config(250, false, false),
-        clocksource(&clock),
-    );
-    let pit_dev = SimEventDevice::new(
-        clock.clone(),
-        EventConfig::new("pit", Hertz::new(1_193_182))
-            .features(Features::PERIODIC | Features::ONESHOT)
-            .min_delta(Cycles::new(0xF))
-            .max_delta(Cycles::new(0x7FFF))
-            .cpus(CpuMask::ALL),
-    )
-    .with_trace(trace.clone())
-    .leak();
-    m.add_device(pit_dev);
-    assert_eq!(m.tick.cpu_info(CPU0).unwrap().device, Some("pit"));
-    m.run_until(start.saturating_add(Nanos::from_secs(1)));
-    // 4 ms = 4772.7 PIT cycles: the period is rounded up to 4773 cycles
-    // (4.000 229 ms), so 249 periods fit in 1 s; jiffies come from the
-    // clocksource and are exact.
-    assert_eq!(pit_dev.interrupts(), 249);
-    assert_eq!(model.interrupts(), 0);
+    let mut lapic = None;
+    let rig = conformance::refused_device_falls_back(&QEMU, |clock, trace, config| {
+        let model = LapicModel::new(clock.clone(), LapicModelConfig::qemu(0)).leak();
+        let caps = caps(model);
+        let pit = pit_like(clock);
+        pit.set_stuck(true);
+        let e = timer_frequency(Access::xapic(model), &caps, Some(&pit));
+        assert_eq!(
+            e,
+            Err(Error::Calibration(CalibrationError::ReferenceStopped))
+        );
+        // Refused quickly: the stopped-probe reads only (1 µs each).
+        assert_eq!(pit.reads(), STOPPED_PROBE_READS as u64 + 1);
+        assert_eq!(clock.now(), Ktime::from_micros(4_097));
+        // No rate, no TSC-deadline: the timer is not offered.
+        let e = LapicTimer::new(TimerConfig::new(0, Access::xapic(model), caps, None));
+        assert_eq!(e.err(), Some(Error::NoMode));
+        assert_eq!(model.read32(Reg::InitialCount.offset()), 0);
+        lapic = Some(model);
+        Machine::new(clock.clone(), trace.clone(), config, clocksource(clock))
+    });
+    // The PIT stand-in ticked (the scenario counted it); the LAPIC never.
+    assert_eq!(rig.machine.tick.cpu_info(CPU0).unwrap().device, Some("pit"));
+    assert_eq!(lapic.unwrap().interrupts(), 0);
 }
 
 // ----- periodic ------------------------------------------------------------
