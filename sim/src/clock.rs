@@ -10,7 +10,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use clocksource::{Ktime, Nanos};
+use clocksource::{Hertz, Ktime, Nanos};
 
 /// True time of a simulation, in nanoseconds since boot. Lock-free, so devices
 /// holding it stay `Sync`.
@@ -65,6 +65,32 @@ impl VirtualClock {
     }
 }
 
+/// The edges of a counter of rate `f` that started at true time 0, as the
+/// register models count them: edge *j* comes at ⌈j / f⌉ (the first
+/// instant at or after it on the nanosecond grid), and ⌊t · f⌋ edges have
+/// passed at `t`. Tests compute a device's expected counts and instants
+/// with it from the datasheet rate.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Edges(Hertz);
+
+impl Edges {
+    /// The edges of a counter of rate `f`.
+    pub const fn new(f: Hertz) -> Self {
+        Edges(f)
+    }
+
+    /// Edges passed at true time `t`.
+    pub fn at(self, t: Ktime) -> u64 {
+        (t.as_nanos() as u128 * self.0.get() as u128 / 1_000_000_000) as u64
+    }
+
+    /// The instant of edge `j`.
+    pub fn edge(self, j: u64) -> Ktime {
+        let f = self.0.get().max(1) as u128;
+        Ktime::from_nanos((j as u128 * 1_000_000_000).div_ceil(f) as u64)
+    }
+}
+
 impl hw::TimeBase for VirtualClock {
     fn now(&self) -> Ktime {
         VirtualClock::now(self)
@@ -74,6 +100,25 @@ impl hw::TimeBase for VirtualClock {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn edges_of_the_acpi_pm_timer_fall_on_the_first_ns_at_or_after_them() {
+        // 3.579545 MHz (ACPI 6.5 §4.8.3.3): edge 1 at 279.365… ns, so 280;
+        // 3 579 545 edges in exactly 1 s.
+        let pm = Edges::new(Hertz::new(3_579_545));
+        assert_eq!(pm.edge(1), Ktime::from_nanos(280));
+        assert_eq!(pm.at(Ktime::from_nanos(279)), 0);
+        assert_eq!(pm.at(Ktime::from_nanos(280)), 1);
+        assert_eq!(pm.at(Ktime::from_secs(1)), 3_579_545);
+        assert_eq!(pm.edge(3_579_545), Ktime::from_secs(1));
+        for j in [0, 1, 2, 1_000, 16_777_216] {
+            assert_eq!(pm.at(pm.edge(j)), j, "edge {j}");
+            assert_eq!(
+                pm.at(pm.edge(j).saturating_sub(Nanos::from_nanos(1))),
+                j.saturating_sub(1)
+            );
+        }
+    }
 
     #[test]
     fn clock_never_goes_backwards() {

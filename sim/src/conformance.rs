@@ -15,6 +15,7 @@
 //! | [`max_delta_rearms`] | NO_HZ idle, nothing queued | ⌊span / E⌋ interrupts, each E after the last |
 //! | [`random_timers`] | 10 000 random timers over 2 s, high-res | every one once, in order per CPU, never early, late by at most [`Profile::max_late`] |
 //! | [`max_deferment_wakeups`] | NO_HZ idle on a narrow clocksource | ⌊span / D⌋ forced wake-ups, D the clocksource's documented max deferment |
+//! | [`calibrates_a_3ghz_tsc`] | the source as a calibration reference, over a slow bus | a 3 GHz TSC stand-in within the stated error; the stated error within its bracket bound |
 //! | [`refused_device_falls_back`] | the source refuses its device; a PIT stand-in is registered | no tick device from the source; ⌊1 s / P⌋ interrupts and ticks of the stand-in, P = 10⁹/HZ ns rounded up to whole 1.193182 MHz clocks (249 at HZ = 250) |
 //!
 //! ```text
@@ -100,11 +101,14 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use clockevents::{CpuId, CpuMask, Features};
-use clocksource::{Cycles, Hertz, Ktime, Nanos};
+use clocksource::calibrate::ppm_off;
+use clocksource::{calibrate, Calibration, ClockSource, Cycles, Hertz, Ktime, Nanos};
 use tick::{IdleDepth, PeriodicReason, TickConfig, TickMode};
 
 use crate::rng::XorShift64;
-use crate::{EventConfig, Fired, Machine, SimEventDevice, Trace, VirtualClock};
+use crate::{
+    CounterConfig, EventConfig, Fired, Machine, SimCounter, SimEventDevice, Trace, VirtualClock,
+};
 
 /// The periodic scenarios' length: 10 s.
 pub const PERIODIC_SPAN: Nanos = Nanos::from_secs(10);
@@ -690,6 +694,52 @@ pub fn refused_device_falls_back(p: &Profile, bring_up: impl BringUp<1>) -> Rig<
     );
     rig.assert_no_device_errors(p);
     rig
+}
+
+/// The rate of the TSC stand-in [`calibrates_a_3ghz_tsc`] measures.
+pub const CALIBRATED_TSC: Hertz = Hertz::new(3_000_000_000);
+
+/// The window [`calibrates_a_3ghz_tsc`] asks `calibrate` for.
+pub const CALIBRATION_WINDOW: Nanos = Nanos::from_millis(10);
+
+/// A source as a calibration reference: `calibrate` measures a 3 GHz TSC
+/// stand-in against `reference` over a [`CALIBRATION_WINDOW`] and must come
+/// within the error it states, and state no more than its own bound allows:
+/// half of each bracket plus one reference clock of quantisation at each
+/// end, over the window, plus one TSC cycle of the 30 million counted. A
+/// bracket is one reference read; on a bus whose access takes time
+/// ([`SlowBus`](crate::SlowBus)) it spans at most `max_bracket_clocks`
+/// clocks of `reference_rate` (the datasheet rate, not the driver's), so
+/// the bound is ⌈(max_bracket_clocks + 2) · 10⁶ / window clocks⌉ + 1 ppm.
+/// Returns the calibration for the source's own checks.
+pub fn calibrates_a_3ghz_tsc(
+    source: &str,
+    clock: &Arc<VirtualClock>,
+    reference: &dyn ClockSource,
+    reference_rate: Hertz,
+    max_bracket_clocks: u64,
+) -> Calibration {
+    let tsc = SimCounter::new(clock.clone(), CounterConfig::new("tsc", CALIBRATED_TSC));
+    let c = calibrate(
+        reference,
+        || tsc.read(),
+        tsc.mask(),
+        CALIBRATION_WINDOW,
+        100_000,
+    )
+    .unwrap_or_else(|e| panic!("{source}: calibration against it failed: {e:?}"));
+    let off = ppm_off(c.frequency, CALIBRATED_TSC);
+    assert!(
+        off <= u64::from(c.error_ppm),
+        "{source}: {c:?} is off by {off} ppm, more than the error it states"
+    );
+    let window_clocks = c.window.as_nanos() as u128 * reference_rate.get() as u128 / 1_000_000_000;
+    let bound = (u128::from(max_bracket_clocks + 2) * 1_000_000).div_ceil(window_clocks.max(1)) + 1;
+    assert!(
+        u128::from(c.error_ppm) <= bound,
+        "{source}: {c:?} states more error than its brackets allow ({bound} ppm)"
+    );
+    c
 }
 
 fn cpu_id(index: usize) -> CpuId {

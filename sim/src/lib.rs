@@ -29,6 +29,7 @@
 //! - [`rng`]: [`rng::XorShift64`] and [`rng::deltas`], reproducible inputs.
 //! - [`absent`]: [`Absent`], the bus where no device answers (reads all
 //!   ones).
+//! - [`bus`]: [`SlowBus`], a bus whose every access takes virtual time.
 //! - [`conformance`]: the scenarios every tick device passes, called by
 //!   each source's `tests/sim.rs` with a bring-up closure.
 //!
@@ -37,6 +38,7 @@
 //! Nothing here is global, so tests run in parallel.
 
 pub mod absent;
+pub mod bus;
 pub mod clock;
 pub mod conformance;
 pub mod counter;
@@ -46,6 +48,8 @@ pub mod rng;
 pub mod trace;
 
 pub use absent::Absent;
+pub use bus::SlowBus;
+pub use clock::Edges;
 pub use clock::VirtualClock;
 pub use counter::{CounterConfig, SimCounter};
 pub use event::{EventConfig, InterruptSource, SimEventDevice};

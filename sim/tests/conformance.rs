@@ -158,3 +158,38 @@ fn a_refusal_that_still_registers_the_device_fails_the_fallback_scenario() {
         machine::<1>(clock, trace, config, Features::PERIODIC)
     });
 }
+
+/// A 24-bit 3.579545 MHz counter (the ACPI PM timer's rate) whose reads
+/// take 1 µs: a bracket spans 3.58 clocks, at most 4.
+fn slow_pm_rate_counter(clock: &Arc<VirtualClock>) -> &'static SimCounter {
+    let c = SimCounter::new(
+        clock.clone(),
+        CounterConfig::new("pm-like", Hertz::new(3_579_545))
+            .width(24)
+            .flags(HRES),
+    )
+    .leak();
+    c.set_read_delay(Nanos::from_micros(1));
+    c
+}
+
+#[test]
+fn a_slow_counter_calibrates_the_tsc_within_its_bracket_bound() {
+    let clock = VirtualClock::new();
+    let reference = slow_pm_rate_counter(&clock);
+    let c =
+        conformance::calibrates_a_3ghz_tsc("pm-like", &clock, reference, Hertz::new(3_579_545), 4);
+    // ⌈6 · 10⁶ / 35 795⌉ + 1 = 169 ppm at most; the window is the 10 ms
+    // asked for, give or take the last bracket.
+    assert!(c.error_ppm <= 169, "{c:?}");
+    assert!(c.window >= Nanos::from_millis(10), "{c:?}");
+}
+
+#[test]
+#[should_panic(expected = "more than the error it states")]
+fn a_reference_that_runs_500ppm_fast_fails_the_calibration_scenario() {
+    let clock = VirtualClock::new();
+    let reference = slow_pm_rate_counter(&clock);
+    reference.set_drift_ppb(500_000);
+    conformance::calibrates_a_3ghz_tsc("fast", &clock, reference, Hertz::new(3_579_545), 4);
+}
