@@ -20,8 +20,12 @@ use acpi_pm::{AcpiPmClockSource, AcpiPmError, PROBE_READS};
 use clockevents::{CpuId, CpuMask, Features};
 use clocksource::{calibrate, ClockSource, ClockSourceFlags, Cycles, Hertz, Ktime, Nanos};
 use hw::PortIo;
+use sim::conformance;
 use sim::rng::XorShift64;
-use sim::{CounterConfig, EventConfig, Machine, SimCounter, SimEventDevice, Trace, VirtualClock};
+use sim::{
+    CounterConfig, Edges, EventConfig, Machine, SimCounter, SimEventDevice, SlowBus, Trace,
+    VirtualClock,
+};
 use tick::{IdleDepth, TickConfig, TickMode};
 
 /// ACPI 6.5 §4.8.3.3: the timer's clock.
@@ -30,18 +34,20 @@ const F: u64 = 3_579_545;
 const WRAP: u64 = 1 << 24;
 /// Where QEMU's pc and q35 machines put `PM_TMR`.
 const PORT: u16 = 0x608;
-const GIGA: u128 = 1_000_000_000;
 
 type Pm = AcpiPmClockSource<'static, dyn PortIo>;
 
+/// The timer's edges on the simulator's true time.
+const EDGES: Edges = Edges::new(Hertz::new(F));
+
 /// Timer edges passed at true time `t`.
 fn edges_at(t: Ktime) -> u64 {
-    (t.as_nanos() as u128 * F as u128 / GIGA) as u64
+    EDGES.at(t)
 }
 
 /// The instant of timer edge `j`.
 fn edge(j: u64) -> Ktime {
-    Ktime::from_nanos((j as u128 * GIGA).div_ceil(F as u128) as u64)
+    EDGES.edge(j)
 }
 
 fn model(clock: &Arc<VirtualClock>, config: PmTimerModelConfig) -> &'static PmTimerModel {
@@ -52,48 +58,14 @@ fn pm(io: &'static dyn PortIo, port: u16) -> &'static Pm {
     Box::leak(Box::new(AcpiPmClockSource::new(io, port)))
 }
 
-/// A port bus on which every access takes `per_access` of true time (an
-/// `in` is ≥ 0.5 µs on hardware, a VM exit in a VM). Without it, reads in
-/// a loop all happen at one instant of virtual time and see one count.
-struct SlowBus {
+/// The model behind a bus on which every access takes 1 µs of true time
+/// (an `in` is ≥ 0.5 µs on hardware, a VM exit in a VM). Without it, reads
+/// in a loop all happen at one instant of virtual time and see one count.
+fn slow_bus(
+    clock: &Arc<VirtualClock>,
     pm: &'static PmTimerModel,
-    clock: Arc<VirtualClock>,
-    per_access: Nanos,
-}
-
-impl PortIo for SlowBus {
-    fn inb(&self, port: u16) -> u8 {
-        self.clock.advance_by(self.per_access);
-        self.pm.inb(port)
-    }
-    fn outb(&self, port: u16, value: u8) {
-        self.clock.advance_by(self.per_access);
-        self.pm.outb(port, value);
-    }
-    fn inw(&self, port: u16) -> u16 {
-        self.clock.advance_by(self.per_access);
-        self.pm.inw(port)
-    }
-    fn outw(&self, port: u16, value: u16) {
-        self.clock.advance_by(self.per_access);
-        self.pm.outw(port, value);
-    }
-    fn inl(&self, port: u16) -> u32 {
-        self.clock.advance_by(self.per_access);
-        self.pm.inl(port)
-    }
-    fn outl(&self, port: u16, value: u32) {
-        self.clock.advance_by(self.per_access);
-        self.pm.outl(port, value);
-    }
-}
-
-fn slow_bus(clock: &Arc<VirtualClock>, pm: &'static PmTimerModel) -> &'static SlowBus {
-    Box::leak(Box::new(SlowBus {
-        pm,
-        clock: clock.clone(),
-        per_access: Nanos::from_micros(1),
-    }))
+) -> &'static SlowBus<'static, PmTimerModel> {
+    SlowBus::new(clock, pm, Nanos::from_micros(1)).leak()
 }
 
 /// No PM timer: a bus with byte ports only, whose 32-bit reads are
@@ -346,30 +318,11 @@ fn calibrates_a_3ghz_tsc_against_the_pm_timer_within_the_stated_bound() {
     let clock = VirtualClock::new();
     let m = model(&clock, PmTimerModelConfig::qemu());
     let cs = pm(slow_bus(&clock, m), PORT);
-    let tsc = SimCounter::new(
-        clock.clone(),
-        CounterConfig::new("tsc", Hertz::new(3_000_000_000)),
-    );
-    let c = calibrate(
-        cs,
-        || tsc.read(),
-        tsc.mask(),
-        Nanos::from_millis(10),
-        100_000,
-    )
-    .unwrap();
-    let off = clocksource::calibrate::ppm_off(c.frequency, Hertz::new(3_000_000_000));
-    assert!(off <= c.error_ppm as u64, "{c:?}: off by {off} ppm");
-    // The bound calibrate() states: half of each bracket plus one clock
-    // of quantisation per end. A bracket here is one 1 µs read (3.58
-    // edges: at most 4 wide), so at most 2 + 2 + 2 = 6 edges of the
-    // ≥ 35795 in the 10 ms window (168 ppm), plus one TSC cycle of the
-    // 30 million counted (1 ppm).
-    let window_edges = c.window.as_nanos() as u128 * F as u128 / GIGA;
-    assert!(
-        c.error_ppm as u128 <= (6 * 1_000_000u128).div_ceil(window_edges) + 1,
-        "{c:?}"
-    );
+    // A bracket is one 1 µs read: 3.58 edges, at most 4 wide, so at most
+    // 2 + 2 + 2 = 6 edges of the ≥ 35795 in the 10 ms window (168 ppm),
+    // plus one TSC cycle of the 30 million counted (1 ppm).
+    let c = conformance::calibrates_a_3ghz_tsc("acpi_pm", &clock, cs, Hertz::new(F), 4);
+    assert!(c.error_ppm <= 169, "{c:?}");
     assert_eq!(
         cs.flags(),
         ClockSourceFlags::CONTINUOUS | ClockSourceFlags::VALID_FOR_HRES
