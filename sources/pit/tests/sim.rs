@@ -16,28 +16,31 @@ use std::sync::Arc;
 
 use clockevents::{ClockEventDevice, CpuId, CpuMask, Features};
 use clocksource::{calibrate, ClockSource, ClockSourceFlags, Cycles, Hertz, Ktime, Nanos};
-use hw::PortIo;
 use pit::model::PitModel;
-use pit::regs::{pit_latch, Channel, PIT_TICK_RATE};
+use pit::regs::{pit_latch, Channel};
 use pit::{Ch2Options, Pit, PitClockEvent, PitClockSource, PitError};
 use sim::conformance::{self, Profile};
 use sim::rng::XorShift64;
 use sim::{
-    Absent, CounterConfig, EventConfig, Machine, SimCounter, SimEventDevice, Trace, VirtualClock,
+    Absent, CounterConfig, Edges, EventConfig, Machine, SimCounter, SimEventDevice, SlowBus, Trace,
+    VirtualClock,
 };
 use tick::{IdleDepth, PeriodicReason, TickConfig, TickMode};
 
-const F: u64 = PIT_TICK_RATE.get();
-const GIGA: u128 = 1_000_000_000;
+/// The PIT's input clock, 1.193182 MHz (Intel 82C54 datasheet; the PC's
+/// 14.31818 MHz crystal divided by 12).
+const F: u64 = 1_193_182;
+/// PIT edges on the simulator's true time.
+const EDGES: Edges = Edges::new(Hertz::new(F));
 
 /// PIT edges passed at true time `t`.
 fn edges_at(t: Ktime) -> u64 {
-    (t.as_nanos() as u128 * F as u128 / GIGA) as u64
+    EDGES.at(t)
 }
 
 /// The instant of PIT edge `j`.
 fn edge(j: u64) -> Ktime {
-    Ktime::from_nanos((j as u128 * GIGA).div_ceil(F as u128) as u64)
+    EDGES.edge(j)
 }
 
 fn config(hz: u64, nohz: bool, highres: bool) -> TickConfig {
@@ -108,23 +111,13 @@ const PIT: Profile = Profile {
     max_late: Nanos::from_nanos(18 * 839 - 1),
 };
 
-/// A port bus on which every access takes `per_access` of true time
+/// The model behind a bus on which every access takes 1 µs of true time
 /// (ISA I/O is ~1 µs; a VM exit more).
-struct SlowBus {
+fn slow_bus(
+    clock: &Arc<VirtualClock>,
     pit: &'static PitModel,
-    clock: Arc<VirtualClock>,
-    per_access: Nanos,
-}
-
-impl PortIo for SlowBus {
-    fn inb(&self, port: u16) -> u8 {
-        self.clock.advance_by(self.per_access);
-        self.pit.inb(port)
-    }
-    fn outb(&self, port: u16, value: u8) {
-        self.clock.advance_by(self.per_access);
-        self.pit.outb(port, value);
-    }
+) -> &'static SlowBus<'static, PitModel> {
+    SlowBus::new(clock, pit, Nanos::from_micros(1)).leak()
 }
 
 // ----- counter 0 as the tick device ----------------------------------------
@@ -212,7 +205,7 @@ fn nohz_idle_timer_at_3_7s_rearms_every_max_delta_and_fires_on_time() {
     // writes happen exactly on edges (in the handler): hop k ends at edge
     // 0x8000·k. The last hop is programmed with what remains.
     let expiry = Ktime::from_millis(3_700);
-    let max_delta_ns = (0x7FFFu128 * GIGA / F as u128) as u64;
+    let max_delta_ns = (0x7FFFu128 * 1_000_000_000 / F as u128) as u64;
     assert_eq!(max_delta_ns, 27_461_862);
     let mut hops = 1u64;
     while expiry.as_nanos() - edge(0x8000 * hops).as_nanos() > max_delta_ns {
@@ -301,11 +294,7 @@ fn driver_latch_reads_match_the_model_while_counting() {
 fn probe_sees_a_counting_pit_within_two_reads_over_slow_port_io() {
     let clock = VirtualClock::new();
     let model = PitModel::new(clock.clone()).leak();
-    let bus = Box::leak(Box::new(SlowBus {
-        pit: model,
-        clock: clock.clone(),
-        per_access: Nanos::from_micros(1),
-    }));
+    let bus = slow_bus(&clock, model);
     let cs = PitClockSource::new(Pit::new(bus), Ch2Options::REFERENCE);
     // A read is 3 µs of port I/O: more than three PIT clocks.
     assert_eq!(cs.probe(pit::source::PROBE_READS), Ok(2));
@@ -333,11 +322,7 @@ fn probe_reports_a_missing_pit_instead_of_hanging() {
 fn probe_reports_a_pit_whose_clock_is_gated_off() {
     let clock = VirtualClock::new();
     let model = PitModel::new(clock.clone()).leak();
-    let bus = Box::leak(Box::new(SlowBus {
-        pit: model,
-        clock: clock.clone(),
-        per_access: Nanos::from_micros(1),
-    }));
+    let bus = slow_bus(&clock, model);
     let cs = PitClockSource::new(Pit::new(bus), Ch2Options::REFERENCE);
     model.set_clock_running(false);
     assert!(matches!(
@@ -365,37 +350,12 @@ fn probe_reports_a_pit_whose_clock_is_gated_off() {
 fn calibrates_a_3ghz_tsc_against_counter_2_within_the_stated_bound() {
     let clock = VirtualClock::new();
     let model = PitModel::new(clock.clone()).leak();
-    let bus = Box::leak(Box::new(SlowBus {
-        pit: model,
-        clock: clock.clone(),
-        per_access: Nanos::from_micros(1),
-    }));
-    let cs = PitClockSource::new(Pit::new(bus), Ch2Options::REFERENCE);
-    let tsc = SimCounter::new(
-        clock.clone(),
-        CounterConfig::new("tsc", Hertz::new(3_000_000_000)),
-    );
-    let c = calibrate(
-        &cs,
-        || tsc.read(),
-        tsc.mask(),
-        Nanos::from_millis(10),
-        100_000,
-    )
-    .unwrap();
-    let off = clocksource::calibrate::ppm_off(c.frequency, Hertz::new(3_000_000_000));
-    assert!(off <= c.error_ppm as u64, "{c:?}: off by {off} ppm");
-    // The bound calibrate() states: half of each bracket plus one clock of
-    // quantisation per end. A bracket here is one 3 µs read (3.58 PIT
-    // clocks: at most 4 clocks wide), so at most 2 + 2 + 2 = 6 clocks of
-    // the ≥ 11932 in the 10 ms window (503 ppm), plus one TSC cycle of
-    // the 30 million counted (1 ppm).
-    let window_clocks = c.window.as_nanos() as u128 * F as u128 / GIGA;
-    assert!(
-        c.error_ppm as u128 <= (6 * 1_000_000u128).div_ceil(window_clocks) + 1,
-        "{c:?}"
-    );
-    println!("calibration against pit-ch2: {c:?}, off by {off} ppm");
+    let cs = PitClockSource::new(Pit::new(slow_bus(&clock, model)), Ch2Options::REFERENCE);
+    // A bracket is one 3 µs read (3.58 PIT clocks: at most 4 wide), so at
+    // most 2 + 2 + 2 = 6 clocks of the ≥ 11932 in the 10 ms window
+    // (503 ppm), plus one TSC cycle of the 30 million counted (1 ppm).
+    let c = conformance::calibrates_a_3ghz_tsc("pit", &clock, &cs, Hertz::new(F), 4);
+    assert!(c.error_ppm <= 504, "{c:?}");
 }
 
 #[test]
