@@ -39,9 +39,8 @@
 //! exit codes, result lines, I/O APIC encoding, expectations, the idle
 //! analysis, the log ring, the documented figures, memory) build and are
 //! unit-tested on the host (`xtask` uses `result` and `exit`); the modules
-//! that touch the machine exist only for `target_os = "none"`. Each module
-//! is also re-exported at the crate root under its old name (`crate::kernel`
-//! is `crate::embed::kernel`), so paths written before the regrouping hold.
+//! that touch the machine exist only for `target_os = "none"`. Modules are
+//! named by their folder (`guest::embed::kernel`, `guest::rig::result`).
 //!
 //! Cargo features select the time sources (`hpet`, `lapic`, `pit`, `tsc`,
 //! `acpi_pm`) and each one's tickless capability (`hpet-nohz`, `lapic-nohz`,
@@ -53,17 +52,3 @@ pub mod arch;
 pub mod embed;
 pub mod platform;
 pub mod rig;
-
-pub use arch::{cmdline, exit, phys, pvh};
-pub use embed::klog;
-pub use platform::{acpi, firmware, ioapic};
-pub use rig::{documented, expect, idle, result};
-
-#[cfg(target_os = "none")]
-pub use arch::{boot, cpu, idt, interrupts, serial};
-#[cfg(target_os = "none")]
-pub use embed::{kernel, sources};
-#[cfg(target_os = "none")]
-pub use platform::{apic, pic};
-#[cfg(target_os = "none")]
-pub use rig::{suite, table};

@@ -1,5 +1,5 @@
 //! The guest kernel's binary: `kmain`, called by the PVH boot code
-//! (`guest::boot`), and the panic handler.
+//! (`guest::arch::boot`), and the panic handler.
 //!
 //! Built only for `x86_64-unknown-none` (`cargo xtask build`); on the host
 //! this binary is a stub that says so, so that `cargo build --workspace`
@@ -27,13 +27,13 @@
 mod kernel {
     use core::panic::PanicInfo;
 
-    use guest::cmdline;
-    use guest::exit::{exit, ExitCode};
-    use guest::expect::LossBound;
-    use guest::result::Verdict;
+    use guest::arch::cmdline;
+    use guest::arch::exit::{exit, ExitCode};
+    use guest::rig::expect::LossBound;
+    use guest::rig::result::Verdict;
     use guest::{
-        boot, cpu, firmware, idt, interrupts, kernel, pic, println, pvh, serial, sources, suite,
-        table,
+        arch::boot, arch::cpu, arch::idt, arch::interrupts, arch::pvh, arch::serial, embed::kernel,
+        embed::sources, platform::firmware, platform::pic, println, rig::suite, rig::table,
     };
     use log::{error, info, warn, LevelFilter};
     use raw_cpuid::Hypervisor;
@@ -41,7 +41,7 @@ mod kernel {
     /// The vector the boot self-test registers a handler on.
     const SELF_TEST_VECTOR: u8 = 0x40;
 
-    /// The entry from `guest::boot`: `start_info` is the physical address
+    /// The entry from `guest::arch::boot`: `start_info` is the physical address
     /// of the PVH `hvm_start_info`.
     #[no_mangle]
     extern "sysv64" fn kmain(start_info: u32) -> ! {

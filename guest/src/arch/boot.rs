@@ -35,9 +35,9 @@
 use core::arch::global_asm;
 use core::fmt;
 
-use crate::cmdline;
-use crate::phys::IdentityMap;
-use crate::pvh::{self, PhysAddr, StartInfo, StartInfoError};
+use crate::arch::cmdline;
+use crate::arch::phys::IdentityMap;
+use crate::arch::pvh::{self, PhysAddr, StartInfo, StartInfoError};
 
 /// Bytes of the boot stack (in `.bss`).
 /// 1 MiB: the kernel state (the tick system with its timer storage inline,

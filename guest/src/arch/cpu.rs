@@ -46,7 +46,7 @@ pub enum Mtrrs {
 /// software KVM here honours them, and the guest then runs ~500× slower
 /// (a timer interrupt that runs 6 timers took 60 ms). Enabling them with
 /// default type WB and no variable range leaves the MMIO window uncached
-/// through the page tables (PCD|PWT → PAT UC, `crate::boot`): the effective
+/// through the page tables (PCD|PWT → PAT UC, `crate::arch::boot`): the effective
 /// type is the stronger, UC.
 ///
 /// Call once at boot with interrupts disabled, before anything relies on

@@ -58,16 +58,16 @@ pub fn exit(code: ExitCode) -> ! {
     use x86_64::instructions::port::PortWriteOnly;
 
     // The log ring's last records, before the machine stops.
-    crate::serial::emergency_drain();
+    crate::arch::serial::emergency_drain();
     let mut port = PortWriteOnly::<u32>::new(ISA_DEBUG_EXIT_PORT);
     // SAFETY: port 0xf4 is the isa-debug-exit device in the machines we
     // boot on; on a machine without it, the port is unassigned and the write
     // is ignored. Either way no memory is affected.
     unsafe { port.write(code.port_value()) };
-    crate::serial::emergency_print(format_args!(
+    crate::arch::serial::emergency_print(format_args!(
         "\nexit: isa-debug-exit did not stop the machine ({code:?}); halting\n"
     ));
-    crate::cpu::halt_forever()
+    crate::arch::cpu::halt_forever()
 }
 
 #[cfg(test)]

@@ -36,7 +36,7 @@ use core::arch::global_asm;
 use x86_64::structures::idt::InterruptDescriptorTable;
 use x86_64::VirtAddr;
 
-use crate::interrupts::dispatch;
+use crate::arch::interrupts::dispatch;
 
 /// Bytes per entry stub.
 const STUB_SIZE: u64 = 16;

@@ -1,6 +1,6 @@
 //! Where interrupts go: the exception reports and the handler table.
 //!
-//! Every IDT entry leads, through a stub in [`crate::idt`], to
+//! Every IDT entry leads, through a stub in [`crate::arch::idt`], to
 //! `dispatch` with the vector, the error code (0 where the CPU pushes
 //! none) and the interrupt frame:
 //!
@@ -23,8 +23,8 @@
 //! vector: local APIC, IOAPIC line, ...). It must not block or take a lock
 //! the interrupted code could hold. It may log (`log`, `println!`): while
 //! [`in_interrupt`] says so, that goes to the log ring
-//! ([`crate::klog`]), never to the console, and is printed after the
-//! handler by normal code ([`crate::serial`]).
+//! ([`crate::embed::klog`]), never to the console, and is printed after the
+//! handler by normal code ([`crate::arch::serial`]).
 //!
 //! The table is lock-free (one atomic word per vector), so registering from
 //! normal code can never deadlock against the interrupt path.
@@ -33,8 +33,8 @@ use core::fmt;
 use core::ops::RangeInclusive;
 use core::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 
-use crate::exit::{exit, ExitCode};
-use crate::serial::emergency_print;
+use crate::arch::exit::{exit, ExitCode};
+use crate::arch::serial::emergency_print;
 
 /// A handler for one vector; it receives the vector it was called for.
 pub type Handler = fn(vector: u8);
@@ -44,7 +44,7 @@ pub const FIRST_EXTERNAL_VECTOR: u8 = 32;
 /// The local APIC's spurious-interrupt vector (set in its SVR): ignored.
 pub const SPURIOUS_VECTOR: u8 = 0xFF;
 /// The vectors [`allocate`] hands out. 0x20–0x2F are left to the remapped
-/// PIC (see [`crate::pic`]); above 0xEF sit the fixed system vectors a
+/// PIC (see [`crate::platform::pic`]); above 0xEF sit the fixed system vectors a
 /// driver may [`register`] directly (higher vector = higher APIC priority
 /// class).
 pub const DYNAMIC_VECTORS: RangeInclusive<u8> = 0x30..=0xEF;
@@ -147,7 +147,7 @@ pub fn breakpoint_count() -> u64 {
     BREAKPOINTS.load(Ordering::Relaxed)
 }
 
-/// Called by the IDT stubs (`crate::idt`) for every vector, with
+/// Called by the IDT stubs (`crate::arch::idt`) for every vector, with
 /// interrupts disabled.
 pub(crate) extern "sysv64" fn dispatch(vector: u64, error_code: u64, frame: &InterruptFrame) {
     // The stubs push vectors 0..=255 only.
@@ -189,8 +189,8 @@ fn external(vector: u8) {
 /// local APIC (none here: the 8259s are masked) is not in service, and an
 /// EOI then would acknowledge another, in-service, interrupt.
 fn unhandled(vector: u8) {
-    if crate::apic::in_service(vector) {
-        crate::apic::eoi();
+    if crate::platform::apic::in_service(vector) {
+        crate::platform::apic::eoi();
     }
     if UNHANDLED[usize::from(vector)].fetch_add(1, Ordering::Relaxed) == 0 {
         log::warn!(
@@ -204,11 +204,11 @@ fn exception(vector: u8, error_code: u64, frame: &InterruptFrame) {
         BREAKPOINTS.fetch_add(1, Ordering::Relaxed);
         // RIP is past the `int3`: returning resumes the code. What the log
         // ring holds came first.
-        crate::serial::emergency_drain();
+        crate::arch::serial::emergency_drain();
         emergency_print(format_args!("#BP breakpoint at rip={:#x}\n", frame.rip));
         return;
     }
-    crate::serial::emergency_drain();
+    crate::arch::serial::emergency_drain();
     emergency_print(format_args!(
         "\nEXCEPTION {vector} {}: error_code={error_code:#x} rip={:#x} cs={:#x} \
          rflags={:#x} rsp={:#x}\n",

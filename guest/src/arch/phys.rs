@@ -3,17 +3,17 @@
 //! slice in host tests and the fuzz harness ([`SliceMem`]).
 //!
 //! Everything the guest reads that a loader or firmware wrote — the PVH
-//! start info, its memory map and command line (`crate::pvh`), the ACPI
-//! tables (`crate::acpi`) — goes through this one trait, so a bad pointer
+//! start info, its memory map and command line (`crate::arch::pvh`), the ACPI
+//! tables (`crate::platform::acpi`) — goes through this one trait, so a bad pointer
 //! is a [`MapError`] the reader reports, never a fault: the metal
 //! implementation refuses address 0, a range whose end overflows, and
 //! anything ending past the 4 GiB the boot page tables identity-map
-//! (`crate::boot`).
+//! (`crate::arch::boot`).
 
 use core::fmt;
 
 /// The first physical address the boot page tables do not map (they
-/// identity-map 0–4 GiB with 2 MiB pages, `crate::boot`): nothing at or
+/// identity-map 0–4 GiB with 2 MiB pages, `crate::arch::boot`): nothing at or
 /// past it can be read.
 pub const MAPPED_LIMIT: u64 = 1 << 32;
 
@@ -81,7 +81,7 @@ impl<M: PhysMem + ?Sized> PhysMem for &M {
 
 /// Physical memory that is one byte slice at `base`, below 4 GiB as in the
 /// guest: what a fuzz harness or a test hands the readers
-/// ([`crate::acpi::read_tables`], [`crate::pvh::StartInfo::read`]; put the
+/// ([`crate::platform::acpi::read_tables`], [`crate::arch::pvh::StartInfo::read`]; put the
 /// RSDP and the tables in `bytes`, pass `base + offset` as addresses).
 /// Reads outside the slice, at 0, or ending past 4 GiB fail.
 #[derive(Debug, Clone, Copy)]

@@ -14,7 +14,7 @@
 //! ```
 //!
 //! Parsing works on bytes, and reading goes through [`PhysMem`]
-//! ([`crate::phys`]), so both are tested on the host over a byte image (and
+//! ([`crate::arch::phys`]), so both are tested on the host over a byte image (and
 //! fuzzed: the `fuzz` crate). On metal the memory is the boot code's
 //! identity map of the first 4 GiB; a structure or memory-map entry that is
 //! not inside it is an error or ends the map, never a fault. The command
@@ -25,9 +25,9 @@
 use core::fmt;
 
 #[cfg(target_os = "none")]
-use crate::phys::IdentityMap;
-use crate::phys::PhysMem;
-pub use crate::phys::MAPPED_LIMIT;
+use crate::arch::phys::IdentityMap;
+use crate::arch::phys::PhysMem;
+pub use crate::arch::phys::MAPPED_LIMIT;
 
 /// `hvm_start_info.magic`: "xEn3" with the 0x80 bit of the "E" set.
 pub const START_INFO_MAGIC: u32 = 0x336e_c578;
@@ -429,7 +429,7 @@ pub unsafe fn memory_map(info: &StartInfo) -> MemoryMap<'static, IdentityMap> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::phys::{MapError, SliceMem};
+    use crate::arch::phys::{MapError, SliceMem};
 
     fn v1(cmdline: u64, rsdp: u64, memmap: u64, entries: u32) -> [u8; START_INFO_V1_LEN] {
         let mut b = [0u8; START_INFO_V1_LEN];

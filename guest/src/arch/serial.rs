@@ -43,9 +43,9 @@ use log::{LevelFilter, Log, Metadata};
 use x86_64::instructions::interrupts::{are_enabled, without_interrupts};
 use x86_64::instructions::port::{Port, PortReadOnly, PortWriteOnly};
 
-use crate::interrupts::in_interrupt;
-use crate::klog::{Record, Ring, RECORD_MAX};
-use crate::result::TextBuf;
+use crate::arch::interrupts::in_interrupt;
+use crate::embed::klog::{Record, Ring, RECORD_MAX};
+use crate::rig::result::TextBuf;
 
 /// The I/O base of COM1.
 pub const COM1: u16 = 0x3F8;
@@ -276,7 +276,7 @@ pub fn emergency_print(args: fmt::Arguments<'_>) {
 #[macro_export]
 macro_rules! print {
     ($($arg:tt)*) => {
-        $crate::serial::print(::core::format_args!($($arg)*))
+        $crate::arch::serial::print(::core::format_args!($($arg)*))
     };
 }
 
@@ -284,10 +284,10 @@ macro_rules! print {
 #[macro_export]
 macro_rules! println {
     () => {
-        $crate::serial::print(::core::format_args!("\n"))
+        $crate::arch::serial::print(::core::format_args!("\n"))
     };
     ($($arg:tt)*) => {
-        $crate::serial::print(::core::format_args!("{}\n", ::core::format_args!($($arg)*)))
+        $crate::arch::serial::print(::core::format_args!("{}\n", ::core::format_args!($($arg)*)))
     };
 }
 

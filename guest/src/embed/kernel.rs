@@ -37,8 +37,8 @@ use clockevents::{CpuId, DeviceId, Owner};
 use clocksource::{ClockSource, Cycles, CyclesToNs, InlineRead, Ktime, Nanos, PublishedClock};
 use tick::{IdleDepth, Rearm, TickMode, TickSystem, Timer, TimerFn, TimerSlot};
 
-pub use crate::idle::{IrqRecord, IRQ_LOG_LEN};
-use crate::{apic, cpu, serial};
+pub use crate::rig::idle::{IrqRecord, IRQ_LOG_LEN};
+use crate::{arch::cpu, arch::serial, platform::apic};
 
 /// Timer slots of the CPU (the one-shot test queues 1000 at once).
 pub const TIMERS: usize = 1280;

@@ -6,7 +6,7 @@
 //! byte); written from a handler that holds the kernel lock with
 //! interrupts off, that is 9 ms of every timer interrupt delayed. So such
 //! records are copied here instead, and drained to the console later, with
-//! interrupts enabled (`crate::serial`).
+//! interrupts enabled (`crate::arch::serial`).
 //!
 //! ```text
 //!   buf: [u8; N], used as a circle from `start`, `len` bytes in use

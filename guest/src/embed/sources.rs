@@ -46,13 +46,13 @@ use clocksource::{ClockSource, Hertz, Nanos};
 use hw::metal::MetalMmio;
 use tick::{TickConfig, TickSystem, TimerSlot};
 
-use crate::apic::{self, LocalApic};
-use crate::cmdline::Options;
-use crate::firmware::Platform;
-use crate::ioapic::{IoApic, RedirectionEntry};
-use crate::kernel::{self, Irq0, Kernel, Tick, TIMERS};
-use crate::result::TextBuf;
-use crate::{firmware, interrupts};
+use crate::arch::cmdline::Options;
+use crate::embed::kernel::{self, Irq0, Kernel, Tick, TIMERS};
+use crate::platform::apic::{self, LocalApic};
+use crate::platform::firmware::Platform;
+use crate::platform::ioapic::{IoApic, RedirectionEntry};
+use crate::rig::result::TextBuf;
+use crate::{arch::interrupts, platform::firmware};
 
 /// A short note for the boot table.
 pub type Note = TextBuf<120>;
@@ -498,7 +498,7 @@ pub fn lapic_timer_vector() -> u8 {
 fn init_ioapics(platform: &Platform, inv: &mut Inventory) {
     for (i, info) in platform.ioapics.iter().enumerate() {
         let Some(info) = info else { continue };
-        if !apic::in_mmio_window(info.address, crate::ioapic::BLOCK_SIZE as u64) {
+        if !apic::in_mmio_window(info.address, crate::platform::ioapic::BLOCK_SIZE as u64) {
             inv.skip(format_args!(
                 "I/O APIC {} at {:#x}: outside the uncached MMIO window, unused",
                 info.id, info.address
@@ -510,7 +510,7 @@ fn init_ioapics(platform: &Platform, inv: &mut Inventory) {
         };
         // SAFETY: the MADT's I/O APIC register block, inside the window the
         // boot page tables map uncached (checked); only this driver uses it.
-        let mmio = unsafe { MetalMmio::new(ptr, crate::ioapic::BLOCK_SIZE) };
+        let mmio = unsafe { MetalMmio::new(ptr, crate::platform::ioapic::BLOCK_SIZE) };
         match IoApic::new(mmio, info.gsi_base) {
             Ok(io) => {
                 io.mask_all();
@@ -595,7 +595,11 @@ fn hpet_clocksource_up(
             return None;
         }
         let Some(table) = platform.hpet else {
-            if platform.notes.about(crate::acpi::Signature::HPET).is_some() {
+            if platform
+                .notes
+                .about(crate::platform::acpi::Signature::HPET)
+                .is_some()
+            {
                 inv.skip(format_args!(
                     "hpet: the ACPI HPET table was skipped (firmware)"
                 ));

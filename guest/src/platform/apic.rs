@@ -29,7 +29,7 @@ use hw::metal::{MetalMmio, MetalMsrs};
 use hw::{Mmio, MsrAccess};
 use raw_cpuid::CpuId;
 
-use crate::interrupts;
+use crate::arch::interrupts;
 
 /// The vector of the APIC error interrupt (Linux `ERROR_APIC_VECTOR`).
 pub const ERROR_VECTOR: u8 = 0xFE;
@@ -202,7 +202,7 @@ static MSRS: spin::Once<MetalMsrs> = spin::Once::new();
 static ERRORS: AtomicU64 = AtomicU64::new(0);
 
 /// Whether `base .. base + len` lies in the window the boot page tables map
-/// uncached (3–4 GiB, `crate::boot`).
+/// uncached (3–4 GiB, `crate::arch::boot`).
 pub fn in_mmio_window(base: u64, len: u64) -> bool {
     base >= 0xC000_0000 && base.saturating_add(len) <= 1 << 32
 }

@@ -1,5 +1,5 @@
 //! What the firmware says about the machine: the ACPI tables, read with
-//! the bounds-checked reader [`crate::acpi`], turned into a [`Platform`].
+//! the bounds-checked reader [`crate::platform::acpi`], turned into a [`Platform`].
 //!
 //! ```text
 //!   PVH start info ── rsdp ──► platform_from(IdentityMap, rsdp, IA32_APIC_BASE)
@@ -14,8 +14,8 @@
 //!   → Platform, with acpi::Notes: every table skipped and why
 //! ```
 //!
-//! Memory is identity-mapped (0–4 GiB, `crate::boot`): `IdentityMap`
-//! ([`crate::phys`])
+//! Memory is identity-mapped (0–4 GiB, `crate::arch::boot`): `IdentityMap`
+//! ([`crate::arch::phys`])
 //! reads a table's physical address as its address, and refuses address 0
 //! and anything that ends past 4 GiB with an error, never a panic.
 //! Everything but that and the `IA32_APIC_BASE` read is pure
@@ -35,14 +35,16 @@
 
 use core::fmt;
 
-use crate::acpi::fadt::PmTimer;
-use crate::acpi::madt::{self, Entry};
-use crate::acpi::{self, Note, Notes, PhysMem, Problem as AcpiProblem, RootError, Subject};
-use crate::ioapic::IsaRoute;
 #[cfg(target_os = "none")]
-use crate::phys::IdentityMap;
+use crate::arch::phys::IdentityMap;
 #[cfg(target_os = "none")]
-use crate::pvh::PhysAddr;
+use crate::arch::pvh::PhysAddr;
+use crate::platform::acpi::fadt::PmTimer;
+use crate::platform::acpi::madt::{self, Entry};
+use crate::platform::acpi::{
+    self, Note, Notes, PhysMem, Problem as AcpiProblem, RootError, Subject,
+};
+use crate::platform::ioapic::IsaRoute;
 
 /// I/O APICs kept (QEMU has one).
 pub const MAX_IOAPICS: usize = 4;
@@ -152,7 +154,7 @@ impl Platform {
 #[cfg(target_os = "none")]
 pub fn discover(rsdp: Option<PhysAddr>) -> Platform {
     // SAFETY: the boot identity map is in place for the kernel's whole life
-    // (`crate::boot`), and the ACPI tables are in RAM: reading them has no
+    // (`crate::arch::boot`), and the ACPI tables are in RAM: reading them has no
     // side effect.
     let mem = unsafe { IdentityMap::new() };
     platform_from(&mem, rsdp.map(PhysAddr::as_u64), apic_base_msr())
@@ -336,14 +338,14 @@ pub fn apic_base_msr() -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::acpi::build;
-    use crate::acpi::madt::WalkStop;
-    use crate::acpi::tests::{
+    use crate::arch::phys::MAPPED_LIMIT;
+    use crate::platform::acpi::build;
+    use crate::platform::acpi::madt::WalkStop;
+    use crate::platform::acpi::tests::{
         qemu_hpet, qemu_image, qemu_madt, Image, HPET, MADT, OEM, RSDP, RSDT,
     };
-    use crate::acpi::{MapError, RsdpError, Signature, TableError};
-    use crate::ioapic::{Polarity, Trigger};
-    use crate::phys::MAPPED_LIMIT;
+    use crate::platform::acpi::{MapError, RsdpError, Signature, TableError};
+    use crate::platform::ioapic::{Polarity, Trigger};
 
     /// What the tests pretend `IA32_APIC_BASE` says: not the MADT's value,
     /// so which one was used shows.
@@ -487,7 +489,12 @@ mod tests {
     #[test]
     fn a_bad_madt_checksum_means_no_madt() {
         let mut m = qemu_image();
-        m.put(MADT, crate::acpi::tests::qemu_madt().poke(36, 1).as_bytes());
+        m.put(
+            MADT,
+            crate::platform::acpi::tests::qemu_madt()
+                .poke(36, 1)
+                .as_bytes(),
+        );
         let p = platform_from(&m, Some(RSDP), MSR_BASE);
         assert_eq!(p.problem, Some(Problem::NoMadt));
         assert_eq!(

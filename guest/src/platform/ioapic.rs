@@ -17,7 +17,7 @@
 //! ```
 //!
 //! Two accesses make one register access, so an [`IoApic`] is used under a
-//! lock ([`crate::kernel`] keeps it in a `spin::Mutex`, touched with
+//! lock ([`crate::embed::kernel`] keeps it in a `spin::Mutex`, touched with
 //! interrupts off). An entry is written masked first and unmasked last, so
 //! a half-written entry never delivers.
 //!

@@ -12,7 +12,7 @@ use core::ops::RangeInclusive;
 
 use clocksource::{Ktime, Nanos};
 
-use crate::result::TextBuf;
+use crate::rig::result::TextBuf;
 
 /// How many wake-ups a cap of `every` forces in a gap of `gap` between two
 /// wake-ups that happen anyway (a timer, a watchdog check, the start).

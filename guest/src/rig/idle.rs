@@ -11,9 +11,9 @@ use core::fmt;
 use clocksource::{Ktime, Nanos};
 use tick::TickMode;
 
-use crate::documented::Figure;
-use crate::expect::forced_range;
-use crate::result::{Line, TextBuf};
+use crate::rig::documented::Figure;
+use crate::rig::expect::forced_range;
+use crate::rig::result::{Line, TextBuf};
 
 /// Interrupts the interrupt log keeps (2 s of a 1000 Hz tick, and some).
 pub const IRQ_LOG_LEN: usize = 2200;
@@ -102,8 +102,8 @@ impl fmt::Display for ModeWord {
     }
 }
 
-/// The watchdog's interval, as documented (Linux's; [`crate::documented`]).
-pub const WATCHDOG_INTERVAL: Nanos = crate::documented::WATCHDOG_INTERVAL;
+/// The watchdog's interval, as documented (Linux's; [`crate::rig::documented`]).
+pub const WATCHDOG_INTERVAL: Nanos = crate::rig::documented::WATCHDOG_INTERVAL;
 /// Tolerance when matching programmed times (see the module docs).
 pub const SLACK: Nanos = Nanos::from_millis(1);
 /// How long after an interrupt the device may be re-armed (the idle loop
@@ -171,7 +171,7 @@ pub struct Measured {
     pub dropped: u64,
     /// What the drivers and the tick layer reported beside the documented
     /// figures that `max_delta`, `max_deferment` and `wd_deferral` were
-    /// taken from ([`crate::documented`]); each must hold.
+    /// taken from ([`crate::rig::documented`]); each must hold.
     pub figures: [Option<Figure>; 4],
 }
 
@@ -922,9 +922,10 @@ mod tests {
     #[test]
     fn a_figure_that_does_not_hold_fails_the_window() {
         let (mut m, log) = hpet_window(&[]);
-        m.figures[0] = crate::documented::device_max_delta("hpet", m.max_delta, 0, true);
+        m.figures[0] = crate::rig::documented::device_max_delta("hpet", m.max_delta, 0, true);
         assert_eq!(analyse(&m, &log).nohz_failures(&m).as_str(), "");
-        m.figures[0] = crate::documented::device_max_delta("hpet", Nanos::from_secs(10), 0, true);
+        m.figures[0] =
+            crate::rig::documented::device_max_delta("hpet", Nanos::from_secs(10), 0, true);
         assert_eq!(
             analyse(&m, &log).nohz_failures(&m).as_str(),
             "hpet-max-delta "

@@ -8,15 +8,15 @@ use core::fmt;
 use clockevents::{DeviceInfo, Features, Owner, Programming};
 use clocksource::{ClockSourceFlags, Hertz, Nanos};
 
-use crate::acpi::Signature;
-use crate::apic;
-use crate::cmdline::Options;
-use crate::firmware::{Origin, Platform};
-use crate::kernel::Kernel;
+use crate::arch::cmdline::Options;
+use crate::embed::kernel::Kernel;
+use crate::embed::sources::{self, Inventory};
+use crate::platform::acpi::Signature;
+use crate::platform::apic;
+use crate::platform::firmware::{Origin, Platform};
 use crate::println;
-use crate::result::Line;
-use crate::sources::{self, Inventory};
-use crate::suite::{Accel, ModeWord, TickState};
+use crate::rig::result::Line;
+use crate::rig::suite::{Accel, ModeWord, TickState};
 
 /// A frequency as `100.000 MHz`.
 pub struct Freq(pub Hertz);
@@ -30,7 +30,7 @@ impl fmt::Display for Freq {
             _ => ("GHz", 1_000_000_000),
         };
         let s = TextNum(hz, div);
-        f.pad(crate::result::TextBuf::<24>::format(format_args!("{s} {unit}")).as_str())
+        f.pad(crate::rig::result::TextBuf::<24>::format(format_args!("{s} {unit}")).as_str())
     }
 }
 
@@ -62,15 +62,18 @@ pub struct Dur(pub Nanos);
 impl fmt::Display for Dur {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let ns = self.0.as_nanos();
-        let t: crate::result::TextBuf<24> = match ns {
-            0..=999 => crate::result::TextBuf::format(format_args!("{ns} ns")),
+        let t: crate::rig::result::TextBuf<24> = match ns {
+            0..=999 => crate::rig::result::TextBuf::format(format_args!("{ns} ns")),
             1_000..=999_999 => {
-                crate::result::TextBuf::format(format_args!("{} us", TextNum(ns, 1_000)))
+                crate::rig::result::TextBuf::format(format_args!("{} us", TextNum(ns, 1_000)))
             }
             1_000_000..=999_999_999 => {
-                crate::result::TextBuf::format(format_args!("{} ms", TextNum(ns, 1_000_000)))
+                crate::rig::result::TextBuf::format(format_args!("{} ms", TextNum(ns, 1_000_000)))
             }
-            _ => crate::result::TextBuf::format(format_args!("{} s", TextNum(ns, 1_000_000_000))),
+            _ => crate::rig::result::TextBuf::format(format_args!(
+                "{} s",
+                TextNum(ns, 1_000_000_000)
+            )),
         };
         f.pad(t.as_str())
     }
@@ -82,7 +85,7 @@ struct FeatureWords(DeviceInfo);
 
 impl fmt::Display for FeatureWords {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let mut t: crate::result::TextBuf<64> = crate::result::TextBuf::new();
+        let mut t: crate::rig::result::TextBuf<64> = crate::rig::result::TextBuf::new();
         let deadline = self.0.programming() == Programming::Deadline;
         for (on, word) in [
             (self.0.features.contains(Features::PERIODIC), "periodic"),
@@ -106,7 +109,7 @@ struct FlagWords(ClockSourceFlags, bool);
 
 impl fmt::Display for FlagWords {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let mut t: crate::result::TextBuf<64> = crate::result::TextBuf::new();
+        let mut t: crate::rig::result::TextBuf<64> = crate::rig::result::TextBuf::new();
         for (flag, word) in [
             (ClockSourceFlags::CONTINUOUS, "cont"),
             (ClockSourceFlags::VALID_FOR_HRES, "hres"),
@@ -137,15 +140,15 @@ pub fn print(k: &Kernel, inv: &Inventory, platform: &Platform, opts: &Options<'_
     println!(
         "firmware  ACPI RSDP {} (OEM {}), {} CPU(s){}",
         platform.rsdp.map_or(
-            crate::result::TextBuf::<24>::format(format_args!("none")),
-            |r| { crate::result::TextBuf::format(format_args!("{r:#x}")) }
+            crate::rig::result::TextBuf::<24>::format(format_args!("none")),
+            |r| { crate::rig::result::TextBuf::format(format_args!("{r:#x}")) }
         ),
         oem.trim(),
         platform.cpus,
         platform
             .problem
-            .map_or(crate::result::TextBuf::<160>::new(), |p| {
-                crate::result::TextBuf::format(format_args!(" — {p}"))
+            .map_or(crate::rig::result::TextBuf::<160>::new(), |p| {
+                crate::rig::result::TextBuf::format(format_args!(" — {p}"))
             })
     );
     println!(
@@ -157,10 +160,10 @@ pub fn print(k: &Kernel, inv: &Inventory, platform: &Platform, opts: &Options<'_
             "IA32_APIC_BASE, last resort"
         },
         match inv.ioapic {
-            Some((id, addr, ver, inputs)) => crate::result::TextBuf::<80>::format(format_args!(
-                " id {id} at {addr:#x} (v{ver:#x}, {inputs} inputs)"
-            )),
-            None => crate::result::TextBuf::format(format_args!(" none usable")),
+            Some((id, addr, ver, inputs)) => crate::rig::result::TextBuf::<80>::format(
+                format_args!(" id {id} at {addr:#x} (v{ver:#x}, {inputs} inputs)")
+            ),
+            None => crate::rig::result::TextBuf::format(format_args!(" none usable")),
         },
         if platform.ioapic_origin == Origin::Acpi {
             " (MADT)"
@@ -180,7 +183,7 @@ pub fn print(k: &Kernel, inv: &Inventory, platform: &Platform, opts: &Options<'_
         isa0.trigger,
         isa0.polarity,
         platform.hpet.map_or(
-            crate::result::TextBuf::<48>::format(format_args!(
+            crate::rig::result::TextBuf::<48>::format(format_args!(
                 "none ({})",
                 if platform.notes.about(Signature::HPET).is_some() {
                     "ACPI HPET table skipped"
@@ -189,12 +192,15 @@ pub fn print(k: &Kernel, inv: &Inventory, platform: &Platform, opts: &Options<'_
                 }
             )),
             |h| {
-                crate::result::TextBuf::format(format_args!("table #{} at {:#x}", h.number, h.base))
+                crate::rig::result::TextBuf::format(format_args!(
+                    "table #{} at {:#x}",
+                    h.number, h.base
+                ))
             }
         ),
         platform.pm_timer_port.map_or(
-            crate::result::TextBuf::<24>::format(format_args!("none")),
-            |p| { crate::result::TextBuf::format(format_args!("port {p:#x}")) }
+            crate::rig::result::TextBuf::<24>::format(format_args!("none")),
+            |p| { crate::rig::result::TextBuf::format(format_args!("port {p:#x}")) }
         ),
     );
     for n in platform.notes.iter() {
@@ -244,21 +250,21 @@ pub fn print(k: &Kernel, inv: &Inventory, platform: &Platform, opts: &Options<'_
     );
     for (_, d, owner) in k.tick.devices().iter() {
         let note = inv.device_note(d.info().name);
-        let role: crate::result::TextBuf<16> = match owner {
+        let role: crate::rig::result::TextBuf<16> = match owner {
             Owner::Cpu(_) => match owner.cpu() {
-                Some(c) => crate::result::TextBuf::format(format_args!("tick {c}")),
-                None => crate::result::TextBuf::format(format_args!("tick ?")),
+                Some(c) => crate::rig::result::TextBuf::format(format_args!("tick {c}")),
+                None => crate::rig::result::TextBuf::format(format_args!("tick ?")),
             },
-            Owner::Broadcast => crate::result::TextBuf::format(format_args!("broadcast")),
-            Owner::Free => crate::result::TextBuf::format(format_args!("-")),
+            Owner::Broadcast => crate::rig::result::TextBuf::format(format_args!("broadcast")),
+            Owner::Free => crate::rig::result::TextBuf::format(format_args!("-")),
         };
-        let range: crate::result::TextBuf<40> = match sources::delta_range_ns(&d.info()) {
-            Some((min, max)) => crate::result::TextBuf::format(format_args!(
+        let range: crate::rig::result::TextBuf<40> = match sources::delta_range_ns(&d.info()) {
+            Some((min, max)) => crate::rig::result::TextBuf::format(format_args!(
                 "{} .. {}",
                 Dur(min.max(Nanos::from_nanos(1))),
                 Dur(max)
             )),
-            None => crate::result::TextBuf::format(format_args!("any future time")),
+            None => crate::rig::result::TextBuf::format(format_args!("any future time")),
         };
         println!(
             "  {} {:<15} {:>4}  {:<12} {:<25} {:<23} {:<11} {}; {}",
@@ -351,14 +357,14 @@ pub fn print_config(k: &Kernel, inv: &Inventory, accel: Accel) {
             .field("cpu_tsc_deadline", c.tsc_deadline as u8)
             .field("cpu_arat", c.arat as u8);
     }
-    let mut devs: crate::result::TextBuf<96> = crate::result::TextBuf::new();
+    let mut devs: crate::rig::result::TextBuf<96> = crate::rig::result::TextBuf::new();
     for (_, d, _) in k.tick.devices().iter() {
         if !devs.as_str().is_empty() {
             let _ = fmt::Write::write_char(&mut devs, ',');
         }
         let _ = fmt::Write::write_str(&mut devs, d.info().name);
     }
-    let mut css: crate::result::TextBuf<96> = crate::result::TextBuf::new();
+    let mut css: crate::rig::result::TextBuf<96> = crate::rig::result::TextBuf::new();
     for e in k.tick.clocksources().iter() {
         if !css.as_str().is_empty() {
             let _ = fmt::Write::write_char(&mut css, ',');

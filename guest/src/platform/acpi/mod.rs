@@ -36,11 +36,11 @@
 //!
 //! # Memory
 //!
-//! Physical memory is read only through [`PhysMem`] ([`crate::phys`]),
+//! Physical memory is read only through [`PhysMem`] ([`crate::arch::phys`]),
 //! which refuses (with a [`MapError`], never a panic) what it cannot map.
 //! The guest's implementation reads its identity map and refuses address
 //! 0, anything whose end passes 4 GiB, and overflow
-//! ([`crate::phys::identity_range`]); the host tests implement it over byte
+//! ([`crate::arch::phys::identity_range`]); the host tests implement it over byte
 //! buffers. Every loop is bounded by a length the
 //! code has checked: the root table's entry count comes from its length
 //! (at most [`sdt::MAX_TABLE_LEN`]), the MADT walk advances by at least
@@ -69,7 +69,7 @@ pub(crate) mod tests;
 
 use core::fmt;
 
-pub use crate::phys::{MapError, PhysMem};
+pub use crate::arch::phys::{MapError, PhysMem};
 
 pub use fadt::Fadt;
 pub use hpet::HpetDescription;

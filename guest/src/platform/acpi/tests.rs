@@ -8,8 +8,8 @@ use super::hpet::HpetTableError;
 use super::madt::{Entry, WalkStop};
 use super::*;
 
-/// The guest maps 0–4 GiB (`crate::boot`).
-use crate::phys::{identity_range, SliceMem, MAPPED_LIMIT as FOUR_GIB};
+/// The guest maps 0–4 GiB (`crate::arch::boot`).
+use crate::arch::phys::{identity_range, SliceMem, MAPPED_LIMIT as FOUR_GIB};
 
 /// Physical memory: a few byte regions; reads must fall inside one, and
 /// pass the guest's identity-map check first.

@@ -1,7 +1,7 @@
 //! `bench-*`: the in-guest benchmarks behind `cargo xtask bench`.
 //!
 //! Benchmarks, not tests: each prints `BENCH <group> key=value …` lines
-//! (the format of [`crate::result`], the groups of `bench/linux`'s program
+//! (the format of [`crate::rig::result`], the groups of `bench/linux`'s program
 //! where the metric is the same) and passes unless it could not measure at
 //! all. Nothing is judged on time.
 //!
@@ -33,10 +33,10 @@ use clocksource::{Cycles, Hertz, InlineRead, Ktime, Nanos, Timekeeper};
 use tick::{IdleDepth, TickMode, TimerAdvance};
 
 use super::{Ctx, TickState};
-use crate::expect::{nearest_rank, Micros};
-use crate::kernel;
-use crate::result::{Line, Verdict};
-use crate::sources;
+use crate::embed::kernel;
+use crate::embed::sources;
+use crate::rig::expect::{nearest_rank, Micros};
+use crate::rig::result::{Line, Verdict};
 
 /// The idle window (Linux's program sleeps 10 s).
 pub const IDLE_WINDOW: Nanos = Nanos::from_secs(10);
@@ -253,7 +253,7 @@ fn idle(_ctx: &Ctx<'_>) -> Verdict {
     // by the cap E (device max delta or clocksource max deferment); late
     // deliveries shift the chain and can only remove some.
     let forced_ideal = if state.mode.is_nohz() {
-        *crate::expect::forced_range(IDLE_WINDOW, e, Nanos::ZERO).end()
+        *crate::rig::expect::forced_range(IDLE_WINDOW, e, Nanos::ZERO).end()
     } else {
         0
     };
@@ -366,7 +366,7 @@ const HIST_EDGES_US: [i64; 14] = [
 impl Samples {
     /// The samples (ns) as counts per [`HIST_EDGES_US`] bucket:
     /// `≤0:n 25:n … >1000:n` (each bucket named by its upper edge).
-    fn histogram(&self) -> crate::result::TextBuf<256> {
+    fn histogram(&self) -> crate::rig::result::TextBuf<256> {
         let mut counts = [0u32; HIST_EDGES_US.len() + 1];
         for &x in &self.v[..self.n] {
             let i = HIST_EDGES_US
@@ -375,7 +375,7 @@ impl Samples {
                 .unwrap_or(HIST_EDGES_US.len());
             counts[i] += 1;
         }
-        let mut t = crate::result::TextBuf::new();
+        let mut t = crate::rig::result::TextBuf::new();
         for (i, c) in counts.iter().enumerate() {
             let _ = match HIST_EDGES_US.get(i) {
                 Some(0) => write!(t, "<=0:{c}"),
@@ -504,8 +504,8 @@ fn lateness_run(advance: &str) {
         .zip(parts.iter_mut())
     {
         if let Some([_, p50, p99, max]) = s.stats() {
-            let key = |q: &str| -> crate::result::TextBuf<32> {
-                crate::result::TextBuf::format(format_args!("{name}_{q}_us"))
+            let key = |q: &str| -> crate::rig::result::TextBuf<32> {
+                crate::rig::result::TextBuf::format(format_args!("{name}_{q}_us"))
             };
             l.field(key("p50").as_str(), SignedMicros(p50))
                 .field(key("p99").as_str(), SignedMicros(p99))
@@ -632,7 +632,7 @@ static CMP: spin::Mutex<[Histogram; 4]> = spin::Mutex::new([
 
 /// Runs `f` with interrupts off (a tick must not land in a sample).
 fn cpu_quiet<R>(f: impl FnOnce() -> R) -> R {
-    crate::cpu::without_interrupts(f)
+    crate::arch::cpu::without_interrupts(f)
 }
 
 /// Consecutive monotonic readings of `tk`: the median difference (Linux's
@@ -847,8 +847,8 @@ fn nohz_path(ctx: &Ctx<'_>) -> Verdict {
         .field("kept_due", kept_due)
         .field("min_delta_raised", dev.min_delta_raised)
         .field("too_late", dev.too_late);
-    let e = crate::expect::Latency::of(&mut enter[..stopped]);
-    let x = crate::expect::Latency::of(&mut exit[..stopped]);
+    let e = crate::rig::expect::Latency::of(&mut enter[..stopped]);
+    let x = crate::rig::expect::Latency::of(&mut exit[..stopped]);
     match (e, x) {
         (Some(e), Some(x)) => l
             .field("enter_median_ns", e.p50)
@@ -921,7 +921,7 @@ fn calibration(ctx: &Ctx<'_>) -> Verdict {
     ];
     let lapic_busy = TickState::now().is_some_and(|s| s.device.starts_with("lapic"));
     #[cfg(feature = "lapic")]
-    if let Some(apic) = crate::apic::get() {
+    if let Some(apic) = crate::platform::apic::get() {
         if lapic_busy {
             not_measured(
                 "calibration",
@@ -931,11 +931,11 @@ fn calibration(ctx: &Ctx<'_>) -> Verdict {
             let (truth, how) = lapic_truth();
             for r in refs.iter().flatten() {
                 let access = match (apic.mode(), apic.mmio()) {
-                    (crate::apic::Mode::XApic, Some(m)) => lapic::Access::xapic(m),
+                    (crate::platform::apic::Mode::XApic, Some(m)) => lapic::Access::xapic(m),
                     _ => lapic::Access::x2apic(apic.msrs()),
                 };
                 let a = rdtsc();
-                let f = crate::cpu::without_interrupts(|| lapic::calibrate_timer(access, *r));
+                let f = crate::arch::cpu::without_interrupts(|| lapic::calibrate_timer(access, *r));
                 let took = tsc.ns(rdtsc().wrapping_sub(a));
                 let found = f.ok().map(|f| {
                     let w = f.calibration.map_or(Nanos::ZERO, |c| c.window);
@@ -953,7 +953,9 @@ fn calibration(ctx: &Ctx<'_>) -> Verdict {
     if let Some((truth, how, bound)) = tsc_truth() {
         for r in refs.iter().flatten() {
             let a = rdtsc();
-            let c = crate::cpu::without_interrupts(|| tsc::calibrate_tsc(&hw::metal::MetalTsc, *r));
+            let c = crate::arch::cpu::without_interrupts(|| {
+                tsc::calibrate_tsc(&hw::metal::MetalTsc, *r)
+            });
             let took = tsc.ns(rdtsc().wrapping_sub(a));
             let mut l = cal_line(
                 "tsc",

@@ -27,9 +27,9 @@
 use clocksource::{ClockSource, Cycles, Nanos};
 
 use super::{report, Ctx, Milli, TickState};
-use crate::expect::{bound_ppb, ppb, Micros, Ppm};
-use crate::result::{Line, Verdict};
-use crate::{cpu, kernel, sources};
+use crate::rig::expect::{bound_ppb, ppb, Micros, Ppm};
+use crate::rig::result::{Line, Verdict};
+use crate::{arch::cpu, embed::kernel, embed::sources};
 
 /// Timekeeper reads in the monotonicity check.
 pub const READS: u32 = 100_000;
@@ -240,6 +240,6 @@ pub fn run(ctx: &Ctx<'_>) -> Verdict {
     report(l, Verdict::from_bool(ok))
 }
 
-fn name_key(name: &str, suffix: &str) -> crate::result::TextBuf<32> {
-    crate::result::TextBuf::format(format_args!("{name}{suffix}"))
+fn name_key(name: &str, suffix: &str) -> crate::rig::result::TextBuf<32> {
+    crate::rig::result::TextBuf::format(format_args!("{name}{suffix}"))
 }

@@ -16,7 +16,7 @@ use clocksource::Nanos;
 
 use super::nohz;
 use super::{Milli, ModeWord, TickState};
-use crate::{kernel, println};
+use crate::{embed::kernel, println};
 
 /// Each phase's length.
 pub const PHASE: Nanos = Nanos::from_secs(2);

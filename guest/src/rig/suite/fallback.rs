@@ -13,9 +13,9 @@
 use clocksource::Nanos;
 
 use super::{measure_ticks, report, Ctx, TickState};
-use crate::acpi::Signature;
-use crate::kernel;
-use crate::result::{Line, Verdict};
+use crate::embed::kernel;
+use crate::platform::acpi::Signature;
+use crate::rig::result::{Line, Verdict};
 
 /// The window.
 pub const WINDOW: Nanos = Nanos::from_millis(500);

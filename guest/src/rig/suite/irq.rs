@@ -4,7 +4,7 @@
 //!
 //! - **no console output in a handler**: a handler on [`LOG_VECTOR`] logs
 //!   a line; the console's byte count does not move while it runs, the
-//!   line is waiting in the log ring ([`crate::klog`]) when the handler
+//!   line is waiting in the log ring ([`crate::embed::klog`]) when the handler
 //!   has returned, and a drain by normal code prints it (the console
 //!   count grows by at least its length, the ring is empty, nothing was
 //!   dropped).
@@ -33,8 +33,10 @@ use clockevents::CpuId;
 use clocksource::Nanos;
 
 use super::{report, Ctx};
-use crate::result::{Line, Verdict};
-use crate::{apic, cpu, interrupts, kernel, serial, sources};
+use crate::rig::result::{Line, Verdict};
+use crate::{
+    arch::cpu, arch::interrupts, arch::serial, embed::kernel, embed::sources, platform::apic,
+};
 
 /// The vector of the handler that logs (priority class 0xF, above the
 /// LAPIC timer's 0xEC: it is delivered whatever timer work is pending).

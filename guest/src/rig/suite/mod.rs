@@ -1,7 +1,7 @@
 //! The in-guest test suite, run on the time sources QEMU (or KVM) emulates.
 //!
 //! `test=<name>[,<name>…]` on the command line picks the tests; each
-//! prints one `RESULT` line ([`crate::result`]) that `cargo xtask test`
+//! prints one `RESULT` line ([`crate::rig::result`]) that `cargo xtask test`
 //! parses into its table, and the run exits pass only if no test failed.
 //!
 //! | name | what it proves |
@@ -30,7 +30,7 @@
 //! lost for good (a periodic device coalesces its edges; a one-shot tick
 //! is re-armed on the next grid point). This host stalls threads past a
 //! 4 ms period several times a second even when idle
-//! ([`crate::expect::TickAccount`] has the measurement), so a tick count
+//! ([`crate::rig::expect::TickAccount`] has the measurement), so a tick count
 //! says more about the host than about us; instead a window is judged by
 //! what the host cannot move ([`TickWindow::judge`]): jiffies exact, the
 //! ticks at HZ by their median interval (± 1 %), none more than the window
@@ -57,15 +57,15 @@ use clockevents::CpuId;
 use raw_cpuid::Hypervisor;
 use tick::{TickMode, TickSystem};
 
-pub use crate::idle::{ModeWord, TickState};
+pub use crate::rig::idle::{ModeWord, TickState};
 
-use crate::cmdline::Options;
-use crate::expect::{LossBound, Micros, TickAccount, MEASURE_ATTEMPTS};
-use crate::firmware::Platform;
-use crate::kernel::{self, Kernel, IRQ_LOG_LEN};
-use crate::result::{Line, Verdict};
-use crate::sources::Inventory;
-use crate::{cpu, println};
+use crate::arch::cmdline::Options;
+use crate::embed::kernel::{self, Kernel, IRQ_LOG_LEN};
+use crate::embed::sources::Inventory;
+use crate::platform::firmware::Platform;
+use crate::rig::expect::{LossBound, Micros, TickAccount, MEASURE_ATTEMPTS};
+use crate::rig::result::{Line, Verdict};
+use crate::{arch::cpu, println};
 
 /// Under what the guest runs (from the CPUID hypervisor leaf).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -186,7 +186,7 @@ pub fn cannot_run(test: &str, v: Verdict, why: impl fmt::Display) -> Verdict {
 /// with TSC-deadline and a TSC of known rate, the `tsc` feature).
 pub fn tickless_built(dev: &str) -> bool {
     let deadline_usable = cfg!(all(feature = "lapic-deadline", feature = "tsc"))
-        && crate::apic::get().is_some_and(|a| a.cpuid().tsc_deadline);
+        && crate::platform::apic::get().is_some_and(|a| a.cpuid().tsc_deadline);
     let lapic = cfg!(feature = "lapic-nohz") || deadline_usable;
     let hpet = cfg!(feature = "hpet-nohz");
     let pit = cfg!(feature = "pit-nohz");
@@ -202,7 +202,7 @@ pub fn tickless_built(dev: &str) -> bool {
 /// it (the device's tickless feature is off, `highres=off`), a failure
 /// otherwise (no device, a clock not valid for high-res, a device that
 /// should offer one-shot and does not).
-pub fn not_highres(state: &TickState) -> (Verdict, crate::result::TextBuf<160>) {
+pub fn not_highres(state: &TickState) -> (Verdict, crate::rig::result::TextBuf<160>) {
     use tick::PeriodicReason as R;
     let (v, why): (Verdict, &dyn fmt::Display) = match (state.mode, state.reason) {
         (TickMode::NoDevice, _) => (Verdict::Fail, &"no tick device"),
@@ -224,7 +224,10 @@ pub fn not_highres(state: &TickState) -> (Verdict, crate::result::TextBuf<160>) 
     };
     (
         v,
-        crate::result::TextBuf::format(format_args!("not high-res on {}: {why}", state.device)),
+        crate::rig::result::TextBuf::format(format_args!(
+            "not high-res on {}: {why}",
+            state.device
+        )),
     )
 }
 

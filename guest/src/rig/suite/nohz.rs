@@ -18,7 +18,7 @@
 //!   that absorbs a timer ends its gap at the timer's expiry, as the
 //!   timer's own interrupt would have (seen under TCG with the PIT's
 //!   27 ms cap: a wake-up programmed 0.1 ms before the expiry, delivered
-//!   0.3 ms late). The analysis itself is in [`crate::idle`], tested on
+//!   0.3 ms late). The analysis itself is in [`crate::rig::idle`], tested on
 //!   the host against logs captured here.
 //! - **clocksource watchdog**: when a registered clocksource is
 //!   `MUST_VERIFY` (a TSC without CPUID's invariant bit: TCG, KVM without
@@ -40,7 +40,7 @@
 //!   21.47 s; LAPIC 0x7FFF_FFFF at 62.5 MHz = 34.36 s), nor the clocksource
 //!   left unread longer than its max deferment (ACPI PM timer: 2.09 s; a
 //!   64-bit TSC or HPET counter: none within the window); E is the
-//!   smaller. These are the documented figures ([`crate::documented`],
+//!   smaller. These are the documented figures ([`crate::rig::documented`],
 //!   derived there from the datasheets, QEMU's rates and Linux), not what
 //!   the drivers say: the drivers' and the tick layer's reports (and the
 //!   watchdog's interval and deferral) are checked against them
@@ -49,7 +49,7 @@
 //!   expectation. A forced interrupt must have been programmed at "re-arm time +
 //!   E", with the next event beyond that (the *cap rule*, checked for each).
 //!   With no lateness a gap between two other events then holds exactly
-//!   `⌈(gap − E)/E⌉` ([`crate::expect::forced_range`]): for the PIT, 54 in
+//!   `⌈(gap − E)/E⌉` ([`crate::rig::expect::forced_range`]): for the PIT, 54 in
 //!   the 1.5 s to the timer. A gap runs from the re-arm that starts its
 //!   chain (idle entry, or the idle loop's re-arm after the previous
 //!   event, which comes after the woken code ran), not from that event's
@@ -101,12 +101,12 @@ use clocksource::{ClockSourceFlags, Ktime, Nanos, Watchdog};
 use tick::{TickMode, MAX_CLOCK_SOURCES};
 
 use super::{report, Ctx, Milli, TickState};
-use crate::expect::{Micros, TickAccount, MEASURE_ATTEMPTS};
-use crate::kernel::{self, IrqRecord, IRQ_LOG_LEN};
-use crate::result::{Line, Verdict};
-use crate::{documented, sources};
+use crate::embed::kernel::{self, IrqRecord, IRQ_LOG_LEN};
+use crate::rig::expect::{Micros, TickAccount, MEASURE_ATTEMPTS};
+use crate::rig::result::{Line, Verdict};
+use crate::{embed::sources, rig::documented};
 
-pub use crate::idle::{
+pub use crate::rig::idle::{
     analyse, classify_all, Analysis, Breakdown, Measured, Reason, REARM_MAX, SLACK,
     WATCHDOG_INTERVAL,
 };
@@ -122,7 +122,7 @@ const TAG: u64 = 0x040A_0000_0000;
 /// timers at each; the interrupt log records every interrupt meanwhile.
 ///
 /// The cap and the watchdog's timing are the documented figures
-/// ([`crate::documented`]), each beside what the driver or the tick layer
+/// ([`crate::rig::documented`]), each beside what the driver or the tick layer
 /// reports (in [`Measured::figures`], which the verdict checks);
 /// `lapic_error_ppm` is the LAPIC timer's calibration bound, if calibrated.
 pub fn measure(at: &[Nanos], lapic_error_ppm: Option<u32>) -> Option<Measured> {
@@ -244,7 +244,7 @@ pub fn run(ctx: &Ctx<'_>) -> Verdict {
         return super::cannot_run("nohz", Verdict::Fail, "no kernel");
     };
     // With the tick kept, a window the host starved of ticks is measured
-    // again, as `periodic` does (`crate::expect::MEASURE_ATTEMPTS`); the
+    // again, as `periodic` does (`crate::rig::expect::MEASURE_ATTEMPTS`); the
     // verdict is on the last one.
     let mut windows = 1;
     while !state.mode.is_nohz()
@@ -322,7 +322,7 @@ pub fn run(ctx: &Ctx<'_>) -> Verdict {
 /// The kept tick's account of the window `m` measured, from the interrupt
 /// log: the ticks from the first logged one to the end-of-window timer's
 /// interrupt, judged as `periodic` judges its window
-/// (`crate::expect::TickAccount`). The window starts at the first tick's
+/// (`crate::rig::expect::TickAccount`). The window starts at the first tick's
 /// delivery: one the host delivers late (the emulating KVM here, by ms)
 /// only shortens the first interval.
 fn kept_tick_account(m: &Measured) -> TickAccount {

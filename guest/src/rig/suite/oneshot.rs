@@ -19,9 +19,9 @@ use clockevents::CpuId;
 use clocksource::{Ktime, Nanos};
 
 use super::{report, Ctx, Milli, TickState};
-use crate::expect::{Latency, Micros};
-use crate::kernel;
-use crate::result::{Line, Verdict};
+use crate::embed::kernel;
+use crate::rig::expect::{Latency, Micros};
+use crate::rig::result::{Line, Verdict};
 
 /// Timers queued.
 pub const TIMERS: usize = 1000;

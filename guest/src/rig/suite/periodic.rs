@@ -15,7 +15,7 @@
 use clocksource::Nanos;
 
 use super::{measure_ticks, report, Ctx, Milli, TickState};
-use crate::result::{Line, Verdict};
+use crate::rig::result::{Line, Verdict};
 
 /// The window.
 pub const WINDOW: Nanos = Nanos::from_secs(1);

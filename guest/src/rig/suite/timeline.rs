@@ -36,9 +36,9 @@ use tick::TickMode;
 
 use super::nohz::{self, Measured, Reason};
 use super::{Ctx, TickState};
-use crate::expect::Micros;
-use crate::kernel::{self, IrqRecord, IRQ_LOG_LEN};
-use crate::result::{Line, Verdict};
+use crate::embed::kernel::{self, IrqRecord, IRQ_LOG_LEN};
+use crate::rig::expect::Micros;
+use crate::rig::result::{Line, Verdict};
 
 /// The idle window.
 pub const WINDOW: Nanos = Nanos::from_secs(2);
