@@ -27,8 +27,10 @@
 mod kernel {
     use core::panic::PanicInfo;
 
-    use guest::arch::cmdline;
+    use guest::arch::cmdline::{self, Options};
     use guest::arch::exit::{exit, ExitCode};
+    use guest::embed::sources::Inventory;
+    use guest::platform::firmware::Platform;
     use guest::rig::expect::LossBound;
     use guest::rig::result::Verdict;
     use guest::{
@@ -42,7 +44,8 @@ mod kernel {
     const SELF_TEST_VECTOR: u8 = 0x40;
 
     /// The entry from `guest::arch::boot`: `start_info` is the physical address
-    /// of the PVH `hvm_start_info`.
+    /// of the PVH `hvm_start_info`. Each step is one function below, in the
+    /// order of the diagram in the module docs.
     #[no_mangle]
     extern "sysv64" fn kmain(start_info: u32) -> ! {
         serial::init(LevelFilter::Info);
@@ -50,7 +53,46 @@ mod kernel {
             "dynticks guest {} (PVH boot, start_info at {start_info:#x})",
             env!("CARGO_PKG_VERSION")
         );
+        let boot = boot_info(start_info);
+        let parsed = cmdline::parse(boot.cmdline());
+        report_options(&parsed);
+        interrupts_up();
 
+        let options = parsed.options;
+        for test in options.tests() {
+            harness_check(test);
+        }
+
+        let platform = firmware::discover(boot.rsdp);
+        let inventory = bring_up(&platform, &options);
+        let accel = suite::Accel::detect();
+        kernel::with(|k| {
+            table::print(k, &inventory, &platform, &options, accel);
+            table::print_config(k, &inventory, accel);
+        });
+        if kernel::early_interrupts() > 0 {
+            warn!(
+                "{} timer interrupts arrived before the kernel was installed (dropped)",
+                kernel::early_interrupts()
+            );
+        }
+
+        let ctx = suite_context(&inventory, &options, &platform, accel);
+        refuse_a_missing_clockevent(&inventory, &options);
+        if options.test.is_some() {
+            run_tests(&ctx, &options);
+        }
+        if !suite::demo::run() {
+            error!("no tick device: the NO_HZ demonstration cannot run");
+            exit(ExitCode::Fail);
+        }
+        println!("boot: ok");
+        exit(ExitCode::Pass)
+    }
+
+    /// The loader's start info, checked and reported; memory made
+    /// write-back where the firmware left the MTRRs off.
+    fn boot_info(start_info: u32) -> &'static boot::BootInfo {
         // SAFETY: `start_info` is what the PVH loader passed in %ebx, handed
         // on unchanged by the boot code; memory is identity-mapped.
         let boot = match unsafe { boot::init(start_info) } {
@@ -71,8 +113,11 @@ mod kernel {
             ),
             cpu::Mtrrs::Absent => info!("no MTRRs (CPUID.01H:EDX[12] clear)"),
         }
+        boot
+    }
 
-        let parsed = cmdline::parse(boot.cmdline());
+    /// The options understood and the words ignored.
+    fn report_options(parsed: &cmdline::Parsed<'_>) {
         info!("options: {}", parsed.options);
         for warning in parsed.warnings.iter() {
             warn!("cmdline: {warning}");
@@ -83,7 +128,10 @@ mod kernel {
                 parsed.warnings.dropped()
             );
         }
+    }
 
+    /// IDT and PIC, then the interrupt self-test.
+    fn interrupts_up() {
         idt::init();
         pic::remap_and_mask();
         info!("IDT loaded, PIC remapped and masked");
@@ -100,14 +148,12 @@ mod kernel {
         } else {
             info!("interrupt self-test passed (#BP returned, vector {SELF_TEST_VECTOR:#x} dispatched)");
         }
+    }
 
-        let options = parsed.options;
-        for test in options.tests() {
-            harness_check(test);
-        }
-
-        let platform = firmware::discover(boot.rsdp);
-        let brought_up = cpu::without_interrupts(|| sources::bring_up(&platform, &options));
+    /// The embedding's bring-up ([`sources::bring_up`], interrupts off),
+    /// the kernel installed in its static, then interrupts on.
+    fn bring_up(platform: &Platform, options: &Options<'_>) -> Inventory {
+        let brought_up = cpu::without_interrupts(|| sources::bring_up(platform, options));
         let inventory = match brought_up {
             Ok((k, inv)) => {
                 kernel::install(k);
@@ -124,80 +170,74 @@ mod kernel {
             boot::stack_high_water().div_ceil(1024),
             boot::STACK_SIZE / 1024
         );
-        let accel = suite::Accel::detect();
-        kernel::with(|k| {
-            table::print(k, &inventory, &platform, &options, accel);
-            table::print_config(k, &inventory, accel);
-        });
-        if kernel::early_interrupts() > 0 {
-            warn!(
-                "{} timer interrupts arrived before the kernel was installed (dropped)",
-                kernel::early_interrupts()
-            );
-        }
+        inventory
+    }
 
+    /// What the suite's tests are given, with the loss bound for how fast
+    /// this machine runs.
+    fn suite_context<'a>(
+        inventory: &'a Inventory,
+        options: &'a Options<'a>,
+        platform: &'a Platform,
+        accel: suite::Accel,
+    ) -> suite::Ctx<'a> {
         let (speed, spent) = suite::Speed::measure();
         info!("instruction speed: {speed:?} (200k multiply-adds in {spent})");
-        let ctx = suite::Ctx {
-            inv: &inventory,
-            opts: &options,
-            platform: &platform,
+        suite::Ctx {
+            inv: inventory,
+            opts: options,
+            platform,
             accel,
             loss: match (accel, speed) {
                 (suite::Accel::Kvm, suite::Speed::Fast) => LossBound::Native,
                 (_, suite::Speed::Slow) => LossBound::Emulated,
                 _ => LossBound::Translated,
             },
+        }
+    }
+
+    /// `clockevent=` named a tick device that is not here: every test of
+    /// this boot would measure another one, so each fails, said once.
+    fn refuse_a_missing_clockevent(inventory: &Inventory, options: &Options<'_>) {
+        let (Some((_, false)), Some(wanted)) = (inventory.clockevent, options.clockevent) else {
+            return;
         };
-        if let (Some((_, false)), Some(wanted)) = (inventory.clockevent, options.clockevent) {
-            // The configuration asked for a tick device that is not here:
-            // every test of this boot would measure another one.
-            let mut failed = 0;
-            for name in options.tests() {
-                let names: &[&str] = if name == "all" { &suite::ALL } else { &[name] };
-                for n in names {
-                    failed += 1;
-                    suite::cannot_run(
-                        n,
-                        Verdict::Fail,
-                        format_args!("clockevent={wanted} requested, no such device here"),
-                    );
-                }
-            }
-            if failed > 0 {
-                exit(ExitCode::Fail);
-            }
+        let mut failed = 0;
+        for n in suite::named(options) {
+            failed += 1;
+            suite::cannot_run(
+                n,
+                Verdict::Fail,
+                format_args!("clockevent={wanted} requested, no such device here"),
+            );
         }
-        if options.test.is_some() {
-            let mut failed = 0;
-            let mut ran = 0;
-            for name in options.tests() {
-                let names: &[&str] = if name == "all" { &suite::ALL } else { &[name] };
-                for n in names {
-                    ran += 1;
-                    match suite::run(n, &ctx) {
-                        Some(Verdict::Fail) => failed += 1,
-                        Some(_) => {}
-                        None => {
-                            error!("test={n}: no such test");
-                            failed += 1;
-                        }
-                    }
-                }
-            }
-            println!("tests: {ran} run, {failed} failed");
-            exit(if failed == 0 {
-                ExitCode::Pass
-            } else {
-                ExitCode::Fail
-            });
-        }
-        if !suite::demo::run() {
-            error!("no tick device: the NO_HZ demonstration cannot run");
+        if failed > 0 {
             exit(ExitCode::Fail);
         }
-        println!("boot: ok");
-        exit(ExitCode::Pass)
+    }
+
+    /// `test=<names>`: each test's RESULT line, then the count; passes
+    /// unless one failed or was unknown.
+    fn run_tests(ctx: &suite::Ctx<'_>, options: &Options<'_>) -> ! {
+        let mut failed = 0;
+        let mut ran = 0;
+        for n in suite::named(options) {
+            ran += 1;
+            match suite::run(n, ctx) {
+                Some(Verdict::Fail) => failed += 1,
+                Some(_) => {}
+                None => {
+                    error!("test={n}: no such test");
+                    failed += 1;
+                }
+            }
+        }
+        println!("tests: {ran} run, {failed} failed");
+        exit(if failed == 0 {
+            ExitCode::Pass
+        } else {
+            ExitCode::Fail
+        })
     }
 
     fn report_boot_info(boot: &boot::BootInfo) {

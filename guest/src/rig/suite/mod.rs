@@ -249,6 +249,15 @@ pub fn run(name: &str, ctx: &Ctx<'_>) -> Option<Verdict> {
 /// The tests `all` stands for.
 pub const ALL: [&str; 5] = ["periodic", "oneshot", "nohz", "clocksource", "irq"];
 
+/// The tests `test=` names, in order, with `all` standing for [`ALL`].
+pub fn named<'a>(opts: &Options<'a>) -> impl Iterator<Item = &'a str> {
+    opts.tests().flat_map(|word| {
+        let all = word == "all";
+        let expanded = ALL.iter().copied().filter(move |_| all);
+        expanded.chain(core::iter::once(word).filter(move |_| !all))
+    })
+}
+
 /// Busy-waits until the next interrupt has been handled, so a measurement
 /// starts just after a tick.
 pub fn sync_to_interrupt() {
