@@ -15,7 +15,7 @@ use crate::platform::acpi::Signature;
 use crate::platform::apic;
 use crate::platform::firmware::{Origin, Platform};
 use crate::println;
-use crate::rig::result::Line;
+use crate::rig::result::{Line, TextBuf};
 use crate::rig::suite::{Accel, ModeWord, TickState};
 
 /// A frequency as `100.000 MHz`.
@@ -30,7 +30,7 @@ impl fmt::Display for Freq {
             _ => ("GHz", 1_000_000_000),
         };
         let s = TextNum(hz, div);
-        f.pad(crate::rig::result::TextBuf::<24>::format(format_args!("{s} {unit}")).as_str())
+        f.pad(TextBuf::<24>::format(format_args!("{s} {unit}")).as_str())
     }
 }
 
@@ -62,18 +62,13 @@ pub struct Dur(pub Nanos);
 impl fmt::Display for Dur {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let ns = self.0.as_nanos();
-        let t: crate::rig::result::TextBuf<24> = match ns {
-            0..=999 => crate::rig::result::TextBuf::format(format_args!("{ns} ns")),
-            1_000..=999_999 => {
-                crate::rig::result::TextBuf::format(format_args!("{} us", TextNum(ns, 1_000)))
-            }
+        let t: TextBuf<24> = match ns {
+            0..=999 => TextBuf::format(format_args!("{ns} ns")),
+            1_000..=999_999 => TextBuf::format(format_args!("{} us", TextNum(ns, 1_000))),
             1_000_000..=999_999_999 => {
-                crate::rig::result::TextBuf::format(format_args!("{} ms", TextNum(ns, 1_000_000)))
+                TextBuf::format(format_args!("{} ms", TextNum(ns, 1_000_000)))
             }
-            _ => crate::rig::result::TextBuf::format(format_args!(
-                "{} s",
-                TextNum(ns, 1_000_000_000)
-            )),
+            _ => TextBuf::format(format_args!("{} s", TextNum(ns, 1_000_000_000))),
         };
         f.pad(t.as_str())
     }
@@ -85,7 +80,7 @@ struct FeatureWords(DeviceInfo);
 
 impl fmt::Display for FeatureWords {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let mut t: crate::rig::result::TextBuf<64> = crate::rig::result::TextBuf::new();
+        let mut t: TextBuf<64> = TextBuf::new();
         let deadline = self.0.programming() == Programming::Deadline;
         for (on, word) in [
             (self.0.features.contains(Features::PERIODIC), "periodic"),
@@ -109,7 +104,7 @@ struct FlagWords(ClockSourceFlags, bool);
 
 impl fmt::Display for FlagWords {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let mut t: crate::rig::result::TextBuf<64> = crate::rig::result::TextBuf::new();
+        let mut t: TextBuf<64> = TextBuf::new();
         for (flag, word) in [
             (ClockSourceFlags::CONTINUOUS, "cont"),
             (ClockSourceFlags::VALID_FOR_HRES, "hres"),
@@ -135,21 +130,30 @@ pub fn print(k: &Kernel, inv: &Inventory, platform: &Platform, opts: &Options<'_
     let rule = "==========================================================================================";
     println!("{rule}");
     println!("dynticks boot table");
-    // Firmware.
+    print_firmware(inv, platform);
+    print_cpu(accel);
+    print_clocksources(k, inv);
+    print_devices(k, inv);
+    print_tick(k, inv, opts);
+    println!("{rule}");
+}
+
+/// `firmware`: the ACPI tables found, the interrupt routing they give, and
+/// what of them was not used.
+fn print_firmware(inv: &Inventory, platform: &Platform) {
     let oem = core::str::from_utf8(&platform.oem).unwrap_or("?");
     println!(
         "firmware  ACPI RSDP {} (OEM {}), {} CPU(s){}",
-        platform.rsdp.map_or(
-            crate::rig::result::TextBuf::<24>::format(format_args!("none")),
-            |r| { crate::rig::result::TextBuf::format(format_args!("{r:#x}")) }
-        ),
+        platform
+            .rsdp
+            .map_or(TextBuf::<24>::format(format_args!("none")), |r| {
+                TextBuf::format(format_args!("{r:#x}"))
+            }),
         oem.trim(),
         platform.cpus,
-        platform
-            .problem
-            .map_or(crate::rig::result::TextBuf::<160>::new(), |p| {
-                crate::rig::result::TextBuf::format(format_args!(" — {p}"))
-            })
+        platform.problem.map_or(TextBuf::<160>::new(), |p| {
+            TextBuf::format(format_args!(" — {p}"))
+        })
     );
     println!(
         "          local APIC {:#x} ({}), I/O APIC{}{}",
@@ -160,10 +164,10 @@ pub fn print(k: &Kernel, inv: &Inventory, platform: &Platform, opts: &Options<'_
             "IA32_APIC_BASE, last resort"
         },
         match inv.ioapic {
-            Some((id, addr, ver, inputs)) => crate::rig::result::TextBuf::<80>::format(
-                format_args!(" id {id} at {addr:#x} (v{ver:#x}, {inputs} inputs)")
-            ),
-            None => crate::rig::result::TextBuf::format(format_args!(" none usable")),
+            Some((id, addr, ver, inputs)) => TextBuf::<80>::format(format_args!(
+                " id {id} at {addr:#x} (v{ver:#x}, {inputs} inputs)"
+            )),
+            None => TextBuf::format(format_args!(" none usable")),
         },
         if platform.ioapic_origin == Origin::Acpi {
             " (MADT)"
@@ -183,7 +187,7 @@ pub fn print(k: &Kernel, inv: &Inventory, platform: &Platform, opts: &Options<'_
         isa0.trigger,
         isa0.polarity,
         platform.hpet.map_or(
-            crate::rig::result::TextBuf::<48>::format(format_args!(
+            TextBuf::<48>::format(format_args!(
                 "none ({})",
                 if platform.notes.about(Signature::HPET).is_some() {
                     "ACPI HPET table skipped"
@@ -191,17 +195,13 @@ pub fn print(k: &Kernel, inv: &Inventory, platform: &Platform, opts: &Options<'_
                     "no ACPI HPET table"
                 }
             )),
-            |h| {
-                crate::rig::result::TextBuf::format(format_args!(
-                    "table #{} at {:#x}",
-                    h.number, h.base
-                ))
-            }
+            |h| { TextBuf::format(format_args!("table #{} at {:#x}", h.number, h.base)) }
         ),
-        platform.pm_timer_port.map_or(
-            crate::rig::result::TextBuf::<24>::format(format_args!("none")),
-            |p| { crate::rig::result::TextBuf::format(format_args!("port {p:#x}")) }
-        ),
+        platform
+            .pm_timer_port
+            .map_or(TextBuf::<24>::format(format_args!("none")), |p| {
+                TextBuf::format(format_args!("port {p:#x}"))
+            }),
     );
     for n in platform.notes.iter() {
         println!("          not used: {n}");
@@ -210,7 +210,10 @@ pub fn print(k: &Kernel, inv: &Inventory, platform: &Platform, opts: &Options<'_
     if unlisted > 0 {
         println!("          not used: {unlisted} more ACPI problems (in the log)");
     }
-    // CPU.
+}
+
+/// `cpu`: the accelerator, the local APIC's mode and the timer features.
+fn print_cpu(accel: Accel) {
     if let Some(l) = apic::get() {
         let c = l.cpuid();
         let yes = |b: bool| if b { "yes" } else { "no" };
@@ -228,7 +231,10 @@ pub fn print(k: &Kernel, inv: &Inventory, platform: &Platform, opts: &Options<'_
             yes(c.arat)
         );
     }
-    // Clocksources.
+}
+
+/// `clocksources`: each registered, the current one starred.
+fn print_clocksources(k: &Kernel, inv: &Inventory) {
     println!(
         "clocksources       rating  frequency     flags               how the frequency is known"
     );
@@ -244,27 +250,31 @@ pub fn print(k: &Kernel, inv: &Inventory, platform: &Platform, opts: &Options<'_
             FlagWords(e.flags(), e.is_unstable()),
         );
     }
-    // Devices.
+}
+
+/// `clock-event devices`: each registered, its programming and role, and
+/// the devices not used with why.
+fn print_devices(k: &Kernel, inv: &Inventory) {
     println!(
         "clock-event devices rating frequency    features                  delta range             role        how / interrupt"
     );
     for (_, d, owner) in k.tick.devices().iter() {
         let note = inv.device_note(d.info().name);
-        let role: crate::rig::result::TextBuf<16> = match owner {
+        let role: TextBuf<16> = match owner {
             Owner::Cpu(_) => match owner.cpu() {
-                Some(c) => crate::rig::result::TextBuf::format(format_args!("tick {c}")),
-                None => crate::rig::result::TextBuf::format(format_args!("tick ?")),
+                Some(c) => TextBuf::format(format_args!("tick {c}")),
+                None => TextBuf::format(format_args!("tick ?")),
             },
-            Owner::Broadcast => crate::rig::result::TextBuf::format(format_args!("broadcast")),
-            Owner::Free => crate::rig::result::TextBuf::format(format_args!("-")),
+            Owner::Broadcast => TextBuf::format(format_args!("broadcast")),
+            Owner::Free => TextBuf::format(format_args!("-")),
         };
-        let range: crate::rig::result::TextBuf<40> = match sources::delta_range_ns(&d.info()) {
-            Some((min, max)) => crate::rig::result::TextBuf::format(format_args!(
+        let range: TextBuf<40> = match sources::delta_range_ns(&d.info()) {
+            Some((min, max)) => TextBuf::format(format_args!(
                 "{} .. {}",
                 Dur(min.max(Nanos::from_nanos(1))),
                 Dur(max)
             )),
-            None => crate::rig::result::TextBuf::format(format_args!("any future time")),
+            None => TextBuf::format(format_args!("any future time")),
         };
         println!(
             "  {} {:<15} {:>4}  {:<12} {:<25} {:<23} {:<11} {}; {}",
@@ -286,7 +296,11 @@ pub fn print(k: &Kernel, inv: &Inventory, platform: &Platform, opts: &Options<'_
     for s in inv.skipped.iter().flatten() {
         println!("  not used: {s}");
     }
-    // Tick.
+}
+
+/// `tick`: the mode reached against what was asked, and what became of the
+/// `clockevent=` / `clocksource=` overrides.
+fn print_tick(k: &Kernel, inv: &Inventory, opts: &Options<'_>) {
     let st = TickState::of(k);
     let cfg = k.tick.config();
     println!(
@@ -325,7 +339,6 @@ pub fn print(k: &Kernel, inv: &Inventory, platform: &Platform, opts: &Options<'_
             );
         }
     }
-    println!("{rule}");
 }
 
 fn on_off(b: bool) -> &'static str {
@@ -357,14 +370,14 @@ pub fn print_config(k: &Kernel, inv: &Inventory, accel: Accel) {
             .field("cpu_tsc_deadline", c.tsc_deadline as u8)
             .field("cpu_arat", c.arat as u8);
     }
-    let mut devs: crate::rig::result::TextBuf<96> = crate::rig::result::TextBuf::new();
+    let mut devs: TextBuf<96> = TextBuf::new();
     for (_, d, _) in k.tick.devices().iter() {
         if !devs.as_str().is_empty() {
             let _ = fmt::Write::write_char(&mut devs, ',');
         }
         let _ = fmt::Write::write_str(&mut devs, d.info().name);
     }
-    let mut css: crate::rig::result::TextBuf<96> = crate::rig::result::TextBuf::new();
+    let mut css: TextBuf<96> = TextBuf::new();
     for e in k.tick.clocksources().iter() {
         if !css.as_str().is_empty() {
             let _ = fmt::Write::write_char(&mut css, ',');
