@@ -332,18 +332,49 @@ pub fn bring_up(
     let lapic = apic::init(platform.lapic_base).map_err(BringUpError::Apic)?;
     inv.apic_mode = Some(lapic.mode());
     init_ioapics(platform, &mut inv);
+    let clocks = clocksources_up(platform, opts, &mut inv);
+    let mut tick = tick_system_up(&clocks, opts, &mut inv)?;
+    let devices = event_devices_up(platform, lapic, &clocks, opts, &mut inv);
+    let (lapic_id, irq0) = register_devices(&mut tick, &devices, opts, &mut inv);
+    if lapic_id.is_some() {
+        let v = lapic_timer_vector();
+        if let Err(e) = interrupts::register(v, kernel::lapic_timer_interrupt) {
+            log::error!("sources: LAPIC timer vector {v:#04x}: {e}");
+        }
+    }
+    Ok((Kernel::new(tick, irq0, lapic_id), inv))
+}
 
-    // ---- clocksources ----
-    let cs_req = opts.clocksource.map(clocksource_alias);
-    let hpet = hpet_clocksource_up(platform, opts, &mut inv);
-    let pm = acpi_pm_up(platform, &mut inv);
-    let pit = pit_clocksource_up(&mut inv);
+/// The clocksources found, before the tick system exists.
+struct Clocks {
+    tsc: Result<&'static dyn ClockSource, NoTsc>,
+    hpet: Option<&'static dyn ClockSource>,
+    pm: Option<&'static dyn ClockSource>,
+    pit: Option<&'static dyn ClockSource>,
+    /// What the TSC and the LAPIC timer are calibrated against: HPET, else
+    /// the PM timer, else PIT channel 2.
+    reference: Option<&'static dyn ClockSource>,
+}
+
+impl Clocks {
+    /// Every clocksource here, best first as registration takes them.
+    fn all(&self) -> [Option<&'static dyn ClockSource>; 4] {
+        [self.tsc.ok(), self.hpet, self.pm, self.pit]
+    }
+}
+
+/// The reference counters first (HPET, ACPI PM, PIT channel 2), then the
+/// TSC calibrated against the best of them.
+fn clocksources_up(platform: &Platform, opts: &Options<'_>, inv: &mut Inventory) -> Clocks {
+    let hpet = hpet_clocksource_up(platform, opts, inv);
+    let pm = acpi_pm_up(platform, inv);
+    let pit = pit_clocksource_up(inv);
     let reference: Option<&'static dyn ClockSource> = hpet.or(pm).or(pit);
     inv.reference = reference.map(|r| r.name());
     if let Some(r) = reference {
         log::info!("sources: calibration reference: {}", r.name());
     }
-    let tsc = tsc_up(reference, opts.tsc_reliable, &mut inv);
+    let tsc = tsc_up(reference, opts.tsc_reliable, inv);
     if let (None, Ok(t)) = (reference, tsc) {
         // The degraded mode: the TSC's rate is what CPUID states, and
         // nothing can check it (nor that the TSC runs, nor a rate
@@ -355,13 +386,31 @@ pub fn bring_up(
             t.frequency()
         );
     }
+    Clocks {
+        tsc,
+        hpet,
+        pm,
+        pit,
+        reference,
+    }
+}
 
-    let all = [tsc.ok(), hpet, pm, pit];
+/// The tick system on the first clocksource, configured from the command
+/// line (`hz=`, `nohz=`, `highres=`, `timer_advance=`, `clocksource=`),
+/// with the other clocksources registered.
+fn tick_system_up(
+    clocks: &Clocks,
+    opts: &Options<'_>,
+    inv: &mut Inventory,
+) -> Result<Tick, BringUpError> {
+    let all = clocks.all();
     let mut present = all.iter().flatten().copied();
-    let first = present.next().ok_or(BringUpError::NoClock(match tsc {
-        Err(why) => why,
-        Ok(_) => NoTsc::Other,
-    }))?;
+    let first = present
+        .next()
+        .ok_or(BringUpError::NoClock(match clocks.tsc {
+            Err(why) => why,
+            Ok(_) => NoTsc::Other,
+        }))?;
     let default = TickConfig::DEFAULT;
     let config = TickConfig::new(opts.hz.map_or(default.hz(), |h| Hertz::new(h.per_second())))
         .with_nohz(opts.nohz.unwrap_or(default.nohz()))
@@ -374,7 +423,7 @@ pub fn bring_up(
             "timer advance: {adv:?} (high-res events programmed early, spun to the deadline)"
         );
     }
-    if let Some(name) = cs_req {
+    if let Some(name) = opts.clocksource.map(clocksource_alias) {
         let found = all.iter().flatten().find(|c| c.name() == name);
         inv.clocksource = Some((found.map_or("?", |c| c.name()), found.is_some()));
         if found.is_none() {
@@ -389,40 +438,71 @@ pub fn bring_up(
             log::warn!("sources: clocksource {} refused: {e:?}", cs.name());
         }
     }
+    Ok(tick)
+}
 
-    // ---- event devices ----
+/// The event devices found: the local APIC timer, and the one device that
+/// raises IRQ0 (HPET comparator 0, else PIT counter 0) if IRQ0 could be
+/// routed to it.
+struct EventDevices {
+    lapic: Option<EventDev>,
+    irq0: Option<EventDev>,
+    irq0_routed: bool,
+}
+
+/// The LAPIC timer (calibrated against the reference, else the TSC), then
+/// HPET or PIT for IRQ0, routed through the I/O APIC.
+fn event_devices_up(
+    platform: &Platform,
+    lapic: &'static LocalApic,
+    clocks: &Clocks,
+    opts: &Options<'_>,
+    inv: &mut Inventory,
+) -> EventDevices {
     // Without a reference the LAPIC timer, if CPUID does not state its
     // rate, is calibrated against the TSC (whose rate is CPUID's).
-    let lapic_dev = lapic_timer_up(lapic, reference.or(tsc.ok()), opts, &mut inv);
+    let lapic_dev = lapic_timer_up(lapic, clocks.reference.or(clocks.tsc.ok()), opts, inv);
     let want_pit_event = opts.clockevent == Some("pit");
     let hpet_dev = if want_pit_event {
-        if hpet.is_some() {
+        if clocks.hpet.is_some() {
             inv.skip(format_args!(
                 "hpet event device: not set up (clockevent=pit: LegacyReplacement would take IRQ0 from the PIT)"
             ));
         }
         None
     } else {
-        hpet_event_up(&mut inv)
+        hpet_event_up(inv)
     };
     let pit_dev = if hpet_dev.is_some() {
-        pit_stop_channel0(&mut inv);
+        pit_stop_channel0(inv);
         None
     } else {
-        pit_event_up(pit.is_some(), &mut inv)
+        pit_event_up(clocks.pit.is_some(), inv)
     };
-
-    // IRQ0 for whichever of HPET / PIT raises it.
-    let irq0_dev: Option<EventDev> = hpet_dev.or(pit_dev);
-    let irq0_vector = match irq0_dev {
-        Some(dev) => route_irq0(platform, lapic, dev.info().name, &mut inv),
-        None => None,
+    let irq0 = hpet_dev.or(pit_dev);
+    let irq0_routed = match irq0 {
+        Some(dev) => route_irq0(platform, lapic, dev.info().name, inv).is_some(),
+        None => false,
     };
+    EventDevices {
+        lapic: lapic_dev,
+        irq0,
+        irq0_routed,
+    }
+}
 
-    // Registration: the clockevent= device first, so the override can win.
+/// Registers the devices with the tick layer, the `clockevent=` device
+/// first so the override can win; returns the LAPIC timer's id and IRQ0's
+/// device, for the interrupt handlers.
+fn register_devices(
+    tick: &mut Tick,
+    devices: &EventDevices,
+    opts: &Options<'_>,
+    inv: &mut Inventory,
+) -> (Option<DeviceId>, Option<Irq0>) {
     let requested = opts
         .clockevent
-        .map(|name| resolve_clockevent(name, lapic_dev, irq0_dev));
+        .map(|name| resolve_clockevent(name, devices.lapic, devices.irq0));
     if let Some((name, found)) = requested {
         inv.clockevent = Some((name, found));
         if found {
@@ -434,8 +514,8 @@ pub fn bring_up(
             );
         }
     }
-    let mut order: [Option<&'static dyn ClockEventDevice>; 2] =
-        [lapic_dev, irq0_dev.filter(|_| irq0_vector.is_some())];
+    let mut order: [Option<EventDev>; 2] =
+        [devices.lapic, devices.irq0.filter(|_| devices.irq0_routed)];
     if let Some((name, true)) = requested {
         order.sort_unstable_by_key(|d| d.is_none_or(|d| d.info().name != name));
     }
@@ -444,9 +524,12 @@ pub fn bring_up(
     for dev in order.into_iter().flatten() {
         match tick.register_device(dev) {
             Ok(id) => {
-                if lapic_dev.is_some_and(|l| l.info().name == dev.info().name) {
+                if devices
+                    .lapic
+                    .is_some_and(|l| l.info().name == dev.info().name)
+                {
                     lapic_id = Some(id);
-                } else if let Some(d) = irq0_dev {
+                } else if let Some(d) = devices.irq0 {
                     irq0 = Some(Irq0 {
                         dev: id,
                         name: d.info().name,
@@ -459,13 +542,7 @@ pub fn bring_up(
             )),
         }
     }
-    if lapic_id.is_some() {
-        let v = lapic_timer_vector();
-        if let Err(e) = interrupts::register(v, kernel::lapic_timer_interrupt) {
-            log::error!("sources: LAPIC timer vector {v:#04x}: {e}");
-        }
-    }
-    Ok((Kernel::new(tick, irq0, lapic_id), inv))
+    (lapic_id, irq0)
 }
 
 /// Names `clockevent=` may use: a device name, or `lapic` / `lapic-deadline`
