@@ -7,7 +7,9 @@
 //! ```
 //!
 //! The timer code is written once against [`Registers`]; which of the two
-//! it runs on is fixed when the [`Access`] is built. All registers used
+//! it runs on is fixed when the [`Access`] is built. An embedder reaches the
+//! other registers it needs (EOI, SVR, LVT LINT/Error, ISR, ICR) through the
+//! same [`Access::read`] / [`Access::write`]. All registers used
 //! here are 32 bits wide in both modes (the x2APIC ICR is the only 64-bit
 //! one, and the timer does not use it); an x2APIC read keeps the low half.
 
@@ -77,6 +79,16 @@ impl<'a> Access<'a> {
     /// Whether this goes through x2APIC MSRs.
     pub fn is_x2apic(&self) -> bool {
         matches!(self.0, Inner::X2(_))
+    }
+    /// Reads `reg` (xAPIC: never fails; x2APIC: an MSR that faults, as a
+    /// read of a write-only register does, is an `Err`).
+    pub fn read(&self, reg: Reg) -> Result<u32, MsrFault> {
+        self.regs().read(reg)
+    }
+    /// Writes `reg` (x2APIC: a write the CPU refuses, to a read-only
+    /// register or a non-zero EOI, is an `Err`).
+    pub fn write(&self, reg: Reg, value: u32) -> Result<(), MsrFault> {
+        self.regs().write(reg, value)
     }
     /// The register file.
     pub(crate) fn regs(&self) -> &dyn Registers {

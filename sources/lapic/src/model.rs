@@ -89,6 +89,17 @@ pub const QEMU_BUS: Hertz = Hertz::from_mhz(1_000);
 /// The size of the xAPIC MMIO page.
 pub const XAPIC_PAGE: usize = 0x1000;
 
+/// An LVT register at reset: masked, vector 0 (SDM §10.5.1).
+const LVT_RESET: u32 = 1 << 16;
+/// LVT LINT0/LINT1 bits software writes: vector, delivery mode, polarity,
+/// trigger mode, mask (SDM Figure 10-8; delivery status and remote IRR are
+/// read-only).
+const LVT_LINT_WRITABLE: u32 = 0xFF | (0b111 << 8) | (1 << 13) | (1 << 15) | (1 << 16);
+/// LVT Error bits software writes: vector and mask.
+const LVT_ERROR_WRITABLE: u32 = 0xFF | (1 << 16);
+/// ICR delivery status (bit 12): the xAPIC is still sending.
+const ICR_DELIVERY_PENDING: u32 = 1 << 12;
+
 /// What the modelled CPU has.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct LapicModelConfig {
@@ -170,6 +181,14 @@ struct State {
     svr: u32,
     tpr: u32,
     lvtt: u32,
+    /// LVT LINT0, LINT1 and Error, as written (masked at reset).
+    lint0: u32,
+    lint1: u32,
+    lvt_error: u32,
+    /// The ICR's low half as last written; the model sends no IPI.
+    icr_low: u32,
+    /// IPIs the ICR was written to send (not delivered: one CPU's model).
+    ipis: u64,
     tdcr: u32,
     tmict: u32,
     /// Device time (ns) the tick count was last based at.
@@ -201,6 +220,11 @@ impl State {
             svr: SVR_RESET,
             tpr: 0,
             lvtt: LvtTimer::RESET.bits(),
+            lint0: LVT_RESET,
+            lint1: LVT_RESET,
+            lvt_error: LVT_RESET,
+            icr_low: 0,
+            ipis: 0,
             tdcr: 0,
             tmict: 0,
             base_dev: 0,
@@ -227,6 +251,10 @@ impl State {
         self.svr = SVR_RESET;
         self.tpr = 0;
         self.lvtt = LvtTimer::RESET.bits();
+        self.lint0 = LVT_RESET;
+        self.lint1 = LVT_RESET;
+        self.lvt_error = LVT_RESET;
+        self.icr_low = 0;
         self.tdcr = 0;
         self.tmict = 0;
         self.base_ticks = 0;
@@ -332,6 +360,10 @@ impl LapicModel {
     /// EOI writes.
     pub fn eois(&self) -> u64 {
         self.lock().eois
+    }
+    /// Writes to the ICR: IPIs a driver asked for (the model delivers none).
+    pub fn ipis(&self) -> u64 {
+        self.lock().ipis
     }
     /// Events merged into an interrupt already pending.
     pub fn coalesced(&self) -> u64 {
@@ -459,7 +491,23 @@ impl LapicModel {
             Reg::Tpr => s.tpr,
             Reg::Eoi => 0,
             Reg::Svr => s.svr,
+            // The model keeps no in-service state (the simulator delivers
+            // interrupts itself) and raises no APIC error.
+            Reg::Isr0
+            | Reg::Isr1
+            | Reg::Isr2
+            | Reg::Isr3
+            | Reg::Isr4
+            | Reg::Isr5
+            | Reg::Isr6
+            | Reg::Isr7
+            | Reg::Esr => 0,
+            // Delivery status idle: the command is sent at once.
+            Reg::IcrLow => s.icr_low & !ICR_DELIVERY_PENDING,
             Reg::LvtTimer => s.lvtt,
+            Reg::LvtLint0 => s.lint0,
+            Reg::LvtLint1 => s.lint1,
+            Reg::LvtError => s.lvt_error,
             Reg::InitialCount => s.tmict,
             Reg::CurrentCount => {
                 self.settle(s, now);
@@ -474,7 +522,43 @@ impl LapicModel {
     fn write_reg(&self, s: &mut State, reg: Reg, value: u32, now: Ktime) -> Result<(), ()> {
         self.settle(s, now);
         match reg {
-            Reg::Id | Reg::Version | Reg::CurrentCount => return Err(()),
+            Reg::Id
+            | Reg::Version
+            | Reg::CurrentCount
+            | Reg::Isr0
+            | Reg::Isr1
+            | Reg::Isr2
+            | Reg::Isr3
+            | Reg::Isr4
+            | Reg::Isr5
+            | Reg::Isr6
+            | Reg::Isr7 => return Err(()),
+            Reg::Esr => {
+                if value != 0 && s.x2apic_mode() {
+                    return Err(()); // SDM §10.12.1.2: non-zero ESR write #GPs
+                }
+            }
+            Reg::IcrLow => {
+                s.icr_low = value;
+                s.ipis += 1;
+                log::debug!("lapic model: IPI {value:#x} not delivered (one CPU modelled)");
+            }
+            Reg::LvtLint0 | Reg::LvtLint1 | Reg::LvtError => {
+                let writable = if reg == Reg::LvtError {
+                    LVT_ERROR_WRITABLE
+                } else {
+                    LVT_LINT_WRITABLE
+                };
+                let mut new = value & writable;
+                if !s.software_enabled() {
+                    new |= LvtTimer::MASKED;
+                }
+                match reg {
+                    Reg::LvtLint0 => s.lint0 = new,
+                    Reg::LvtLint1 => s.lint1 = new,
+                    _ => s.lvt_error = new,
+                }
+            }
             Reg::Tpr => s.tpr = value & 0xFF,
             Reg::Eoi => {
                 if value != 0 && s.x2apic_mode() {
@@ -485,7 +569,11 @@ impl LapicModel {
             Reg::Svr => {
                 s.svr = value & SVR_WRITABLE;
                 if !s.software_enabled() {
+                    // SDM §10.9: software-disabled, every LVT is masked.
                     s.lvtt |= LvtTimer::MASKED;
+                    s.lint0 |= LvtTimer::MASKED;
+                    s.lint1 |= LvtTimer::MASKED;
+                    s.lvt_error |= LvtTimer::MASKED;
                 }
             }
             Reg::LvtTimer => {

@@ -1,4 +1,4 @@
-//! The local APIC registers the timer uses, as values.
+//! The local APIC registers the timer and its embedder use, as values.
 //!
 //! Names and layouts follow the Intel SDM Vol. 3A, Table 10-1 ("Local APIC
 //! Register Address Map"), §10.5.1 (LVT), §10.5.4 ("APIC Timer"), §10.9
@@ -18,7 +18,9 @@
 //!     000 ÷2   001 ÷4   010 ÷8   011 ÷16   100 ÷32   101 ÷64   110 ÷128   111 ÷1
 //! ```
 
-/// A timer-related local APIC register.
+/// A local APIC register the timer or its embedder uses (the timer's own,
+/// and what every kernel needs beside it: ID, TPR, EOI, SVR, ISR, ESR, ICR
+/// for a self-IPI, the LINT and error LVTs).
 ///
 /// The discriminant is the register's xAPIC MMIO offset; the x2APIC MSR is
 /// derived from it ([`Reg::msr`]).
@@ -37,8 +39,37 @@ pub enum Reg {
     /// Spurious Interrupt Vector Register (SVR): software enable, spurious
     /// vector.
     Svr = 0xF0,
+    /// In-Service Register, vectors 0–31 (read-only; ISR1–ISR7 follow,
+    /// 0x10 apart: [`Reg::isr`]).
+    Isr0 = 0x100,
+    /// In-Service Register, vectors 32–63.
+    Isr1 = 0x110,
+    /// In-Service Register, vectors 64–95.
+    Isr2 = 0x120,
+    /// In-Service Register, vectors 96–127.
+    Isr3 = 0x130,
+    /// In-Service Register, vectors 128–159.
+    Isr4 = 0x140,
+    /// In-Service Register, vectors 160–191.
+    Isr5 = 0x150,
+    /// In-Service Register, vectors 192–223.
+    Isr6 = 0x160,
+    /// In-Service Register, vectors 224–255.
+    Isr7 = 0x170,
+    /// Error Status Register (ESR): a write latches the errors seen since
+    /// the last write; x2APIC allows only a write of 0 (SDM §10.5.3).
+    Esr = 0x280,
+    /// Interrupt Command Register, low half (xAPIC); in x2APIC mode the
+    /// whole 64-bit ICR is this MSR, 0x830 (SDM §10.12.9).
+    IcrLow = 0x300,
     /// LVT Timer Register (LVTT): vector, mask, timer mode.
     LvtTimer = 0x320,
+    /// LVT LINT0 Register: the LINT0 pin (ExtINT from the 8259s on a PC).
+    LvtLint0 = 0x350,
+    /// LVT LINT1 Register: the LINT1 pin (NMI on a PC).
+    LvtLint1 = 0x360,
+    /// LVT Error Register: the vector of the APIC error interrupt.
+    LvtError = 0x370,
     /// Initial Count Register for the timer (TMICT).
     InitialCount = 0x380,
     /// Current Count Register for the timer (TMCCT, read-only).
@@ -49,17 +80,46 @@ pub enum Reg {
 
 impl Reg {
     /// Every register this crate knows.
-    pub const ALL: [Reg; 9] = [
+    pub const ALL: [Reg; 22] = [
         Reg::Id,
         Reg::Version,
         Reg::Tpr,
         Reg::Eoi,
         Reg::Svr,
+        Reg::Isr0,
+        Reg::Isr1,
+        Reg::Isr2,
+        Reg::Isr3,
+        Reg::Isr4,
+        Reg::Isr5,
+        Reg::Isr6,
+        Reg::Isr7,
+        Reg::Esr,
+        Reg::IcrLow,
         Reg::LvtTimer,
+        Reg::LvtLint0,
+        Reg::LvtLint1,
+        Reg::LvtError,
         Reg::InitialCount,
         Reg::CurrentCount,
         Reg::DivideConfig,
     ];
+
+    /// The in-service register holding `vector`'s bit, and the bit: bit
+    /// `vector % 32` of ISR `vector / 32` (SDM §10.8.4).
+    pub const fn isr(vector: u8) -> (Reg, u32) {
+        let reg = match vector / 32 {
+            0 => Reg::Isr0,
+            1 => Reg::Isr1,
+            2 => Reg::Isr2,
+            3 => Reg::Isr3,
+            4 => Reg::Isr4,
+            5 => Reg::Isr5,
+            6 => Reg::Isr6,
+            _ => Reg::Isr7,
+        };
+        (reg, 1 << (vector % 32))
+    }
 
     /// Byte offset in the xAPIC MMIO page.
     pub const fn offset(self) -> usize {

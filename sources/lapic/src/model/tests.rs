@@ -466,3 +466,54 @@ fn oneshot_fires_after_exactly_count_times_divisor_bus_clocks() {
         .tests(500)
         .quickcheck(prop as fn(u8, u32, u32, u16) -> quickcheck::TestResult);
 }
+
+#[test]
+fn lint_and_error_lvts_reset_masked_and_mask_again_when_software_disabled() {
+    // SDM §10.5.1: every LVT resets to 0x0001_0000; §10.9: clearing the
+    // SVR's enable bit masks them all.
+    let (_clock, m) = model(LapicModelConfig::qemu(0));
+    for r in [Reg::LvtLint0, Reg::LvtLint1, Reg::LvtError] {
+        assert_eq!(m.read32(r.offset()), 0x0001_0000, "{r:?} at reset");
+    }
+    m.write32(Reg::Svr.offset(), SVR_APIC_ENABLE | 0xFF);
+    m.write32(Reg::LvtLint0.offset(), 1 << 16); // ExtINT pin: masked
+    m.write32(Reg::LvtLint1.offset(), 0b100 << 8); // NMI, unmasked
+    m.write32(Reg::LvtError.offset(), 0xFE);
+    // Delivery status (12) and remote IRR (14) are read-only.
+    m.write32(
+        Reg::LvtLint0.offset(),
+        (1 << 16) | (1 << 14) | (1 << 12) | 0x20,
+    );
+    assert_eq!(m.read32(Reg::LvtLint0.offset()), (1 << 16) | 0x20);
+    assert_eq!(m.read32(Reg::LvtLint1.offset()), 0b100 << 8);
+    assert_eq!(m.read32(Reg::LvtError.offset()), 0xFE);
+    m.write32(Reg::Svr.offset(), 0xFF);
+    assert_eq!(m.read32(Reg::LvtLint1.offset()), (1 << 16) | (0b100 << 8));
+    assert_eq!(m.read32(Reg::LvtError.offset()), (1 << 16) | 0xFE);
+}
+
+#[test]
+fn isr_esr_and_icr_behave_as_the_sdm_says_for_one_cpu() {
+    let (_clock, m) = enabled(LapicModelConfig::qemu(0).x2apic(true));
+    // No interrupt in service, no error latched.
+    for v in [0u8, 31, 32, 0xEC, 0xFF] {
+        let (reg, bit) = Reg::isr(v);
+        assert_eq!(m.read32(reg.offset()) & bit, 0, "vector {v:#x}");
+    }
+    assert_eq!(Reg::isr(0xEC), (Reg::Isr7, 1 << 12));
+    assert_eq!(Reg::isr(33), (Reg::Isr1, 1 << 1));
+    m.write32(Reg::Esr.offset(), 0x1234); // xAPIC: any value latches
+    assert_eq!(m.read32(Reg::Esr.offset()), 0);
+    // A self-IPI (shorthand self, fixed): accepted, sent at once, counted.
+    m.write32(Reg::IcrLow.offset(), (0b01 << 18) | 0x40);
+    assert_eq!(m.read32(Reg::IcrLow.offset()) & (1 << 12), 0);
+    assert_eq!(m.ipis(), 1);
+    crate::enable_x2apic(&m).unwrap();
+    // x2APIC: ISR read-only, ESR takes only 0 (SDM §10.12.1.2), ICR is 0x830.
+    assert_eq!(Reg::IcrLow.msr(), 0x830);
+    assert!(m.wrmsr(Reg::Isr0.msr(), 0).is_err());
+    assert!(m.wrmsr(Reg::Esr.msr(), 1).is_err());
+    m.wrmsr(Reg::Esr.msr(), 0).unwrap();
+    m.wrmsr(Reg::IcrLow.msr(), (0b01 << 18) | 0x40).unwrap();
+    assert_eq!(m.ipis(), 2);
+}
