@@ -876,16 +876,13 @@ fn lapic_timer_up(
     #[cfg(feature = "lapic")]
     {
         use core::fmt::Write;
-        use lapic::{Access, Capabilities, DeadlineClock, FrequencySource, TimerConfig};
+        use lapic::{Capabilities, DeadlineClock, FrequencySource, TimerConfig};
         use raw_cpuid::CpuId;
         if opts.lapic_notimer {
             inv.skip(format_args!("lapic timer: disabled by lapic=notimer"));
             return None;
         }
-        let access = match (lapic.mode(), lapic.mmio()) {
-            (apic::Mode::XApic, Some(m)) => Access::xapic(m),
-            _ => Access::x2apic(lapic.msrs()),
-        };
+        let access = lapic.access();
         let caps = Capabilities::from_cpuid(&CpuId::new());
         let freq = match lapic::timer_frequency(access, &caps, reference) {
             Ok(f) => Some(f),

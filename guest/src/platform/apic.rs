@@ -18,15 +18,18 @@
 //!   EOI   := 0                  after every handled interrupt
 //! ```
 //!
-//! Registers are only reached through [`hw::Mmio`] (xAPIC, volatile, never
-//! a reference) or [`hw::MsrAccess`] limited to the APIC MSRs that CPUID
-//! says exist ([`hw::metal::MetalMsrs`]).
+//! Registers are reached through the `lapic` crate's [`lapic::Access`] (the
+//! one xAPIC/x2APIC register layer of the project, which its timer uses
+//! too), over [`hw::Mmio`] (xAPIC, volatile, never a reference) or
+//! [`hw::MsrAccess`] limited to the APIC MSRs that CPUID says exist
+//! ([`hw::metal::MetalMsrs`]).
 
 use core::ptr::NonNull;
 use core::sync::atomic::{AtomicU64, Ordering};
 
 use hw::metal::{MetalMmio, MetalMsrs};
-use hw::{Mmio, MsrAccess};
+use lapic::regs::{IA32_APIC_BASE, IA32_TSC_DEADLINE, SVR_APIC_ENABLE};
+use lapic::{Access, LvtTimer, Reg};
 use raw_cpuid::CpuId;
 
 use crate::arch::interrupts;
@@ -36,80 +39,32 @@ pub const ERROR_VECTOR: u8 = 0xFE;
 /// The spurious vector written to the SVR (ignored by the dispatcher).
 pub const SPURIOUS_VECTOR: u8 = interrupts::SPURIOUS_VECTOR;
 
-/// `IA32_APIC_BASE`.
-pub const IA32_APIC_BASE: u32 = 0x1B;
-/// `IA32_TSC_DEADLINE`.
-pub const IA32_TSC_DEADLINE: u32 = 0x6E0;
-const APIC_BASE_EXTD: u64 = 1 << 10;
-const APIC_BASE_EN: u64 = 1 << 11;
-
-// xAPIC register offsets (Intel SDM vol. 3A, table 11-1).
-const ID: usize = 0x20;
-const VERSION: usize = 0x30;
-const TPR: usize = 0x80;
-const EOI: usize = 0xB0;
-const SVR: usize = 0xF0;
-/// The first of the eight 32-bit in-service registers (ISR 0–7, 0x100 apart
-/// by 0x10): bit `v % 32` of register `v / 32` is vector `v`.
-const ISR0: usize = 0x100;
-const ESR: usize = 0x280;
-/// The interrupt command register, low half (xAPIC; the whole 64-bit
-/// register is MSR 0x830 in x2APIC mode).
-const ICR_LOW: usize = 0x300;
-const LVT_LINT0: usize = 0x350;
-const LVT_LINT1: usize = 0x360;
-const LVT_ERROR: usize = 0x370;
-
-const SVR_ENABLE: u32 = 1 << 8;
 /// ICR destination shorthand "self" (bits 19:18 = 01), fixed delivery mode
-/// (bits 10:8 = 000): the vector goes to this CPU only.
+/// (bits 10:8 = 000): the vector goes to this CPU only (SDM §10.6.1).
 const ICR_SELF_FIXED: u32 = 0b01 << 18;
 /// ICR delivery status: the xAPIC is still sending the previous IPI.
 const ICR_SEND_PENDING: u32 = 1 << 12;
-const LVT_MASKED: u32 = 1 << 16;
+/// LVT mask bit (SDM §10.5.1).
+const LVT_MASKED: u32 = LvtTimer::MASKED;
+/// LVT delivery mode NMI (bits 10:8 = 100).
 const DELIVERY_NMI: u32 = 0b100 << 8;
 
-const fn x2(offset: usize) -> u32 {
-    0x800 + (offset / 16) as u32
-}
-
-/// Every x2APIC MSR the guest and the `lapic` crate touch, and
-/// `IA32_APIC_BASE`.
-const X2APIC_MSRS: [u32; 23] = [
-    IA32_APIC_BASE,
-    x2(ID),
-    x2(VERSION),
-    x2(TPR),
-    x2(EOI),
-    x2(SVR),
-    x2(ISR0),
-    x2(ISR0 + 0x10),
-    x2(ISR0 + 0x20),
-    x2(ISR0 + 0x30),
-    x2(ISR0 + 0x40),
-    x2(ISR0 + 0x50),
-    x2(ISR0 + 0x60),
-    x2(ISR0 + 0x70),
-    x2(ESR),
-    x2(ICR_LOW),
-    0x832, // LVT timer
-    x2(LVT_LINT0),
-    x2(LVT_LINT1),
-    x2(LVT_ERROR),
-    0x838, // timer initial count
-    0x839, // timer current count
-    0x83E, // timer divide configuration
-];
-static MSRS_X2APIC: [u32; 23] = X2APIC_MSRS;
-static MSRS_X2APIC_DEADLINE: [u32; 24] = {
-    let mut a = [IA32_TSC_DEADLINE; 24];
+/// `IA32_APIC_BASE`, then the x2APIC MSR of every register `lapic::Reg`
+/// names (what the guest and the `lapic` timer touch), then
+/// `IA32_TSC_DEADLINE` if `N` leaves room for it.
+const fn apic_msrs<const N: usize>() -> [u32; N] {
+    let mut a = [IA32_TSC_DEADLINE; N];
+    a[0] = IA32_APIC_BASE;
     let mut i = 0;
-    while i < X2APIC_MSRS.len() {
-        a[i] = X2APIC_MSRS[i];
+    while i < Reg::ALL.len() && i + 1 < N {
+        a[i + 1] = Reg::ALL[i].msr();
         i += 1;
     }
     a
-};
+}
+const X2APIC_MSR_COUNT: usize = Reg::ALL.len() + 1;
+static MSRS_X2APIC: [u32; X2APIC_MSR_COUNT] = apic_msrs();
+static MSRS_X2APIC_DEADLINE: [u32; X2APIC_MSR_COUNT + 1] = apic_msrs();
 static MSRS_XAPIC: [u32; 1] = [IA32_APIC_BASE];
 static MSRS_XAPIC_DEADLINE: [u32; 2] = [IA32_APIC_BASE, IA32_TSC_DEADLINE];
 
@@ -230,10 +185,9 @@ pub fn init(base: u64) -> Result<&'static LocalApic, ApicError> {
     // Writing them changes interrupt delivery only, never memory.
     let msrs = MSRS.call_once(|| unsafe { MetalMsrs::new(allowed) });
     let (mode, mmio) = if cpuid.x2apic {
-        let cur = msrs.rdmsr(IA32_APIC_BASE).unwrap_or(0);
-        if cur & (APIC_BASE_EN | APIC_BASE_EXTD) != APIC_BASE_EN | APIC_BASE_EXTD {
-            // SDM §11.12.5: xAPIC → x2APIC by setting EXTD with EN set.
-            let _ = msrs.wrmsr(IA32_APIC_BASE, cur | APIC_BASE_EN | APIC_BASE_EXTD);
+        // SDM §11.12.5: xAPIC → x2APIC by setting EXTD with EN set.
+        if let Err(e) = lapic::enable_x2apic(msrs) {
+            log::warn!("apic: x2APIC enable refused ({e:?})");
         }
         (Mode::X2Apic, None)
     } else {
@@ -257,18 +211,18 @@ pub fn init(base: u64) -> Result<&'static LocalApic, ApicError> {
         base,
     };
     interrupts::register(ERROR_VECTOR, error_interrupt).map_err(|_| ApicError::Vector)?;
-    l.write(TPR, 0);
-    l.write(SVR, SVR_ENABLE | SPURIOUS_VECTOR as u32);
-    l.write(LVT_LINT0, LVT_MASKED);
-    l.write(LVT_LINT1, DELIVERY_NMI);
-    l.write(LVT_ERROR, ERROR_VECTOR as u32);
-    l.write(ESR, 0);
-    let _ = l.read(ESR);
+    l.write(Reg::Tpr, 0);
+    l.write(Reg::Svr, SVR_APIC_ENABLE | SPURIOUS_VECTOR as u32);
+    l.write(Reg::LvtLint0, LVT_MASKED);
+    l.write(Reg::LvtLint1, DELIVERY_NMI);
+    l.write(Reg::LvtError, ERROR_VECTOR as u32);
+    l.write(Reg::Esr, 0);
+    let _ = l.read(Reg::Esr);
     let id = match mode {
-        Mode::XApic => l.read(ID) >> 24,
-        Mode::X2Apic => l.read(ID),
+        Mode::XApic => l.read(Reg::Id) >> 24,
+        Mode::X2Apic => l.read(Reg::Id),
     };
-    let version = l.read(VERSION) & 0xFF;
+    let version = l.read(Reg::Version) & 0xFF;
     Ok(LAPIC.call_once(|| LocalApic { id, version, ..l }))
 }
 
@@ -282,7 +236,7 @@ pub fn get() -> Option<&'static LocalApic> {
 #[inline]
 pub fn eoi() {
     if let Some(l) = LAPIC.get() {
-        l.write(EOI, 0);
+        l.write(Reg::Eoi, 0);
     }
 }
 
@@ -290,8 +244,8 @@ pub fn eoi() {
 /// CPU and not yet acknowledged by an EOI). False before [`init`].
 pub fn in_service(vector: u8) -> bool {
     LAPIC.get().is_some_and(|l| {
-        let v = usize::from(vector);
-        l.read(ISR0 + v / 32 * 0x10) & (1 << (v % 32)) != 0
+        let (isr, bit) = Reg::isr(vector);
+        l.read(isr) & bit != 0
     })
 }
 
@@ -301,12 +255,12 @@ pub fn in_service(vector: u8) -> bool {
 /// what is in service. Does nothing before [`init`].
 pub fn self_ipi(vector: u8) {
     let Some(l) = LAPIC.get() else { return };
-    l.write(ICR_LOW, ICR_SELF_FIXED | u32::from(vector));
+    l.write(Reg::IcrLow, ICR_SELF_FIXED | u32::from(vector));
     if l.mode == Mode::XApic {
         // The xAPIC accepts the next command only when this one is sent
         // (SDM §11.6.1, delivery status); x2APIC has no such bit.
         for _ in 0..1_000_000 {
-            if l.read(ICR_LOW) & ICR_SEND_PENDING == 0 {
+            if l.read(Reg::IcrLow) & ICR_SEND_PENDING == 0 {
                 break;
             }
             core::hint::spin_loop();
@@ -321,8 +275,8 @@ pub fn errors() -> u64 {
 
 fn error_interrupt(_vector: u8) {
     if let Some(l) = LAPIC.get() {
-        l.write(ESR, 0);
-        let esr = l.read(ESR);
+        l.write(Reg::Esr, 0);
+        let esr = l.read(Reg::Esr);
         if ERRORS.fetch_add(1, Ordering::Relaxed) == 0 {
             log::warn!("apic: error interrupt, ESR {esr:#x} (counted, logged once)");
         }
@@ -331,19 +285,24 @@ fn error_interrupt(_vector: u8) {
 }
 
 impl LocalApic {
-    fn read(&self, offset: usize) -> u32 {
-        match (self.mode, self.mmio) {
-            (Mode::XApic, Some(m)) => m.read32(offset),
-            _ => self.msrs.rdmsr(x2(offset)).map_or(u32::MAX, |v| v as u32),
-        }
+    /// Reads `reg`; all ones if the CPU refuses (an x2APIC MSR that
+    /// faults), as an unclaimed read would be.
+    fn read(&self, reg: Reg) -> u32 {
+        self.access().read(reg).unwrap_or(u32::MAX)
     }
 
-    fn write(&self, offset: usize, value: u32) {
+    /// Writes `reg`; a write the CPU refuses is dropped (the register
+    /// list is fixed, so it would be this module's bug, not the machine's).
+    fn write(&self, reg: Reg, value: u32) {
+        let _ = self.access().write(reg, value);
+    }
+
+    /// Register access as the `lapic` crate does it: the xAPIC page, or
+    /// the x2APIC MSRs.
+    pub fn access(&self) -> Access<'static> {
         match (self.mode, self.mmio) {
-            (Mode::XApic, Some(m)) => m.write32(offset, value),
-            _ => {
-                let _ = self.msrs.wrmsr(x2(offset), value as u64);
-            }
+            (Mode::XApic, Some(m)) => Access::xapic(m),
+            _ => Access::x2apic(self.msrs),
         }
     }
 

@@ -930,10 +930,7 @@ fn calibration(ctx: &Ctx<'_>) -> Verdict {
         } else {
             let (truth, how) = lapic_truth();
             for r in refs.iter().flatten() {
-                let access = match (apic.mode(), apic.mmio()) {
-                    (crate::platform::apic::Mode::XApic, Some(m)) => lapic::Access::xapic(m),
-                    _ => lapic::Access::x2apic(apic.msrs()),
-                };
+                let access = apic.access();
                 let a = rdtsc();
                 let f = crate::arch::cpu::without_interrupts(|| lapic::calibrate_timer(access, *r));
                 let took = tsc.ns(rdtsc().wrapping_sub(a));
