@@ -37,9 +37,15 @@ where
     S: AsRef<[TimerSlot]> + AsMut<[TimerSlot]>,
 {
     /// Handles an interrupt of device `dev` taken on `cpu`. Returns the CPUs
-    /// the caller must send a tick IPI to (broadcast), which then call
-    /// [`TickSystem::ipi`]. `run` is called for every expired timer, with
-    /// the monotonic time it was found expired at (≥ its expiry).
+    /// the caller must send a tick IPI to, which then call
+    /// [`TickSystem::ipi`]: for a broadcast device the CPUs whose events are
+    /// due; for another CPU's device (an interrupt taken on the wrong CPU)
+    /// its owner, which handles the event itself — the owner's device state
+    /// is the owner's, so the event is neither lost nor left marked pending
+    /// (which would make the owner skip the next programming of that time
+    /// as unchanged, and never be interrupted again). `run` is called for
+    /// every expired timer, with the monotonic time it was found expired at
+    /// (≥ its expiry).
     ///
     /// The device is acknowledged first
     /// ([`ClockEventDevice::acknowledge`](clockevents::ClockEventDevice::acknowledge)),
@@ -57,6 +63,13 @@ where
             Some(Owner::Broadcast) => {
                 let now = self.now();
                 self.bc.event(now)
+            }
+            Some(Owner::Cpu(owner)) if owner.index() < CPUS => {
+                log::debug!("tick: {dev:?} of {owner} interrupted {cpu}: forwarded");
+                if let Some(c) = self.cpu(cpu) {
+                    c.stats.forwarded += 1;
+                }
+                CpuMask::single(owner)
             }
             other => {
                 // A device we shut down raced its last interrupt, or a

@@ -59,6 +59,10 @@ pub struct CpuStats {
     /// (`idle_sleep` / `idle_exit`) instead of programming the device in
     /// the handler.
     pub rearms_deferred: u64,
+    /// Interrupts of another CPU's tick device taken here (a mis-routed
+    /// IRQ, or an affinity change racing an interrupt), forwarded to the
+    /// owner with a tick IPI ([`TickSystem::interrupt`](crate::TickSystem::interrupt)).
+    pub forwarded: u64,
 }
 
 /// A snapshot of one CPU for the boot table and tests.

@@ -113,18 +113,32 @@ fn high_res_programs_the_next_tick_then_an_earlier_timer() {
 }
 
 #[test]
-fn an_interrupt_of_a_device_owned_by_another_cpu_is_acknowledged_and_ignored() {
+fn an_interrupt_of_another_cpus_device_is_forwarded_to_its_owner() {
     let (mut sys, clock, dev, id) = system(TickConfig::DEFAULT, ONESHOT_PERIODIC);
+    assert_eq!(sys.programmed_event(CPU0), ms(4));
     clock.advance(PERIOD);
     let before = dev.calls().len();
+    // CPU 0's device fires, but the interrupt is taken on CPU 1.
     let mask = sys.interrupt(id, CPU1, &mut |_, _, _| Rearm::No);
-    assert!(mask.is_empty());
+    assert_eq!(mask.iter().collect::<Vec<_>>(), [CPU0], "kick the owner");
+    assert_eq!(sys.cpu_info(CPU1).unwrap().stats.forwarded, 1);
     assert_eq!(sys.cpu_info(CPU1).unwrap().stats.interrupts, 0);
     assert_eq!(sys.cpu_info(CPU0).unwrap().stats.interrupts, 0);
     assert_eq!(
         dev.calls()[before..],
         [Call::Ack],
-        "nothing but the acknowledgement"
+        "CPU 1 touches nothing of CPU 0's but the acknowledgement"
+    );
+    // The owner handles its event on the IPI: its tick runs, and the next
+    // one is programmed — the fired event is not left pending, so the
+    // owner is interrupted again.
+    sys.ipi(CPU0, &mut |_, _, _| Rearm::No);
+    let info = sys.cpu_info(CPU0).unwrap();
+    assert_eq!((info.stats.interrupts, info.stats.ticks), (1, 1));
+    assert_eq!(sys.programmed_event(CPU0), ms(8));
+    assert_eq!(
+        dev.last_programmed(),
+        Some(Call::Next(Cycles::new(4_000_000)))
     );
 }
 
