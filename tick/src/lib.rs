@@ -26,6 +26,8 @@
 //! - [`nohz`]: stopping and restarting the tick around idle.
 //! - [`broadcast`]: the broadcast device for CPUs in deep idle.
 //! - [`watchdog`]: when the clocksource watchdog runs, deferred in idle.
+//! - [`remote`]: timers queued from one CPU for another, and the kick IPI
+//!   that has the target program its own device.
 //! - [`queue`]: the per-CPU timer queue (a hierarchical wheel used as an
 //!   exact radix heap; caller-owned storage, no allocation).
 //! - [`advance`]: adaptive timer advance (program early, spin to the
@@ -66,6 +68,7 @@ pub mod interrupt;
 pub mod nohz;
 pub mod percpu;
 pub mod queue;
+pub mod remote;
 pub mod system;
 mod timekeeping;
 pub mod watchdog;
@@ -81,6 +84,7 @@ pub use grid::{Jiffies, TickGrid};
 pub use nohz::{IdleDepth, IdleSleep};
 pub use percpu::{CpuInfo, CpuStats};
 pub use queue::{NotQueued, QueueFull, Timer, TimerId, TimerQueue, TimerSlot};
+pub use remote::Kick;
 pub use system::{
     AddError, IdleError, Rearm, RegisterError, TickSystem, TimerFn, MAX_CLOCK_SOURCES,
     MAX_EVENT_DEVICES,

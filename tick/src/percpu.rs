@@ -63,6 +63,9 @@ pub struct CpuStats {
     /// IRQ, or an affinity change racing an interrupt), forwarded to the
     /// owner with a tick IPI ([`TickSystem::interrupt`](crate::TickSystem::interrupt)).
     pub forwarded: u64,
+    /// Kick IPIs handled ([`TickSystem::kicked`](crate::TickSystem::kicked)):
+    /// another CPU queued a timer here earlier than this CPU's next event.
+    pub kicks: u64,
 }
 
 /// A snapshot of one CPU for the boot table and tests.

@@ -271,3 +271,95 @@ fn what_a_device_is_is_read_once_at_registration() {
     assert_eq!(sys.cpu_info(CPU0).unwrap().stats.ticks, 1);
     assert_eq!(dev.asked.load(std::sync::atomic::Ordering::Relaxed), 1);
 }
+
+/// Two CPUs, each with its own one-shot device (as two local APICs).
+fn two_cpus() -> (
+    Sys,
+    &'static FakeClock,
+    [&'static FakeTimer; 2],
+    [DeviceId; 2],
+) {
+    let clock = leak(FakeClock::new("fake", 300));
+    let d0 = leak(FakeTimer::new("timer0", ONESHOT_PERIODIC, CPU0));
+    let d1 = leak(FakeTimer::new("timer1", ONESHOT_PERIODIC, CPU1));
+    let mut sys = Sys::new(TickConfig::DEFAULT, clock, [[TimerSlot::EMPTY; 16]; 2]).unwrap();
+    let i0 = sys.register_device(d0).unwrap();
+    let i1 = sys.register_device(d1).unwrap();
+    (sys, clock, [d0, d1], [i0, i1])
+}
+
+#[test]
+fn a_timer_queued_for_another_cpu_kicks_it_and_never_touches_its_device() {
+    let (mut sys, clock, [d0, d1], [_, i1]) = two_cpus();
+    clock.advance(Nanos::from_millis(1));
+    let (calls0, calls1) = (d0.calls().len(), d1.calls().len());
+    // CPU 0 queues a timer at 2 ms on CPU 1, programmed for its 4 ms tick.
+    let (_, kick) = sys.add_timer_from(CPU0, CPU1, ms(2), 5).unwrap();
+    assert_eq!(kick, crate::Kick::Ipi(CPU1));
+    assert_eq!(d0.calls().len(), calls0, "CPU 0's device untouched");
+    assert_eq!(
+        d1.calls().len(),
+        calls1,
+        "CPU 1's device untouched by CPU 0"
+    );
+    assert_eq!(sys.programmed_event(CPU1), ms(4));
+    // CPU 1 takes the IPI and programs its own device for 2 ms.
+    sys.kicked(CPU1, &mut |_, _, _| Rearm::No);
+    assert_eq!(sys.programmed_event(CPU1), ms(2));
+    assert_eq!(
+        d1.last_programmed(),
+        Some(Call::Next(Cycles::new(1_000_000)))
+    );
+    assert_eq!(sys.cpu_info(CPU1).unwrap().stats.kicks, 1);
+    // It fires on CPU 1, on time.
+    clock.advance(Nanos::from_millis(1));
+    let mut fired = Vec::new();
+    sys.interrupt(i1, CPU1, &mut |cpu, t, now| {
+        fired.push((cpu, t.data, now));
+        Rearm::No
+    });
+    assert_eq!(fired, [(CPU1, 5, ms(2))]);
+    // A later timer is covered by the programmed tick: no kick.
+    let (_, kick) = sys.add_timer_from(CPU0, CPU1, ms(9), 6).unwrap();
+    assert_eq!(kick, crate::Kick::None);
+}
+
+#[test]
+fn a_cpu_sleeping_tickless_is_kicked_only_for_a_timer_before_its_wake_up() {
+    let (mut sys, clock, [_, d1], _) = two_cpus();
+    // CPU 1 idles with one timer at 500 ms: its tick stops, it sleeps
+    // until then.
+    sys.add_timer(CPU1, ms(500), 1).unwrap();
+    sys.idle_enter(CPU1).unwrap();
+    sys.idle_sleep(CPU1, IdleDepth::Shallow).unwrap();
+    assert!(sys.cpu_info(CPU1).unwrap().tick_stopped);
+    assert_eq!(sys.programmed_event(CPU1), ms(500));
+    clock.advance(Nanos::from_millis(1));
+    let calls1 = d1.calls().len();
+    let (_, later) = sys.add_timer_from(CPU0, CPU1, ms(700), 2).unwrap();
+    assert_eq!(later, crate::Kick::None, "700 ms: it wakes at 500 anyway");
+    let (_, sooner) = sys.add_timer_from(CPU0, CPU1, ms(100), 3).unwrap();
+    assert_eq!(sooner, crate::Kick::Ipi(CPU1));
+    assert_eq!(d1.calls().len(), calls1);
+    // Woken by the IPI in NO_HZ idle: the handler leaves the re-arm to the
+    // idle loop, whose next sleep programs the new, earlier timer.
+    sys.kicked(CPU1, &mut |_, _, _| Rearm::No);
+    assert_eq!(d1.calls().len(), calls1, "left to the idle loop");
+    sys.idle_sleep(CPU1, IdleDepth::Shallow).unwrap();
+    assert_eq!(sys.programmed_event(CPU1), ms(100));
+}
+
+#[test]
+fn a_remote_cancel_leaves_the_targets_device_alone() {
+    let (mut sys, clock, [_, d1], _) = two_cpus();
+    clock.advance(Nanos::from_millis(1));
+    let id = sys.add_timer(CPU1, ms(2), 9).unwrap();
+    assert_eq!(sys.programmed_event(CPU1), ms(2));
+    let calls1 = d1.calls().len();
+    let t = sys.cancel_timer_from(CPU0, CPU1, id).unwrap();
+    assert_eq!(t.data, 9);
+    assert_eq!(d1.calls().len(), calls1);
+    // Still programmed for 2 ms: that interrupt will find nothing due.
+    assert_eq!(sys.programmed_event(CPU1), ms(2));
+    assert!(sys.cancel_timer_from(CPU0, CPU1, id).is_none());
+}
