@@ -28,6 +28,9 @@
 //!
 //! `no_std`, no allocation, no `unsafe`.
 #![no_std]
+// The loom build (`--cfg loom`) compiles the model-checked tests alone: the
+// test fakes the other tests use are unused there.
+#![cfg_attr(all(test, loom), allow(dead_code, unused_imports))]
 #![forbid(unsafe_code)]
 
 #[cfg(test)]

@@ -54,7 +54,23 @@
 //! Only the monotonic clock is published: raw, boot and realtime are read
 //! through the timekeeper.
 
+// The model-checked build (`--cfg loom`, this crate's own tests only) runs
+// the latch on loom's atomics, which explore every interleaving and every
+// outcome the memory model allows (TESTING.md).
+#[cfg(not(all(loom, test)))]
 use core::sync::atomic::{fence, AtomicU32, AtomicU64, Ordering};
+#[cfg(all(loom, test))]
+use loom::sync::atomic::{fence, AtomicU32, AtomicU64, Ordering};
+
+/// A reader that must read again: a pause (`core::hint::spin_loop`), and
+/// under loom a yield, so the model lets the writer go on.
+#[inline(always)]
+fn retry_hint() {
+    #[cfg(not(all(loom, test)))]
+    core::hint::spin_loop();
+    #[cfg(all(loom, test))]
+    loom::hint::spin_loop();
+}
 
 use crate::time::{Cycles, Ktime};
 
@@ -121,6 +137,21 @@ struct Copy {
 }
 
 impl Copy {
+    #[cfg(all(loom, test))]
+    fn new() -> Self {
+        Copy {
+            cycle_last: AtomicU64::new(0),
+            mask: AtomicU64::new(0),
+            max_cycles: AtomicU64::new(0),
+            max_raw_delta: AtomicU64::new(0),
+            base_ns: AtomicU64::new(0),
+            frac: AtomicU64::new(0),
+            factor: AtomicU64::new(0),
+            floor_ns: AtomicU64::new(0),
+        }
+    }
+
+    #[cfg(not(all(loom, test)))]
     const fn new() -> Self {
         Copy {
             cycle_last: AtomicU64::new(0),
@@ -225,7 +256,17 @@ impl Default for PublishedClock {
 }
 
 impl PublishedClock {
+    /// Nothing published (loom's atomics have no `const` constructor).
+    #[cfg(all(loom, test))]
+    pub fn new() -> Self {
+        PublishedClock {
+            seq: AtomicU32::new(0),
+            copies: [Copy::new(), Copy::new()],
+        }
+    }
+
     /// Nothing published.
+    #[cfg(not(all(loom, test)))]
     pub const fn new() -> Self {
         PublishedClock {
             seq: AtomicU32::new(0),
@@ -281,6 +322,7 @@ impl PublishedClock {
             if self.seq.load(Ordering::Relaxed) == seq {
                 return Some(s);
             }
+            retry_hint();
         }
     }
 
@@ -320,6 +362,7 @@ impl PublishedClock {
             if same {
                 return None;
             }
+            retry_hint();
         }
     }
 }
@@ -333,7 +376,7 @@ impl core::fmt::Debug for PublishedClock {
     }
 }
 
-#[cfg(test)]
+#[cfg(all(test, not(loom)))]
 mod tests {
     use super::*;
     use crate::timekeeper::fake::{FakeClock, World};
@@ -536,6 +579,102 @@ mod tests {
             for r in readers {
                 assert!(r.join().unwrap() > 0);
             }
+        });
+    }
+}
+
+/// The latch under loom (`RUSTFLAGS="--cfg loom" cargo test --release -p
+/// clocksource --lib loom`): every interleaving of one writer and one
+/// reader, and every value a relaxed load may return, up to the preemption
+/// bound.
+#[cfg(all(test, loom))]
+mod loom_tests {
+    use super::*;
+    use loom::sync::Arc;
+    use loom::thread;
+
+    /// A snapshot whose every word is derived from `k`, so that a read
+    /// mixing two publishes cannot pass for either.
+    fn snap(k: u64) -> ReadSnapshot {
+        ReadSnapshot {
+            cycle_last: Cycles::new(k * 1_000),
+            mask: Cycles::new(u64::MAX),
+            max_cycles: Cycles::new((1 << 40) | k),
+            max_raw_delta: Cycles::new(MAX_RAW_DELTA_64 - k),
+            base_ns: k * 1_000_000,
+            frac: k,
+            mult: (1 << 20) | k as u32,
+            shift: 20,
+            floor_ns: k * 1_000_000,
+            inline: InlineRead::Tsc,
+        }
+    }
+
+    /// Which publish `s` is, asserting it is exactly one.
+    fn which(s: &ReadSnapshot) -> u64 {
+        let k = s.frac;
+        assert_eq!(*s, snap(k), "a read mixed two publishes");
+        k
+    }
+
+    /// The monotonic ns `snap(k)` gives at counter `c` (`c ≥ cycle_last`,
+    /// well inside `max_cycles`), as `Copy::at` computes it.
+    fn ns_at(k: u64, c: u64) -> u64 {
+        let s = snap(k);
+        let d = c - s.cycle_last.get();
+        s.base_ns + ((d * s.mult as u64 + s.frac) >> s.shift)
+    }
+
+    fn bounded() -> loom::model::Builder {
+        let mut b = loom::model::Builder::new();
+        b.preemption_bound = Some(3);
+        b
+    }
+
+    /// Base 1 published, then a writer publishing base 2 while the reader
+    /// reads: the reader gets 1 or 2, whole.
+    fn racing(read: impl Fn(&PublishedClock) + Sync + Send + 'static) {
+        bounded().check(move || {
+            let p = Arc::new(PublishedClock::new());
+            p.publish(&snap(1));
+            let w = p.clone();
+            let writer = thread::spawn(move || w.publish(&snap(2)));
+            read(&p);
+            writer.join().unwrap();
+        });
+    }
+
+    #[test]
+    fn loom_a_read_racing_a_publish_sees_the_old_or_the_new_base_whole() {
+        racing(|p| {
+            let k = p.snapshot().map(|s| which(&s));
+            assert!(matches!(k, Some(1 | 2)), "{k:?}");
+        });
+    }
+
+    #[test]
+    fn loom_an_inline_read_racing_a_publish_converts_with_one_whole_base() {
+        racing(|p| {
+            let c = 5_000;
+            let t = p.monotonic_inline(InlineRead::Tsc, || Cycles::new(c));
+            let t = t.map(|t| t.as_nanos());
+            assert!(
+                t == Some(ns_at(1, c)) || t == Some(ns_at(2, c)),
+                "{t:?} is no publish's"
+            );
+        });
+    }
+
+    #[test]
+    fn loom_the_first_publish_is_nothing_or_whole() {
+        bounded().check(|| {
+            let p = Arc::new(PublishedClock::new());
+            let w = p.clone();
+            let writer = thread::spawn(move || w.publish(&snap(1)));
+            let k = p.snapshot().map(|s| which(&s));
+            assert!(matches!(k, None | Some(1)), "{k:?}");
+            writer.join().unwrap();
+            assert_eq!(p.snapshot().map(|s| which(&s)), Some(1));
         });
     }
 }
