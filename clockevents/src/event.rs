@@ -269,11 +269,11 @@ impl<'a> EventDevice<'a> {
                 DeviceState::Detached => Ok(()),
                 DeviceState::Shutdown => self.dev.set_state_shutdown(),
                 DeviceState::Periodic => self.dev.set_state_periodic(period),
-                DeviceState::Oneshot if self.state == DeviceState::OneshotStopped => {
-                    // Resuming from stopped: the driver is still in one-shot
-                    // mode; nothing to write until the next event.
-                    Ok(())
-                }
+                // Also when resuming from stopped: a driver's
+                // `set_state_oneshot_stopped` may have shut the device
+                // down (the trait's default), so one-shot mode is entered
+                // again, as Linux's `__clockevents_switch_state` does on
+                // `tick_program_event`'s way out of ONESHOT_STOPPED.
                 DeviceState::Oneshot => self.dev.set_state_oneshot(),
                 DeviceState::OneshotStopped => self.dev.set_state_oneshot_stopped(),
             };
