@@ -88,6 +88,8 @@ pub struct Machine<const CPUS: usize> {
     /// CPUs whose idle loop ends when a timer of theirs runs (a woken
     /// waiter): the interrupt is followed by `idle_exit`, not `idle_sleep`.
     busy_on_timer: [bool; CPUS],
+    /// Kick IPIs delivered for cross-CPU timers ([`Machine::add_timer_from`]).
+    kicks: u64,
 }
 
 /// Timers each simulated CPU can hold.
@@ -125,6 +127,7 @@ impl<const CPUS: usize> Machine<CPUS> {
             timer_cost: Arc::new(Mutex::new(Nanos::ZERO)),
             deep_refused: 0,
             busy_on_timer: [false; CPUS],
+            kicks: 0,
         }
     }
 
@@ -187,6 +190,42 @@ impl<const CPUS: usize> Machine<CPUS> {
         self.tick
             .add_timer(cpu_id(cpu), expires, data)
             .expect("timer queue has room")
+    }
+
+    /// Queues a one-shot timer on `cpu` from CPU `from` (a cross-CPU add):
+    /// the tick layer leaves `cpu`'s device alone and, when the timer is
+    /// earlier than what `cpu` is programmed for, asks for a kick, which the
+    /// machine delivers at once as the IPI would arrive: `cpu` wakes, runs
+    /// [`TickSystem::kicked`], and goes back to its loop. Counted in
+    /// [`Machine::kicks`].
+    pub fn add_timer_from(
+        &mut self,
+        from: usize,
+        cpu: usize,
+        expires: Ktime,
+        data: u64,
+    ) -> TimerId {
+        let (id, kick) = self
+            .tick
+            .add_timer_from(cpu_id(from), cpu_id(cpu), expires, data)
+            .expect("timer queue has room");
+        if let tick::Kick::Ipi(target) = kick {
+            let c = target.index();
+            self.kicks += 1;
+            self.trace
+                .record(self.clock.now(), Some(c), TraceKind::Note("kick IPI"));
+            self.wake(c);
+            let recorder = self.recorder();
+            self.tick
+                .kicked(target, &mut |c, t, now| recorder.run(c, t, now));
+            self.sleep(c);
+        }
+        id
+    }
+
+    /// Kick IPIs delivered so far ([`Machine::add_timer_from`]).
+    pub fn kicks(&self) -> u64 {
+        self.kicks
     }
 
     /// Queues a timer that re-arms itself every `period` (absolute, like a
