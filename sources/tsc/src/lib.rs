@@ -28,6 +28,8 @@
 //! - [`calibration`]: measuring the TSC against a reference (PIT channel 2,
 //!   HPET — whatever the caller passes; this crate depends on neither).
 //! - [`source`]: [`TscClockSource`], its rating and flags, [`TscError`].
+//! - [`sync`]: [`WarpCheck`], the cross-CPU warp check of SMP bring-up
+//!   (Linux `tsc_sync.c`): a warp means the TSC is to be marked unstable.
 //! - `model` (feature `model`): a TSC model and a CPUID fake for tests.
 //!
 //! # When the TSC is trusted (Linux's rules, and the subset here)
@@ -48,8 +50,9 @@
 //! watchdog.
 //!
 //! Here: invariant TSC ⇒ trusted (no watchdog); otherwise watched. We do not
-//! require `TSC_ADJUST` or count packages (there is no cross-CPU sync test
-//! in this crate: that belongs to SMP bring-up), and do not infer
+//! require `TSC_ADJUST` or count packages; the cross-CPU sync test is
+//! [`WarpCheck`], which SMP bring-up runs and whose warp the embedder turns
+//! into marking the TSC unstable. We do not infer
 //! `CONSTANT_TSC` from family/model (a constant-rate TSC that halts in C3
 //! still needs the watchdog). [`Stability`] carries `tsc=reliable` and
 //! `tsc=unstable`.
@@ -66,6 +69,7 @@ pub mod cpuid;
 #[cfg(feature = "model")]
 pub mod model;
 pub mod source;
+pub mod sync;
 
 pub use calibration::calibrate_tsc;
 pub use cpuid::{
@@ -73,3 +77,4 @@ pub use cpuid::{
     TscFrequency, Vendor, MAX_FREQUENCY, MIN_FREQUENCY,
 };
 pub use source::{rating_and_flags, Stability, TscClockSource, TscError, TSC_NAME, TSC_RATING};
+pub use sync::{WarpCheck, WarpResult};
