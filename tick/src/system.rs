@@ -233,6 +233,21 @@ where
         Ok(())
     }
 
+    /// Marks clocksource `name` unstable and re-selects (Linux
+    /// `mark_tsc_unstable`: a failed TSC warp check at CPU bring-up, the
+    /// `tsc` crate's `WarpCheck`). If it was the current source the timekeeper moves to the
+    /// next best one from the time it has reached, so time never steps
+    /// back. `Some(true)` if newly marked, `Some(false)` if it already was,
+    /// `None` if no source has that name.
+    pub fn mark_clocksource_unstable(&mut self, name: &str) -> Option<bool> {
+        let id = self.time.clocks.find(name)?;
+        let newly = self.time.clocks.mark_unstable(id).ok()?;
+        if newly {
+            self.reselect_clocksource(None);
+        }
+        Some(newly)
+    }
+
     /// The clock source registry (for the boot table).
     pub fn clocksources(&self) -> &Registry<'a, MAX_CLOCK_SOURCES> {
         &self.time.clocks

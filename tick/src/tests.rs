@@ -363,3 +363,30 @@ fn a_remote_cancel_leaves_the_targets_device_alone() {
     assert_eq!(sys.programmed_event(CPU1), ms(2));
     assert!(sys.cancel_timer_from(CPU0, CPU1, id).is_none());
 }
+
+#[test]
+fn a_clocksource_marked_unstable_is_left_for_the_next_best_without_time_going_back() {
+    // A failed TSC warp check at CPU bring-up marks the TSC unstable
+    // (Linux `mark_tsc_unstable`); time goes on from the next best source.
+    let tsc = leak(FakeClock::new("tsc", 300));
+    let hpet = leak(FakeClock::new("hpet", 250));
+    let mut sys = Sys::new(TickConfig::DEFAULT, tsc, [[TimerSlot::EMPTY; 16]; 2]).unwrap();
+    sys.register_clocksource(hpet).unwrap();
+    assert_eq!(sys.timekeeper().clocksource().name(), "tsc");
+    tsc.advance(Nanos::from_millis(10));
+    hpet.advance(Nanos::from_millis(3)); // the two counters disagree
+    let before = sys.now();
+    assert_eq!(sys.mark_clocksource_unstable("tsc"), Some(true));
+    assert_eq!(sys.timekeeper().clocksource().name(), "hpet");
+    let after = sys.now();
+    assert!(after >= before, "{before} then {after}");
+    hpet.advance(Nanos::from_millis(1));
+    assert_eq!(sys.now(), after.saturating_add(Nanos::from_millis(1)));
+    // Again: already marked; an unknown name: none.
+    assert_eq!(sys.mark_clocksource_unstable("tsc"), Some(false));
+    assert_eq!(sys.mark_clocksource_unstable("rtc"), None);
+    assert!(sys
+        .clocksources()
+        .iter()
+        .any(|e| e.name() == "tsc" && e.is_unstable()));
+}
