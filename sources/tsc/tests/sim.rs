@@ -499,3 +499,60 @@ fn stopped_tsc_is_a_typed_error_at_probe_and_the_system_falls_back() {
     sys.run_for(Nanos::from_secs(1));
     assert_eq!(sys.now().saturating_since(before), Nanos::from_secs(1));
 }
+
+// ----- the cross-CPU warp check ------------------------------------------------
+
+/// SMP bring-up's TSC warp check (Linux `tsc_sync.c`): the AP's TSC runs
+/// at the BSP's rate but 5000 cycles (2.5 µs at 2 GHz) behind, as a TSC
+/// reset with the CPU and not re-synchronised. The two take turns reading,
+/// 50 ns of true time a read (100 cycles): every AP read is 4900 cycles
+/// below the BSP read before it. The warp marks the TSC unstable and the
+/// timekeeper goes on from the HPET, time not going back and timers not
+/// firing early across the switch.
+#[test]
+fn an_ap_tsc_behind_the_bsps_is_a_warp_and_time_moves_to_the_hpet_without_going_back() {
+    let clock = VirtualClock::new();
+    let trace = Trace::new();
+    let bsp = model(&clock, 2_000_000_000, true);
+    let ap = TscModel::new(
+        clock.clone(),
+        TscModelConfig::new(Hertz::new(2_000_000_000))
+            .initial(0x1234_5678_9ABC - 5_000)
+            .invariant(true),
+    )
+    .leak();
+    let tsc = probe(bsp, cpuid_2ghz(true), None, Stability::Auto).unwrap();
+    let mut m: Machine<1> = Machine::new(clock.clone(), trace.clone(), cfg(true, true), tsc);
+    m.tick.register_clocksource(hpet(&clock)).unwrap();
+    m.add_device(tick_dev(&clock, &trace));
+    assert_eq!(m.tick.timekeeper().clocksource().name(), "tsc");
+    m.run_for(Nanos::from_millis(10));
+
+    let warp = tsc::WarpCheck::new();
+    let read = |t: &TscModel| {
+        clock.advance_by(Nanos::from_nanos(50));
+        hw::TscRead::rdtsc(t)
+    };
+    for _ in 0..1_000 {
+        warp.run(1, || read(bsp));
+        warp.run(1, || read(ap));
+    }
+    let r = warp.result();
+    assert_eq!(
+        (r.reads, r.warps, r.max_warp),
+        (2_000, 1_000, Cycles::new(4_900))
+    );
+
+    let before = m.now();
+    assert_eq!(m.tick.mark_clocksource_unstable("tsc"), Some(true));
+    assert_eq!(m.tick.timekeeper().clocksource().name(), "hpet");
+    let after = m.now();
+    assert!(after >= before, "time went back: {before} then {after}");
+    let due = after.saturating_add(Nanos::from_millis(5));
+    m.add_timer(0, due, 7);
+    m.run_for(Nanos::from_millis(10));
+    let fired = m.fired();
+    assert_eq!(fired.len(), 1);
+    assert!(fired[0].at >= due, "{:?}", fired[0]);
+    assert!(m.now() >= after);
+}
