@@ -12,8 +12,22 @@
 //!     IPI on c → cpu_event(c): timers run; c's next event goes back to
 //!                              bc.next_event[c] while c stays in deep idle
 //!   CPU c leaves deep idle
-//!     broadcast_exit(c): local device → ONESHOT, reprogrammed
+//!     broadcast_exit(c): local device → ONESHOT, and
+//!       c pending (the handler already sent its IPI): nothing more, the
+//!         IPI handles the event;
+//!       c's event already due (the broadcast device is about to fire):
+//!         c is *forced*: the local device is not programmed, the
+//!         broadcast handler IPIs c; c may not go deep again meanwhile;
+//!       else: reprogrammed
 //! ```
+//!
+//! The pending and forced CPUs are Linux's `tick_broadcast_pending_mask`
+//! and `tick_broadcast_force_mask`. Without them a CPU leaving deep idle
+//! with its event already expired would program its local device with
+//! that expired event — forced out to the min delta — and, idling again
+//! before it fired, re-arm the broadcast device: the two devices playing
+//! ping-pong with one event, and the event handled twice (once for the
+//! local device, once for the broadcast IPI already on its way).
 //!
 //! In periodic mode the broadcast device runs periodically and IPIs every
 //! waiting CPU on each tick. The broadcast device serves one mode at a time:
@@ -36,8 +50,15 @@ pub(crate) struct Broadcast<'a, const CPUS: usize> {
     pub(crate) oneshot_mask: CpuMask,
     /// CPUs taking their periodic tick from the broadcast device.
     pub(crate) periodic_mask: CpuMask,
-    /// Each waiting CPU's next event.
+    /// Each waiting CPU's next event (and a forced CPU's, expired).
     pub(crate) next_event: [Ktime; CPUS],
+    /// CPUs the handler found due and sent an IPI, which they have not yet
+    /// handled (Linux `tick_broadcast_pending_mask`).
+    pub(crate) pending_mask: CpuMask,
+    /// CPUs that left deep idle with their event already due: the handler
+    /// IPIs them, their local device stays unprogrammed until then (Linux
+    /// `tick_broadcast_force_mask`).
+    pub(crate) force_mask: CpuMask,
 }
 
 impl<const CPUS: usize> Broadcast<'_, CPUS> {
@@ -47,7 +68,22 @@ impl<const CPUS: usize> Broadcast<'_, CPUS> {
             oneshot_mask: CpuMask::EMPTY,
             periodic_mask: CpuMask::EMPTY,
             next_event: [Ktime::MAX; CPUS],
+            pending_mask: CpuMask::EMPTY,
+            force_mask: CpuMask::EMPTY,
         }
+    }
+
+    /// Whether `cpu` waits for a broadcast IPI that will handle its event
+    /// (pending or forced): its local device is not to be programmed
+    /// before.
+    pub(crate) fn owes_ipi(&self, cpu: CpuId) -> bool {
+        self.pending_mask.contains(cpu) || self.force_mask.contains(cpu)
+    }
+
+    /// `cpu` is handling its broadcast IPI: no longer pending or forced.
+    pub(crate) fn ipi_taken(&mut self, cpu: CpuId) {
+        self.pending_mask.remove(cpu);
+        self.force_mask.remove(cpu);
     }
 
     /// Whether any CPU waits on the broadcast device.
@@ -71,11 +107,13 @@ impl<const CPUS: usize> Broadcast<'_, CPUS> {
         self.program(now);
     }
 
-    /// Arms the broadcast device for the earliest waiting CPU, or stops it.
+    /// Arms the broadcast device for the earliest waiting or forced CPU, or
+    /// stops it.
     pub(crate) fn program(&mut self, now: Ktime) {
         let next = self
             .oneshot_mask
             .iter()
+            .chain(self.force_mask.iter())
             .map(|c| self.event_of(c))
             .min()
             .unwrap_or(Ktime::MAX);
@@ -117,11 +155,20 @@ impl<const CPUS: usize> Broadcast<'_, CPUS> {
         for cpu in self.oneshot_mask.iter() {
             if self.event_of(cpu) <= now {
                 wake.insert(cpu);
+                self.pending_mask.insert(cpu);
                 if let Some(e) = self.next_event.get_mut(cpu.index()) {
                     *e = Ktime::MAX;
                 }
             }
         }
+        // The forced CPUs are due by definition.
+        for cpu in self.force_mask.iter() {
+            wake.insert(cpu);
+            if let Some(e) = self.next_event.get_mut(cpu.index()) {
+                *e = Ktime::MAX;
+            }
+        }
+        self.force_mask = CpuMask::EMPTY;
         self.program(now);
         wake
     }
@@ -185,7 +232,10 @@ where
         } else {
             f.contains(Features::PERIODIC)
         };
-        if !capable || other_mode_busy {
+        // A forced CPU waits (shallow) for the IPI that handles its expired
+        // event: going deep again would re-arm the broadcast device for an
+        // event already handed to it (Linux returns -EBUSY).
+        if !capable || other_mode_busy || self.bc.force_mask.contains(cpu) {
             return Err(IdleError::Busy);
         }
         let local_next = c.device_event();
@@ -233,6 +283,19 @@ where
         }
         if mode.is_oneshot() {
             self.bc.oneshot_mask.remove(cpu);
+            if self.bc.pending_mask.contains(cpu) {
+                // The handler found it due and its IPI is on the way: that
+                // IPI handles the event and programs the local device.
+                return;
+            }
+            if self.bc.event_of(cpu) <= now {
+                // Due, and the broadcast device (armed for it, or earlier)
+                // is about to fire: let its handler IPI this CPU rather
+                // than program the local device with an expired event.
+                self.bc.force_mask.insert(cpu);
+                self.bc.program(now);
+                return;
+            }
             if let Some(e) = self.bc.next_event.get_mut(cpu.index()) {
                 *e = Ktime::MAX;
             }

@@ -80,9 +80,11 @@ where
         }
     }
 
-    /// Handles a tick IPI sent on behalf of the broadcast device.
+    /// Handles a tick IPI sent on behalf of the broadcast device (or for
+    /// an interrupt forwarded from another CPU).
     pub fn ipi(&mut self, cpu: CpuId, run: &mut TimerFn<'_>) {
         if cpu.index() < CPUS {
+            self.bc.ipi_taken(cpu);
             self.cpu_event(cpu, run);
         }
     }
@@ -183,6 +185,12 @@ where
         let max_deferment = self.time.tk.max_deferment();
         let c = &mut self.cpus[cpu.index()];
         if !c.mode.is_oneshot() {
+            return;
+        }
+        if !c.in_broadcast && self.bc.owes_ipi(cpu) {
+            // Out of deep idle with its event handed to a broadcast IPI
+            // still to come ([`crate::broadcast`]): that IPI programs the
+            // device, with the event handled.
             return;
         }
         c.rearm_pending = false;

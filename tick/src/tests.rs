@@ -390,3 +390,82 @@ fn a_clocksource_marked_unstable_is_left_for_the_next_best_without_time_going_ba
         .iter()
         .any(|e| e.name() == "tsc" && e.is_unstable()));
 }
+
+/// Two CPUs whose local devices stop in deep idle (C3STOP), and an
+/// HPET-like global device that becomes the broadcast device.
+fn deep_idle_pair() -> (Sys, &'static FakeClock, [&'static FakeTimer; 2], DeviceId) {
+    let clock = leak(FakeClock::new("fake", 300));
+    let f = ONESHOT_PERIODIC | Features::C3STOP | Features::PERCPU;
+    let d0 = leak(FakeTimer::new("lapic0", f, CPU0));
+    let d1 = leak(FakeTimer::new("lapic1", f, CPU1));
+    let hpet = leak(FakeTimer::global("hpet", ONESHOT_PERIODIC, 50));
+    let mut sys = Sys::new(TickConfig::DEFAULT, clock, [[TimerSlot::EMPTY; 16]; 2]).unwrap();
+    sys.register_device(d0).unwrap();
+    sys.register_device(d1).unwrap();
+    let bc = sys.register_device(hpet).unwrap();
+    assert_eq!(sys.broadcast_device(), Some("hpet"));
+    (sys, clock, [d0, d1], bc)
+}
+
+#[test]
+fn a_cpu_leaving_deep_idle_with_its_event_due_is_forced_to_the_broadcast_ipi() {
+    let (mut sys, clock, [_, d1], bc) = deep_idle_pair();
+    sys.add_timer(CPU1, ms(10), 1).unwrap();
+    sys.idle_enter(CPU1).unwrap();
+    assert!(sys.idle_sleep(CPU1, IdleDepth::Deep).unwrap().broadcast);
+    // CPU 1's event comes due; before the broadcast interrupt is handled,
+    // something else wakes CPU 1.
+    clock.advance(Nanos::from_micros(10_001));
+    let calls = d1.calls().len();
+    sys.idle_wake(CPU1);
+    // Resumed one-shot, but not programmed with the expired event.
+    assert_eq!(d1.calls()[calls..], [Call::Oneshot]);
+    // It may not go deep again before the IPI; its idle loop halts shallow,
+    // its device still unprogrammed.
+    assert_eq!(sys.idle_sleep(CPU1, IdleDepth::Deep), Err(IdleError::Busy));
+    assert_eq!(d1.calls()[calls..], [Call::Oneshot]);
+    // The broadcast interrupt IPIs the forced CPU, which runs its timer
+    // once and programs its own device.
+    let mut fired = Vec::new();
+    let mask = sys.interrupt(bc, CPU0, &mut |_, t, _| {
+        fired.push(t.data);
+        Rearm::No
+    });
+    assert!(mask.contains(CPU1), "{mask:?}");
+    sys.ipi(CPU1, &mut |_, t, _| {
+        fired.push(t.data);
+        Rearm::No
+    });
+    assert_eq!(fired, [1]);
+    assert!(matches!(d1.last_programmed(), Some(Call::Next(_))));
+    // No longer forced: deep idle is allowed again.
+    assert!(sys.idle_sleep(CPU1, IdleDepth::Deep).unwrap().broadcast);
+}
+
+#[test]
+fn a_cpu_woken_by_the_broadcast_leaves_its_event_to_the_pending_ipi() {
+    let (mut sys, clock, [_, d1], bc) = deep_idle_pair();
+    sys.add_timer(CPU1, ms(10), 2).unwrap();
+    sys.idle_enter(CPU1).unwrap();
+    assert!(sys.idle_sleep(CPU1, IdleDepth::Deep).unwrap().broadcast);
+    clock.advance(Nanos::from_millis(10));
+    let mut fired = Vec::new();
+    let mask = sys.interrupt(bc, CPU0, &mut |_, t, _| {
+        fired.push(t.data);
+        Rearm::No
+    });
+    assert!(mask.contains(CPU1));
+    // CPU 1 wakes (the IPI ends its halt) and leaves idle before its
+    // handler runs: the pending IPI handles the event, so neither the
+    // wake nor the idle exit programs the local device with it.
+    let calls = d1.calls().len();
+    sys.idle_wake(CPU1);
+    sys.idle_exit(CPU1);
+    assert_eq!(d1.calls()[calls..], [Call::Oneshot]);
+    sys.ipi(CPU1, &mut |_, t, _| {
+        fired.push(t.data);
+        Rearm::No
+    });
+    assert_eq!(fired, [2], "handled once");
+    assert!(matches!(d1.last_programmed(), Some(Call::Next(_))));
+}
