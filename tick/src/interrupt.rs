@@ -28,10 +28,6 @@ use crate::config::TickMode;
 use crate::queue::TimerSlot;
 use crate::system::{TickSystem, TimerFn};
 
-/// The CPU that runs the clocksource watchdog (Linux's 2026 watchdog checks
-/// frequency on the boot CPU).
-pub(crate) const WATCHDOG_CPU: CpuId = CpuId::BOOT;
-
 impl<'a, S, const CPUS: usize> TickSystem<'a, S, CPUS>
 where
     S: AsRef<[TimerSlot]> + AsMut<[TimerSlot]>,
@@ -172,7 +168,7 @@ where
             // `tick_nohz_update_jiffies`).
             self.time.update_jiffies(now);
         }
-        if cpu == WATCHDOG_CPU && self.watchdog.is_due(now) {
+        if cpu == self.watchdog_cpu() && self.watchdog.is_due(now) {
             self.check_clocks();
             self.watchdog.schedule(&self.time.clocks, now);
         }
@@ -183,6 +179,7 @@ where
     pub(crate) fn reprogram(&mut self, cpu: CpuId, now: Ktime) {
         let grid = self.time.grid;
         let max_deferment = self.time.tk.max_deferment();
+        let watchdog_cpu = self.watchdog_cpu();
         let c = &mut self.cpus[cpu.index()];
         if !c.mode.is_oneshot() {
             return;
@@ -194,7 +191,13 @@ where
             return;
         }
         c.rearm_pending = false;
-        let watchdog = if cpu == WATCHDOG_CPU {
+        if c.tick_stopped && c.do_timer_last && self.time.duty().is_some_and(|d| d != cpu) {
+            // Another CPU took the duty since this one stopped its tick: it
+            // is no longer the last holder, so no longer bound by the max
+            // deferment (Linux re-evaluates `do_timer_last` at every stop).
+            c.do_timer_last = false;
+        }
+        let watchdog = if cpu == watchdog_cpu {
             self.watchdog.deadline(c.tick_stopped)
         } else {
             Ktime::MAX
@@ -206,6 +209,24 @@ where
         } else {
             c.program(cpu, next, now);
         }
+    }
+
+    /// The CPU that runs the clocksource watchdog: the one holding the
+    /// timekeeping duty, else the last that held it (idle, it wakes for the
+    /// max deferment anyway), else the boot CPU. So the watchdog goes where
+    /// the tick runs, and an idle CPU whose duty another took is not woken
+    /// for it (Linux's watchdog timer hops from CPU to CPU,
+    /// `kernel/time/clocksource.c`, `clocksource_watchdog`).
+    pub(crate) fn watchdog_cpu(&self) -> CpuId {
+        self.time
+            .duty()
+            .or_else(|| {
+                self.cpus
+                    .iter()
+                    .position(|c| c.do_timer_last)
+                    .and_then(CpuId::from_index)
+            })
+            .unwrap_or(CpuId::BOOT)
     }
 
     /// One watchdog check now; a source found unstable re-selects the

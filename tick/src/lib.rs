@@ -42,7 +42,7 @@
 //! | timekeeping | timekeeper, clock sources, tick grid, jiffies, duty CPU | the duty holder's tick (and a CPU woken tickless, before it uses jiffies); registration | every CPU | a seqlock: one writer, lock-free readers |
 //! | per-CPU (`TickCpu`) | tick device, timer queue, mode, next tick, idle accounting, advance, stats | its own CPU only: its interrupt, idle loop, timer calls | its CPU; others by [`CpuInfo`] snapshot | per-CPU storage, or a lock of its own only its CPU takes in interrupts |
 //! | broadcast | the broadcast device, the waiting CPUs and their next events | a CPU entering or leaving deep idle; the broadcast interrupt | the same | its own lock (Linux `tick_broadcast_lock`) |
-//! | watchdog schedule | the clocksource watchdog's next and last check, idle deferral | CPU 0's interrupt; clocksource reselection | CPU 0 | CPU 0's, with timekeeping's lock to change the clocksource |
+//! | watchdog schedule | the clocksource watchdog's next and last check, idle deferral | the watchdog CPU's interrupt (the duty holder, else the last holder, else CPU 0); clocksource reselection | the watchdog CPU | the duty's, with timekeeping's lock to change the clocksource |
 //! | device pool | every registered event device and its owner | registration only | registration, the interrupt's owner check | read-mostly: registration takes the system lock |
 //!
 //! Today the embedder serialises every call (one lock, interrupts off);

@@ -469,3 +469,42 @@ fn a_cpu_woken_by_the_broadcast_leaves_its_event_to_the_pending_ipi() {
     assert_eq!(fired, [2], "handled once");
     assert!(matches!(d1.last_programmed(), Some(Call::Next(_))));
 }
+
+#[test]
+fn the_watchdog_runs_where_the_duty_is_and_an_idle_cpu_without_it_sleeps() {
+    let tsc = leak(FakeClock::must_verify("tsc", 300));
+    let hpet = leak(FakeClock::new("hpet", 250));
+    let d0 = leak(FakeTimer::new("timer0", ONESHOT_PERIODIC, CPU0));
+    let d1 = leak(FakeTimer::new("timer1", ONESHOT_PERIODIC, CPU1));
+    let mut sys = Sys::new(TickConfig::DEFAULT, tsc, [[TimerSlot::EMPTY; 16]; 2]).unwrap();
+    sys.register_clocksource(hpet).unwrap();
+    let i0 = sys.register_device(d0).unwrap();
+    let i1 = sys.register_device(d1).unwrap();
+    let step = |d: Nanos| {
+        tsc.advance(d);
+        hpet.advance(d);
+    };
+    step(PERIOD);
+    sys.interrupt(i0, CPU0, &mut |_, _, _| Rearm::No);
+    sys.interrupt(i1, CPU1, &mut |_, _, _| Rearm::No);
+    assert_eq!(sys.do_timer_cpu(), Some(CPU0));
+    // CPU 0 idles: its tick stops, it gives the duty up and, the last
+    // holder, still wakes for the watchdog and the max deferment.
+    sys.idle_enter(CPU0).unwrap();
+    sys.idle_sleep(CPU0, IdleDepth::Shallow).unwrap();
+    assert!(sys.programmed_event(CPU0) < ms(1_100));
+    // CPU 1 ticks on for 2 s: it takes the duty, and the watchdog with it.
+    for _ in 0..500 {
+        step(PERIOD);
+        sys.interrupt(i1, CPU1, &mut |_, _, _| Rearm::No);
+    }
+    assert_eq!(sys.do_timer_cpu(), Some(CPU1));
+    let s = sys.watchdog_schedule().expect("a must-verify clocksource");
+    assert!(s.last_run >= ms(1_500), "checked on CPU 1: {s:?}");
+    // CPU 0's stale wake-up (armed when it was the watchdog CPU) re-arms
+    // it for nothing at all: no timer, no duty, no watchdog.
+    sys.interrupt(i0, CPU0, &mut |_, _, _| Rearm::No);
+    sys.idle_sleep(CPU0, IdleDepth::Shallow).unwrap();
+    assert_eq!(sys.programmed_event(CPU0), Ktime::MAX);
+    assert_eq!(sys.timekeeper().clocksource().name(), "tsc");
+}

@@ -2,11 +2,13 @@
 //!
 //! [`clocksource::Watchdog`] judges `MUST_VERIFY` sources; it owns no
 //! timer. This module is its timer: with a `MUST_VERIFY` clocksource
-//! registered (a TSC without the invariant bit), CPU 0 checks it against a
+//! registered (a TSC without the invariant bit), the CPU holding the
+//! timekeeping duty (else the last that held it, else CPU 0; below, "the
+//! watchdog CPU") checks it against a
 //! trusted one every 0.5 s while its tick runs, as Linux does
 //! (`WATCHDOG_INTERVAL`, kernel/time/clocksource.c). Linux's watchdog is a
 //! timer that wakes an idle CPU every 0.5 s too (most of the ~2 wake-ups/s
-//! of an idle Linux guest under TCG); here, with CPU 0's tick stopped, a
+//! of an idle Linux guest under TCG); here, with the watchdog CPU's tick stopped, a
 //! check that is due runs in the CPU's next wake-up for anything else, and
 //! a wake-up of its own is forced only when the last check is
 //! [`WATCHDOG_IDLE_DEFERRAL_MAX`] = 1 s old (or 7/8 of the pair's smaller
@@ -45,14 +47,14 @@
 //! interval never reaches back before the clocks moved onto the source it
 //! judges.
 //!
-//! The schedule is shared state of the timekeeping CPU (CPU 0); no other
-//! CPU reads or writes it.
+//! The schedule is shared state of the watchdog CPU, which moves with the
+//! timekeeping duty; no other CPU reads or writes it.
 
 use clocksource::{ClockSourceFlags, Ktime, Nanos, Registry, Watchdog, WatchdogReport};
 
 use crate::system::MAX_CLOCK_SOURCES;
 
-/// The longest CPU 0 leaves a `MUST_VERIFY` clocksource unchecked while
+/// The longest the watchdog CPU leaves a `MUST_VERIFY` clocksource unchecked while
 /// idle with its tick stopped, however long the counters could go: 1 s,
 /// the longest interval Linux's watchdog judges (`WATCHDOG_INTERVAL_MAX_NS`
 /// = 2 × `WATCHDOG_INTERVAL`, kernel/time/clocksource.c). A source wrong by
@@ -65,12 +67,12 @@ pub struct WatchdogSchedule {
     /// When it last ran (or was scheduled from).
     pub last_run: Ktime,
     /// When the next check is due on the regular 0.5 s schedule; it runs in
-    /// CPU 0's first interrupt at or after this.
+    /// The watchdog CPU's first interrupt at or after this.
     pub next_due: Ktime,
-    /// When CPU 0 idle with its tick stopped is woken for it: `last_run` +
-    /// `deferral` (or `next_due`, if later).
+    /// When the watchdog CPU, idle with its tick stopped, is woken for it:
+    /// `last_run` + `deferral` (or `next_due`, if later).
     pub idle_deadline: Ktime,
-    /// How long an idle CPU 0 may defer the check.
+    /// How long an idle watchdog CPU may defer the check.
     pub deferral: Nanos,
 }
 
@@ -81,7 +83,7 @@ pub(crate) struct WatchdogTimer {
     next: Ktime,
     /// When the watchdog last ran (its regular schedule counts from here).
     last: Ktime,
-    /// How long CPU 0 may defer a check while idle with its tick stopped.
+    /// How long the watchdog CPU may defer a check while idle with its tick stopped.
     deferral: Nanos,
 }
 
@@ -131,7 +133,7 @@ impl WatchdogTimer {
             .max(self.watchdog.interval());
     }
 
-    /// When CPU 0 must wake for the check: at its regular schedule while
+    /// When the watchdog CPU must wake for the check: at its regular schedule while
     /// the tick runs; with the tick stopped, not before the check would
     /// span the deferral.
     pub(crate) fn deadline(&self, tick_stopped: bool) -> Ktime {
