@@ -341,6 +341,41 @@ fn timers_queued_from_cpu0_for_cpu1_fire_on_cpu1_and_kick_it_only_when_earlier()
     assert!((1..1_000).contains(&want_kicks), "{want_kicks}");
 }
 
+/// Duty handover (Linux `tick-sched.c`, `tick_do_timer_cpu` and
+/// `do_timer_last`): CPU 0 idles 10 s with its tick stopped while CPU 1
+/// runs, then the reverse. Jiffies follow the clock exactly throughout
+/// (2500 per 10 s at HZ = 250), whoever holds the duty; the idle CPU, the
+/// last holder when it stopped its tick, is woken once by that
+/// (the device's 32-bit max delta, 4.294967295 s at 1 GHz, as nothing else
+/// is due), finds the duty taken, and then sleeps through.
+#[test]
+fn duty_handover_keeps_jiffies_exact_and_lets_the_idle_cpu_sleep() {
+    let (mut m, clock, trace) = machine::<2>(config(250, true, true));
+    for c in 0..2 {
+        let d = local_dev(&clock, &trace, ["lapic0", "lapic1"][c], c as u32, BOTH);
+        m.add_device(d);
+    }
+    m.run_until(Ktime::from_millis(10));
+    for (idle, busy, name) in [(0usize, 1usize, "lapic0"), (1, 0, "lapic1")] {
+        let start = clock.now();
+        let jiffies = m.tick.jiffies().get();
+        let before = trace.interrupts_of(name).len();
+        m.idle(idle, IdleDepth::Shallow);
+        m.run_for(Nanos::from_secs(10));
+        let who = CpuId::from_index(busy).unwrap();
+        assert_eq!(m.tick.do_timer_cpu(), Some(who), "CPU {busy} took the duty");
+        assert_eq!(m.tick.jiffies().get() - jiffies, 2_500, "CPU {idle} idle");
+        let woke = &trace.interrupts_of(name)[before..];
+        assert_eq!(
+            woke,
+            [start.saturating_add(Nanos::from_nanos(4_294_967_295))],
+            "CPU {idle}: one wake-up, the last holder's, then none"
+        );
+        m.busy(idle);
+        m.run_for(Nanos::from_millis(10));
+    }
+}
+
 #[test]
 fn broadcast_wakes_cpus_whose_device_stops_in_deep_idle() {
     let (mut m, locals, hpet) = broadcast_machine(config(250, true, true), true);
