@@ -104,6 +104,10 @@ pub struct HpetModelConfig {
     pub wide_comparators: u32,
     /// `Tn_INT_ROUTE_CAP` of every comparator.
     pub route_cap: IrqPins,
+    /// Comparators with `Tn_FSB_INT_DEL_CAP`: FSB (MSI) delivery (QEMU's
+    /// `-global hpet.msi=on` sets it on all, hw/timer/hpet.c
+    /// `HPET_TN_FSB_CAP`; off by default).
+    pub fsb_capable: u32,
 }
 
 impl HpetModelConfig {
@@ -121,6 +125,7 @@ impl HpetModelConfig {
             periodic_capable: u32::MAX,
             wide_comparators: u32::MAX,
             route_cap: IrqPins::from_bits(0x00FF_0104),
+            fsb_capable: 0,
         }
     }
     /// A chipset HPET on the 14.31818 MHz crystal (69 841 279 fs): 3
@@ -137,6 +142,7 @@ impl HpetModelConfig {
             periodic_capable: 0b1,
             wide_comparators: 0b1,
             route_cap: IrqPins::from_bits(0x00F0_0000),
+            fsb_capable: 0,
         }
     }
     /// With this counter period.
@@ -172,6 +178,12 @@ impl HpetModelConfig {
     /// With this route capability.
     pub const fn route_cap(mut self, pins: IrqPins) -> Self {
         self.route_cap = pins;
+        self
+    }
+    /// With FSB delivery on every comparator (`true`, QEMU's `hpet.msi=on`)
+    /// or none.
+    pub const fn msi(mut self, on: bool) -> Self {
+        self.fsb_capable = if on { u32::MAX } else { 0 };
         self
     }
 }
@@ -221,6 +233,10 @@ impl HpetModel {
                 c.set(
                     TimerConfig::SIZE_CAP,
                     config.counter_64bit && config.wide_comparators & (1 << i) != 0,
+                );
+                c.set(
+                    TimerConfig::FSB_INT_DEL_CAP,
+                    config.fsb_capable & (1 << i) != 0,
                 );
                 Comparator::new(c)
             })
@@ -515,6 +531,20 @@ pub struct ComparatorIrq<'a> {
     n: usize,
 }
 
+impl ComparatorIrq<'_> {
+    /// With `Tn_FSB_EN_CNF` set, the message the comparator delivers: the
+    /// address (`Tn_FSB_INT_ROUTE` bits 63:32) and the data written there
+    /// (bits 31:0), IA-PC HPET specification 1.0a §2.3.9.3. `None` when it
+    /// drives an interrupt line instead.
+    pub fn fsb_message(&self) -> Option<(u32, u32)> {
+        let s = self.model.lock();
+        let t = s.timers.get(self.n)?;
+        t.conf
+            .contains(TimerConfig::FSB_EN_CNF)
+            .then_some(((t.fsb >> 32) as u32, t.fsb as u32))
+    }
+}
+
 impl InterruptSource for ComparatorIrq<'_> {
     fn next_fire(&self) -> Option<Ktime> {
         let (s, _) = self.model.synced();
@@ -536,7 +566,14 @@ impl InterruptSource for ComparatorIrq<'_> {
         }
     }
 
+    /// LegacyReplacement: CPU 0 (IRQ0 and IRQ8 go there). FSB: the CPU
+    /// whose APIC ID the message address names (bits 19:12 of `0xFEEx_xxxx`,
+    /// physical destination, Intel SDM §10.11.1). Else unknown (an I/O APIC
+    /// input, routed by whoever programs it).
     fn target_cpu(&self) -> Option<usize> {
+        if let Some((address, _)) = self.fsb_message() {
+            return Some((address >> 12 & 0xFF) as usize);
+        }
         let legacy = self.model.lock().gen.contains(GeneralConfig::LEG_RT_CNF);
         (legacy && self.n <= 1).then_some(0)
     }

@@ -471,3 +471,33 @@ fn a_match_comes_exactly_when_the_counter_steps_into_the_comparator() {
         .tests(500)
         .quickcheck(prop as fn(u32, u32, bool) -> bool);
 }
+
+#[test]
+fn fsb_delivery_sends_its_message_to_the_cpu_the_address_names_edge_only() {
+    // QEMU with `-global hpet.msi=on`: every comparator FSB-capable.
+    let (clock, m) = model(HpetModelConfig::qemu().msi(true));
+    assert!(conf(&m, 1).contains(TimerConfig::FSB_INT_DEL_CAP));
+    // Comparator 1 to APIC ID 1 (0xFEE0_1000), vector 0x41, one-shot at
+    // tick 1000; level mode asked for too, which FSB delivery ignores.
+    m.write64(
+        crate::regs::tn_fsb_int_route(1),
+        (0xFEE0_1000u64 << 32) | 0x41,
+    );
+    set_conf(
+        &m,
+        1,
+        TimerConfig::FSB_EN_CNF | TimerConfig::INT_ENB_CNF | TimerConfig::INT_TYPE_CNF,
+    );
+    m.write64(tn_comparator(1), 1_000);
+    enable(&m);
+    let irq = m.irq(1);
+    assert_eq!(irq.fsb_message(), Some((0xFEE0_1000, 0x41)));
+    assert_eq!(irq.target_cpu(), Some(1));
+    assert_eq!(deliveries(&clock, &irq, ticks(2_000)), [ticks(1_000)]);
+    assert_eq!(m.read64(GINTR_STA) & 0b10, 0, "no level status latched");
+    // Without the capability the enable bit does not stick.
+    let (_, plain) = qemu();
+    set_conf(&plain, 1, TimerConfig::FSB_EN_CNF);
+    assert!(!conf(&plain, 1).contains(TimerConfig::FSB_EN_CNF));
+    assert_eq!(plain.irq(1).fsb_message(), None);
+}

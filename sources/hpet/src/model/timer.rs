@@ -115,7 +115,7 @@ pub(super) struct Comparator {
     pub(super) cmp: u64,
     /// The last value written: the periodic increment.
     period: u64,
-    /// `Tn_FSB_INT_ROUTE` (stored; FSB delivery is not modelled).
+    /// `Tn_FSB_INT_ROUTE`: where and what an FSB delivery writes.
     pub(super) fsb: u64,
     /// Writes that have not landed yet, oldest first.
     pending: VecDeque<PendingWrite>,
@@ -165,8 +165,12 @@ impl Comparator {
         }
     }
 
+    /// Level-triggered: `Tn_INT_TYPE_CNF`, ignored under FSB delivery,
+    /// which is a message, edge by nature (IA-PC HPET specification 1.0a
+    /// §2.3.9.2: `Tn_INT_TYPE_CNF` applies to the I/O APIC routes).
     pub(super) fn is_level(&self) -> bool {
         self.conf.contains(TimerConfig::INT_TYPE_CNF)
+            && !self.conf.contains(TimerConfig::FSB_EN_CNF)
     }
 
     fn is_periodic(&self) -> bool {
