@@ -1,10 +1,22 @@
-//! Comparator 0 as a clock-event device (Linux `hpet_clockevent`, the
-//! legacy "hpet" device).
+//! A comparator as a clock-event device: comparator 0 as Linux's legacy
+//! "hpet" device (`hpet_clockevent`), comparators 1..N as its per-CPU
+//! "hpetN" channels (`hpet_msi`).
 //!
-//! A global device: it interrupts through one line (LegacyReplacement IRQ0,
-//! or an I/O APIC input), serves the CPUs the caller names, is neither
-//! per-CPU nor stopped in deep idle — so the tick layer may take it as the
-//! broadcast device for CPUs whose LAPIC timer stops there.
+//! Comparator 0 is a global device: it interrupts through one line
+//! (LegacyReplacement IRQ0, or an I/O APIC input), serves the CPUs the
+//! caller names, is neither per-CPU nor stopped in deep idle — so the tick
+//! layer may take it as the broadcast device for CPUs whose LAPIC timer
+//! stops there.
+//!
+//! A comparator that can deliver by FSB ([`Route::Fsb`]: `Tn_FSB_INT_DEL_CAP`,
+//! QEMU `-global hpet.msi=on`) writes an MSI message to one CPU's local APIC
+//! instead of driving a line: it becomes that CPU's own device, `PERCPU`,
+//! rated 110 — above the LAPIC timer's 100 — so that where the LAPIC timer
+//! stops in deep idle each CPU has an HPET channel of its own and needs no
+//! broadcast (Linux `arch/x86/kernel/hpet.c`, `hpet_msi_*`, rating 110).
+//! Such a channel is one-shot only, as Linux's are: periodic mode halts the
+//! main counter to start (below), which every other comparator and the
+//! clocksource share.
 //!
 //! # Modes
 //!
@@ -60,12 +72,22 @@ use hw::Mmio;
 
 use crate::probe::{HpetError, HpetInfo};
 use crate::regs::{
-    tn_comparator, tn_conf_cap, CounterPeriod, GeneralConfig, IrqPins, TimerConfig, GEN_CONF,
-    GINTR_STA, MAIN_CNT,
+    tn_comparator, tn_conf_cap, tn_fsb_int_route, CounterPeriod, GeneralConfig, IrqPins,
+    TimerConfig, GEN_CONF, GINTR_STA, MAIN_CNT,
 };
 
-/// The device's name.
+/// The device's name: comparator 0's (the per-CPU channels are "hpet1",
+/// "hpet2", …, as Linux names them).
 pub const NAME: &str = "hpet";
+/// The name of comparator `n`'s device.
+const NAMES: [&str; 32] = [
+    "hpet", "hpet1", "hpet2", "hpet3", "hpet4", "hpet5", "hpet6", "hpet7", "hpet8", "hpet9",
+    "hpet10", "hpet11", "hpet12", "hpet13", "hpet14", "hpet15", "hpet16", "hpet17", "hpet18",
+    "hpet19", "hpet20", "hpet21", "hpet22", "hpet23", "hpet24", "hpet25", "hpet26", "hpet27",
+    "hpet28", "hpet29", "hpet30", "hpet31",
+];
+/// A per-CPU (FSB) channel's rating (Linux: 110, above the LAPIC timer).
+pub const PERCPU_RATING: u16 = 110;
 /// The device's rating (Linux: the legacy HPET device, 50 — below the LAPIC
 /// timer's 100, so it serves as the tick device only when nothing better
 /// exists, and otherwise as the broadcast device).
@@ -80,9 +102,6 @@ pub const HPET_MIN_PROG_DELTA: Cycles = Cycles::new((HPET_MIN_CYCLES + HPET_MIN_
 /// difference states (21.47 s at 100 MHz, 149.98 s at 14.318 MHz).
 pub const MAX_DELTA: Cycles = Cycles::new(0x7FFF_FFFF);
 
-/// The comparator driven.
-const TIMER: usize = 0;
-
 /// How the comparator's interrupt is signalled.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Trigger {
@@ -95,8 +114,8 @@ pub enum Trigger {
     Level,
 }
 
-/// Where comparator 0's interrupt goes. The caller (who knows the interrupt
-/// controllers) decides.
+/// Where the comparator's interrupt goes. The caller (who knows the
+/// interrupt controllers) decides.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Route {
     /// LegacyReplacement (`LEG_RT_CNF`): IRQ0 on the 8259, input 2 on the I/O
@@ -110,6 +129,16 @@ pub enum Route {
         allowed: IrqPins,
         /// The trigger mode the caller programs the input with.
         trigger: Trigger,
+    },
+    /// An FSB (MSI) message (`Tn_FSB_EN_CNF`, `Tn_FSB_INT_ROUTE`): `data`
+    /// written to `address`, which names the one CPU the device serves
+    /// (`0xFEE0_0000 | apic_id << 12`, Intel SDM §10.11.1; `data` holds the
+    /// vector). Edge by nature. Needs `Tn_FSB_INT_DEL_CAP`.
+    Fsb {
+        /// The message address.
+        address: u32,
+        /// The message data.
+        data: u32,
     },
 }
 
@@ -125,11 +154,20 @@ pub enum Routed {
         /// The trigger mode.
         trigger: Trigger,
     },
+    /// This FSB message.
+    Fsb {
+        /// The message address.
+        address: u32,
+        /// The message data.
+        data: u32,
+    },
 }
 
-/// Comparator 0 of a probed HPET as a [`ClockEventDevice`].
+/// A comparator of a probed HPET as a [`ClockEventDevice`].
 pub struct HpetClockEvent<'a, M: Mmio + ?Sized> {
     mmio: &'a M,
+    /// The comparator driven.
+    n: usize,
     period: CounterPeriod,
     frequency: Hertz,
     features: Features,
@@ -141,33 +179,54 @@ pub struct HpetClockEvent<'a, M: Mmio + ?Sized> {
 }
 
 impl<'a, M: Mmio + ?Sized> HpetClockEvent<'a, M> {
-    /// Sets up comparator 0 of the HPET at `mmio` (probed as `info`): routes
-    /// its interrupt as `route` says, leaves it disabled (shut down). The
-    /// device will serve `cpus`.
-    ///
-    /// Declares `PERIODIC` if the comparator has `Tn_PER_INT_CAP`, and
-    /// `ONESHOT` if the crate is built with feature `oneshot`.
+    /// Sets up comparator 0 of the HPET at `mmio` (probed as `info`):
+    /// [`comparator`](Self::comparator) 0.
     pub fn new(
         mmio: &'a M,
         info: &HpetInfo,
         route: Route,
         cpus: CpuMask,
     ) -> Result<Self, HpetError> {
-        let low = mmio.read32(tn_conf_cap(TIMER));
-        let high = mmio.read32(tn_conf_cap(TIMER) + 4);
+        Self::comparator(mmio, info, 0, route, cpus)
+    }
+
+    /// Sets up comparator `n` of the HPET at `mmio` (probed as `info`):
+    /// routes its interrupt as `route` says, leaves it disabled (shut
+    /// down). The device will serve `cpus` (exactly one for [`Route::Fsb`]).
+    ///
+    /// Declares `PERIODIC` if the comparator has `Tn_PER_INT_CAP` and is
+    /// not an FSB channel, `ONESHOT` if the crate is built with feature
+    /// `oneshot`, and `PERCPU` for an FSB channel.
+    pub fn comparator(
+        mmio: &'a M,
+        info: &HpetInfo,
+        n: u8,
+        route: Route,
+        cpus: CpuMask,
+    ) -> Result<Self, HpetError> {
+        if n >= info.comparators {
+            return Err(HpetError::NoSuchComparator { comparator: n });
+        }
+        let comparator = n;
+        let n = usize::from(n);
+        let low = mmio.read32(tn_conf_cap(n));
+        let high = mmio.read32(tn_conf_cap(n) + 4);
         if low == u32::MAX && high == u32::MAX {
             return Err(HpetError::NoDevice);
         }
         let caps = TimerConfig::from_bits_retain(((high as u64) << 32) | low as u64);
+        let fsb = matches!(route, Route::Fsb { .. });
         let mut features = Features::empty();
-        if caps.contains(TimerConfig::PER_INT_CAP) {
+        if caps.contains(TimerConfig::PER_INT_CAP) && !fsb {
             features |= Features::PERIODIC;
         }
         if cfg!(feature = "oneshot") {
             features |= Features::ONESHOT;
         }
         if features.is_empty() {
-            log::warn!("hpet: comparator 0 is not periodic-capable and one-shot is not built");
+            log::warn!(
+                "hpet: comparator {n} is not periodic-capable (or an FSB channel) and one-shot is not built"
+            );
             return Err(HpetError::NoUsableMode);
         }
 
@@ -179,8 +238,12 @@ impl<'a, M: Mmio + ?Sized> HpetClockEvent<'a, M> {
                 if !info.legacy_capable {
                     return Err(HpetError::LegacyUnsupported);
                 }
+                if n > 1 {
+                    // LegacyReplacement routes comparators 0 and 1 only.
+                    return Err(HpetError::LegacyUnsupported);
+                }
                 let cfg = off.difference(TimerConfig::INT_TYPE_CNF);
-                mmio.write32(tn_conf_cap(TIMER), cfg.bits() as u32);
+                mmio.write32(tn_conf_cap(n), cfg.bits() as u32);
                 let gen = GeneralConfig::from_bits_retain(mmio.read32(GEN_CONF) as u64);
                 mmio.write32(GEN_CONF, (gen | GeneralConfig::LEG_RT_CNF).bits() as u32);
                 Routed::Legacy
@@ -193,17 +256,34 @@ impl<'a, M: Mmio + ?Sized> HpetClockEvent<'a, M> {
                     .ok_or(HpetError::NoRoute { capable })?;
                 let mut cfg = off.with_int_route(pin);
                 cfg.set(TimerConfig::INT_TYPE_CNF, trigger == Trigger::Level);
-                mmio.write32(tn_conf_cap(TIMER), cfg.bits() as u32);
-                let back = TimerConfig::from_bits_retain(mmio.read32(tn_conf_cap(TIMER)) as u64);
+                mmio.write32(tn_conf_cap(n), cfg.bits() as u32);
+                let back = TimerConfig::from_bits_retain(mmio.read32(tn_conf_cap(n)) as u64);
                 if back.int_route() != pin {
                     return Err(HpetError::RouteRejected { pin });
                 }
                 Routed::IoApic { pin, trigger }
             }
+            Route::Fsb { address, data } => {
+                if !caps.contains(TimerConfig::FSB_INT_DEL_CAP) || cpus.len() != 1 {
+                    return Err(HpetError::FsbUnsupported { comparator });
+                }
+                // Tn_FSB_INT_ROUTE: data in 31:0, address in 63:32.
+                mmio.write32(tn_fsb_int_route(n), data);
+                mmio.write32(tn_fsb_int_route(n) + 4, address);
+                let cfg = off.difference(TimerConfig::INT_TYPE_CNF) | TimerConfig::FSB_EN_CNF;
+                mmio.write32(tn_conf_cap(n), cfg.bits() as u32);
+                let back = TimerConfig::from_bits_retain(mmio.read32(tn_conf_cap(n)) as u64);
+                if !back.contains(TimerConfig::FSB_EN_CNF) {
+                    return Err(HpetError::FsbUnsupported { comparator });
+                }
+                features |= Features::PERCPU;
+                Routed::Fsb { address, data }
+            }
         };
-        log::info!("hpet: clockevent on comparator 0, {routed:?}, {features:?}");
+        log::info!("hpet: clockevent on comparator {n}, {routed:?}, {features:?}");
         Ok(HpetClockEvent {
             mmio,
+            n,
             period: info.period,
             frequency: info.frequency,
             features,
@@ -228,19 +308,24 @@ impl<'a, M: Mmio + ?Sized> HpetClockEvent<'a, M> {
         )
     }
 
-    /// Whether comparator 0's status bit is set in `GINTR_STA`: in level
+    /// The comparator driven.
+    pub fn number(&self) -> u8 {
+        self.n as u8
+    }
+
+    /// Whether the comparator's status bit is set in `GINTR_STA`: in level
     /// mode, "this interrupt is ours" for a handler on a shared input.
     /// Always `false` in edge mode (the bit is not latched there).
     pub fn interrupt_pending(&self) -> bool {
-        self.level() && self.mmio.read32(GINTR_STA) & (1 << TIMER) != 0
+        self.level() && self.mmio.read32(GINTR_STA) & (1 << self.n) != 0
     }
 
     fn config(&self) -> TimerConfig {
-        TimerConfig::from_bits_retain(self.mmio.read32(tn_conf_cap(TIMER)) as u64)
+        TimerConfig::from_bits_retain(self.mmio.read32(tn_conf_cap(self.n)) as u64)
     }
 
     fn write_config(&self, cfg: TimerConfig) {
-        self.mmio.write32(tn_conf_cap(TIMER), cfg.bits() as u32);
+        self.mmio.write32(tn_conf_cap(self.n), cfg.bits() as u32);
     }
 
     fn general(&self) -> GeneralConfig {
@@ -261,7 +346,7 @@ impl<'a, M: Mmio + ?Sized> HpetClockEvent<'a, M> {
     /// would otherwise assert the line at once).
     fn enable_interrupt(&self, cfg: TimerConfig) {
         if self.level() {
-            self.mmio.write32(GINTR_STA, 1 << TIMER);
+            self.mmio.write32(GINTR_STA, 1 << self.n);
         }
         self.write_config(cfg | TimerConfig::INT_ENB_CNF);
         self.int_enabled.store(true, Ordering::Relaxed);
@@ -275,18 +360,23 @@ impl<M: Mmio + ?Sized> ClockEventDevice for HpetClockEvent<'_, M> {
             min_delta: HPET_MIN_PROG_DELTA,
             max_delta: MAX_DELTA,
         };
-        DeviceInfo::new(NAME, programming, self.cpus)
+        let rating = if matches!(self.routed, Routed::Fsb { .. }) {
+            PERCPU_RATING
+        } else {
+            RATING
+        };
+        DeviceInfo::new(NAMES[self.n], programming, self.cpus)
             .with_features(self.features)
-            .with_rating(RATING)
+            .with_rating(rating)
     }
 
-    /// In level mode, writes 1 to comparator 0's `GINTR_STA` bit, which
+    /// In level mode, writes 1 to the comparator's `GINTR_STA` bit, which
     /// deasserts the line (IA-PC HPET specification 1.0a, §2.3.11); the
     /// core calls it first for each interrupt. Nothing in edge mode (the
     /// specification says to write 0 there).
     fn acknowledge(&self) {
         if self.level() {
-            self.mmio.write32(GINTR_STA, 1 << TIMER);
+            self.mmio.write32(GINTR_STA, 1 << self.n);
         }
     }
 
@@ -317,13 +407,16 @@ impl<M: Mmio + ?Sized> ClockEventDevice for HpetClockEvent<'_, M> {
             | TimerConfig::MODE32_CNF;
         self.enable_interrupt(cfg);
         self.mmio
-            .write32(tn_comparator(TIMER), now.wrapping_add(ticks));
-        self.mmio.write32(tn_comparator(TIMER), ticks);
+            .write32(tn_comparator(self.n), now.wrapping_add(ticks));
+        self.mmio.write32(tn_comparator(self.n), ticks);
         self.mmio
             .write32(GEN_CONF, (gen | GeneralConfig::ENABLE_CNF).bits() as u32);
         let back = self.config();
         if !back.contains(TimerConfig::TYPE_CNF | TimerConfig::INT_ENB_CNF) {
-            log::error!("hpet: comparator 0 refused periodic mode ({back:?})");
+            log::error!(
+                "hpet: comparator {} refused periodic mode ({back:?})",
+                self.n
+            );
             return Err(DeviceError::Hardware);
         }
         Ok(())
@@ -363,7 +456,7 @@ impl<M: Mmio + ?Sized> ClockEventDevice for HpetClockEvent<'_, M> {
         }
         let now = self.mmio.read32(MAIN_CNT);
         let cmp = now.wrapping_add(delta.get() as u32);
-        self.mmio.write32(tn_comparator(TIMER), cmp);
+        self.mmio.write32(tn_comparator(self.n), cmp);
         if !self.int_enabled.load(Ordering::Relaxed) {
             self.enable_interrupt(self.config());
         }

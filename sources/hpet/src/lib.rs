@@ -51,7 +51,7 @@ pub mod model;
 pub mod probe;
 pub mod regs;
 
-pub use clockevent::{HpetClockEvent, Route, Routed, Trigger};
+pub use clockevent::{HpetClockEvent, Route, Routed, Trigger, PERCPU_RATING};
 pub use clocksource::HpetClockSource;
 pub use probe::{probe, HpetError, HpetInfo};
 pub use regs::{CounterPeriod, IrqPins};

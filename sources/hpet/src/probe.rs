@@ -127,6 +127,17 @@ pub enum HpetError {
     /// The comparator can run neither periodically (no `Tn_PER_INT_CAP`) nor
     /// one-shot (crate built without feature `oneshot`).
     NoUsableMode,
+    /// The block has no comparator of this number.
+    NoSuchComparator {
+        /// The number asked for.
+        comparator: u8,
+    },
+    /// FSB (MSI) delivery was asked for a comparator without
+    /// `Tn_FSB_INT_DEL_CAP`, or for other than exactly one CPU.
+    FsbUnsupported {
+        /// The comparator.
+        comparator: u8,
+    },
 }
 
 impl core::fmt::Display for HpetError {
@@ -162,7 +173,16 @@ impl core::fmt::Display for HpetError {
                 )
             }
             HpetError::RouteRejected { pin } => write!(f, "route to input {pin} not kept"),
-            HpetError::NoUsableMode => f.write_str("comparator 0 has no usable mode"),
+            HpetError::NoUsableMode => f.write_str("the comparator has no usable mode"),
+            HpetError::NoSuchComparator { comparator } => {
+                write!(f, "no comparator {comparator}")
+            }
+            HpetError::FsbUnsupported { comparator } => {
+                write!(
+                    f,
+                    "comparator {comparator}: no FSB delivery for one CPU (Tn_FSB_INT_DEL_CAP clear, or not one CPU)"
+                )
+            }
         }
     }
 }

@@ -453,6 +453,77 @@ mod oneshot {
     use super::*;
     use crate::clockevent::MAX_DELTA;
 
+    /// QEMU with `-global hpet.msi=on`: comparator 2 as CPU 1's own channel
+    /// (Linux's "hpet2", rating 110), its message to APIC ID 1.
+    #[test]
+    fn an_fsb_channel_is_one_cpus_one_shot_device_and_messages_that_cpu() {
+        let (clock, m) = model_with_cost(HpetModelConfig::qemu().msi(true), Nanos::from_micros(1));
+        let info = probe(&m).unwrap();
+        let cpu1 = CpuMask::single(CpuId::new(1));
+        let route = Route::Fsb {
+            address: 0xFEE0_1000,
+            data: 0x41,
+        };
+        let dev = HpetClockEvent::comparator(&m, &info, 2, route, cpu1).unwrap();
+        assert_eq!(dev.number(), 2);
+        assert_eq!(
+            dev.routed(),
+            Routed::Fsb {
+                address: 0xFEE0_1000,
+                data: 0x41
+            }
+        );
+        let i = dev.info();
+        assert_eq!((i.name, i.rating, i.cpus), ("hpet2", 110, cpu1));
+        assert_eq!(
+            i.features,
+            Features::ONESHOT | Features::PERCPU,
+            "no periodic"
+        );
+        dev.set_state_oneshot().unwrap();
+        let start = clock.now();
+        dev.program(In(Cycles::new(1_000))).unwrap();
+        let irq = m.irq(2);
+        assert_eq!(irq.fsb_message(), Some((0xFEE0_1000, 0x41)));
+        assert_eq!(irq.target_cpu(), Some(1));
+        // 1000 ticks of 10 ns after the counter read (1 µs into the call).
+        let due = irq.next_fire().unwrap();
+        assert_eq!(due, start.saturating_add(Nanos::from_micros(11)));
+        clock.advance_to(due);
+        assert!(irq.fire());
+        assert_eq!(m.interrupts(2), 1);
+        assert_eq!(m.interrupts(0), 0, "comparator 0 untouched");
+    }
+
+    #[test]
+    fn fsb_is_refused_without_the_capability_for_two_cpus_or_past_the_last_comparator() {
+        let route = Route::Fsb {
+            address: 0xFEE0_0000,
+            data: 0x40,
+        };
+        let one = CpuMask::single(CpuId::BOOT);
+        let (_, plain) = qemu();
+        let info = probe(&plain).unwrap();
+        assert_eq!(
+            HpetClockEvent::comparator(&plain, &info, 1, route, one).err(),
+            Some(HpetError::FsbUnsupported { comparator: 1 })
+        );
+        let (_, msi) = model_with_cost(HpetModelConfig::qemu().msi(true), Nanos::from_micros(1));
+        let info = probe(&msi).unwrap();
+        assert_eq!(
+            HpetClockEvent::comparator(&msi, &info, 1, route, CpuMask::first(2)).err(),
+            Some(HpetError::FsbUnsupported { comparator: 1 })
+        );
+        assert_eq!(
+            HpetClockEvent::comparator(&msi, &info, 3, route, one).err(),
+            Some(HpetError::NoSuchComparator { comparator: 3 })
+        );
+        assert_eq!(
+            HpetClockEvent::comparator(&msi, &info, 2, Route::Legacy, one).err(),
+            Some(HpetError::LegacyUnsupported)
+        );
+    }
+
     #[test]
     fn oneshot_event_fires_exactly_delta_ticks_after_the_counter_read() {
         let (clock, m) = qemu();
