@@ -26,6 +26,8 @@ use clocksource::Cycles;
 use clocksource::{ClockSourceFlags, Hertz, Ktime, Nanos};
 use hpet::model::{HpetModel, HpetModelConfig};
 use hpet::{probe, CounterPeriod, HpetClockEvent, HpetClockSource, HpetError, Route};
+#[cfg(feature = "oneshot")]
+use hw::InterruptSource;
 use sim::conformance::{self, Profile};
 use sim::{CounterConfig, Machine, SimCounter, Trace, VirtualClock};
 #[cfg(feature = "oneshot")]
@@ -38,6 +40,9 @@ struct Hpet {
     model: &'static HpetModel,
     cs: &'static HpetClockSource<'static, HpetModel>,
     dev: &'static HpetClockEvent<'static, HpetModel>,
+    /// What the probe found.
+    #[cfg_attr(not(feature = "oneshot"), allow(dead_code))]
+    info: hpet::HpetInfo,
 }
 
 /// Probes a model of `config` and builds the clock source and the legacy
@@ -63,7 +68,12 @@ fn bring_up_model(clock: &Arc<VirtualClock>, model: &'static HpetModel) -> Resul
         Route::Legacy,
         CpuMask::ALL,
     )?));
-    Ok(Hpet { model, cs, dev })
+    Ok(Hpet {
+        model,
+        cs,
+        dev,
+        info,
+    })
 }
 
 #[cfg(feature = "oneshot")]
@@ -400,4 +410,93 @@ mod tickless {
         }
         assert!(h.model.interrupts(0) >= 100, "the HPET woke them");
     }
+}
+
+/// Linux's per-CPU HPET channels (`hpet_msi`, QEMU `-global hpet.msi=on`):
+/// where each CPU's LAPIC timer stops in deep idle (`C3STOP`), comparators
+/// 1 and 2 deliver by FSB to CPUs 0 and 1 and, rated 110 above the LAPIC's
+/// 100, become their tick devices: 200 random timers per CPU over 2 s of
+/// deep idle fire on their own CPU, never early, late by at most the HPET's
+/// min delta (192 ticks, 1.92 µs) and one 10 ns tick of rounding — and no
+/// CPU ever waits on the broadcast device.
+#[cfg(feature = "oneshot")]
+#[test]
+fn fsb_channels_serve_each_cpu_in_deep_idle_without_broadcast() {
+    let clock = VirtualClock::new();
+    let trace = Trace::new();
+    let model: &'static HpetModel = Box::leak(Box::new(HpetModel::new(
+        clock.clone(),
+        HpetModelConfig::qemu().msi(true),
+    )));
+    let h = bring_up_model(&clock, model).unwrap();
+    let info = h.info;
+    let mut m: Machine<2> =
+        Machine::new(clock.clone(), trace.clone(), config(250, true, true), h.cs);
+    for c in 0..2u32 {
+        let lapic = SimEventDevice::new(
+            clock.clone(),
+            EventConfig::new(["lapic0", "lapic1"][c as usize], Hertz::from_mhz(1_000))
+                .features(
+                    Features::PERIODIC | Features::ONESHOT | Features::C3STOP | Features::PERCPU,
+                )
+                .rating(100)
+                .min_delta(Cycles::new(1_000))
+                .max_delta(Cycles::new(u32::MAX as u64))
+                .cpus(CpuMask::single(CpuId::new(c))),
+        )
+        .with_trace(trace.clone())
+        .leak();
+        m.add_device(lapic);
+    }
+    for (n, cpu) in [(1u8, 0u32), (2, 1)] {
+        let route = Route::Fsb {
+            address: 0xFEE0_0000 | (cpu << 12),
+            data: 0x40 + u32::from(n),
+        };
+        let dev =
+            HpetClockEvent::comparator(model, &info, n, route, CpuMask::single(CpuId::new(cpu)))
+                .unwrap();
+        let irq: &'static hpet::model::ComparatorIrq<'static> =
+            Box::leak(Box::new(model.irq(usize::from(n))));
+        m.add_driver(Box::leak(Box::new(dev)), irq);
+        assert_eq!(
+            irq.target_cpu(),
+            Some(cpu as usize),
+            "the message names CPU {cpu}"
+        );
+    }
+    for c in 0..2u32 {
+        let info = m.tick.cpu_info(CpuId::new(c)).unwrap();
+        assert_eq!(info.device, Some(["hpet1", "hpet2"][c as usize]));
+    }
+    let mut r = sim::rng::XorShift64::new(0xF5B);
+    let start = clock.now();
+    let mut want = std::collections::HashMap::new();
+    for id in 0..400u64 {
+        let cpu = (id % 2) as usize;
+        let at = start.saturating_add(Nanos::from_nanos(1_000 + r.next_u64() % 2_000_000_000));
+        m.add_timer(cpu, at, id);
+        want.insert(id, (cpu, at));
+    }
+    for c in 0..2 {
+        m.idle(c, tick::IdleDepth::Deep);
+    }
+    m.run_for(Nanos::from_millis(2_100));
+    let fired = m.fired();
+    assert_eq!(fired.len(), 400);
+    for f in &fired {
+        assert_eq!((f.cpu, f.expires), want[&f.data], "{f:?}");
+        assert!(f.at >= f.expires, "early: {f:?}");
+        assert!(
+            f.at.saturating_since(f.expires) <= Nanos::from_nanos(1_920 + 10),
+            "late: {f:?}"
+        );
+    }
+    for c in 0..2u32 {
+        let info = m.tick.cpu_info(CpuId::new(c)).unwrap();
+        assert!(!info.in_broadcast, "CPU {c} needed no broadcast");
+    }
+    assert_eq!(m.deep_idle_refused(), 0);
+    assert_eq!(model.interrupts(0), 0, "the legacy comparator stayed quiet");
+    assert!(model.interrupts(1) > 0 && model.interrupts(2) > 0);
 }
