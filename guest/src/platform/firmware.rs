@@ -109,12 +109,76 @@ pub struct Platform {
     pub pm_timer_32bit: bool,
     /// The MADT says dual 8259s are present (PCAT_COMPAT).
     pub pcat_compat: bool,
-    /// Enabled local APICs in the MADT.
+    /// Enabled local APICs in the MADT, each APIC ID once (a CPU listed as
+    /// both a local APIC and a local x2APIC counts once); 1 without a MADT.
     pub cpus: u32,
+    /// Their APIC IDs, in MADT order: the CPUs an SMP bring-up starts.
+    pub apic_ids: ApicIds,
     /// Why the tables could not be read, or the MADT is missing.
     pub problem: Option<Problem>,
     /// Each table skipped or worked around, and why.
     pub notes: Notes,
+}
+
+/// The most APIC IDs a [`Platform`] records: as many CPUs as the tick
+/// layer can serve (`clockevents::MAX_CPUS`).
+pub const MAX_CPUS: usize = clockevents::MAX_CPUS;
+
+/// The APIC IDs of the enabled CPUs, each once, in MADT order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ApicIds {
+    ids: [u32; MAX_CPUS],
+    len: usize,
+    /// Entries of enabled CPUs past [`MAX_CPUS`]: counted, not recorded,
+    /// so a repeat among them cannot be told (there is no room to) and
+    /// counts again.
+    beyond: u32,
+}
+
+impl ApicIds {
+    /// None yet.
+    pub const fn new() -> Self {
+        ApicIds {
+            ids: [0; MAX_CPUS],
+            len: 0,
+            beyond: 0,
+        }
+    }
+
+    /// Adds `id` unless it is already there.
+    fn add(&mut self, id: u32) {
+        if self.contains(id) {
+            return;
+        }
+        match self.ids.get_mut(self.len) {
+            Some(slot) => {
+                *slot = id;
+                self.len += 1;
+            }
+            None => self.beyond = self.beyond.saturating_add(1),
+        }
+    }
+
+    /// Whether `id` is listed.
+    pub fn contains(&self, id: u32) -> bool {
+        self.as_slice().contains(&id)
+    }
+
+    /// The recorded IDs.
+    pub fn as_slice(&self) -> &[u32] {
+        &self.ids[..self.len]
+    }
+
+    /// Every enabled CPU: the recorded ones and those past [`MAX_CPUS`].
+    pub fn count(&self) -> u32 {
+        (self.len as u32).saturating_add(self.beyond)
+    }
+}
+
+impl Default for ApicIds {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 /// Why the platform comes (partly) from the last resort.
@@ -182,6 +246,7 @@ pub fn platform_from<M: PhysMem + ?Sized>(
         pm_timer_32bit: false,
         pcat_compat: true,
         cpus: 1,
+        apic_ids: ApicIds::new(),
         problem: None,
         notes: Notes::default(),
     };
@@ -253,13 +318,19 @@ fn read_madt<M: PhysMem + ?Sized>(mem: &M, madt: &acpi::Madt, p: &mut Platform) 
         signature: acpi::Signature::MADT,
         address: madt.address(),
     };
-    let mut cpus = 0u32;
     let mut n_io = 0;
     for e in madt.entries(mem) {
         match e {
-            Ok(Entry::LocalApic { flags, .. } | Entry::LocalX2Apic { flags, .. }) => {
+            Ok(Entry::LocalApic { flags, apic_id, .. }) => {
                 if flags & madt::ENABLED != 0 {
-                    cpus = cpus.saturating_add(1);
+                    p.apic_ids.add(u32::from(apic_id));
+                }
+            }
+            Ok(Entry::LocalX2Apic {
+                flags, x2apic_id, ..
+            }) => {
+                if flags & madt::ENABLED != 0 {
+                    p.apic_ids.add(x2apic_id);
                 }
             }
             Ok(Entry::LocalApicAddressOverride { address: 0 }) => {
@@ -314,7 +385,7 @@ fn read_madt<M: PhysMem + ?Sized>(mem: &M, madt: &acpi::Madt, p: &mut Platform) 
             }),
         }
     }
-    p.cpus = cpus.max(1);
+    p.cpus = p.apic_ids.count().max(1);
     if lapic == 0 {
         p.notes.push(Note {
             subject,
@@ -388,6 +459,44 @@ mod tests {
         assert_eq!(p.pm_timer_port, Some(0x608));
         assert!(p.pm_timer_32bit && p.pcat_compat);
         assert_eq!(p.cpus, 1);
+        assert_eq!(p.apic_ids.as_slice(), [0]);
+    }
+
+    #[test]
+    fn apic_ids_are_recorded_once_each_and_disabled_cpus_left_out() {
+        // CPUs 0 and 2 enabled as local APICs, 1 disabled, 2 listed again
+        // as a local x2APIC (as firmware does for IDs it lists both ways),
+        // and 300 only as an x2APIC.
+        let t = build::madt(0xFEE0_0000, 1);
+        let t = build::madt_lapic(t, 0, 0, 1);
+        let t = build::madt_lapic(t, 1, 1, 0);
+        let t = build::madt_lapic(t, 2, 2, 1);
+        let t = build::madt_x2apic(t, 2, 1, 2);
+        let t = build::madt_x2apic(t, 300, 1, 3);
+        let t = build::madt_ioapic(t, 0, 0xFEC0_0000, 0).finish();
+        let mut m = qemu_image();
+        m.put(MADT, t.as_bytes());
+        let p = platform_from(&m, Some(RSDP), MSR_BASE);
+        assert_eq!(p.apic_ids.as_slice(), [0, 2, 300]);
+        assert_eq!(p.cpus, 3);
+        assert!(p.apic_ids.contains(300) && !p.apic_ids.contains(1));
+    }
+
+    #[test]
+    fn apic_ids_past_the_tick_layers_cpus_are_counted_not_recorded() {
+        let mut ids = ApicIds::new();
+        for id in 0..MAX_CPUS as u32 {
+            ids.add(id);
+            ids.add(id); // a repeat within the record: once
+        }
+        for id in 0..6 {
+            ids.add(1_000 + id);
+        }
+        assert_eq!(ids.as_slice(), (0..MAX_CPUS as u32).collect::<Vec<_>>());
+        assert_eq!(ids.count(), MAX_CPUS as u32 + 6);
+        // Past the record a repeat cannot be recognised: it counts again.
+        ids.add(1_000);
+        assert_eq!(ids.count(), MAX_CPUS as u32 + 7);
     }
 
     #[test]
