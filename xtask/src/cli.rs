@@ -13,7 +13,7 @@ commands:
   build [--features F]...
       build the guest kernel (x86_64-unknown-none, release) and print its path;
       --features replaces the default set (all sources) with exactly F
-  run [--accel tcg|kvm|auto] [--machine pc|q35|microvm] [--cpu MODEL] [--features F]...
+  run [--accel tcg|kvm|auto] [--machine pc|q35|microvm] [--cpu MODEL] [--smp N] [--features F]...
       [--timeout SECS] [-- CMDLINE...]
       build, then boot the guest in QEMU; exits 0 only if the guest reports pass.
       Without test= on CMDLINE the guest prints its boot table and the NO_HZ
@@ -97,6 +97,8 @@ pub struct RunArgs {
     pub machine: Machine,
     /// `-cpu` model, if not the accelerator's default.
     pub cpu: Option<String>,
+    /// `--smp N`: CPUs.
+    pub smp: u32,
     /// Wall-clock limit.
     pub timeout: Duration,
     /// The guest command line, word by word (after `--`).
@@ -225,6 +227,7 @@ where
         accel: AccelChoice::Auto,
         machine: Machine::Pc,
         cpu: None,
+        smp: 1,
         timeout: DEFAULT_TIMEOUT,
         cmdline: Vec::new(),
     };
@@ -268,6 +271,13 @@ where
                 }
             }
             ("--cpu", true) => run.cpu = Some(value(&flag)?),
+            ("--smp", true) => {
+                let v = value(&flag)?;
+                run.smp = match v.parse::<u32>() {
+                    Ok(n) if (1..=16).contains(&n) => n,
+                    _ => return err(format!("`--smp {v}`: expected 1 to 16 CPUs")),
+                }
+            }
             ("--timeout", true) => {
                 let v = value(&flag)?;
                 run.timeout = match v.parse::<f64>() {

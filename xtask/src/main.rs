@@ -130,6 +130,7 @@ fn run(args: &RunArgs) -> Result<bool> {
     if let Some(cpu) = &args.cpu {
         spec.cpu = cpu.clone();
     }
+    spec.smp = args.smp;
     spec.cmdline = args.cmdline.join(" ");
     spec.timeout = args.timeout;
     eprintln!(

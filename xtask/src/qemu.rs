@@ -121,6 +121,8 @@ pub struct RunSpec {
     pub bios: Option<PathBuf>,
     /// Guest memory, MiB.
     pub memory_mib: u32,
+    /// CPUs (`-smp`; 1 adds no option).
+    pub smp: u32,
     /// `-icount` value (TCG only): guest time from the instruction count,
     /// e.g. `shift=10,sleep=off` for a deterministic ~1 µs an instruction.
     pub icount: Option<String>,
@@ -154,6 +156,7 @@ impl RunSpec {
             cpu: accel.default_cpu().to_string(),
             bios,
             memory_mib: 128,
+            smp: 1,
             icount: None,
             cmdline: String::new(),
             acpi_tables: Vec::new(),
@@ -190,6 +193,10 @@ impl RunSpec {
         .iter()
         .map(OsString::from)
         .collect();
+        if self.smp > 1 {
+            args.push("-smp".into());
+            args.push(self.smp.to_string().into());
+        }
         if self.accel == Accel::Kvm {
             // KVM's in-kernel PIT re-injects the ticks it could not deliver
             // in time ("delay"), a burst that makes a periodic PIT tick run
