@@ -34,8 +34,9 @@ mod kernel {
     use guest::rig::expect::LossBound;
     use guest::rig::result::Verdict;
     use guest::{
-        arch::boot, arch::cpu, arch::idt, arch::interrupts, arch::pvh, arch::serial, embed::kernel,
-        embed::sources, platform::firmware, platform::pic, println, rig::suite, rig::table,
+        arch::boot, arch::cpu, arch::idt, arch::interrupts, arch::pvh, arch::serial, arch::smp,
+        embed::kernel, embed::sources, platform::firmware, platform::pic, println, rig::suite,
+        rig::table,
     };
     use log::{error, info, warn, LevelFilter};
     use raw_cpuid::Hypervisor;
@@ -65,6 +66,7 @@ mod kernel {
 
         let platform = firmware::discover(boot.rsdp);
         let inventory = bring_up(&platform, &options);
+        start_aps(boot, &platform);
         let accel = suite::Accel::detect();
         kernel::with(|k| {
             table::print(k, &inventory, &platform, &options, accel);
@@ -171,6 +173,41 @@ mod kernel {
             boot::STACK_SIZE / 1024
         );
         inventory
+    }
+
+    /// Starts the other CPUs the MADT lists ([`smp::start_aps`]), if the
+    /// trampoline's page is RAM; they come up, report and halt.
+    fn start_aps(boot: &boot::BootInfo, platform: &Platform) {
+        if platform.apic_ids.count() <= 1 {
+            return;
+        }
+        let page = smp::TRAMPOLINE as u64;
+        // SAFETY: as in `report_boot_info`: the loader's structure is intact.
+        let map = unsafe { pvh::memory_map(&boot.start_info) };
+        let ram = map.into_iter().any(|r| {
+            r.kind == pvh::MemoryKind::Ram && r.base <= page && page + 4096 <= r.base + r.size
+        });
+        if !ram {
+            warn!("smp: page {page:#x} is not RAM in the memory map: the other CPUs stay down");
+            return;
+        }
+        let bsp = guest::platform::apic::get().map_or(0, |l| l.current_id());
+        let r = smp::start_aps(platform.apic_ids.as_slice(), bsp);
+        info!(
+            "smp: {} of {} CPUs up (BSP APIC ID {bsp}){}",
+            r.up,
+            r.listed,
+            if r.skipped > 0 {
+                " — some past the guest's limit not started"
+            } else {
+                ""
+            }
+        );
+        if let Some(id) = r.first_missing {
+            error!(
+                "smp: the CPU with APIC ID {id} (and any after it counted above) did not come up"
+            );
+        }
     }
 
     /// What the suite's tests are given, with the loss bound for how fast

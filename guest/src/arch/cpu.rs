@@ -85,6 +85,18 @@ pub fn hypervisor() -> Option<raw_cpuid::Hypervisor> {
         .map(|info| info.identify())
 }
 
+/// Reads this CPU's time-stamp counter, ordered after earlier loads
+/// (`lfence; rdtsc`, Linux `rdtsc_ordered`).
+#[inline(always)]
+pub fn rdtsc() -> u64 {
+    // SAFETY: `lfence` and `rdtsc` have no memory effects; every x86_64 CPU
+    // has both.
+    unsafe {
+        core::arch::x86_64::_mm_lfence();
+        core::arch::x86_64::_rdtsc()
+    }
+}
+
 /// Disables interrupts and halts for good (an NMI would resume the loop).
 pub fn halt_forever() -> ! {
     loop {

@@ -19,3 +19,5 @@ pub mod idt;
 pub mod interrupts;
 #[cfg(target_os = "none")]
 pub mod serial;
+#[cfg(target_os = "none")]
+pub mod smp;

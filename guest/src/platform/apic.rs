@@ -268,6 +268,49 @@ pub fn self_ipi(vector: u8) {
     }
 }
 
+/// ICR delivery mode INIT (bits 10:8 = 101), level assert (bit 14): SDM
+/// §10.6.1.
+const ICR_INIT: u32 = (0b101 << 8) | (1 << 14);
+/// ICR delivery mode Start-Up (bits 10:8 = 110), level assert; the vector
+/// is the page the AP starts at.
+const ICR_STARTUP: u32 = (0b110 << 8) | (1 << 14);
+/// xAPIC ICR high half: the destination in bits 31:24 (SDM Table 10-1,
+/// offset 0x310; in x2APIC mode the 64-bit ICR at MSR 0x830 holds it in
+/// bits 63:32, which `lapic::Reg` does not cover: it names 32-bit registers).
+const ICR_HIGH: usize = 0x310;
+
+/// Sends the IPI `icr_low` to the CPU with APIC ID `dest` (physical
+/// destination, no shorthand), waiting for an xAPIC to have sent it.
+fn send_ipi(dest: u32, icr_low: u32) {
+    let Some(l) = LAPIC.get() else { return };
+    match (l.mode, l.mmio) {
+        (Mode::XApic, Some(m)) => {
+            hw::Mmio::write32(m, ICR_HIGH, dest << 24);
+            l.write(Reg::IcrLow, icr_low);
+            for _ in 0..1_000_000 {
+                if l.read(Reg::IcrLow) & ICR_SEND_PENDING == 0 {
+                    break;
+                }
+                core::hint::spin_loop();
+            }
+        }
+        _ => {
+            let icr = (u64::from(dest) << 32) | u64::from(icr_low);
+            let _ = hw::MsrAccess::wrmsr(l.msrs, Reg::IcrLow.msr(), icr);
+        }
+    }
+}
+
+/// Sends INIT to the CPU with APIC ID `dest` (SDM §8.4.4.1).
+pub fn send_init(dest: u32) {
+    send_ipi(dest, ICR_INIT);
+}
+
+/// Sends a Start-Up IPI to `dest`: it begins in real mode at `page` × 4 KiB.
+pub fn send_startup(dest: u32, page: u8) {
+    send_ipi(dest, ICR_STARTUP | u32::from(page));
+}
+
 /// APIC errors counted so far.
 pub fn errors() -> u64 {
     ERRORS.load(Ordering::Relaxed)
@@ -303,6 +346,15 @@ impl LocalApic {
         match (self.mode, self.mmio) {
             (Mode::XApic, Some(m)) => Access::xapic(m),
             _ => Access::x2apic(self.msrs),
+        }
+    }
+
+    /// The APIC ID of the CPU that calls this (each CPU sees its own local
+    /// APIC at the same address, or through its own MSRs).
+    pub fn current_id(&self) -> u32 {
+        match self.mode {
+            Mode::XApic => self.read(Reg::Id) >> 24,
+            Mode::X2Apic => self.read(Reg::Id),
         }
     }
 

@@ -12,6 +12,7 @@
 //! | `clocksource` | the timekeeper is monotonic over 100,000 reads; the clocks agree in rate |
 //! | `fallback` | with a source missing, another one took over and the system ticks |
 //! | `irq` | the interrupt path: a handler writes no console output; an unhandled vector gets its EOI; only the tick device's interrupts are logged ([`irq`]) |
+//! | `smp` | every CPU the MADT lists came up (INIT-SIPI-SIPI), each with its MADT APIC ID ([`smp`]) |
 //! | `all` | `periodic,oneshot,nohz,clocksource,irq` |
 //! | `caps` | bring-up only (the boot table and `CONFIG` line) |
 //! | `bench`, `bench-*` | benchmarks: `BENCH` lines, no verdict on time ([`bench`]) |
@@ -48,6 +49,7 @@ pub mod irq;
 pub mod nohz;
 pub mod oneshot;
 pub mod periodic;
+pub mod smp;
 pub mod timeline;
 
 use core::fmt;
@@ -239,6 +241,7 @@ pub fn run(name: &str, ctx: &Ctx<'_>) -> Option<Verdict> {
         "nohz" => nohz::run(ctx),
         "clocksource" => clocksource::run(ctx),
         "fallback" => fallback::run(ctx),
+        "smp" => smp::run(ctx),
         "irq" => irq::run(ctx),
         "caps" => Verdict::Pass,
         n if n.starts_with("bench") => return bench::run(n, ctx),

@@ -1,0 +1,281 @@
+//! Starting the other CPUs (the application processors, APs) the MADT
+//! lists: INIT-SIPI-SIPI (Intel SDM Vol. 3A §8.4.4, "MP Initialization
+//! Example"; Linux `arch/x86/kernel/smpboot.c`, `wakeup_secondary_cpu_via_init`).
+//!
+//! ```text
+//!   BSP                                         AP (APIC ID a)
+//!   copy the trampoline to 0x8000 (below 1 MiB, page-aligned: SIPI vector 0x08)
+//!   slots: CR3 (the boot page tables), stack, entry, index
+//!   INIT ──────────────────────────────────────► reset, waits for SIPI
+//!   10 ms
+//!   SIPI 0x08 ─────────────────────────────────► 0x8000, real mode (16-bit)
+//!   200 µs, SIPI again (if not yet up)            lgdt, CR0.PE ─► 32-bit
+//!                                                 CR4.PAE, CR3, EFER.LME, CR0.PG ─► 64-bit
+//!   wait ≤ 100 ms for `alive`  ◄──────────────── rsp = its stack; ap_entry(index)
+//!   next AP                                        x2APIC on if the BSP's is; alive = APIC ID
+//!                                                  halts, interrupts off
+//! ```
+//!
+//! One AP is started at a time, the trampoline's slots filled for it. The
+//! trampoline's page (and its GDT, which the AP keeps) is never reused.
+//! An AP that does not answer within 100 ms is reported by APIC ID, and
+//! the boot goes on with the CPUs that did.
+//!
+//! This is the first step of SMP: the APs come up and report; they run no
+//! tick yet.
+
+use core::arch::global_asm;
+use core::cell::UnsafeCell;
+use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+
+use clocksource::Nanos;
+
+use crate::arch::cpu;
+use crate::platform::apic;
+
+/// Where the trampoline runs: page 8, whose SIPI vector is 0x08.
+pub const TRAMPOLINE: usize = 0x8000;
+/// The most CPUs the guest starts (the BSP and 15 APs).
+pub const MAX_CPUS: usize = 16;
+/// Each AP's stack.
+const AP_STACK: usize = 64 * 1024;
+
+global_asm!(
+    r#"
+    .section .rodata.ap_trampoline, "a"
+    .balign 16
+    .set TR, 0x8000
+    .globl ap_trampoline_start
+ap_trampoline_start:
+    .code16
+    cli
+    cld
+    xorw %ax, %ax
+    movw %ax, %ds
+    movw %ax, %ss
+    lgdtl (TR + (ap_tr_gdtr - ap_trampoline_start))
+    movl %cr0, %eax
+    orl $1, %eax
+    movl %eax, %cr0
+    ljmpl $0x18, $(TR + (ap_tr_32 - ap_trampoline_start))
+
+    .code32
+ap_tr_32:
+    movw $0x10, %ax
+    movw %ax, %ds
+    movw %ax, %es
+    movw %ax, %ss
+    movl %cr4, %eax
+    orl $0x20, %eax                 /* CR4.PAE */
+    movl %eax, %cr4
+    movl (TR + (ap_tr_cr3 - ap_trampoline_start)), %eax
+    movl %eax, %cr3
+    movl $0xC0000080, %ecx          /* IA32_EFER */
+    rdmsr
+    orl $0x100, %eax                /* LME */
+    wrmsr
+    movl %cr0, %eax
+    orl $0x80010000, %eax           /* PG | WP */
+    movl %eax, %cr0
+    ljmpl $0x08, $(TR + (ap_tr_64 - ap_trampoline_start))
+
+    .code64
+ap_tr_64:
+    movw $0x10, %ax
+    movw %ax, %ds
+    movw %ax, %es
+    movw %ax, %ss
+    movq (TR + (ap_tr_stack - ap_trampoline_start)), %rsp
+    movl (TR + (ap_tr_index - ap_trampoline_start)), %edi
+    movq (TR + (ap_tr_entry - ap_trampoline_start)), %rax
+    callq *%rax
+1:  cli
+    hlt
+    jmp 1b
+
+    .balign 8
+ap_tr_gdt:
+    .quad 0
+    .quad 0x00AF9A000000FFFF        /* 0x08: 64-bit code */
+    .quad 0x00CF92000000FFFF        /* 0x10: flat data */
+    .quad 0x00CF9A000000FFFF        /* 0x18: 32-bit code */
+ap_tr_gdt_end:
+ap_tr_gdtr:
+    .word ap_tr_gdt_end - ap_tr_gdt - 1
+    .long TR + (ap_tr_gdt - ap_trampoline_start)
+    .balign 8
+    .globl ap_tr_cr3
+ap_tr_cr3:
+    .quad 0
+    .globl ap_tr_stack
+ap_tr_stack:
+    .quad 0
+    .globl ap_tr_entry
+ap_tr_entry:
+    .quad 0
+    .globl ap_tr_index
+ap_tr_index:
+    .quad 0
+    .globl ap_trampoline_end
+ap_trampoline_end:
+    .text
+    "#,
+    options(att_syntax)
+);
+
+extern "C" {
+    static ap_trampoline_start: u8;
+    static ap_trampoline_end: u8;
+    static ap_tr_cr3: u8;
+    static ap_tr_stack: u8;
+    static ap_tr_entry: u8;
+    static ap_tr_index: u8;
+}
+
+/// The APs' stacks: memory only the APs touch, through their `rsp`.
+#[repr(C, align(16))]
+struct Stacks(UnsafeCell<[[u8; AP_STACK]; MAX_CPUS - 1]>);
+
+// SAFETY: Rust code never reads or writes the stacks; each AP uses its own.
+unsafe impl Sync for Stacks {}
+
+static STACKS: Stacks = Stacks(UnsafeCell::new([[0; AP_STACK]; MAX_CPUS - 1]));
+
+/// Per AP index: 0 until it runs, then its APIC ID + 1.
+static ALIVE: [AtomicU32; MAX_CPUS] = [const { AtomicU32::new(0) }; MAX_CPUS];
+/// Each AP's TSC when it came up (for the warp check to come).
+static AP_TSC: [AtomicU64; MAX_CPUS] = [const { AtomicU64::new(0) }; MAX_CPUS];
+
+/// The last [`start_aps`]' report (none: nothing started).
+static REPORT: spin::Once<SmpReport> = spin::Once::new();
+
+/// What [`start_aps`] did, if it ran (a one-CPU machine never starts it).
+pub fn report() -> Option<SmpReport> {
+    REPORT.get().copied()
+}
+
+/// What starting the APs did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SmpReport {
+    /// CPUs running: the BSP and the APs that answered.
+    pub up: u32,
+    /// CPUs the MADT lists (each APIC ID once).
+    pub listed: u32,
+    /// The APIC ID of the first AP that did not answer, if any.
+    pub first_missing: Option<u32>,
+    /// APs not started: past [`MAX_CPUS`].
+    pub skipped: u32,
+}
+
+/// The AP's first Rust code: says it is alive and halts.
+extern "sysv64" fn ap_entry(index: u32) -> ! {
+    if let Some(l) = apic::get() {
+        if l.mode() == apic::Mode::X2Apic {
+            // Each CPU's APIC comes out of INIT in xAPIC mode; the BSP's
+            // register layer is x2APIC's, so this one must be too.
+            let _ = lapic::enable_x2apic(l.msrs());
+        }
+    }
+    let id = apic::get().map_or(u32::MAX - 1, apic::LocalApic::current_id);
+    let i = (index as usize).min(MAX_CPUS - 1);
+    AP_TSC[i].store(cpu::rdtsc(), Ordering::Relaxed);
+    ALIVE[i].store(id.wrapping_add(1), Ordering::Release);
+    cpu::halt_forever()
+}
+
+/// Busy-waits `d` on the monotonic clock (the kernel is installed).
+fn wait(d: Nanos) {
+    let end = crate::embed::kernel::now().saturating_add(d);
+    while crate::embed::kernel::now() < end {
+        core::hint::spin_loop();
+    }
+}
+
+/// Starts every AP of `apic_ids` (the BSP, `bsp_id`, is skipped), one at a
+/// time. Needs the local APIC up, the kernel installed (for the delays) and
+/// the page at [`TRAMPOLINE`] to be RAM nothing else uses.
+pub fn start_aps(apic_ids: &[u32], bsp_id: u32) -> SmpReport {
+    let mut report = SmpReport {
+        up: 1,
+        listed: (apic_ids.len() as u32).max(1),
+        ..SmpReport::default()
+    };
+    let aps = apic_ids.iter().copied().filter(|&id| id != bsp_id);
+    if apic_ids.len() <= 1 {
+        return report;
+    }
+    // The trampoline's bounds and slots: symbols of one section of this
+    // image, identity-mapped; only their addresses are taken.
+    let (start, end, slots) = (
+        core::ptr::addr_of!(ap_trampoline_start) as usize,
+        core::ptr::addr_of!(ap_trampoline_end) as usize,
+        [
+            core::ptr::addr_of!(ap_tr_cr3) as usize,
+            core::ptr::addr_of!(ap_tr_stack) as usize,
+            core::ptr::addr_of!(ap_tr_entry) as usize,
+            core::ptr::addr_of!(ap_tr_index) as usize,
+        ],
+    );
+    let at = |slot: usize| (TRAMPOLINE + (slot - start)) as *mut u64;
+    let cr3 = x86_64::registers::control::Cr3::read()
+        .0
+        .start_address()
+        .as_u64();
+    // SAFETY: page 8 (0x8000..0x9000) is RAM below 1 MiB that the loader
+    // and this kernel leave unused (the image loads at 1 MiB and up; the
+    // caller checked the memory map), identity-mapped and writable; the
+    // trampoline is smaller than the page.
+    unsafe {
+        core::ptr::copy_nonoverlapping(start as *const u8, TRAMPOLINE as *mut u8, end - start);
+        at(slots[0]).write_volatile(cr3);
+        at(slots[2]).write_volatile(ap_entry as *const () as u64);
+    }
+    for (k, id) in aps.enumerate() {
+        let index = k + 1;
+        if index >= MAX_CPUS {
+            report.skipped += 1;
+            continue;
+        }
+        let top = STACKS.0.get() as usize + index * AP_STACK;
+        // SAFETY: the slots are in the page written above; no AP runs the
+        // trampoline now (the previous one answered or was given up on,
+        // and is halted or never left INIT).
+        unsafe {
+            at(slots[1]).write_volatile(top as u64);
+            at(slots[3]).write_volatile(index as u64);
+        }
+        apic::send_init(id);
+        wait(Nanos::from_millis(10));
+        apic::send_startup(id, (TRAMPOLINE >> 12) as u8);
+        wait(Nanos::from_micros(200));
+        if ALIVE[index].load(Ordering::Acquire) == 0 {
+            apic::send_startup(id, (TRAMPOLINE >> 12) as u8);
+        }
+        let deadline = crate::embed::kernel::now().saturating_add(Nanos::from_millis(100));
+        while ALIVE[index].load(Ordering::Acquire) == 0 && crate::embed::kernel::now() < deadline {
+            core::hint::spin_loop();
+        }
+        match ALIVE[index].load(Ordering::Acquire) {
+            0 => {
+                log::error!("smp: CPU with APIC ID {id} did not come up (100 ms)");
+                report.first_missing.get_or_insert(id);
+            }
+            v if v - 1 != id => {
+                log::warn!("smp: AP {index} says APIC ID {}, the MADT {id}", v - 1);
+                report.up += 1;
+            }
+            _ => report.up += 1,
+        }
+    }
+    REPORT.call_once(|| report);
+    report
+}
+
+/// The APIC ID AP `index` reported (`None`: not up).
+pub fn ap_apic_id(index: usize) -> Option<u32> {
+    ALIVE
+        .get(index)
+        .map(|a| a.load(Ordering::Acquire))
+        .filter(|&v| v != 0)
+        .map(|v| v - 1)
+}

@@ -1,0 +1,44 @@
+//! `smp`: every CPU the MADT lists came up (INIT-SIPI-SIPI,
+//! [`crate::arch::smp`]), each reporting the APIC ID the MADT gives it.
+//!
+//! `RESULT test=smp listed=N up=M ids=a,b,… verdict=pass` when M = N. A
+//! one-CPU machine passes with nothing to start. The APs run no tick yet:
+//! this is the bring-up alone.
+
+use crate::arch::smp;
+use crate::rig::result::{Line, TextBuf, Verdict};
+
+use super::{report, Ctx};
+
+/// Runs the test.
+pub fn run(ctx: &Ctx<'_>) -> Verdict {
+    let listed = ctx.platform.apic_ids.count();
+    let r = smp::report().unwrap_or(smp::SmpReport {
+        up: 1,
+        listed: listed.max(1),
+        ..smp::SmpReport::default()
+    });
+    let mut ids: TextBuf<128> = TextBuf::new();
+    let bsp = crate::platform::apic::get().map_or(0, |l| l.current_id());
+    let _ = core::fmt::Write::write_fmt(&mut ids, format_args!("{bsp}"));
+    for i in 1..smp::MAX_CPUS {
+        if let Some(id) = smp::ap_apic_id(i) {
+            let _ = core::fmt::Write::write_fmt(&mut ids, format_args!(",{id}"));
+        }
+    }
+    let mut l = Line::result("smp");
+    l.field("listed", r.listed)
+        .field("up", r.up)
+        .text("ids", ids.as_str());
+    if let Some(id) = r.first_missing {
+        l.field("missing", id);
+    }
+    let all_listed_ids_up = ctx
+        .platform
+        .apic_ids
+        .as_slice()
+        .iter()
+        .all(|id| *id == bsp || (1..smp::MAX_CPUS).any(|i| smp::ap_apic_id(i) == Some(*id)));
+    let pass = r.up == r.listed && r.skipped == 0 && all_listed_ids_up;
+    report(l, if pass { Verdict::Pass } else { Verdict::Fail })
+}
