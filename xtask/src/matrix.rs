@@ -130,6 +130,8 @@ pub struct Row {
     /// machine the guest cannot keep time on, where that failure, said
     /// exactly, is the defined outcome.
     pub expect_failure: Option<&'static str>,
+    /// CPUs (`-smp`).
+    pub smp: u32,
 }
 
 /// The KVM CPU model without TSC-deadline.
@@ -155,6 +157,7 @@ pub fn rows(accel: Accel, machine: Machine, caps: Caps, fast: bool) -> Vec<Row> 
         expect_missing: None,
         expect_reference: None,
         expect_failure: None,
+        smp: 1,
     };
     let with_variants = |v: &mut Vec<Row>, base: Row| {
         let mut periodic = base.clone();
@@ -238,6 +241,16 @@ pub fn rows(accel: Accel, machine: Machine, caps: Caps, fast: bool) -> Vec<Row> 
     );
     pit_only.expect_tick = Some("pit");
     v.push(pit_only);
+    // SMP: every CPU the MADT lists comes up (2 on pc, 4 on q35); the boot
+    // CPU's tick is unchanged.
+    let cpus = if machine == Machine::Q35 { 4 } else { 2 };
+    let mut smp = row(
+        &format!("smp {cpus} CPUs"),
+        Source::Lapic,
+        "test=smp,periodic",
+    );
+    smp.smp = cpus;
+    v.push(smp);
     // Malformed firmware: the kernel boots without the HPET and says why.
     for case in BogusHpet::ALL {
         let mut r = row(
@@ -288,6 +301,7 @@ pub fn no_reference_rows(accel: Accel) -> Vec<Row> {
         expect_missing: None,
         expect_reference: None,
         expect_failure: None,
+        smp: 1,
     };
     match accel {
         Accel::Tcg => r.expect_failure = Some(NO_REFERENCE_FAILURE),
