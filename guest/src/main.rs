@@ -208,6 +208,14 @@ mod kernel {
                 "smp: the CPU with APIC ID {id} (and any after it counted above) did not come up"
             );
         }
+        if r.warped > 0 {
+            // Linux `mark_tsc_unstable("check_tsc_sync_source failed")`.
+            let marked = kernel::with(|k| k.tick.mark_clocksource_unstable("tsc")).flatten();
+            warn!(
+                "smp: TSC warp on {} CPU(s), up to {} cycles: tsc marked unstable ({marked:?})",
+                r.warped, r.max_warp
+            );
+        }
     }
 
     /// What the suite's tests are given, with the loss bound for how fast

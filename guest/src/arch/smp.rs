@@ -21,8 +21,13 @@
 //! An AP that does not answer within 100 ms is reported by APIC ID, and
 //! the boot goes on with the CPUs that did.
 //!
-//! This is the first step of SMP: the APs come up and report; they run no
-//! tick yet.
+//! Each AP, once up, runs the TSC warp check with the BSP (Linux
+//! `tsc_sync.c`, the `tsc` crate's `WarpCheck`, [`WARP_READS`] reads each,
+//! interrupts off on both): a warp means the TSCs are not in step, and the
+//! caller marks the TSC unstable.
+//!
+//! This is the first step of SMP: the APs come up, check their TSC and
+//! halt; they run no tick yet.
 
 use core::arch::global_asm;
 use core::cell::UnsafeCell;
@@ -143,8 +148,88 @@ static STACKS: Stacks = Stacks(UnsafeCell::new([[0; AP_STACK]; MAX_CPUS - 1]));
 
 /// Per AP index: 0 until it runs, then its APIC ID + 1.
 static ALIVE: [AtomicU32; MAX_CPUS] = [const { AtomicU32::new(0) }; MAX_CPUS];
-/// Each AP's TSC when it came up (for the warp check to come).
+/// Each AP's TSC when it came up.
 static AP_TSC: [AtomicU64; MAX_CPUS] = [const { AtomicU64::new(0) }; MAX_CPUS];
+
+/// TSC reads each side of a warp check makes.
+pub const WARP_READS: u32 = 10_000;
+
+/// The AP index whose warp check may start (set by the BSP; 0: none).
+#[cfg(feature = "tsc")]
+static WARP_GO: AtomicU32 = AtomicU32::new(0);
+/// The AP index whose warp check is done (set by the AP).
+#[cfg(feature = "tsc")]
+static WARP_DONE: AtomicU32 = AtomicU32::new(0);
+/// Per AP index: reads with a warp, and the largest warp, from its check
+/// (`u64::MAX`: not run).
+static WARPS: [AtomicU64; MAX_CPUS] = [const { AtomicU64::new(u64::MAX) }; MAX_CPUS];
+static MAX_WARP: [AtomicU64; MAX_CPUS] = [const { AtomicU64::new(0) }; MAX_CPUS];
+
+/// The warp check's shared state for the AP running now.
+#[cfg(feature = "tsc")]
+fn warp_state() -> &'static tsc::WarpCheck {
+    static CHECKS: [tsc::WarpCheck; MAX_CPUS] = [const { tsc::WarpCheck::new() }; MAX_CPUS];
+    let i = (WARP_GO.load(Ordering::Acquire) as usize).min(MAX_CPUS - 1);
+    &CHECKS[i]
+}
+
+/// The AP's side of the warp check, once the BSP says go.
+fn ap_warp_check(index: u32) {
+    #[cfg(feature = "tsc")]
+    {
+        let mut spins = 0u64;
+        while WARP_GO.load(Ordering::Acquire) != index {
+            core::hint::spin_loop();
+            spins += 1;
+            if spins > 1 << 32 {
+                return; // the BSP gave up on us
+            }
+        }
+        warp_state().run(WARP_READS, cpu::rdtsc);
+        WARP_DONE.store(index, Ordering::Release);
+    }
+    #[cfg(not(feature = "tsc"))]
+    let _ = index;
+}
+
+/// The BSP's side of the warp check with AP `index` (up), interrupts off.
+/// Returns `(warps, max_warp)`, `None` if the AP did not finish.
+fn bsp_warp_check(index: usize) -> Option<(u64, u64)> {
+    #[cfg(feature = "tsc")]
+    {
+        let done = cpu::without_interrupts(|| {
+            WARP_GO.store(index as u32, Ordering::Release);
+            warp_state().run(WARP_READS, cpu::rdtsc);
+            let deadline = crate::embed::kernel::now().saturating_add(Nanos::from_millis(100));
+            while WARP_DONE.load(Ordering::Acquire) != index as u32 {
+                if crate::embed::kernel::now() >= deadline {
+                    return false;
+                }
+                core::hint::spin_loop();
+            }
+            true
+        });
+        if !done {
+            return None;
+        }
+        let r = warp_state().result();
+        WARPS[index].store(r.warps, Ordering::Relaxed);
+        MAX_WARP[index].store(r.max_warp.get(), Ordering::Relaxed);
+        Some((r.warps, r.max_warp.get()))
+    }
+    #[cfg(not(feature = "tsc"))]
+    {
+        let _ = index;
+        None
+    }
+}
+
+/// AP `index`'s warp check: `(warps, max_warp in cycles)`, `None` if it
+/// did not run (no TSC support built, or the AP is not up).
+pub fn warp_result(index: usize) -> Option<(u64, u64)> {
+    let w = WARPS.get(index)?.load(Ordering::Relaxed);
+    (w != u64::MAX).then(|| (w, MAX_WARP[index].load(Ordering::Relaxed)))
+}
 
 /// The last [`start_aps`]' report (none: nothing started).
 static REPORT: spin::Once<SmpReport> = spin::Once::new();
@@ -165,6 +250,10 @@ pub struct SmpReport {
     pub first_missing: Option<u32>,
     /// APs not started: past [`MAX_CPUS`].
     pub skipped: u32,
+    /// APs whose TSC warp check found a warp.
+    pub warped: u32,
+    /// The largest warp any check found, in TSC cycles.
+    pub max_warp: u64,
 }
 
 /// The AP's first Rust code: says it is alive and halts.
@@ -180,6 +269,7 @@ extern "sysv64" fn ap_entry(index: u32) -> ! {
     let i = (index as usize).min(MAX_CPUS - 1);
     AP_TSC[i].store(cpu::rdtsc(), Ordering::Relaxed);
     ALIVE[i].store(id.wrapping_add(1), Ordering::Release);
+    ap_warp_check(i as u32);
     cpu::halt_forever()
 }
 
@@ -260,11 +350,24 @@ pub fn start_aps(apic_ids: &[u32], bsp_id: u32) -> SmpReport {
                 log::error!("smp: CPU with APIC ID {id} did not come up (100 ms)");
                 report.first_missing.get_or_insert(id);
             }
-            v if v - 1 != id => {
-                log::warn!("smp: AP {index} says APIC ID {}, the MADT {id}", v - 1);
+            v => {
+                if v - 1 != id {
+                    log::warn!("smp: AP {index} says APIC ID {}, the MADT {id}", v - 1);
+                }
                 report.up += 1;
+                match bsp_warp_check(index) {
+                    Some((0, _)) => {}
+                    Some((warps, max)) => {
+                        log::warn!(
+                            "smp: TSC warp between the BSP and APIC ID {id}: {warps} of {} reads behind, by up to {max} cycles",
+                            2 * WARP_READS
+                        );
+                        report.warped += 1;
+                        report.max_warp = report.max_warp.max(max);
+                    }
+                    None => {}
+                }
             }
-            _ => report.up += 1,
         }
     }
     REPORT.call_once(|| report);

@@ -3,7 +3,7 @@
 //! and the tick mode reached (with the reason when it is periodic though
 //! one-shot was asked for); then the machine-readable `CONFIG` line.
 
-use core::fmt;
+use core::fmt::{self, Write as _};
 
 use clockevents::{DeviceInfo, Features, Owner, Programming};
 use clocksource::{ClockSourceFlags, Hertz, Nanos};
@@ -229,6 +229,26 @@ fn print_cpu(accel: Accel) {
             yes(c.x2apic),
             yes(c.tsc_deadline),
             yes(c.arat)
+        );
+    }
+    // The other CPUs, and each one's TSC warp check against the BSP.
+    if let Some(r) = crate::arch::smp::report() {
+        let mut t: TextBuf<256> = TextBuf::new();
+        for i in 1..crate::arch::smp::MAX_CPUS {
+            let Some(id) = crate::arch::smp::ap_apic_id(i) else {
+                continue;
+            };
+            let _ = match crate::arch::smp::warp_result(i) {
+                Some((0, _)) => write!(t, " {id}:tsc-ok"),
+                Some((w, max)) => write!(t, " {id}:tsc-warp({w},{max}cyc)"),
+                None => write!(t, " {id}:tsc-unchecked"),
+            };
+        }
+        println!(
+            "          {} of {} CPUs up; APs by APIC ID:{}",
+            r.up,
+            r.listed,
+            t.as_str()
         );
     }
 }

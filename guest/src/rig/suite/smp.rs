@@ -1,9 +1,10 @@
 //! `smp`: every CPU the MADT lists came up (INIT-SIPI-SIPI,
 //! [`crate::arch::smp`]), each reporting the APIC ID the MADT gives it.
 //!
-//! `RESULT test=smp listed=N up=M ids=a,b,… verdict=pass` when M = N. A
-//! one-CPU machine passes with nothing to start. The APs run no tick yet:
-//! this is the bring-up alone.
+//! `RESULT test=smp listed=N up=M ids=a,b,… tsc_checked=K tsc_warped=W
+//! verdict=pass` when M = N, and a TSC warp found by an AP's check (Linux
+//! `tsc_sync.c`) left the TSC marked unstable. A one-CPU machine passes
+//! with nothing to start. The APs run no tick yet: this is the bring-up.
 
 use crate::arch::smp;
 use crate::rig::result::{Line, TextBuf, Verdict};
@@ -33,12 +34,26 @@ pub fn run(ctx: &Ctx<'_>) -> Verdict {
     if let Some(id) = r.first_missing {
         l.field("missing", id);
     }
+    // The TSC warp check each AP ran with the BSP: a warp must have left
+    // the TSC marked unstable.
+    let checked = (1..smp::MAX_CPUS).filter_map(smp::warp_result).count();
+    l.field("tsc_checked", checked)
+        .field("tsc_warped", r.warped)
+        .field("max_warp_cycles", r.max_warp);
+    let tsc_unstable = crate::embed::kernel::with(|k| {
+        k.tick
+            .clocksources()
+            .iter()
+            .any(|e| e.name() == "tsc" && e.is_unstable())
+    })
+    .unwrap_or(false);
+    let warp_handled = r.warped == 0 || tsc_unstable;
     let all_listed_ids_up = ctx
         .platform
         .apic_ids
         .as_slice()
         .iter()
         .all(|id| *id == bsp || (1..smp::MAX_CPUS).any(|i| smp::ap_apic_id(i) == Some(*id)));
-    let pass = r.up == r.listed && r.skipped == 0 && all_listed_ids_up;
+    let pass = r.up == r.listed && r.skipped == 0 && all_listed_ids_up && warp_handled;
     report(l, if pass { Verdict::Pass } else { Verdict::Fail })
 }
