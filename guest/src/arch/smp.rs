@@ -13,7 +13,8 @@
 //!                                                 CR4.PAE, CR3, EFER.LME, CR0.PG ─► 64-bit
 //!   wait ≤ 100 ms for `alive`  ◄──────────────── rsp = its stack; ap_entry(index)
 //!   next AP                                        x2APIC on if the BSP's is; alive = APIC ID
-//!                                                  halts, interrupts off
+//!                                                  warp check, own LAPIC, IDT;
+//!                                                  idles with interrupts on
 //! ```
 //!
 //! One AP is started at a time, the trampoline's slots filled for it. The
@@ -200,7 +201,9 @@ fn bsp_warp_check(index: usize) -> Option<(u64, u64)> {
         let done = cpu::without_interrupts(|| {
             WARP_GO.store(index as u32, Ordering::Release);
             warp_state().run(WARP_READS, cpu::rdtsc);
-            let deadline = crate::embed::kernel::now().saturating_add(Nanos::from_millis(100));
+            // 1 s: where `rdtsc` traps (a software KVM), 10 000 reads take
+            // well over 100 ms.
+            let deadline = crate::embed::kernel::now().saturating_add(Nanos::from_secs(1));
             while WARP_DONE.load(Ordering::Acquire) != index as u32 {
                 if crate::embed::kernel::now() >= deadline {
                     return false;
@@ -270,7 +273,56 @@ extern "sysv64" fn ap_entry(index: u32) -> ! {
     AP_TSC[i].store(cpu::rdtsc(), Ordering::Relaxed);
     ALIVE[i].store(id.wrapping_add(1), Ordering::Release);
     ap_warp_check(i as u32);
-    cpu::halt_forever()
+    // Its own local APIC programmed, the shared IDT loaded: it idles with
+    // interrupts on and takes IPIs (it runs no tick yet).
+    if let Some(l) = apic::get() {
+        l.program_this_cpu();
+    }
+    crate::arch::idt::init();
+    loop {
+        cpu::idle();
+    }
+}
+
+/// The vector the BSP pings each AP on ([`ping_aps`]).
+pub const PING_VECTOR: u8 = 0x41;
+
+/// Per AP index: pings taken.
+static PINGS: [AtomicU32; MAX_CPUS] = [const { AtomicU32::new(0) }; MAX_CPUS];
+
+fn ping(_vector: u8) {
+    if let Some(l) = apic::get() {
+        let id = l.current_id();
+        if let Some(i) = (1..MAX_CPUS).find(|&i| ap_apic_id(i) == Some(id)) {
+            PINGS[i].fetch_add(1, Ordering::Relaxed);
+        }
+    }
+    apic::eoi();
+}
+
+/// Sends each AP that is up `n` fixed IPIs on [`PING_VECTOR`], one at a
+/// time, each waited for (≤ 10 ms); returns how many of them were taken.
+pub fn ping_aps(n: u32) -> u32 {
+    if crate::arch::interrupts::register(PING_VECTOR, ping).is_err() {
+        log::warn!("smp: the ping vector {PING_VECTOR:#x} is taken");
+        return 0;
+    }
+    let mut taken = 0;
+    for (i, pings) in PINGS.iter().enumerate().skip(1) {
+        let Some(id) = ap_apic_id(i) else { continue };
+        for _ in 0..n {
+            let before = pings.load(Ordering::Relaxed);
+            apic::send_fixed(id, PING_VECTOR);
+            let deadline = crate::embed::kernel::now().saturating_add(Nanos::from_millis(10));
+            while pings.load(Ordering::Relaxed) == before && crate::embed::kernel::now() < deadline
+            {
+                core::hint::spin_loop();
+            }
+            taken += u32::from(pings.load(Ordering::Relaxed) != before);
+        }
+    }
+    crate::arch::interrupts::unregister(PING_VECTOR);
+    taken
 }
 
 /// Busy-waits `d` on the monotonic clock (the kernel is installed).

@@ -211,13 +211,7 @@ pub fn init(base: u64) -> Result<&'static LocalApic, ApicError> {
         base,
     };
     interrupts::register(ERROR_VECTOR, error_interrupt).map_err(|_| ApicError::Vector)?;
-    l.write(Reg::Tpr, 0);
-    l.write(Reg::Svr, SVR_APIC_ENABLE | SPURIOUS_VECTOR as u32);
-    l.write(Reg::LvtLint0, LVT_MASKED);
-    l.write(Reg::LvtLint1, DELIVERY_NMI);
-    l.write(Reg::LvtError, ERROR_VECTOR as u32);
-    l.write(Reg::Esr, 0);
-    let _ = l.read(Reg::Esr);
+    l.program_this_cpu();
     let id = match mode {
         Mode::XApic => l.read(Reg::Id) >> 24,
         Mode::X2Apic => l.read(Reg::Id),
@@ -301,6 +295,11 @@ fn send_ipi(dest: u32, icr_low: u32) {
     }
 }
 
+/// Sends the fixed interrupt `vector` to the CPU with APIC ID `dest`.
+pub fn send_fixed(dest: u32, vector: u8) {
+    send_ipi(dest, u32::from(vector));
+}
+
 /// Sends INIT to the CPU with APIC ID `dest` (SDM §8.4.4.1).
 pub fn send_init(dest: u32) {
     send_ipi(dest, ICR_INIT);
@@ -347,6 +346,19 @@ impl LocalApic {
             (Mode::XApic, Some(m)) => Access::xapic(m),
             _ => Access::x2apic(self.msrs),
         }
+    }
+
+    /// Programs the calling CPU's local APIC as the module docs say (TPR,
+    /// SVR, LINT0/LINT1, the error LVT): [`init`] does it on the boot CPU,
+    /// an AP on itself as it comes up (x2APIC mode already on, if used).
+    pub fn program_this_cpu(&self) {
+        self.write(Reg::Tpr, 0);
+        self.write(Reg::Svr, SVR_APIC_ENABLE | SPURIOUS_VECTOR as u32);
+        self.write(Reg::LvtLint0, LVT_MASKED);
+        self.write(Reg::LvtLint1, DELIVERY_NMI);
+        self.write(Reg::LvtError, ERROR_VECTOR as u32);
+        self.write(Reg::Esr, 0);
+        let _ = self.read(Reg::Esr);
     }
 
     /// The APIC ID of the CPU that calls this (each CPU sees its own local

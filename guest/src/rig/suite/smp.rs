@@ -4,12 +4,16 @@
 //! `RESULT test=smp listed=N up=M ids=a,b,… tsc_checked=K tsc_warped=W
 //! verdict=pass` when M = N, and a TSC warp found by an AP's check (Linux
 //! `tsc_sync.c`) left the TSC marked unstable. A one-CPU machine passes
-//! with nothing to start. The APs run no tick yet: this is the bring-up.
+//! with nothing to start. Each AP then takes 10 fixed IPIs from the BSP
+//! (`ipis_taken` must be all of them). The APs run no tick yet.
 
 use crate::arch::smp;
 use crate::rig::result::{Line, TextBuf, Verdict};
 
 use super::{report, Ctx};
+
+/// IPIs sent to each AP.
+const PINGS: u32 = 10;
 
 /// Runs the test.
 pub fn run(ctx: &Ctx<'_>) -> Verdict {
@@ -48,12 +52,23 @@ pub fn run(ctx: &Ctx<'_>) -> Verdict {
     })
     .unwrap_or(false);
     let warp_handled = r.warped == 0 || tsc_unstable;
+    // Each AP takes IPIs: PINGS fixed IPIs to each, every one handled.
+    let aps = r.up.saturating_sub(1);
+    let pinged = smp::ping_aps(PINGS);
+    l.field("ipis_sent", aps * PINGS)
+        .field("ipis_taken", pinged);
     let all_listed_ids_up = ctx
         .platform
         .apic_ids
         .as_slice()
         .iter()
         .all(|id| *id == bsp || (1..smp::MAX_CPUS).any(|i| smp::ap_apic_id(i) == Some(*id)));
-    let pass = r.up == r.listed && r.skipped == 0 && all_listed_ids_up && warp_handled;
+    let pass = r.up == r.listed
+        && r.skipped == 0
+        && all_listed_ids_up
+        && warp_handled
+        // With TSC support built, every AP's check must have finished.
+        && (!cfg!(feature = "tsc") || checked as u32 == aps)
+        && pinged == aps * PINGS;
     report(l, if pass { Verdict::Pass } else { Verdict::Fail })
 }
