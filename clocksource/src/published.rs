@@ -136,32 +136,33 @@ struct Copy {
     floor_ns: AtomicU64,
 }
 
-impl Copy {
-    #[cfg(all(loom, test))]
-    fn new() -> Self {
-        Copy {
-            cycle_last: AtomicU64::new(0),
-            mask: AtomicU64::new(0),
-            max_cycles: AtomicU64::new(0),
-            max_raw_delta: AtomicU64::new(0),
-            base_ns: AtomicU64::new(0),
-            frac: AtomicU64::new(0),
-            factor: AtomicU64::new(0),
-            floor_ns: AtomicU64::new(0),
-        }
-    }
+/// A constructor that is `const`, except in the loom build, whose atomics
+/// have no `const` constructor: one body for both.
+macro_rules! const_unless_loom {
+    ($(#[$m:meta])* $vis:vis fn $name:ident() -> Self $body:block) => {
+        $(#[$m])*
+        #[cfg(all(loom, test))]
+        $vis fn $name() -> Self $body
 
-    #[cfg(not(all(loom, test)))]
-    const fn new() -> Self {
-        Copy {
-            cycle_last: AtomicU64::new(0),
-            mask: AtomicU64::new(0),
-            max_cycles: AtomicU64::new(0),
-            max_raw_delta: AtomicU64::new(0),
-            base_ns: AtomicU64::new(0),
-            frac: AtomicU64::new(0),
-            factor: AtomicU64::new(0),
-            floor_ns: AtomicU64::new(0),
+        $(#[$m])*
+        #[cfg(not(all(loom, test)))]
+        $vis const fn $name() -> Self $body
+    };
+}
+
+impl Copy {
+    const_unless_loom! {
+        fn new() -> Self {
+            Copy {
+                cycle_last: AtomicU64::new(0),
+                mask: AtomicU64::new(0),
+                max_cycles: AtomicU64::new(0),
+                max_raw_delta: AtomicU64::new(0),
+                base_ns: AtomicU64::new(0),
+                frac: AtomicU64::new(0),
+                factor: AtomicU64::new(0),
+                floor_ns: AtomicU64::new(0),
+            }
         }
     }
 
@@ -256,21 +257,13 @@ impl Default for PublishedClock {
 }
 
 impl PublishedClock {
-    /// Nothing published (loom's atomics have no `const` constructor).
-    #[cfg(all(loom, test))]
-    pub fn new() -> Self {
-        PublishedClock {
-            seq: AtomicU32::new(0),
-            copies: [Copy::new(), Copy::new()],
-        }
-    }
-
-    /// Nothing published.
-    #[cfg(not(all(loom, test)))]
-    pub const fn new() -> Self {
-        PublishedClock {
-            seq: AtomicU32::new(0),
-            copies: [Copy::new(), Copy::new()],
+    const_unless_loom! {
+        /// Nothing published.
+        pub fn new() -> Self {
+            PublishedClock {
+                seq: AtomicU32::new(0),
+                copies: [Copy::new(), Copy::new()],
+            }
         }
     }
 
