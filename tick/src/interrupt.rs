@@ -131,26 +131,30 @@ where
                 if mode.is_highres() {
                     c.run_timers(cpu, now, run);
                 }
-                let now = self.now();
-                // An idle CPU leaves the re-arm — and, with its tick still
-                // running, the decision to stop it (Linux
-                // `tick_nohz_irq_exit`) — to its idle loop, which makes both
-                // before it halts again ([`TickSystem::idle_sleep`]) or as
-                // it leaves idle ([`TickSystem::idle_exit`]). Doing it here
-                // too would put a device write on the wake-up path before
-                // the woken code runs — ~15–25 µs of a trapped register
-                // write under QEMU — for an event the idle loop programs
-                // anyway (a woken waiter adds its next timer first). The
-                // device is disarmed meanwhile (it fired); nothing is lost:
-                // the loop runs before any halt.
-                let c = &mut self.cpus[cpu.index()];
-                if c.idle && mode.is_nohz() && !c.in_broadcast {
-                    c.rearm_pending = true;
-                    c.stats.rearms_deferred += 1;
-                } else {
-                    self.reprogram(cpu, now);
-                }
+                self.rearm_or_leave_to_idle(cpu);
             }
+        }
+    }
+
+    /// The re-arm that ends an interrupt or a kick on `cpu`
+    /// (`cpu.index() < CPUS`). An idle CPU leaves it — and, with its tick
+    /// still running, the decision to stop it (Linux `tick_nohz_irq_exit`)
+    /// — to its idle loop, which makes both before it halts again
+    /// ([`TickSystem::idle_sleep`]) or as it leaves idle
+    /// ([`TickSystem::idle_exit`]). Doing it here too would put a device
+    /// write on the wake-up path before the woken code runs — ~15–25 µs of
+    /// a trapped register write under QEMU — for an event the idle loop
+    /// programs anyway (a woken waiter adds its next timer first). The
+    /// device is disarmed meanwhile (it fired, or was not re-armed for a
+    /// kick); nothing is lost: the loop runs before any halt.
+    pub(crate) fn rearm_or_leave_to_idle(&mut self, cpu: CpuId) {
+        let c = &mut self.cpus[cpu.index()];
+        if c.idle && c.mode.is_nohz() && !c.in_broadcast {
+            c.rearm_pending = true;
+            c.stats.rearms_deferred += 1;
+        } else {
+            let now = self.now();
+            self.reprogram(cpu, now);
         }
     }
 

@@ -87,9 +87,9 @@ where
 
     /// The handler of a [`Kick::Ipi`] on `cpu`: runs the timers already due
     /// (high resolution; low-resolution timers wait for their tick, as
-    /// always) and programs `cpu`'s device for its next event. A CPU in
-    /// NO_HZ idle leaves the programming to its idle loop, which the IPI
-    /// has woken (as [`TickSystem::interrupt`] does).
+    /// always) and programs `cpu`'s device for its next event — or, in
+    /// NO_HZ idle, leaves that to its idle loop, which the IPI has woken,
+    /// as an interrupt does.
     pub fn kicked(&mut self, cpu: CpuId, run: &mut TimerFn<'_>) {
         let now = self.now();
         let Some(c) = self.cpu(cpu) else { return };
@@ -97,12 +97,6 @@ where
         if c.mode.is_highres() {
             c.run_timers(cpu, now, run);
         }
-        if c.idle && c.mode.is_nohz() && !c.in_broadcast {
-            c.rearm_pending = true;
-            c.stats.rearms_deferred += 1;
-        } else {
-            let now = self.now();
-            self.reprogram(cpu, now);
-        }
+        self.rearm_or_leave_to_idle(cpu);
     }
 }
