@@ -149,9 +149,6 @@ static STACKS: Stacks = Stacks(UnsafeCell::new([[0; AP_STACK]; MAX_CPUS - 1]));
 
 /// Per AP index: 0 until it runs, then its APIC ID + 1.
 static ALIVE: [AtomicU32; MAX_CPUS] = [const { AtomicU32::new(0) }; MAX_CPUS];
-/// Each AP's TSC when it came up.
-static AP_TSC: [AtomicU64; MAX_CPUS] = [const { AtomicU64::new(0) }; MAX_CPUS];
-
 /// TSC reads each side of a warp check makes.
 pub const WARP_READS: u32 = 10_000;
 
@@ -270,7 +267,6 @@ extern "sysv64" fn ap_entry(index: u32) -> ! {
     }
     let id = apic::get().map_or(u32::MAX - 1, apic::LocalApic::current_id);
     let i = (index as usize).min(MAX_CPUS - 1);
-    AP_TSC[i].store(cpu::rdtsc(), Ordering::Relaxed);
     ALIVE[i].store(id.wrapping_add(1), Ordering::Release);
     ap_warp_check(i as u32);
     // Its own local APIC programmed, the shared IDT loaded: it idles with
