@@ -195,6 +195,9 @@ where
             return;
         }
         c.rearm_pending = false;
+        // This programming covers every timer queued so far: an
+        // outstanding kick no longer stands for any of them.
+        c.kick_pending = false;
         if c.tick_stopped && c.do_timer_last && self.time.duty().is_some_and(|d| d != cpu) {
             // Another CPU took the duty since this one stopped its tick: it
             // is no longer the last holder, so no longer bound by the max

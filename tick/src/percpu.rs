@@ -143,6 +143,11 @@ pub(crate) struct TickCpu<'a, S> {
     /// An interrupt in idle left the re-arm to the idle loop (`idle_sleep`
     /// or `idle_exit` programs the next event); cleared by any reprogram.
     pub(crate) rearm_pending: bool,
+    /// A kick IPI was asked for ([`crate::Kick::Ipi`]) and neither taken
+    /// ([`crate::TickSystem::kicked`]) nor made moot by this CPU's own
+    /// reprogramming since: a timer queued here from elsewhere meanwhile
+    /// rides on it (the kicked CPU programs for its whole queue).
+    pub(crate) kick_pending: bool,
     /// What the device was last programmed for (before any advance).
     target: Ktime,
     /// Consecutive interrupts that came before the clocksource reached
@@ -172,6 +177,7 @@ where
             do_timer_last: false,
             deferment_wakeup: Ktime::MAX,
             rearm_pending: false,
+            kick_pending: false,
             target: Ktime::MAX,
             behind_streak: 0,
             advance: Advance::default(),

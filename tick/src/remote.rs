@@ -21,7 +21,11 @@
 //! ```
 //!
 //! A CPU with its tick stopped is woken only if the new timer is earlier
-//! than what it sleeps until. A remote cancel never kicks: the target may
+//! than what it sleeps until, and only once however many timers are queued
+//! before it takes the kick: while a kick is outstanding, later remote
+//! timers ride on it (the kicked CPU programs for its whole queue; Linux's
+//! `wake_up_nohz_cpu` likewise only sends the IPI when the target's
+//! reschedule is not already pending). A remote cancel never kicks: the target may
 //! take one interrupt that finds nothing due, then programs its next event
 //! (as Linux leaves a remote hrtimer base's hardware alone on cancel).
 
@@ -69,7 +73,10 @@ where
         let c = self.cpu(cpu).ok_or(AddError::NoCpu)?;
         let id = c.timers.add(expires, data)?;
         let at = c.timer_event(expires, grid);
-        let wake = c.mode.is_oneshot() && at < programmed;
+        // One kick at a time: while one is outstanding, the target will
+        // program for its whole queue, this timer included.
+        let wake = c.mode.is_oneshot() && at < programmed && !c.kick_pending;
+        c.kick_pending |= wake;
         Ok((id, if wake { Kick::Ipi(cpu) } else { Kick::None }))
     }
 
@@ -94,6 +101,7 @@ where
         let now = self.now();
         let Some(c) = self.cpu(cpu) else { return };
         c.stats.kicks += 1;
+        c.kick_pending = false;
         if c.mode.is_highres() {
             c.run_timers(cpu, now, run);
         }

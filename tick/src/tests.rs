@@ -350,6 +350,50 @@ fn a_cpu_sleeping_tickless_is_kicked_only_for_a_timer_before_its_wake_up() {
 }
 
 #[test]
+fn timers_queued_while_a_kick_is_outstanding_ride_on_it() {
+    let (mut sys, clock, [_, d1], _) = two_cpus();
+    sys.idle_enter(CPU1).unwrap();
+    sys.idle_sleep(CPU1, IdleDepth::Shallow).unwrap();
+    assert!(sys.cpu_info(CPU1).unwrap().tick_stopped);
+    assert_eq!(sys.programmed_event(CPU1), Ktime::MAX);
+    clock.advance(Nanos::from_millis(1));
+    let calls1 = d1.calls().len();
+    // 12 timers for CPU 1 (of its 16 slots), the earliest last, before it
+    // runs: one kick.
+    let kicks: Vec<_> = (0..12u64)
+        .rev()
+        .map(|n| {
+            let at = ms(2).saturating_add(Nanos::from_micros(10 * n));
+            sys.add_timer_from(CPU0, CPU1, at, n).unwrap().1
+        })
+        .collect();
+    assert_eq!(kicks[0], crate::Kick::Ipi(CPU1));
+    assert!(kicks[1..].iter().all(|k| *k == crate::Kick::None));
+    assert_eq!(d1.calls().len(), calls1, "CPU 1's device untouched");
+    // The kick taken, its idle loop programs the earliest of them all.
+    sys.kicked(CPU1, &mut |_, _, _| Rearm::No);
+    sys.idle_sleep(CPU1, IdleDepth::Shallow).unwrap();
+    assert_eq!(sys.programmed_event(CPU1), ms(2));
+    // Past that kick, an earlier timer kicks again (once).
+    let (_, again) = sys
+        .add_timer_from(CPU0, CPU1, Ktime::from_nanos(1_500_000), 7)
+        .unwrap();
+    assert_eq!(again, crate::Kick::Ipi(CPU1));
+    let (_, rides) = sys
+        .add_timer_from(CPU0, CPU1, Ktime::from_nanos(1_400_000), 8)
+        .unwrap();
+    assert_eq!(rides, crate::Kick::None);
+    // CPU 1's own reprogramming (before the IPI lands) covers them too: the
+    // next earlier timer kicks afresh.
+    sys.idle_sleep(CPU1, IdleDepth::Shallow).unwrap();
+    assert_eq!(sys.programmed_event(CPU1), Ktime::from_nanos(1_400_000));
+    let (_, fresh) = sys
+        .add_timer_from(CPU0, CPU1, Ktime::from_nanos(1_300_000), 9)
+        .unwrap();
+    assert_eq!(fresh, crate::Kick::Ipi(CPU1));
+}
+
+#[test]
 fn a_remote_cancel_leaves_the_targets_device_alone() {
     let (mut sys, clock, [_, d1], _) = two_cpus();
     clock.advance(Nanos::from_millis(1));
