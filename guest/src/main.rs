@@ -159,6 +159,10 @@ mod kernel {
         let inventory = match brought_up {
             Ok((k, inv)) => {
                 kernel::install(k);
+                if options.idle_deep {
+                    kernel::set_idle_depth(tick::IdleDepth::Deep);
+                    info!("idle=deep: every CPU idles as in C3 (C3STOP devices off, broadcast wakes it)");
+                }
                 inv
             }
             Err(e) => {
@@ -193,6 +197,17 @@ mod kernel {
         }
         let bsp = guest::platform::apic::get().map_or(0, |l| l.current_id());
         let r = smp::start_aps(platform.apic_ids.as_slice(), bsp);
+        // Each AP registers its own tick device as it comes up: wait for
+        // them (≤ 100 ms each), so the boot table shows every CPU's.
+        for i in (1..smp::MAX_CPUS).filter(|&i| smp::ap_apic_id(i).is_some()) {
+            let deadline = kernel::now().saturating_add(clocksource::Nanos::from_millis(100));
+            while !guest::embed::aps::ready(i) && kernel::now() < deadline {
+                core::hint::spin_loop();
+            }
+            if !guest::embed::aps::ready(i) {
+                warn!("smp: CPU {i} did not register its tick device within 100 ms");
+            }
+        }
         info!(
             "smp: {} of {} CPUs up (BSP APIC ID {bsp}){}",
             r.up,

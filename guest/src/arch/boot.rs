@@ -40,11 +40,12 @@ use crate::arch::phys::IdentityMap;
 use crate::arch::pvh::{self, PhysAddr, StartInfo, StartInfoError};
 
 /// Bytes of the boot stack (in `.bss`).
-/// 1 MiB: the kernel state (the tick system with its timer storage inline,
-/// and the test recorder: ~92 KiB) is built on the stack and moved into its
-/// static, a few copies deep; the tests keep fixed arrays there too.
-/// [`stack_high_water`] reports the deepest use (the boot log prints it).
-pub const STACK_SIZE: usize = 1024 * 1024;
+/// 4 MiB: the kernel state (the tick system for 8 CPUs, ~190 KiB with each
+/// CPU's timer wheel; the timer slots are a static of their own) is built
+/// on the stack and moved into its static, several copies deep (~1.3 MiB
+/// measured); the tests keep fixed arrays there too. [`stack_high_water`]
+/// reports the deepest use (the boot log prints it).
+pub const STACK_SIZE: usize = 4 * 1024 * 1024;
 
 global_asm!(
     r#"

@@ -16,6 +16,7 @@
 //! | `test=` | names, comma-separated | the in-guest tests to run, in order |
 //! | `timer_advance=` | `auto`, `off`, nanoseconds | early programming of the deadline |
 //! | `tsc=` | `reliable` | trust the TSC without CPUID's invariant bit: no clocksource watchdog (Linux's `tsc=reliable`) |
+//! | `idle=` | `deep` | idle as a C3 state would: the LAPIC timers are `C3STOP` and shut down in idle, the broadcast device wakes the CPUs |
 //!
 //! Nothing here can fail: an unknown option, a missing or bad value is
 //! returned as a [`Warning`] and the option is ignored (the default stays).
@@ -116,6 +117,10 @@ pub struct Options<'a> {
     pub timer_advance: Option<TimerAdvance>,
     /// `tsc=reliable`.
     pub tsc_reliable: bool,
+    /// `idle=deep`: the idle loop behaves as a C3 state would — every
+    /// CPU's LAPIC timer is declared `C3STOP` and shut down on entry, so
+    /// only the broadcast device (HPET, else PIT) wakes the CPU.
+    pub idle_deep: bool,
 }
 
 /// What was wrong with one word of the command line.
@@ -246,13 +251,14 @@ fn apply<'a>(options: &mut Options<'a>, word: &'a str) -> Result<(), Problem> {
         "hz" => options.hz = Some(tick_rate(value)?),
         "timer_advance" => options.timer_advance = Some(timer_advance(value)?),
         "tsc" => options.tsc_reliable = exactly(value, "reliable")?,
+        "idle" => options.idle_deep = exactly(value, "deep")?,
         _ => return Err(Problem::Unknown),
     }
     Ok(())
 }
 
 /// The keys `apply` has an arm for (to tell a missing value from an unknown key).
-const KNOWN_KEYS: [&str; 10] = [
+const KNOWN_KEYS: [&str; 11] = [
     "clocksource",
     "clockevent",
     "test",
@@ -263,6 +269,7 @@ const KNOWN_KEYS: [&str; 10] = [
     "hz",
     "timer_advance",
     "tsc",
+    "idle",
 ];
 
 /// A device or test name: ASCII letters, digits, `_`, `-` and `.`.
@@ -389,6 +396,9 @@ impl fmt::Display for Options<'_> {
         if self.tsc_reliable {
             item(f, format_args!("tsc=reliable"))?;
         }
+        if self.idle_deep {
+            item(f, format_args!("idle=deep"))?;
+        }
         if sep.is_empty() {
             f.write_str("(defaults)")?;
         }
@@ -418,7 +428,7 @@ mod tests {
     fn every_option_is_recognised() {
         let p = parse(
             "clocksource=hpet clockevent=lapic-deadline nohz=on highres=off hpet=disable \
-             lapic=notimer hz=250 test=oneshot_basic timer_advance=1500 tsc=reliable",
+             lapic=notimer hz=250 test=oneshot_basic timer_advance=1500 tsc=reliable idle=deep",
         );
         assert!(p.warnings.is_empty(), "{:?}", warnings(&p));
         assert_eq!(
@@ -434,13 +444,15 @@ mod tests {
                 test: Some("oneshot_basic"),
                 timer_advance: Some(TimerAdvance::Fixed(Nanos::from_nanos(1500))),
                 tsc_reliable: true,
+                idle_deep: true,
             }
         );
     }
 
     #[test]
     fn display_round_trips_through_parse() {
-        let line = "clocksource=tsc nohz=off hz=1000 test=x timer_advance=auto tsc=reliable";
+        let line =
+            "clocksource=tsc nohz=off hz=1000 test=x timer_advance=auto tsc=reliable idle=deep";
         let p = parse(line);
         assert_eq!(p.options.to_string(), line);
         assert_eq!(parse(&p.options.to_string()).options, p.options);

@@ -96,12 +96,14 @@ pub struct InterruptFrame {
 static HANDLERS: [AtomicUsize; 256] = [const { AtomicUsize::new(0) }; 256];
 static UNHANDLED: [AtomicU64; 256] = [const { AtomicU64::new(0) }; 256];
 static BREAKPOINTS: AtomicU64 = AtomicU64::new(0);
-/// Handlers running (nested ones included).
-static DEPTH: AtomicU32 = AtomicU32::new(0);
+/// Per CPU ([`crate::arch::smp::this_cpu`]): handlers running (nested
+/// ones included).
+static DEPTH: [AtomicU32; crate::arch::smp::MAX_CPUS] =
+    [const { AtomicU32::new(0) }; crate::arch::smp::MAX_CPUS];
 
-/// Whether an interrupt handler is running on this (the only) CPU.
+/// Whether an interrupt handler is running on the calling CPU.
 pub fn in_interrupt() -> bool {
-    DEPTH.load(Ordering::Relaxed) > 0
+    DEPTH[crate::arch::smp::this_cpu()].load(Ordering::Relaxed) > 0
 }
 
 fn check_vector(vector: u8) -> Result<(), RegisterError> {
@@ -159,9 +161,10 @@ pub(crate) extern "sysv64" fn dispatch(vector: u64, error_code: u64, frame: &Int
     if vector == SPURIOUS_VECTOR {
         return;
     }
-    DEPTH.fetch_add(1, Ordering::Relaxed);
+    let depth = &DEPTH[crate::arch::smp::this_cpu()];
+    depth.fetch_add(1, Ordering::Relaxed);
     external(vector);
-    DEPTH.fetch_sub(1, Ordering::Relaxed);
+    depth.fetch_sub(1, Ordering::Relaxed);
 }
 
 /// An external interrupt or IPI: its handler, or the unhandled count.

@@ -27,8 +27,13 @@
 //! interrupts off on both): a warp means the TSCs are not in step, and the
 //! caller marks the TSC unstable.
 //!
-//! This is the first step of SMP: the APs come up, check their TSC and
-//! halt; they run no tick yet.
+//! Then each AP hands itself to the embedding
+//! ([`crate::embed::aps::ap_main`]): its own LAPIC timer registered with
+//! the tick layer, and its idle loop.
+//!
+//! Which CPU code runs on ([`this_cpu`]) is read from the stack pointer:
+//! every AP runs on its own stack here, the BSP on the boot stack, and
+//! with no TSS an interrupt stays on the stack it arrives on.
 
 use core::arch::global_asm;
 use core::cell::UnsafeCell;
@@ -36,13 +41,14 @@ use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 use clocksource::Nanos;
 
-use crate::arch::cpu;
 use crate::platform::apic;
 
 /// Where the trampoline runs: page 8, whose SIPI vector is 0x08.
 pub const TRAMPOLINE: usize = 0x8000;
-/// The most CPUs the guest starts (the BSP and 15 APs).
-pub const MAX_CPUS: usize = 16;
+/// The most CPUs the guest starts (the BSP and 7 APs): the tick layer
+/// keeps this many CPUs' state (a timer wheel of ~23 KiB each, built on the
+/// boot stack and moved into its static).
+pub const MAX_CPUS: usize = 8;
 /// Each AP's stack.
 const AP_STACK: usize = 64 * 1024;
 
@@ -147,6 +153,41 @@ unsafe impl Sync for Stacks {}
 
 static STACKS: Stacks = Stacks(UnsafeCell::new([[0; AP_STACK]; MAX_CPUS - 1]));
 
+/// The CPU index (0: the BSP; `i`: the `i`-th AP started) of the code
+/// that calls this, from its stack pointer: an AP's stack is the `i`-th
+/// of [`STACKS`]; anything else is the boot stack. Interrupt handlers run
+/// on the stack they interrupted (no TSS, no IST), so the answer holds
+/// there too.
+#[inline]
+pub fn this_cpu() -> usize {
+    let rsp: usize;
+    // SAFETY: reads the stack pointer into a register; no memory access.
+    unsafe {
+        core::arch::asm!("mov {}, rsp", out(reg) rsp, options(nomem, nostack, preserves_flags))
+    };
+    let base = STACKS.0.get() as usize;
+    match rsp.checked_sub(base) {
+        Some(off) if off < (MAX_CPUS - 1) * AP_STACK => off / AP_STACK + 1,
+        _ => 0,
+    }
+}
+
+/// The APIC ID of the BSP, as [`start_aps`] found it (`u32::MAX`: not run).
+static BSP_ID: AtomicU32 = AtomicU32::new(u32::MAX);
+
+/// The APIC ID of CPU `index` (0: the BSP), if it is up.
+pub fn apic_id(index: usize) -> Option<u32> {
+    if index == 0 {
+        let id = BSP_ID.load(Ordering::Acquire);
+        return if id == u32::MAX {
+            apic::get().map(|l| l.current_id())
+        } else {
+            Some(id)
+        };
+    }
+    ap_apic_id(index)
+}
+
 /// Per AP index: 0 until it runs, then its APIC ID + 1.
 static ALIVE: [AtomicU32; MAX_CPUS] = [const { AtomicU32::new(0) }; MAX_CPUS];
 /// TSC reads each side of a warp check makes.
@@ -183,7 +224,7 @@ fn ap_warp_check(index: u32) {
                 return; // the BSP gave up on us
             }
         }
-        warp_state().run(WARP_READS, cpu::rdtsc);
+        warp_state().run(WARP_READS, crate::arch::cpu::rdtsc);
         WARP_DONE.store(index, Ordering::Release);
     }
     #[cfg(not(feature = "tsc"))]
@@ -195,9 +236,9 @@ fn ap_warp_check(index: u32) {
 fn bsp_warp_check(index: usize) -> Option<(u64, u64)> {
     #[cfg(feature = "tsc")]
     {
-        let done = cpu::without_interrupts(|| {
+        let done = crate::arch::cpu::without_interrupts(|| {
             WARP_GO.store(index as u32, Ordering::Release);
-            warp_state().run(WARP_READS, cpu::rdtsc);
+            warp_state().run(WARP_READS, crate::arch::cpu::rdtsc);
             // 1 s: where `rdtsc` traps (a software KVM), 10 000 reads take
             // well over 100 ms.
             let deadline = crate::embed::kernel::now().saturating_add(Nanos::from_secs(1));
@@ -269,15 +310,13 @@ extern "sysv64" fn ap_entry(index: u32) -> ! {
     let i = (index as usize).min(MAX_CPUS - 1);
     ALIVE[i].store(id.wrapping_add(1), Ordering::Release);
     ap_warp_check(i as u32);
-    // Its own local APIC programmed, the shared IDT loaded: it idles with
-    // interrupts on and takes IPIs (it runs no tick yet).
+    // Its own local APIC programmed, the shared IDT loaded: the embedding
+    // registers its LAPIC timer and runs its idle loop, with interrupts on.
     if let Some(l) = apic::get() {
         l.program_this_cpu();
     }
     crate::arch::idt::init();
-    loop {
-        cpu::idle();
-    }
+    crate::embed::aps::ap_main(i)
 }
 
 /// The vector the BSP pings each AP on ([`ping_aps`]).
@@ -333,6 +372,7 @@ fn wait(d: Nanos) {
 /// time. Needs the local APIC up, the kernel installed (for the delays) and
 /// the page at [`TRAMPOLINE`] to be RAM nothing else uses.
 pub fn start_aps(apic_ids: &[u32], bsp_id: u32) -> SmpReport {
+    BSP_ID.store(bsp_id, Ordering::Release);
     let mut report = SmpReport {
         up: 1,
         listed: (apic_ids.len() as u32).max(1),

@@ -1,22 +1,28 @@
-//! The embedding: one [`TickSystem`] for the one CPU, behind a spin lock in
-//! a static, its interrupt handlers, and the idle loop.
+//! The embedding: one [`TickSystem`] for every CPU, behind a spin lock in
+//! a static, its interrupt handlers, and the idle loop every CPU runs.
 //!
 //! ```text
 //!   KERNEL: spin::Mutex<Option<Kernel>>     touched only with interrupts off
-//!     Kernel { tick: TickSystem<'static, [TimerSlot; TIMERS], 1>, irq0, lapic }
+//!     Kernel { tick: TickSystem<'static, &mut [TimerSlot], CPUS>, irq0, lapic[cpu] }
 //!   REC, IRQ_LOG: spin::Mutex<…>            what the tests read (taken after KERNEL);
 //!                                           IRQ_LOG holds CPU 0's tick events only
 //!
+//!   CPU c = smp::this_cpu()
 //!   LAPIC timer (vector 0xEC) ─┐
-//!   IRQ0 → I/O APIC (HPET      ├─► lock ─► tick.interrupt(dev, 0, run) ─► unlock ─► EOI
-//!     legacy or PIT)          ─┘            run(timer): REC ← (data, expiry, now)
-//!                                           IRQ_LOG ← (now, programmed expiry, what it did)
+//!   IRQ0 → I/O APIC → CPU 0    ├─► lock ─► tick.interrupt(dev, c, run) ─► unlock ─► EOI
+//!     (HPET legacy or PIT)    ─┘     │      run(timer): REC ← (cpu, data, expiry, now)
+//!                                    │      IRQ_LOG ← (CPU 0: now, programmed, what it did)
+//!                                    └─► CPUs due (broadcast), the owner (forwarded):
+//!                                        c itself: tick.ipi(c, run); others: tick IPI
+//!   TICK_IPI_VECTOR on CPU c ──► lock ─► tick.ipi(c, run)
+//!   KICK_VECTOR on CPU c     ──► lock ─► tick.kicked(c, run)  (a timer queued here by
+//!                                        another CPU, earlier than c's next event)
 //!
-//!   idle_until(done):   cli; idle_enter
-//!                       loop { done? break ; idle_sleep(0, Shallow) ; unlock
+//!   idle_until(done):   cli; idle_enter(c)
+//!                       loop { done? break ; idle_sleep(c, depth) ; unlock
 //!                              sti;hlt  (cpu::idle: atomic)  ── handler runs ──
-//!                              serial::drain (what handlers logged); cli; idle_wake }
-//!                       idle_exit; sti
+//!                              serial::drain (what handlers logged); cli; idle_wake(c) }
+//!                       idle_exit(c); sti
 //! ```
 //!
 //! Clock reads ([`now`]) take no lock: the timekeeper publishes its
@@ -26,10 +32,11 @@
 //! lock and reads through the timekeeper.
 //!
 //! Handlers run with interrupts disabled (interrupt gates), and every other
-//! user of the lock disables them first ([`with`]), so the lock is never
-//! contended on this single CPU and an interrupt can never find it held.
-//! Nothing here allocates (there is no allocator): the timer storage and the
-//! recorder are fixed arrays inside the static.
+//! user of the lock disables them first ([`with`]), so an interrupt can
+//! never find the lock held by its own CPU; another CPU holds it only for
+//! one handler's or one call's length. Nothing here allocates (there is no
+//! allocator): the timer storage and the recorder are fixed arrays in
+//! statics.
 
 use core::sync::atomic::{AtomicU64, Ordering};
 
@@ -38,19 +45,55 @@ use clocksource::{ClockSource, Cycles, CyclesToNs, InlineRead, Ktime, Nanos, Pub
 use tick::{IdleDepth, Rearm, TickMode, TickSystem, Timer, TimerFn, TimerSlot};
 
 pub use crate::rig::idle::{IrqRecord, IRQ_LOG_LEN};
-use crate::{arch::cpu, arch::serial, platform::apic};
+use crate::{arch::cpu, arch::serial, arch::smp, platform::apic};
 
-/// Timer slots of the CPU (the one-shot test queues 1000 at once).
+/// Timer slots of each CPU (the one-shot test queues 1000 at once).
 pub const TIMERS: usize = 1280;
 /// Timer runs the recorder keeps.
 pub const RECORDS: usize = 1100;
+/// CPUs the tick layer keeps state for: every CPU the guest starts.
+pub const CPUS: usize = smp::MAX_CPUS;
 
-/// The tick system of this kernel: one CPU.
-pub type Tick = TickSystem<'static, [TimerSlot; TIMERS], 1>;
+/// The tick system of this kernel: each CPU's timers in its row of
+/// [`timer_storage`].
+pub type Tick = TickSystem<'static, &'static mut [TimerSlot], CPUS>;
+
+/// The CPUs' timer slots: a static, not the stack (8 × 40 KiB).
+static STORAGE: spin::Mutex<[[TimerSlot; TIMERS]; CPUS]> =
+    spin::Mutex::new([[TimerSlot::EMPTY; TIMERS]; CPUS]);
+
+/// Each CPU's timer storage, for [`TickSystem::new`]: handed out once
+/// (`None` on a second call).
+pub fn timer_storage() -> Option<[&'static mut [TimerSlot]; CPUS]> {
+    let all = spin::MutexGuard::leak(STORAGE.try_lock()?);
+    Some(all.each_mut().map(|row| row.as_mut_slice()))
+}
+
+/// The calling CPU, as the tick layer names it.
+#[inline]
+pub fn this_cpu() -> CpuId {
+    CpuId::new(smp::this_cpu() as u32)
+}
+
+/// The vector of the tick IPI: a broadcast device's event for a CPU in
+/// deep idle, or an interrupt forwarded to its owner.
+pub const TICK_IPI_VECTOR: u8 = 0x42;
+/// The vector of the kick IPI: a timer queued on this CPU from another,
+/// earlier than this CPU's next event ([`tick::Kick`]).
+pub const KICK_VECTOR: u8 = 0x43;
+/// The vector of the wake IPI: it only ends a halt, so that the CPU's loop
+/// looks again at what it was told to do ([`crate::embed::aps`]).
+pub const WAKE_VECTOR: u8 = 0x44;
+
+fn wake_interrupt(_vector: u8) {
+    apic::eoi();
+}
 
 /// One timer run as the interrupt path saw it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Fire {
+    /// The CPU it ran on.
+    pub cpu: u32,
     /// The timer's data.
     pub data: u64,
     /// Its expiry.
@@ -79,6 +122,7 @@ impl Recorder {
     pub const fn new() -> Self {
         Recorder {
             fires: [Fire {
+                cpu: 0,
                 data: 0,
                 expires: Ktime::ZERO,
                 entry: Ktime::ZERO,
@@ -140,22 +184,30 @@ pub struct Irq0 {
     pub name: &'static str,
 }
 
-/// Interrupts taken per source, for the demo and the tests.
+/// One CPU's interrupts, per source, for the demo and the tests.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct IrqCounts {
     /// LAPIC timer interrupts.
     pub lapic: u64,
     /// IRQ0 interrupts (HPET or PIT).
     pub irq0: u64,
-    /// Interrupts (of either) that were not CPU 0's tick event: not in the
-    /// interrupt log.
+    /// Interrupts (of either) that were not this CPU's tick event (on CPU
+    /// 0: not in the interrupt log).
     pub not_tick: u64,
+    /// Tick IPIs taken ([`TICK_IPI_VECTOR`]).
+    pub tick_ipis: u64,
+    /// Kick IPIs taken ([`KICK_VECTOR`]).
+    pub kicks: u64,
+    /// Tick IPIs this CPU sent (broadcast, forwarding).
+    pub tick_ipis_sent: u64,
+    /// Kick IPIs this CPU sent.
+    pub kicks_sent: u64,
 }
 
 impl IrqCounts {
-    /// All timer interrupts.
+    /// All timer interrupts and tick IPIs.
     pub fn total(&self) -> u64 {
-        self.lapic + self.irq0
+        self.lapic + self.irq0 + self.tick_ipis
     }
 }
 
@@ -165,34 +217,63 @@ pub struct Kernel {
     pub tick: Tick,
     /// The IRQ0 device, if one is registered.
     pub irq0: Option<Irq0>,
-    /// The LAPIC timer device, if registered.
-    pub lapic: Option<DeviceId>,
-    /// Interrupts taken.
-    pub counts: IrqCounts,
+    /// Each CPU's LAPIC timer device, if registered.
+    pub lapic: [Option<DeviceId>; CPUS],
+    /// Each CPU's interrupts.
+    pub counts: [IrqCounts; CPUS],
     /// When CPU 0's event was last (re)programmed, by its interrupt
     /// handler or the idle loop ([`IrqRecord::armed`]).
     pub armed: Ktime,
 }
 
 impl Kernel {
-    /// A kernel around a tick system whose devices are registered.
+    /// A kernel around a tick system whose boot-CPU devices are
+    /// registered (`lapic`: CPU 0's LAPIC timer).
     pub fn new(tick: Tick, irq0: Option<Irq0>, lapic: Option<DeviceId>) -> Self {
+        let mut per_cpu = [None; CPUS];
+        per_cpu[0] = lapic;
         Kernel {
             tick,
             irq0,
-            lapic,
-            counts: IrqCounts::default(),
+            lapic: per_cpu,
+            counts: [IrqCounts::default(); CPUS],
             armed: Ktime::ZERO,
         }
     }
 
-    /// Whether an interrupt of `dev` is CPU 0's tick event: its tick
+    /// Whether an interrupt of `dev` is `cpu`'s tick event: its tick
     /// device's, or the broadcast device's while it stands in for it.
-    fn is_tick_event(&self, dev: DeviceId) -> bool {
+    fn is_tick_event(&self, dev: DeviceId, cpu: CpuId) -> bool {
         let tick = &self.tick;
-        tick.cpu_device(CpuId::BOOT) == Some(dev)
-            || (tick.cpu_info(CpuId::BOOT).is_some_and(|i| i.in_broadcast)
+        tick.cpu_device(cpu) == Some(dev)
+            || (tick.cpu_info(cpu).is_some_and(|i| i.in_broadcast)
                 && tick.devices().owner(dev) == Some(Owner::Broadcast))
+    }
+
+    /// Sends each CPU of `targets` but `cpu` a tick IPI, and handles
+    /// `cpu`'s own share here: a broadcast on behalf of this very CPU needs
+    /// no IPI to itself (Linux runs the local handler too).
+    fn tick_ipis(&mut self, cpu: CpuId, targets: clockevents::CpuMask, run: &mut TimerFn<'_>) {
+        for t in targets.iter() {
+            if t == cpu {
+                self.tick.ipi(cpu, run);
+            } else if let Some(id) = smp::apic_id(t.index()) {
+                apic::send_fixed(id, TICK_IPI_VECTOR);
+                self.counts[cpu.index()].tick_ipis_sent += 1;
+            } else {
+                log::warn!("kernel: tick IPI for {t}, which is not up");
+            }
+        }
+    }
+
+    /// Sends the kick a remote timer call asked for.
+    pub fn kick(&mut self, from: CpuId, kick: tick::Kick) {
+        if let tick::Kick::Ipi(to) = kick {
+            if let Some(id) = smp::apic_id(to.index()) {
+                apic::send_fixed(id, KICK_VECTOR);
+                self.counts[from.index()].kicks_sent += 1;
+            }
+        }
     }
 
     /// The device interrupt path: the tick layer's handler, with every
@@ -202,42 +283,27 @@ impl Kernel {
     /// device's interrupt (a broadcast device's not standing in, a device
     /// not in use raising a late or mis-routed interrupt) is not for. Those
     /// are counted in [`IrqCounts::not_tick`] instead.
-    fn device_interrupt(&mut self, dev: DeviceId) {
-        let is_tick = self.is_tick_event(dev);
+    fn device_interrupt(&mut self, dev: DeviceId, cpu: CpuId) {
+        let is_tick = self.is_tick_event(dev, cpu);
         if !is_tick {
-            self.counts.not_tick += 1;
+            self.counts[cpu.index()].not_tick += 1;
         }
+        let logged = cpu == CpuId::BOOT;
         let armed = self.armed;
-        let tick = &mut self.tick;
-        let probe = ClockProbe::new(tick);
-        let programmed = tick.programmed_event(CpuId::BOOT);
-        let before = tick
-            .cpu_info(CpuId::BOOT)
-            .map(|i| (i.stats, i.tick_stopped));
-        let mut rec = REC.lock();
-        let run: &mut TimerFn<'_> = &mut |_cpu, t: Timer, now: Ktime| {
-            rec.record(Fire {
-                data: t.data,
-                expires: t.expires,
-                entry: probe.base,
-                at: probe.now(),
-                found_at: now,
-            });
-            Rearm::No
-        };
-        let ipis = tick.interrupt(dev, CpuId::BOOT, run);
-        if ipis.contains(CpuId::BOOT) {
-            // Broadcast on behalf of this very CPU: no IPI to send to
-            // ourselves, run the local handler (Linux does the same).
-            tick.ipi(CpuId::BOOT, run);
+        let probe = ClockProbe::new(&self.tick);
+        let programmed = self.tick.programmed_event(cpu);
+        let before = self.tick.cpu_info(cpu).map(|i| (i.stats, i.tick_stopped));
+        {
+            let mut rec = REC.lock();
+            let run = &mut recording(cpu, &probe, &mut rec);
+            let ipis = self.tick.interrupt(dev, cpu, run);
+            self.tick_ipis(cpu, ipis, run);
         }
-        let rearmed = tick.programmed_event(CpuId::BOOT) != programmed;
+        let tick = &self.tick;
+        let rearmed = tick.programmed_event(cpu) != programmed;
         let mut log = IRQ_LOG.lock();
-        if log.on && is_tick {
-            let after = tick
-                .cpu_info(CpuId::BOOT)
-                .map(|i| i.stats)
-                .unwrap_or_default();
+        if log.on && is_tick && logged {
+            let after = tick.cpu_info(cpu).map(|i| i.stats).unwrap_or_default();
             let (b, stopped) = before.unwrap_or_default();
             log.push(IrqRecord {
                 at: probe.base,
@@ -251,14 +317,35 @@ impl Kernel {
             });
         }
         drop(log);
-        if rearmed {
+        if rearmed && logged {
             self.armed = probe.now();
         }
     }
 
-    /// Whether the CPU has a tick device (else waiting must not halt).
+    /// Whether the calling CPU has a tick device (else waiting must not
+    /// halt).
     pub fn has_tick_device(&self) -> bool {
-        self.tick.mode(CpuId::BOOT) != TickMode::NoDevice
+        self.tick.mode(this_cpu()) != TickMode::NoDevice
+    }
+}
+
+/// The timer-run function every handler gives the tick layer: each run
+/// recorded in `rec` with its CPU and the probe's times.
+fn recording<'r>(
+    cpu: CpuId,
+    probe: &'r ClockProbe,
+    rec: &'r mut Recorder,
+) -> impl FnMut(CpuId, Timer, Ktime) -> Rearm + 'r {
+    move |_cpu, t: Timer, now: Ktime| {
+        rec.record(Fire {
+            cpu: cpu.index() as u32,
+            data: t.data,
+            expires: t.expires,
+            entry: probe.base,
+            at: probe.now(),
+            found_at: now,
+        });
+        Rearm::No
     }
 }
 
@@ -375,6 +462,18 @@ pub static PUBLISHED: PublishedClock = PublishedClock::new();
 pub fn install(mut k: Kernel) {
     k.tick.timekeeper_mut().publish_to(&PUBLISHED);
     cpu::without_interrupts(|| *KERNEL.lock() = Some(k));
+    for (v, h) in [
+        (
+            TICK_IPI_VECTOR,
+            tick_ipi_interrupt as crate::arch::interrupts::Handler,
+        ),
+        (KICK_VECTOR, kick_interrupt),
+        (WAKE_VECTOR, wake_interrupt),
+    ] {
+        if let Err(e) = crate::arch::interrupts::register(v, h) {
+            log::error!("kernel: IPI vector {v:#04x}: {e}");
+        }
+    }
 }
 
 /// Runs `f` on the kernel with interrupts disabled; `None` before
@@ -401,13 +500,14 @@ pub fn early_interrupts() -> u64 {
 /// The LAPIC timer's handler (vector [`lapic::LOCAL_TIMER_VECTOR`] in
 /// builds with the `lapic` feature).
 pub fn lapic_timer_interrupt(_vector: u8) {
+    let cpu = this_cpu();
     {
         let mut g = KERNEL.lock();
         match g.as_mut() {
             Some(k) => {
-                k.counts.lapic += 1;
-                if let Some(dev) = k.lapic {
-                    k.device_interrupt(dev);
+                k.counts[cpu.index()].lapic += 1;
+                if let Some(dev) = k.lapic[cpu.index()] {
+                    k.device_interrupt(dev, cpu);
                 }
             }
             None => {
@@ -415,14 +515,47 @@ pub fn lapic_timer_interrupt(_vector: u8) {
             }
         }
     }
-    end_of_interrupt();
+    end_of_interrupt(cpu);
 }
 
-/// A timer handler's last step: the EOI, then when it finished
-/// ([`HANDLER_EXIT`]).
-fn end_of_interrupt() {
+/// An IPI's handling on the calling CPU: `f` with the kernel, the CPU and
+/// the recording timer-run function, under the lock.
+fn on_ipi(f: impl FnOnce(&mut Kernel, CpuId, &mut TimerFn<'_>)) {
+    let cpu = this_cpu();
+    if let Some(k) = KERNEL.lock().as_mut() {
+        let probe = ClockProbe::new(&k.tick);
+        let mut rec = REC.lock();
+        f(k, cpu, &mut recording(cpu, &probe, &mut rec));
+    }
+}
+
+/// The tick IPI's handler ([`TICK_IPI_VECTOR`]): the broadcast device's
+/// event for this CPU, or its own device's interrupt taken elsewhere.
+pub fn tick_ipi_interrupt(_vector: u8) {
+    on_ipi(|k, cpu, run| {
+        k.counts[cpu.index()].tick_ipis += 1;
+        k.tick.ipi(cpu, run);
+    });
+    end_of_interrupt(this_cpu());
+}
+
+/// The kick IPI's handler ([`KICK_VECTOR`]): runs what is due and programs
+/// this CPU's own device for the timer another CPU queued.
+pub fn kick_interrupt(_vector: u8) {
+    on_ipi(|k, cpu, run| {
+        k.counts[cpu.index()].kicks += 1;
+        k.tick.kicked(cpu, run);
+    });
     apic::eoi();
-    HANDLER_EXIT.store(now().as_nanos(), Ordering::Relaxed);
+}
+
+/// A timer handler's last step: the EOI, then (on CPU 0, whose wake-ups
+/// the lateness benchmark splits) when it finished ([`HANDLER_EXIT`]).
+fn end_of_interrupt(cpu: CpuId) {
+    apic::eoi();
+    if cpu == CpuId::BOOT {
+        HANDLER_EXIT.store(now().as_nanos(), Ordering::Relaxed);
+    }
 }
 
 /// When the last tick-device handler finished, after its EOI (monotonic
@@ -436,13 +569,14 @@ pub static IDLE_RESUMED: AtomicU64 = AtomicU64::new(0);
 /// IRQ0's handler (HPET comparator 0 in legacy mode, or PIT counter 0,
 /// through the I/O APIC).
 pub fn irq0_interrupt(_vector: u8) {
+    let cpu = this_cpu();
     {
         let mut g = KERNEL.lock();
         match g.as_mut() {
             Some(k) => {
-                k.counts.irq0 += 1;
+                k.counts[cpu.index()].irq0 += 1;
                 if let Some(irq0) = k.irq0 {
-                    k.device_interrupt(irq0.dev);
+                    k.device_interrupt(irq0.dev, cpu);
                 }
             }
             None => {
@@ -450,7 +584,7 @@ pub fn irq0_interrupt(_vector: u8) {
             }
         }
     }
-    end_of_interrupt();
+    end_of_interrupt(cpu);
 }
 
 /// Monotonic time now (0 before [`install`]): lock-free and inline on the
@@ -519,7 +653,34 @@ pub fn wait(d: Nanos) {
 /// Idles the CPU the tick layer's way (NO_HZ where the mode allows) until
 /// `done` says so. Returns at once if there is no kernel or no tick device
 /// (nothing would wake the CPU).
-pub fn idle_until(mut done: impl FnMut(&mut Kernel) -> bool) {
+pub fn idle_until(done: impl FnMut(&mut Kernel) -> bool) {
+    idle_until_at(idle_depth(), done)
+}
+
+/// Whether the idle loop goes deep (`idle=deep`).
+static IDLE_DEEP: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
+
+/// Sets how deep every CPU's idle loop ([`idle_until`]) halts:
+/// [`IdleDepth::Deep`] is a C3 state — a `C3STOP` local device is shut
+/// down and the broadcast device wakes the CPU (`idle=deep`).
+pub fn set_idle_depth(depth: IdleDepth) {
+    IDLE_DEEP.store(depth == IdleDepth::Deep, Ordering::Relaxed);
+}
+
+/// How deep the idle loop halts.
+pub fn idle_depth() -> IdleDepth {
+    if IDLE_DEEP.load(Ordering::Relaxed) {
+        IdleDepth::Deep
+    } else {
+        IdleDepth::Shallow
+    }
+}
+
+/// The idle loop at `depth` ([`IdleDepth::Deep`]: the local device may be
+/// shut down and the broadcast device stand in, as in a C3 state) on the
+/// calling CPU, until `done`.
+pub fn idle_until_at(depth: IdleDepth, mut done: impl FnMut(&mut Kernel) -> bool) {
+    let me = this_cpu();
     cpu::disable_interrupts();
     {
         let mut g = KERNEL.lock();
@@ -528,7 +689,7 @@ pub fn idle_until(mut done: impl FnMut(&mut Kernel) -> bool) {
             cpu::enable_interrupts();
             return;
         };
-        let _ = k.tick.idle_enter(CpuId::BOOT);
+        let _ = k.tick.idle_enter(me);
     }
     loop {
         {
@@ -537,26 +698,32 @@ pub fn idle_until(mut done: impl FnMut(&mut Kernel) -> bool) {
             if done(k) {
                 break;
             }
-            let before = k.tick.programmed_event(CpuId::BOOT);
-            if let Err(e) = k.tick.idle_sleep(CpuId::BOOT, IdleDepth::Shallow) {
-                log::warn!("idle: idle_sleep refused: {e:?}");
+            let before = k.tick.programmed_event(me);
+            if let Err(e) = k.tick.idle_sleep(me, depth) {
+                // Busy: no broadcast device for a deep halt; a shallow
+                // one is what is left (Linux's cpuidle does the same).
+                if k.tick.idle_sleep(me, IdleDepth::Shallow).is_err() {
+                    log::warn!("idle: {me}: idle_sleep refused: {e:?}");
+                }
             }
-            if k.tick.programmed_event(CpuId::BOOT) != before {
+            if me == CpuId::BOOT && k.tick.programmed_event(me) != before {
                 k.armed = k.tick.now();
             }
         }
         cpu::idle();
-        IDLE_RESUMED.store(now().as_nanos(), Ordering::Relaxed);
+        if me == CpuId::BOOT {
+            IDLE_RESUMED.store(now().as_nanos(), Ordering::Relaxed);
+        }
         // Interrupts are on between the halt and the wake path: print what
         // the handlers logged.
         serial::drain();
         cpu::disable_interrupts();
         if let Some(k) = KERNEL.lock().as_mut() {
-            k.tick.idle_wake(CpuId::BOOT);
+            k.tick.idle_wake(me);
         }
     }
     if let Some(k) = KERNEL.lock().as_mut() {
-        k.tick.idle_exit(CpuId::BOOT);
+        k.tick.idle_exit(me);
     }
     cpu::enable_interrupts();
 }
@@ -593,7 +760,7 @@ pub fn sleep_until(deadline: Ktime, data: u64, advance: bool) -> Option<Ktime> {
     with_rec(|r| r.clear());
     with(|k| {
         k.tick
-            .add_timer(CpuId::BOOT, deadline.saturating_sub(lead), data)
+            .add_timer(this_cpu(), deadline.saturating_sub(lead), data)
     })?
     .ok()?;
     let mut woke = Ktime::ZERO;

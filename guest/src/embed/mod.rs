@@ -1,4 +1,4 @@
-//! **The part to copy.** How this kernel embeds dynticks, in three files:
+//! **The part to copy.** How this kernel embeds dynticks, in four files:
 //!
 //! - `sources`: bring-up — each time source's driver over `hw::metal`,
 //!   registered with a [`tick::TickSystem`] in the order its Cargo features
@@ -7,6 +7,8 @@
 //!   the interrupt handlers that call `TickSystem::interrupt` and EOI, and
 //!   the idle loop (`idle_enter` / `idle_sleep` / `hlt` / `idle_wake` /
 //!   `idle_exit`);
+//! - `aps`: the other CPUs — each registers its own LAPIC timer and runs
+//!   the same idle loop on its own CPU index;
 //! - [`klog`]: an interrupt-safe log ring, because nothing prints from
 //!   interrupt context.
 //!
@@ -15,6 +17,8 @@
 
 pub mod klog;
 
+#[cfg(target_os = "none")]
+pub mod aps;
 #[cfg(target_os = "none")]
 pub mod kernel;
 #[cfg(target_os = "none")]

@@ -44,10 +44,10 @@
 use clockevents::{ClockEventDevice, CpuId, DeviceId};
 use clocksource::{ClockSource, Hertz, Nanos};
 use hw::metal::MetalMmio;
-use tick::{TickConfig, TickSystem, TimerSlot};
+use tick::{TickConfig, TickSystem};
 
 use crate::arch::cmdline::Options;
-use crate::embed::kernel::{self, Irq0, Kernel, Tick, TIMERS};
+use crate::embed::kernel::{self, Irq0, Kernel, Tick};
 use crate::platform::apic::{self, LocalApic};
 use crate::platform::firmware::Platform;
 use crate::platform::ioapic::{IoApic, RedirectionEntry};
@@ -165,6 +165,8 @@ pub enum BringUpError {
     NoClock(NoTsc),
     /// The tick system refused its configuration or first clocksource.
     Tick(tick::RegisterError),
+    /// Bring-up ran before: the timer storage is given out once.
+    Twice,
 }
 
 /// Why the TSC did not come up when nothing else did.
@@ -207,6 +209,7 @@ impl core::fmt::Display for BringUpError {
                 )
             }
             BringUpError::Tick(e) => write!(f, "tick system: {e:?}"),
+            BringUpError::Twice => f.write_str("bring-up ran twice"),
         }
     }
 }
@@ -264,6 +267,52 @@ mod lapic_src {
     use hw::metal::MetalTsc;
     pub static TSC: MetalTsc = MetalTsc;
     pub static TIMER: spin::Once<lapic::LapicTimer<'static>> = spin::Once::new();
+    /// What CPU 0's timer was built from, for the APs' (each CPU's APIC
+    /// has the boot CPU's CPUID facts and bus rate: one calibration).
+    pub static TEMPLATE: spin::Once<Template> = spin::Once::new();
+    /// The APs' timers, by CPU index.
+    pub static AP_TIMERS: [spin::Once<lapic::LapicTimer<'static>>; crate::embed::kernel::CPUS] =
+        [const { spin::Once::new() }; crate::embed::kernel::CPUS];
+    /// See [`TEMPLATE`].
+    #[derive(Clone, Copy)]
+    pub struct Template {
+        pub caps: lapic::Capabilities,
+        pub freq: Option<lapic::TimerFrequency>,
+        pub tsc: Option<(clocksource::Hertz, u32)>,
+    }
+}
+
+/// CPU `index`'s LAPIC timer, built on that CPU (an AP, as it comes up)
+/// from what CPU 0's was built from; `None` without one on CPU 0 (no
+/// timer, `lapic=notimer`, not built) or if this CPU's APIC refuses it.
+pub fn ap_lapic_timer(index: usize) -> Option<&'static dyn ClockEventDevice> {
+    #[cfg(feature = "lapic")]
+    {
+        let t = lapic_src::TEMPLATE.get()?;
+        let lapic = apic::get()?;
+        let slot = lapic_src::AP_TIMERS.get(index)?;
+        let mut cfg = lapic::TimerConfig::new(index, lapic.access(), t.caps, t.freq);
+        if let Some((hz, error_ppm)) = t.tsc {
+            cfg = cfg.with_deadline(lapic::DeadlineClock {
+                msr: lapic.msrs(),
+                tsc: &lapic_src::TSC,
+                tsc_frequency: hz,
+                error_ppm,
+            });
+        }
+        match lapic::LapicTimer::new(cfg) {
+            Ok(timer) => Some(slot.call_once(|| timer) as &dyn ClockEventDevice),
+            Err(e) => {
+                log::warn!("lapic: cpu{index}: no timer: {e}");
+                None
+            }
+        }
+    }
+    #[cfg(not(feature = "lapic"))]
+    {
+        let _ = index;
+        None
+    }
 }
 
 /// The HPET clocksource, if it was brought up (for the tests).
@@ -415,8 +464,12 @@ fn tick_system_up(
     let config = TickConfig::new(opts.hz.map_or(default.hz(), |h| Hertz::new(h.per_second())))
         .with_nohz(opts.nohz.unwrap_or(default.nohz()))
         .with_highres(opts.highres.unwrap_or(default.highres()));
-    let mut tick: Tick =
-        TickSystem::new(config, first, [[TimerSlot::EMPTY; TIMERS]]).map_err(BringUpError::Tick)?;
+    let mut tick: Tick = TickSystem::new(
+        config,
+        first,
+        kernel::timer_storage().ok_or(BringUpError::Twice)?,
+    )
+    .map_err(BringUpError::Tick)?;
     if let Some(adv) = opts.timer_advance {
         tick.set_timer_advance(adv.to_tick());
         log::info!(
@@ -883,7 +936,15 @@ fn lapic_timer_up(
             return None;
         }
         let access = lapic.access();
-        let caps = Capabilities::from_cpuid(&CpuId::new());
+        let mut caps = Capabilities::from_cpuid(&CpuId::new());
+        if opts.idle_deep && caps.arat {
+            // As a CPU without ARAT: the timer stops in the deep idle state
+            // `idle=deep` stands for, so it is C3STOP and needs broadcast.
+            caps.arat = false;
+            inv.skip(format_args!(
+                "lapic timer: ARAT ignored (idle=deep): C3STOP, broadcast in idle"
+            ));
+        }
         let freq = match lapic::timer_frequency(access, &caps, reference) {
             Ok(f) => Some(f),
             Err(e) => {
@@ -903,6 +964,11 @@ fn lapic_timer_up(
         match lapic::LapicTimer::new(cfg) {
             Ok(t) => {
                 let t = lapic_src::TIMER.call_once(|| t);
+                lapic_src::TEMPLATE.call_once(|| lapic_src::Template {
+                    caps,
+                    freq,
+                    tsc: inv.tsc,
+                });
                 let mut how = Note::new();
                 if t.mode() == lapic::TimerMode::TscDeadline {
                     let _ = write!(how, "TSC-deadline at the TSC rate");

@@ -296,8 +296,15 @@ fn print_devices(k: &Kernel, inv: &Inventory) {
             )),
             None => TextBuf::format(format_args!("any future time")),
         };
+        let how: TextBuf<256> = match note {
+            Some(n) => TextBuf::format(format_args!("{}; {}", n.how.as_str(), n.irq.as_str())),
+            None => match owner.cpu().filter(|c| c.index() > 0) {
+                Some(c) => TextBuf::format(format_args!("set up on {c} as CPU 0's")),
+                None => TextBuf::new(),
+            },
+        };
         println!(
-            "  {} {:<15} {:>4}  {:<12} {:<25} {:<23} {:<11} {}; {}",
+            "  {} {:<15} {:>4}  {:<12} {:<25} {:<23} {:<11} {}",
             if matches!(owner, Owner::Cpu(_)) {
                 "*"
             } else {
@@ -309,8 +316,7 @@ fn print_devices(k: &Kernel, inv: &Inventory) {
             FeatureWords(d.info()),
             range.as_str(),
             role.as_str(),
-            note.map_or("", |n| n.how.as_str()),
-            note.map_or("", |n| n.irq.as_str()),
+            how.as_str(),
         );
     }
     for s in inv.skipped.iter().flatten() {
@@ -332,6 +338,17 @@ fn print_tick(k: &Kernel, inv: &Inventory, opts: &Options<'_>) {
         on_off(cfg.highres()),
         k.tick.broadcast_device().unwrap_or("none"),
     );
+    for i in (1..crate::embed::kernel::CPUS).filter(|&i| crate::arch::smp::ap_apic_id(i).is_some())
+    {
+        let cpu = clockevents::CpuId::new(i as u32);
+        if let Some(info) = k.tick.cpu_info(cpu) {
+            println!(
+                "          {cpu} on {}: {}",
+                info.device.unwrap_or("none"),
+                info.mode
+            );
+        }
+    }
     if cfg.wants_oneshot() && !st.mode.is_oneshot() {
         match st.reason {
             Some(r) => println!("          periodic although one-shot was asked for: {r}"),

@@ -235,7 +235,7 @@ fn idle(_ctx: &Ctx<'_>) -> Verdict {
             .cpu_info(CpuId::BOOT)
             .map(|i| i.stats)
             .unwrap_or_default();
-        (k.tick.now(), k.counts.total(), s)
+        (k.tick.now(), k.counts[0].total(), s)
     };
     let Some((t0, n0, s0)) = kernel::with(snap) else {
         return not_measured("idle", "no kernel");

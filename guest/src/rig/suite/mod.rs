@@ -264,9 +264,9 @@ pub fn named<'a>(opts: &Options<'a>) -> impl Iterator<Item = &'a str> {
 /// Busy-waits until the next interrupt has been handled, so a measurement
 /// starts just after a tick.
 pub fn sync_to_interrupt() {
-    let before = kernel::with(|k| k.counts.total()).unwrap_or(0);
+    let before = kernel::with(|k| k.counts[0].total()).unwrap_or(0);
     let start = kernel::now();
-    while kernel::with(|k| k.counts.total()).unwrap_or(0) == before {
+    while kernel::with(|k| k.counts[0].total()).unwrap_or(0) == before {
         kernel::halt_once();
         if kernel::now().saturating_since(start) > Nanos::from_secs(1) {
             break;

@@ -5,7 +5,7 @@
 //! verdict=pass` when M = N, and a TSC warp found by an AP's check (Linux
 //! `tsc_sync.c`) left the TSC marked unstable. A one-CPU machine passes
 //! with nothing to start. Each AP then takes 10 fixed IPIs from the BSP
-//! (`ipis_taken` must be all of them). The APs run no tick yet.
+//! (`ipis_taken` must be all of them), on top of its own tick.
 
 use crate::arch::smp;
 use crate::rig::result::{Line, TextBuf, Verdict};
