@@ -13,6 +13,7 @@
 //! | `fallback` | with a source missing, another one took over and the system ticks |
 //! | `irq` | the interrupt path: a handler writes no console output; an unhandled vector gets its EOI; only the tick device's interrupts are logged ([`irq`]) |
 //! | `smp` | every CPU the MADT lists came up (INIT-SIPI-SIPI), each with its MADT APIC ID ([`smp`]) |
+//! | `smp-periodic`, `smp-nohz`, `smp-cross`, `smp-broadcast`, `smp-duty` | every CPU's own tick: at HZ, NO_HZ idle per CPU, timers across CPUs, broadcast in deep idle, the timekeeping duty handed over ([`smp_tick`]) |
 //! | `all` | `periodic,oneshot,nohz,clocksource,irq` |
 //! | `caps` | bring-up only (the boot table and `CONFIG` line) |
 //! | `bench`, `bench-*` | benchmarks: `BENCH` lines, no verdict on time ([`bench`]) |
@@ -50,6 +51,7 @@ pub mod nohz;
 pub mod oneshot;
 pub mod periodic;
 pub mod smp;
+pub mod smp_tick;
 pub mod timeline;
 
 use core::fmt;
@@ -242,6 +244,11 @@ pub fn run(name: &str, ctx: &Ctx<'_>) -> Option<Verdict> {
         "clocksource" => clocksource::run(ctx),
         "fallback" => fallback::run(ctx),
         "smp" => smp::run(ctx),
+        "smp-periodic" => smp_tick::periodic(ctx),
+        "smp-nohz" => smp_tick::nohz(ctx),
+        "smp-cross" => smp_tick::cross(ctx),
+        "smp-broadcast" => smp_tick::broadcast(ctx),
+        "smp-duty" => smp_tick::duty(ctx),
         "irq" => irq::run(ctx),
         "caps" => Verdict::Pass,
         n if n.starts_with("bench") => return bench::run(n, ctx),
