@@ -241,16 +241,35 @@ pub fn rows(accel: Accel, machine: Machine, caps: Caps, fast: bool) -> Vec<Row> 
     );
     pit_only.expect_tick = Some("pit");
     v.push(pit_only);
-    // SMP: every CPU the MADT lists comes up (2 on pc, 4 on q35); the boot
-    // CPU's tick is unchanged.
+    // SMP (2 CPUs on pc, 4 on q35): every CPU the MADT lists comes up and
+    // runs its own tick (`guest/src/rig/suite/smp_tick.rs`). NO_HZ and
+    // duty rows run without the clocksource watchdog (`tsc=reliable`),
+    // whose wake-ups those exact counts cannot attribute.
     let cpus = if machine == Machine::Q35 { 4 } else { 2 };
-    let mut smp = row(
-        &format!("smp {cpus} CPUs"),
-        Source::Lapic,
-        "test=smp,periodic",
-    );
-    smp.smp = cpus;
-    v.push(smp);
+    let mut smp_rows = vec![
+        ("CPUs", "test=smp,periodic,smp-periodic,smp-cross", None),
+        ("NO_HZ", "tsc=reliable test=smp-nohz,smp-duty", None),
+        ("broadcast hpet", "idle=deep test=smp-broadcast", None),
+        (
+            "broadcast pit",
+            "idle=deep hpet=disable test=smp-broadcast",
+            None,
+        ),
+    ];
+    if !fast {
+        smp_rows.push(("nohz=off", "nohz=off highres=off test=smp-periodic", None));
+    }
+    if accel == Accel::Tcg && machine == Machine::Pc {
+        // No ARAT in CPUID: the LAPIC timer is C3STOP by itself, as in
+        // Linux (idle=deep then has nothing to clear).
+        smp_rows.push(("-arat", "idle=deep test=smp-broadcast", Some("max,-arat")));
+    }
+    for (name, cmdline, cpu) in smp_rows {
+        let mut r = row(&format!("smp {cpus} {name}"), Source::Lapic, cmdline);
+        r.smp = cpus;
+        r.cpu = cpu.map(str::to_string);
+        v.push(r);
+    }
     // Malformed firmware: the kernel boots without the HPET and says why.
     for case in BogusHpet::ALL {
         let mut r = row(
