@@ -90,6 +90,10 @@ pub struct Machine<const CPUS: usize> {
     busy_on_timer: [bool; CPUS],
     /// Kick IPIs delivered for cross-CPU timers ([`Machine::add_timer_from`]).
     kicks: u64,
+    /// Tick IPIs the broadcast device's interrupts asked for, to CPUs
+    /// other than the one that took the interrupt (whose share it handles
+    /// in place, as an embedder does).
+    broadcast_ipis: u64,
 }
 
 /// Timers each simulated CPU can hold.
@@ -128,6 +132,7 @@ impl<const CPUS: usize> Machine<CPUS> {
             deep_refused: 0,
             busy_on_timer: [false; CPUS],
             kicks: 0,
+            broadcast_ipis: 0,
         }
     }
 
@@ -221,6 +226,13 @@ impl<const CPUS: usize> Machine<CPUS> {
             self.sleep(c);
         }
         id
+    }
+
+    /// Tick IPIs sent so far on behalf of an interrupt taken on another
+    /// CPU (the broadcast device's, or a forwarded one), not counting the
+    /// interrupted CPU's own share.
+    pub fn broadcast_ipis(&self) -> u64 {
+        self.broadcast_ipis
     }
 
     /// Kick IPIs delivered so far ([`Machine::add_timer_from`]).
@@ -378,6 +390,9 @@ impl<const CPUS: usize> Machine<CPUS> {
             }
         }
         for c in ipis.indices() {
+            if c != cpu {
+                self.broadcast_ipis += 1;
+            }
             self.wake(c);
             let recorder = self.recorder();
             self.tick

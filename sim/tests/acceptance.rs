@@ -245,8 +245,21 @@ fn broadcast_machine(
     Vec<&'static SimEventDevice>,
     Option<&'static SimEventDevice>,
 ) {
-    let (mut m, clock, trace) = machine::<4>(cfg);
-    let locals: Vec<_> = (0..4)
+    broadcast_machine_of::<4>(cfg, with_broadcast)
+}
+
+/// [`broadcast_machine`] with `N` ≤ 4 CPUs.
+fn broadcast_machine_of<const N: usize>(
+    cfg: TickConfig,
+    with_broadcast: bool,
+) -> (
+    Machine<N>,
+    Vec<&'static SimEventDevice>,
+    Option<&'static SimEventDevice>,
+) {
+    assert!(N <= 4);
+    let (mut m, clock, trace) = machine::<N>(cfg);
+    let locals: Vec<_> = (0..N)
         .map(|c| {
             let d = SimEventDevice::new(
                 clock.clone(),
@@ -409,6 +422,44 @@ fn broadcast_wakes_cpus_whose_device_stops_in_deep_idle() {
         );
     }
     assert!(m.trace.device_errors().is_empty());
+}
+
+/// The guest's `smp-broadcast` test, on 2 and 4 CPUs
+/// (`guest/src/rig/suite/smp_tick.rs`): 25 timers per CPU, 20 ms apart,
+/// CPU c's 3·c ms after CPU 0's, every CPU in deep idle. Every timer fires
+/// on its CPU, never early; each AP timer takes exactly one broadcast IPI
+/// (the broadcast device interrupts CPU 0, which handles its own share in
+/// place): 25 · (N − 1), the count the guest asserts.
+#[test]
+fn the_guests_broadcast_layout_takes_one_ipi_per_ap_timer() {
+    fn run<const N: usize>() {
+        let (mut m, locals, _) = broadcast_machine_of::<N>(config(250, true, true), true);
+        let base = Ktime::from_millis(30);
+        for c in 0..N {
+            for j in 0..25u64 {
+                let at = base
+                    .saturating_add(Nanos::from_millis(20 * j))
+                    .saturating_add(Nanos::from_millis(3 * c as u64));
+                m.add_timer(c, at, c as u64 * 25 + j);
+            }
+        }
+        for c in 0..N {
+            m.idle(c, IdleDepth::Deep);
+        }
+        m.run_until(Ktime::from_secs(1));
+        let fired = m.fired();
+        assert_eq!(fired.len(), 25 * N);
+        for f in &fired {
+            assert!(f.at >= f.expires, "early: {f:?}");
+            assert_eq!(f.cpu as u64, f.data / 25, "on its CPU: {f:?}");
+        }
+        assert_eq!(m.broadcast_ipis(), 25 * (N as u64 - 1), "{N} CPUs");
+        for d in &locals {
+            assert_eq!(d.interrupts(), 0, "local devices off in deep idle");
+        }
+    }
+    run::<2>();
+    run::<4>();
 }
 
 #[test]
