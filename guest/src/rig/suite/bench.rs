@@ -7,7 +7,8 @@
 //!
 //! | test | group(s) | what |
 //! |---|---|---|
-//! | `bench-idle` | `idle` | timer interrupts/s over 10 s of idle with no timer pending but the one that ends the window (Linux: one `nanosleep` of 10 s); `forced` = interrupts that ran neither tick nor timer (the cap's, or a wake-up for the watchdog), `forced_ideal` = what the cap requires without lateness |
+//! | `bench-idle` | `idle` | timer interrupts/s over 10 s of idle with no timer pending but the one that ends the window (Linux: one `nanosleep` of 10 s); `forced` = interrupts that ran neither tick nor timer (the cap's, or a wake-up for the watchdog), `forced_ideal` = what the cap requires without lateness; `all_interrupts`, `all_per_s`: every CPU's (tick IPIs included; Linux: LOC + IRQ0 summed over CPUs) |
+//! | `bench-cross` | `cross` | 1000 timers added on CPU 0 for CPUs 1..N−1, 200 µs apart (the `smp-cross` test): lateness p50/p99/max where they fire (callback − expiry), kick IPIs sent and taken |
 //! | `bench-lateness` | `lateness`, `lateness_hist`, `lateness_parts` | a 1 ms absolute periodic timer, 2000 periods, timer advance off then auto: lateness where the idle loop resumes after `hlt` and at handler entry; `early` counts resumes before the deadline (at `resume`) and callbacks run before the expiry (at `entry`, where the handler itself may enter early on purpose: advance); `missed_periods` counts samples a whole period late, as Linux's program does  `lateness_hist`: the samples per bucket of [`HIST_EDGES_US`] at each point; `lateness_parts`: p50/p99/max of our handler (entry → after EOI), the return to the idle loop, and its wake path to the waiter ||
 //! | `bench-read` | `clock_read` | one clocksource read through a timekeeper (Linux: `clock_gettime`), per clocksource; the TSC through the kernel's ordinary read `kernel::now` (`clock=tsc`, lock-free, `rdtsc` inline: `path=inline`), beside the timekeeper's generic read (`tsc-timekeeper`), `Timekeeper::monotonic_at` (`tsc-inline`) and the bare `rdtsc` + multiply-shift |
 //! | `bench-program` | `program` | one `program_event` on the tick device, and the driver's bare `program(In(..))` (Linux's `set_next_event`) |
@@ -84,6 +85,7 @@ pub fn run(name: &str, ctx: &Ctx<'_>) -> Option<Verdict> {
         "bench-nohz" => nohz_path(ctx),
         "bench-cal" => calibration(ctx),
         "bench-timeline" => super::timeline::run(ctx),
+        "bench-cross" => cross(),
         _ => return None,
     })
 }
@@ -220,6 +222,19 @@ fn bracket_overhead() -> u64 {
 
 // ---- idle -----------------------------------------------------------------------
 
+/// `bench-cross`: 1000 timers added on CPU 0 for the other CPUs, as the
+/// `smp-cross` test runs them; their lateness where they fire.
+fn cross() -> Verdict {
+    if crate::arch::smp::ap_apic_id(1).is_none() {
+        return not_measured("cross", "one CPU");
+    }
+    let mut l = line("cross");
+    if !super::smp_tick::cross_run(&mut l) {
+        l.text("warning", "the smp-cross assertions failed");
+    }
+    emit(&l)
+}
+
 /// `bench-idle`: 10 s of idle, one timer at its end.
 fn idle(_ctx: &Ctx<'_>) -> Verdict {
     let Some(state) = TickState::now() else {
@@ -235,15 +250,20 @@ fn idle(_ctx: &Ctx<'_>) -> Verdict {
             .cpu_info(CpuId::BOOT)
             .map(|i| i.stats)
             .unwrap_or_default();
-        (k.tick.now(), k.counts[0].total(), s)
+        // Every CPU with a tick (the APs idle all along): Linux's figure is
+        // LOC + IRQ0 summed over its CPUs.
+        let ticking =
+            (0..kernel::CPUS).filter(|&i| k.tick.mode(CpuId::new(i as u32)) != TickMode::NoDevice);
+        let all = ticking.clone().map(|i| k.counts[i].total()).sum::<u64>();
+        (k.tick.now(), k.counts[0].total(), s, all, ticking.count())
     };
-    let Some((t0, n0, s0)) = kernel::with(snap) else {
+    let Some((t0, n0, s0, a0, cpus)) = kernel::with(snap) else {
         return not_measured("idle", "no kernel");
     };
     if kernel::sleep_until(t0.saturating_add(IDLE_WINDOW), TAG | 1, false).is_none() {
         return not_measured("idle", "no timer slot");
     }
-    let Some((t1, n1, s1)) = kernel::with(snap) else {
+    let Some((t1, n1, s1, a1, _)) = kernel::with(snap) else {
         return not_measured("idle", "no kernel");
     };
     let window = t1.saturating_since(t0);
@@ -258,6 +278,9 @@ fn idle(_ctx: &Ctx<'_>) -> Verdict {
         0
     };
     let milli_per_s = (n as u128 * 1_000_000_000_000 / window.as_nanos().max(1) as u128) as u64;
+    let all = a1 - a0;
+    let all_milli_per_s =
+        (all as u128 * 1_000_000_000_000 / window.as_nanos().max(1) as u128) as u64;
     let mut l = line("idle");
     l.field("nohz", u8::from(state.mode.is_nohz()))
         .field("seconds", super::Milli(window.as_nanos() / 1_000_000))
@@ -278,7 +301,10 @@ fn idle(_ctx: &Ctx<'_>) -> Verdict {
         .field(
             "cap_ms",
             super::Milli(e.min(Nanos::from_secs(1_000_000)).as_nanos() / 1000),
-        );
+        )
+        .field("cpus", cpus)
+        .field("all_interrupts", all)
+        .field("all_per_s", super::Milli(all_milli_per_s));
     match kernel::with(|k| k.tick.watchdog_schedule()).flatten() {
         Some(w) => l
             .field("watchdog", "on")
