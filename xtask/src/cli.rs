@@ -26,7 +26,7 @@ commands:
       TCG always; KVM too when a probe boot passes (else \"KVM unusable here\").
       --fast drops the nohz=off and per-clocksource rows.
   bench [--accel tcg|kvm|auto] [--machine pc|q35] [--source hpet|lapic|pit|all]
-      [--vs-linux] [--repeat N] [--timeline-only]
+      [--vs-linux] [--repeat N] [--smp N] [--timeline-only]
       build, then boot the guest's bench-* tests per tick device (NO_HZ,
       nohz=off, tsc=reliable; clock reads and calibrations once; under TCG
       the LAPIC timer's lateness on a slow vCPU, -icount shift=9|10,sleep=off)
@@ -35,6 +35,9 @@ commands:
       --vs-linux also runs bench/linux/run (default, nohz=off, tsc=reliable)
       and compares; Linux runs under TCG only, so our guest then runs under
       TCG too.
+      --smp N boots every guest and Linux with N CPUs (1-8): the idle rows
+      compare every CPU's interrupts, and a table shows cross-CPU timers'
+      lateness (bench-cross).
       --repeat N boots the figures the comparison reads (lapic NO_HZ,
       nohz=off, tsc=reliable, and the read/calibration boot) N times
       (default 5) and prints each as median (min-max); with --vs-linux, ours
@@ -141,6 +144,9 @@ pub struct BenchArgs {
     pub repeat: u32,
     /// `--timeline-only`: only the idle timeline's boots and its SVG.
     pub timeline_only: bool,
+    /// `--smp N`: CPUs of every boot, ours and Linux's (1–8, the guest's
+    /// limit).
+    pub smp: u32,
 }
 
 impl BenchArgs {
@@ -163,6 +169,9 @@ impl BenchArgs {
             s.push_str(" --vs-linux");
         }
         let _ = write!(s, " --repeat {}", self.repeat);
+        if self.smp > 1 {
+            let _ = write!(s, " --smp {}", self.smp);
+        }
         if self.timeline_only {
             s.push_str(" --timeline-only");
         }
@@ -384,6 +393,7 @@ fn parse_bench<I: Iterator<Item = String>>(mut args: I) -> Result<Command, Usage
         vs_linux: false,
         repeat: DEFAULT_REPEAT,
         timeline_only: false,
+        smp: 1,
     };
     while let Some(arg) = args.next() {
         let (flag, inline) = split_flag(&arg);
@@ -426,6 +436,13 @@ fn parse_bench<I: Iterator<Item = String>>(mut args: I) -> Result<Command, Usage
                 }
             }
             "--timeline-only" if inline.is_none() => b.timeline_only = true,
+            "--smp" => {
+                let v = value(&flag)?;
+                b.smp = match v.parse::<u32>() {
+                    Ok(n) if (1..=8).contains(&n) => n,
+                    _ => return err(format!("`--smp {v}`: expected 1 to 8 CPUs")),
+                }
+            }
             _ => return err(format!("unknown option `{arg}` for `bench`")),
         }
     }
@@ -612,6 +629,7 @@ mod tests {
                 vs_linux: false,
                 repeat: 5,
                 timeline_only: false,
+                smp: 1,
             }
         );
         assert_eq!(b.command_line(), "cargo xtask bench --repeat 5");
@@ -625,6 +643,8 @@ mod tests {
             "--vs-linux",
             "--repeat=3",
             "--timeline-only",
+            "--smp",
+            "4",
         ]) else {
             panic!()
         };
@@ -637,7 +657,7 @@ mod tests {
         assert_eq!(
             b.command_line(),
             "cargo xtask bench --accel kvm --machine q35 --source lapic --vs-linux --repeat 3 \
-             --timeline-only"
+             --smp 4 --timeline-only"
         );
         let Ok(Command::Bench(b)) = parse(&["bench", "--vs-linux", "--repeat", "1"]) else {
             panic!()

@@ -132,7 +132,7 @@ pub fn run_rounds(
                 .into_iter()
                 .map(|v| {
                     let (cpu, memory) = (linux_machine.0.as_str(), linux_machine.1);
-                    bench::run_linux(v, empty.machine, (cpu, memory), dir, run)
+                    bench::run_linux(v, empty.machine, (cpu, memory, empty.smp), dir, run)
                 })
                 .collect()
         } else {

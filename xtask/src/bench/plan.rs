@@ -114,7 +114,9 @@ impl Config {
         let dev = device.name();
         match self {
             Config::NoHz => {
-                format!("clockevent={dev} test=bench-idle,bench-lateness,bench-program,bench-nohz")
+                format!(
+                    "clockevent={dev} test=bench-idle,bench-lateness,bench-program,bench-nohz,bench-cross"
+                )
             }
             Config::Periodic => format!("clockevent={dev} nohz=off test=bench-idle"),
             Config::Reliable => format!("clockevent={dev} tsc=reliable test=bench-idle"),
@@ -253,6 +255,8 @@ pub struct Suite {
     pub boots: Vec<BootResult>,
     /// Notes about the whole run (a device not offered, …).
     pub notes: Vec<String>,
+    /// CPUs of every boot (`-smp`).
+    pub smp: u32,
 }
 
 impl Suite {

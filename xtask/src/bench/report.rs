@@ -55,6 +55,30 @@ fn forced(t: &mut Table, idle: &Found<'_>) -> String {
     }
 }
 
+/// Timers added on CPU 0 for the other CPUs (`bench-cross`, NO_HZ boots;
+/// with `--smp` > 1 only).
+pub fn cross_table(s: &Suite) -> Table {
+    let mut t = Table::new(
+        "Cross-CPU timers: 1000 added on CPU 0, fired on CPUs 1..N−1 (lateness at the callback, µs)",
+        &["source", "cpus", "p50", "p99", "max", "kicks sent", "kicks taken"],
+        1,
+    );
+    for &d in &s.devices {
+        let c = s.find(d, Config::NoHz, "cross", &[]);
+        let row = vec![
+            d.name().to_string(),
+            t.cell(&c, "cpus"),
+            t.cell(&c, "late_p50_us"),
+            t.cell(&c, "late_p99_us"),
+            t.cell(&c, "late_max_us"),
+            t.cell(&c, "kicks_sent"),
+            t.cell(&c, "kicks_taken"),
+        ];
+        t.rows.push(row);
+    }
+    t
+}
+
 /// Lateness of the 1 ms absolute periodic timer (NO_HZ boots).
 pub fn lateness_table(s: &Suite) -> Table {
     let mut t = Table::new(
@@ -361,15 +385,19 @@ pub fn report(s: &Suite) -> String {
     for n in &s.notes {
         let _ = writeln!(out, "\n- {n}");
     }
-    for t in [
-        idle_table(s),
-        lateness_table(s),
-        slow_vcpu_table(s),
-        program_table(s),
-        nohz_table(s),
-        clock_read_table(s),
-        calibration_table(s),
-    ] {
+    let cross = (s.smp > 1).then(|| cross_table(s));
+    for t in [idle_table(s)]
+        .into_iter()
+        .chain(cross)
+        .chain([lateness_table(s)])
+        .chain([
+            slow_vcpu_table(s),
+            program_table(s),
+            nohz_table(s),
+            clock_read_table(s),
+            calibration_table(s),
+        ])
+    {
         out.push('\n');
         out.push_str(&t.render());
     }

@@ -126,7 +126,8 @@ fn start_suite(
 ) -> Result<(Suite, Vec<Boot>)> {
     let prefix = format!("{}-{}", accel.as_str(), args.machine.as_str());
     // A bring-up-only boot: what the CPU model offers (and whether it boots).
-    let caps_spec = spec(kernel, accel, args.machine, "test=caps", None);
+    let mut caps_spec = spec(kernel, accel, args.machine, "test=caps", None);
+    caps_spec.smp = args.smp;
     let (status, serial, _) = boot(&caps_spec, &dir.join(format!("{prefix}-caps.log")))?;
     let caps = Transcript::parse(&serial).config;
     if !status.is_pass() || caps.is_empty() {
@@ -163,6 +164,7 @@ fn start_suite(
         devices,
         boots: Vec::new(),
         notes,
+        smp: args.smp,
     };
     Ok((suite, boots))
 }
@@ -182,6 +184,7 @@ pub(crate) fn run_boots(
     for (i, b) in boots.iter().enumerate() {
         let cmdline = b.config.cmdline(b.device);
         let mut s = spec(kernel, accel, machine, &cmdline, b.cpu.as_deref());
+        s.smp = suite.smp;
         if let Some(icount) = b.config.icount() {
             s.icount = Some(icount);
             s.timeout = SLOW_VCPU_TIMEOUT;
@@ -215,7 +218,7 @@ pub(crate) fn linux_machine(kernel: &Path, machine: Machine) -> (String, u32) {
 pub(crate) fn run_linux(
     variant: LinuxVariant,
     machine: Machine,
-    (cpu, memory): (&str, u32),
+    (cpu, memory, smp): (&str, u32, u32),
     dir: &Path,
     run: RunNo,
 ) -> LinuxRun {
@@ -229,7 +232,8 @@ pub(crate) fn run_linux(
         "--cpu",
         cpu,
     ])
-    .args(["--memory", &memory.to_string()]);
+    .args(["--memory", &memory.to_string()])
+    .args(["--smp", &smp.to_string()]);
     if let Some(a) = variant.append() {
         cmd.args(["--append", a]);
     }

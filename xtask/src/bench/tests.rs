@@ -57,6 +57,7 @@ pub(crate) fn suite(boots: Vec<BootResult>) -> Suite {
         devices: vec![Device::Lapic],
         boots,
         notes: Vec::new(),
+        smp: 1,
     }
 }
 
