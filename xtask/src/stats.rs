@@ -201,7 +201,7 @@ fn sorted(xs: &[f64]) -> Vec<f64> {
 
 /// Whether dynticks is better in every run: for [`Better::Lower`], every
 /// ratio (ours / Linux, unrounded) below 1; for [`Better::AtHz`], each of
-/// our rates within [`HZ_TOLERANCE`] of [`HZ`]. `yes`, or `no (run 2)`
+/// our rates within [`HZ_TOLERANCE`] of [`HZ`] times the CPUs. `yes`, or `no (run 2)`
 /// naming the runs that are not; over the runs that have the figures,
 /// saying so (`yes (4 of 5 runs)`) if some lack them; [`NONE`] if all do.
 pub fn verdict(better: Better, ours: &[Option<f64>], ratios: &[Option<f64>]) -> String {
@@ -211,8 +211,8 @@ pub fn verdict(better: Better, ours: &[Option<f64>], ratios: &[Option<f64>]) -> 
             .enumerate()
             .filter_map(|(i, r)| r.map(|r| (i + 1, r < 1.0)))
             .collect(),
-        Better::AtHz => {
-            let hz = f64::from(HZ);
+        Better::AtHz(cpus) => {
+            let hz = f64::from(HZ * cpus.max(1));
             ours.iter()
                 .enumerate()
                 .filter_map(|(i, x)| x.map(|x| (i + 1, (x - hz).abs() <= hz * HZ_TOLERANCE)))
@@ -951,10 +951,14 @@ mod tests {
             "no (run 2; 2 of 3 runs)"
         );
         assert_eq!(lower(&[None, None]), NONE);
-        let at_hz = |o: &[Option<f64>]| verdict(Better::AtHz, o, &vec![None; o.len()]);
+        let at_hz = |o: &[Option<f64>]| verdict(Better::AtHz(1), o, &vec![None; o.len()]);
         assert_eq!(at_hz(&[Some(250.0), Some(247.5), Some(252.5)]), "yes");
         assert_eq!(at_hz(&[Some(250.0), Some(247.4)]), "no (run 2)");
         assert_eq!(at_hz(&[None, Some(249.9)]), "yes (1 of 2 runs)");
+        // Two CPUs each ticking at HZ: 500/s.
+        let two = |o: &[Option<f64>]| verdict(Better::AtHz(2), o, &vec![None; o.len()]);
+        assert_eq!(two(&[Some(502.0), Some(495.6)]), "yes");
+        assert_eq!(two(&[Some(250.0)]), "no (run 1)");
     }
 
     #[test]

@@ -91,8 +91,9 @@ pub const HZ: u32 = 250;
 pub enum Better {
     /// The lower figure.
     Lower,
-    /// A tick rate of [`HZ`] per second (the `nohz=off` idle row).
-    AtHz,
+    /// A tick rate of [`HZ`] per second on each of this many CPUs (the
+    /// `nohz=off` idle row: every CPU ticks).
+    AtHz(u32),
 }
 
 impl Better {
@@ -100,7 +101,8 @@ impl Better {
     pub fn label(self) -> String {
         match self {
             Better::Lower => "lower".into(),
-            Better::AtHz => format!("= HZ ({HZ})"),
+            Better::AtHz(1) => format!("= HZ ({HZ})"),
+            Better::AtHz(n) => format!("= {n}·HZ ({})", n * HZ),
         }
     }
 }
@@ -180,7 +182,7 @@ pub fn comparisons(linux: &[LinuxRun], ours: &Suite) -> Vec<Comparison> {
             "idle timer irq/s, nohz=off (ours: lapic)",
             LinuxVariant::NoHzOff,
             Config::Periodic,
-            Better::AtHz,
+            Better::AtHz(ours.smp.max(1)),
         ),
         (
             "idle timer irq/s, NO_HZ tsc=reliable (ours: lapic)",
