@@ -6,6 +6,8 @@
 //! ```text
 //!   ap_main(i):  lapic_i = sources::ap_lapic_timer(i)   (CPU 0's bus rate, no recalibration)
 //!                with(k): k.tick.register_device(lapic_i) ─► CPU i's tick device
+//!                         and its HPET channel, if bring-up set one up (FSB, rated above
+//!                         a LAPIC timer that stops in deep idle)
 //!                READY[i]
 //!                loop: ApMode::Idle  kernel::idle_until(..)  NO_HZ where the mode allows;
 //!                                                              idle=deep: LAPIC off, broadcast wakes it
@@ -77,12 +79,18 @@ pub fn ready(index: usize) -> bool {
 /// interrupts off, its APIC programmed and the IDT loaded).
 pub fn ap_main(index: usize) -> ! {
     let cpu = CpuId::new(index as u32);
-    let dev = sources::ap_lapic_timer(index);
+    let lapic = sources::ap_lapic_timer(index);
+    let channel = sources::ap_hpet_channel(index);
     kernel::with(|k| {
-        let Some(dev) = dev else { return };
-        match k.tick.register_device(dev) {
-            Ok(id) => k.lapic[index] = Some(id),
-            Err(e) => log::warn!("aps: {cpu}: {} refused: {e:?}", dev.info().name),
+        // The LAPIC timer, then this CPU's HPET channel if it has one
+        // (rated above a LAPIC timer that stops in deep idle).
+        for (dev, is_lapic) in [(lapic, true), (channel, false)] {
+            let Some(dev) = dev else { continue };
+            match k.tick.register_device(dev) {
+                Ok(id) if is_lapic => k.lapic[index] = Some(id),
+                Ok(id) => k.hpet_percpu[index] = Some(id),
+                Err(e) => log::warn!("aps: {cpu}: {} refused: {e:?}", dev.info().name),
+            }
         }
     });
     READY[index].store(true, Ordering::Release);

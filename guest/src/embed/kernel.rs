@@ -191,6 +191,8 @@ pub struct IrqCounts {
     pub lapic: u64,
     /// IRQ0 interrupts (HPET or PIT).
     pub irq0: u64,
+    /// Per-CPU HPET channel interrupts (FSB messages).
+    pub hpet_percpu: u64,
     /// Interrupts (of either) that were not this CPU's tick event (on CPU
     /// 0: not in the interrupt log).
     pub not_tick: u64,
@@ -207,7 +209,7 @@ pub struct IrqCounts {
 impl IrqCounts {
     /// All timer interrupts and tick IPIs.
     pub fn total(&self) -> u64 {
-        self.lapic + self.irq0 + self.tick_ipis
+        self.lapic + self.irq0 + self.hpet_percpu + self.tick_ipis
     }
 }
 
@@ -219,6 +221,8 @@ pub struct Kernel {
     pub irq0: Option<Irq0>,
     /// Each CPU's LAPIC timer device, if registered.
     pub lapic: [Option<DeviceId>; CPUS],
+    /// Each CPU's per-CPU HPET channel (FSB), if registered.
+    pub hpet_percpu: [Option<DeviceId>; CPUS],
     /// Each CPU's interrupts.
     pub counts: [IrqCounts; CPUS],
     /// When CPU 0's event was last (re)programmed, by its interrupt
@@ -236,6 +240,7 @@ impl Kernel {
             tick,
             irq0,
             lapic: per_cpu,
+            hpet_percpu: [None; CPUS],
             counts: [IrqCounts::default(); CPUS],
             armed: Ktime::ZERO,
         }
@@ -527,6 +532,19 @@ fn on_ipi(f: impl FnOnce(&mut Kernel, CpuId, &mut TimerFn<'_>)) {
         let mut rec = REC.lock();
         f(k, cpu, &mut recording(cpu, &probe, &mut rec));
     }
+}
+
+/// The per-CPU HPET channels' handler (their FSB messages' vector): the
+/// channel of the CPU it arrived on.
+pub fn hpet_percpu_interrupt(_vector: u8) {
+    let cpu = this_cpu();
+    if let Some(k) = KERNEL.lock().as_mut() {
+        k.counts[cpu.index()].hpet_percpu += 1;
+        if let Some(dev) = k.hpet_percpu[cpu.index()] {
+            k.device_interrupt(dev, cpu);
+        }
+    }
+    end_of_interrupt(cpu);
 }
 
 /// The tick IPI's handler ([`TICK_IPI_VECTOR`]): the broadcast device's

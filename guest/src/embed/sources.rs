@@ -227,6 +227,112 @@ mod hpet_src {
     pub static INFO: spin::Once<hpet::HpetInfo> = spin::Once::new();
     pub static CS: spin::Once<hpet::HpetClockSource<'static, MetalMmio>> = spin::Once::new();
     pub static CE: spin::Once<hpet::HpetClockEvent<'static, MetalMmio>> = spin::Once::new();
+    /// The per-CPU (FSB) channels, by CPU index.
+    pub static PERCPU: [spin::Once<hpet::HpetClockEvent<'static, MetalMmio>>;
+        crate::embed::kernel::CPUS] = [const { spin::Once::new() }; crate::embed::kernel::CPUS];
+}
+
+/// The first HPET comparator used as a per-CPU channel: LegacyReplacement
+/// routes comparators 0 (IRQ0) and 1 (IRQ8) whatever their FSB setting
+/// (IA-PC HPET spec §2.3.9.2.2; QEMU `hw/timer/hpet.c` does the same), so
+/// per-CPU channels start at 2 (Linux `arch/x86/kernel/hpet.c` likewise
+/// leaves the legacy channels out of its MSI channels).
+pub const HPET_PERCPU_FIRST: u8 = 2;
+
+/// The vector every per-CPU HPET channel's FSB message carries (each
+/// goes to its own CPU, whose handler finds its channel by CPU).
+pub const HPET_PERCPU_VECTOR: u8 = 0x45;
+
+/// Per-CPU HPET channels (Linux's `hpet_msi`), where the LAPIC timer
+/// stops in deep idle (no ARAT, or `idle=deep`) and the comparators can
+/// deliver by FSB (QEMU: `-global hpet.msi=on`): comparator
+/// [`HPET_PERCPU_FIRST`] + i serves CPU i, its message addressed to CPU
+/// i's APIC ID (the MADT's order, as `arch::smp` numbers the CPUs). Rated
+/// 110, above such a LAPIC timer (100): those CPUs need no broadcast.
+fn hpet_percpu_up(
+    platform: &Platform,
+    lapic: &'static LocalApic,
+    lapic_c3stop: bool,
+    inv: &mut Inventory,
+) -> [Option<EventDev>; kernel::CPUS] {
+    #[cfg(feature = "hpet")]
+    {
+        let mut out = [None; kernel::CPUS];
+        let (Some(mmio), Some(info)) = (hpet_src::MMIO.get(), hpet_src::INFO.get()) else {
+            return out;
+        };
+        if !lapic_c3stop {
+            return out;
+        }
+        let bsp = lapic.current_id();
+        let ids = core::iter::once(bsp).chain(
+            platform
+                .apic_ids
+                .as_slice()
+                .iter()
+                .copied()
+                .filter(|&id| id != bsp),
+        );
+        let mut made = 0;
+        for (cpu, id) in ids.enumerate().take(kernel::CPUS) {
+            let Ok(n) = u8::try_from(cpu).map(|c| c.saturating_add(HPET_PERCPU_FIRST)) else {
+                break;
+            };
+            if n >= info.comparators || id > 0xFF {
+                break;
+            }
+            // Intel SDM Vol. 3A §11.11.1: destination APIC ID in bits
+            // 19:12, physical mode, no redirection hint; the data is the
+            // vector, fixed delivery, edge.
+            let route = hpet::Route::Fsb {
+                address: 0xFEE0_0000 | id << 12,
+                data: u32::from(HPET_PERCPU_VECTOR),
+            };
+            let mask = clockevents::CpuMask::single(CpuId::new(cpu as u32));
+            match hpet::HpetClockEvent::comparator(mmio, info, n, route, mask) {
+                Ok(ce) => {
+                    let ce = hpet_src::PERCPU[cpu].call_once(|| ce);
+                    inv.device(
+                        ce.info().name,
+                        format_args!("GCAP_ID period {} fs (exact)", info.period.as_fs()),
+                        format_args!(
+                            "comparator {n}, FSB → APIC ID {id} vector {HPET_PERCPU_VECTOR:#04x}"
+                        ),
+                    );
+                    out[cpu] = Some(ce as EventDev);
+                    made += 1;
+                }
+                Err(e) => {
+                    inv.skip(format_args!("hpet per-CPU channels: comparator {n}: {e}"));
+                    break;
+                }
+            }
+        }
+        if made == 0 && info.comparators > HPET_PERCPU_FIRST {
+            log::info!("hpet: no per-CPU channels (no FSB delivery)");
+        }
+        out
+    }
+    #[cfg(not(feature = "hpet"))]
+    {
+        let _ = (platform, lapic, lapic_c3stop, inv);
+        [None; kernel::CPUS]
+    }
+}
+
+/// CPU `index`'s per-CPU HPET channel, set up at bring-up for that CPU
+/// ([`hpet_percpu_up`]), for the CPU to register as it comes up.
+pub fn ap_hpet_channel(index: usize) -> Option<&'static dyn ClockEventDevice> {
+    #[cfg(feature = "hpet")]
+    return hpet_src::PERCPU
+        .get(index)?
+        .get()
+        .map(|c| c as &dyn ClockEventDevice);
+    #[cfg(not(feature = "hpet"))]
+    {
+        let _ = index;
+        None
+    }
 }
 
 /// The PIT's drivers.
@@ -391,7 +497,30 @@ pub fn bring_up(
             log::error!("sources: LAPIC timer vector {v:#04x}: {e}");
         }
     }
-    Ok((Kernel::new(tick, irq0, lapic_id), inv))
+    let lapic_c3stop = devices
+        .lapic
+        .is_some_and(|d| d.info().features.contains(clockevents::Features::C3STOP));
+    // Each CPU's channel is registered by that CPU (an AP as it comes up,
+    // `ap_hpet_channel`): registering makes it the CPU's tick device and
+    // programs it, and an AP still waiting for its SIPI would drop the
+    // message, leaving its device armed for an event that never comes.
+    let percpu = hpet_percpu_up(platform, lapic, lapic_c3stop, &mut inv);
+    let mut k = Kernel::new(tick, irq0, lapic_id);
+    if let Some(dev) = percpu[0] {
+        match k.tick.register_device(dev) {
+            Ok(id) => k.hpet_percpu[0] = Some(id),
+            Err(e) => inv.skip(format_args!(
+                "{}: refused by the tick layer: {e:?}",
+                dev.info().name
+            )),
+        }
+    }
+    if percpu.iter().any(Option::is_some) {
+        if let Err(e) = interrupts::register(HPET_PERCPU_VECTOR, kernel::hpet_percpu_interrupt) {
+            log::error!("sources: per-CPU HPET vector {HPET_PERCPU_VECTOR:#04x}: {e}");
+        }
+    }
+    Ok((k, inv))
 }
 
 /// The clocksources found, before the tick system exists.

@@ -8,7 +8,7 @@
 //! | `smp-periodic` | every CPU busy 1 s: each ticks at HZ on its own device (count per CPU, lost ones within the host's [`LossBound`], none past the window) |
 //! | `smp-nohz` | every CPU idle 1 s with one timer each (CPU 0 two: its own and the window's end), staggered 100 ms: each CPU takes exactly its timers' interrupts and its max-deferment wake-ups, plus at most one stale tick; idle interrupts/s reported. Needs NO_HZ and no clocksource watchdog (`tsc=reliable`, or a clocksource that is not watched) |
 //! | `smp-cross` | 1000 timers added on CPU 0 for CPUs 1..N−1 (200 µs apart): each fires on its CPU, never early; lateness p50/p99/max; kick IPIs sent and taken |
-//! | `smp-broadcast` | `idle=deep`: 25 timers per CPU, 20 ms apart, every CPU in deep idle (LAPIC off): each fires on its CPU, never early, woken by the broadcast device's IPIs — exactly one per AP timer, as the simulator's scenario counts |
+//! | `smp-broadcast` | `idle=deep`: 25 timers per CPU, 20 ms apart, every CPU in deep idle (LAPIC off): each fires on its CPU, never early, woken by the broadcast device's IPIs — exactly one per AP timer, as the simulator's scenario counts; on per-CPU HPET channels (`-global hpet.msi=on`) no broadcast IPI at all, each CPU woken by its own channel |
 //! | `smp-duty` | CPU 0 idles 10 s, tick stopped, while CPU 1 runs: CPU 1 holds the timekeeping duty and ticks, jiffies and time stay right; then the reverse |
 //!
 //! Tolerances: counts of interrupts are exact where the tick layer decides
@@ -381,13 +381,27 @@ pub fn broadcast(_ctx: &Ctx<'_>) -> Verdict {
                 .and_then(|d| k.tick.devices().get(d))
                 .is_some_and(|d| d.info().features.contains(clockevents::Features::C3STOP))
         });
-        (bc, c3stop)
+        // Every CPU on its own HPET channel (FSB), which runs in deep idle.
+        let percpu = cpus_up().all(|i| {
+            k.hpet_percpu[i].is_some()
+                && k.tick.cpu_device(CpuId::new(i as u32)) == k.hpet_percpu[i]
+        });
+        (bc, c3stop, percpu)
     });
-    match ready {
-        Some((true, true)) => {}
-        Some((false, _)) => return super::cannot_run(TEST, Verdict::Fail, "no broadcast device"),
-        _ => return super::cannot_run(TEST, Verdict::Fail, "a tick device is not C3STOP"),
-    }
+    let percpu = match ready {
+        Some((_, _, true)) => true,
+        Some((true, true, false)) => false,
+        Some((false, true, false)) => {
+            return super::cannot_run(TEST, Verdict::Fail, "no broadcast device")
+        }
+        _ => {
+            return super::cannot_run(
+                TEST,
+                Verdict::Fail,
+                "a tick device is neither C3STOP nor a per-CPU HPET channel",
+            )
+        }
+    };
     set_aps(ApMode::Idle);
     kernel::with_rec(|r| r.clear());
     let n = cpus_up().count() as u64;
@@ -427,8 +441,16 @@ pub fn broadcast(_ctx: &Ctx<'_>) -> Verdict {
     let taken: u64 = cpus_up().skip(1).map(|i| d(i, |c| c.tick_ipis)).sum();
     // Every AP timer needs one wake-up, which only the broadcast device can
     // give (the LAPIC is off in deep idle): one IPI each. CPU 0 takes the
-    // broadcast interrupt and handles its own share in place.
-    let want_ipis = (n - 1) * BROADCAST_TIMERS;
+    // broadcast interrupt and handles its own share in place. On per-CPU
+    // HPET channels no broadcast is needed: none, each CPU's channel
+    // interrupting it once per timer (at least).
+    let want_ipis = if percpu {
+        0
+    } else {
+        (n - 1) * BROADCAST_TIMERS
+    };
+    let channel_irqs = |i: usize| d(i, |c| c.hpet_percpu);
+    let channels_ok = !percpu || cpus_up().all(|i| channel_irqs(i) >= BROADCAST_TIMERS);
     let mut l = Line::result(TEST);
     state.fields(&mut l);
     l.field(
@@ -446,6 +468,7 @@ pub fn broadcast(_ctx: &Ctx<'_>) -> Verdict {
     .field("bc_ipis_taken", taken)
     .field("bc_ipis_expected", want_ipis)
     .text("lapic_irqs", per_cpu(|i| d(i, |c| c.lapic)).as_str())
+    .text("hpet_channel_irqs", per_cpu(channel_irqs).as_str())
     .text("tick_ipis", per_cpu(|i| d(i, |c| c.tick_ipis)).as_str());
     let kept = fired.min(late.len());
     lateness(&mut l, &mut late[..kept]);
@@ -455,7 +478,8 @@ pub fn broadcast(_ctx: &Ctx<'_>) -> Verdict {
         && wrong == 0
         && early == 0
         && sent == want_ipis
-        && taken == sent;
+        && taken == sent
+        && channels_ok;
     report(l, Verdict::from_bool(ok))
 }
 
