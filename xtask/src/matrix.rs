@@ -132,6 +132,8 @@ pub struct Row {
     pub expect_failure: Option<&'static str>,
     /// CPUs (`-smp`).
     pub smp: u32,
+    /// Device properties (`-global`).
+    pub globals: Vec<&'static str>,
 }
 
 /// The KVM CPU model without TSC-deadline.
@@ -158,6 +160,7 @@ pub fn rows(accel: Accel, machine: Machine, caps: Caps, fast: bool) -> Vec<Row> 
         expect_reference: None,
         expect_failure: None,
         smp: 1,
+        globals: Vec::new(),
     };
     let with_variants = |v: &mut Vec<Row>, base: Row| {
         let mut periodic = base.clone();
@@ -270,6 +273,26 @@ pub fn rows(accel: Accel, machine: Machine, caps: Caps, fast: bool) -> Vec<Row> 
         r.cpu = cpu.map(str::to_string);
         v.push(r);
     }
+    // Per-CPU HPET channels (FSB, Linux's hpet_msi): with the LAPIC timer
+    // stopping in deep idle, comparators 2.. deliver to one CPU each and
+    // replace it; no broadcast. QEMU's HPET has 3 comparators unless told
+    // (`timers`, up to 32), and FSB delivery only with `msi=on`.
+    let mut r = row(
+        &format!("smp {cpus} hpet per-CPU"),
+        Source::Hpet,
+        "idle=deep test=smp-broadcast",
+    );
+    r.smp = cpus;
+    r.globals = vec![
+        "hpet.msi=on",
+        if cpus == 4 {
+            "hpet.timers=6"
+        } else {
+            "hpet.timers=4"
+        },
+    ];
+    r.expect_tick = Some("hpet2");
+    v.push(r);
     // Malformed firmware: the kernel boots without the HPET and says why.
     for case in BogusHpet::ALL {
         let mut r = row(
@@ -321,6 +344,7 @@ pub fn no_reference_rows(accel: Accel) -> Vec<Row> {
         expect_reference: None,
         expect_failure: None,
         smp: 1,
+        globals: Vec::new(),
     };
     match accel {
         Accel::Tcg => r.expect_failure = Some(NO_REFERENCE_FAILURE),

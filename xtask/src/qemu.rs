@@ -135,6 +135,9 @@ pub struct RunSpec {
     pub timeout: Duration,
     /// Copy the guest's serial output and QEMU's stderr to ours as they come.
     pub echo: bool,
+    /// Device properties (`-global driver.prop=value`), e.g. the HPET's
+    /// `hpet.msi=on`.
+    pub globals: Vec<String>,
 }
 
 impl RunSpec {
@@ -162,6 +165,7 @@ impl RunSpec {
             acpi_tables: Vec::new(),
             timeout: crate::cli::DEFAULT_TIMEOUT,
             echo: true,
+            globals: Vec::new(),
         }
     }
 
@@ -204,6 +208,10 @@ impl RunSpec {
             // "discard" drops them, as the PIT's own coalescing would.
             args.push("-global".into());
             args.push("kvm-pit.lost_tick_policy=discard".into());
+        }
+        for g in &self.globals {
+            args.push("-global".into());
+            args.push(g.into());
         }
         if let Some(icount) = &self.icount {
             args.push("-icount".into());

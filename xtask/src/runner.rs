@@ -75,6 +75,7 @@ fn run_row(kernel: &Path, row: &Row, args: &TestArgs) -> Result<(Transcript, Row
     }
     s.machine_opts = row.machine_opts.map(String::from);
     s.smp = row.smp;
+    s.globals = row.globals.iter().map(|g| g.to_string()).collect();
     if let Some(table) = row.acpi_table {
         s.acpi_tables
             .push(table.write(&guest_build::target_dir().join("acpi-tables"))?);
