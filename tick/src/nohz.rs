@@ -158,6 +158,7 @@ where
             c.tick_stopped = false;
             c.do_timer_last = false;
             c.deferment_wakeup = Ktime::MAX;
+            c.watchdog_wakeup = Ktime::MAX;
             c.next_tick = next_tick;
             self.reprogram(cpu, now);
         } else if self.cpus[cpu.index()].rearm_pending {

@@ -43,6 +43,10 @@ pub struct CpuStats {
     pub tick_retained_due: u64,
     /// Wake-ups forced by the clocksource's max deferment while idle.
     pub max_deferment_wakeups: u64,
+    /// Wake-ups while idle with the tick stopped that came for the
+    /// clocksource watchdog's deadline (earlier than anything else this CPU
+    /// was programmed for): the watchdog CPU's only.
+    pub watchdog_wakeups: u64,
     /// Times the timer run stopped early (hang protection).
     pub timer_runs_deferred: u64,
     /// Device programming that failed for good.
@@ -140,6 +144,9 @@ pub(crate) struct TickCpu<'a, S> {
     /// The wake-up programmed while idle for the max-deferment cap
     /// (`Ktime::MAX` if the wake-up is for something else).
     pub(crate) deferment_wakeup: Ktime,
+    /// The wake-up programmed while idle for the watchdog's deadline
+    /// (`Ktime::MAX` if the wake-up is for something else).
+    pub(crate) watchdog_wakeup: Ktime,
     /// An interrupt in idle left the re-arm to the idle loop (`idle_sleep`
     /// or `idle_exit` programs the next event); cleared by any reprogram.
     pub(crate) rearm_pending: bool,
@@ -176,6 +183,7 @@ where
             in_broadcast: false,
             do_timer_last: false,
             deferment_wakeup: Ktime::MAX,
+            watchdog_wakeup: Ktime::MAX,
             rearm_pending: false,
             kick_pending: false,
             target: Ktime::MAX,
@@ -446,14 +454,19 @@ where
         t
     }
 
-    /// Counts a wake-up the max-deferment cap forced (the clocksource reads
-    /// up to one of its cycles, `resolution`, behind the device: a
-    /// PIT-derived clock quantises to 838 ns), and clears the cap.
+    /// Counts a wake-up the max-deferment cap or the watchdog's deadline
+    /// forced (the clocksource reads up to one of its cycles, `resolution`,
+    /// behind the device: a PIT-derived clock quantises to 838 ns), and
+    /// clears both.
     pub(crate) fn note_wakeup(&mut self, now: Ktime, resolution: Nanos) {
-        if self.tick_stopped && now.saturating_add(resolution) >= self.deferment_wakeup {
+        let at = now.saturating_add(resolution);
+        if self.tick_stopped && at >= self.deferment_wakeup {
             self.stats.max_deferment_wakeups += 1;
+        } else if self.tick_stopped && at >= self.watchdog_wakeup {
+            self.stats.watchdog_wakeups += 1;
         }
         self.deferment_wakeup = Ktime::MAX;
+        self.watchdog_wakeup = Ktime::MAX;
     }
 
     /// Runs the expired timers, bounded by the queue length at entry (hang

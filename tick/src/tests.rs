@@ -551,4 +551,10 @@ fn the_watchdog_runs_where_the_duty_is_and_an_idle_cpu_without_it_sleeps() {
     sys.idle_sleep(CPU0, IdleDepth::Shallow).unwrap();
     assert_eq!(sys.programmed_event(CPU0), Ktime::MAX);
     assert_eq!(sys.timekeeper().clocksource().name(), "tsc");
+    // That one wake-up was the watchdog's, and counted so; CPU 1, ticking,
+    // was never woken for it.
+    let stats = |c| sys.cpu_info(c).unwrap().stats;
+    assert_eq!(stats(CPU0).watchdog_wakeups, 1);
+    assert_eq!(stats(CPU0).max_deferment_wakeups, 0);
+    assert_eq!(stats(CPU1).watchdog_wakeups, 0);
 }
