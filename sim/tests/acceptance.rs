@@ -619,6 +619,8 @@ fn nohz_idle_runs_the_watchdog_in_other_wakeups_and_wakes_for_it_after_a_second(
         }
         m.add_timer(0, Ktime::from_millis(1_700), 5);
         let start = trace.interrupts_of("lapic0").len();
+        let stats = |m: &Machine<1>| m.tick.cpu_info(clockevents::CpuId::BOOT).unwrap().stats;
+        let before = stats(&m);
         m.idle(0, IdleDepth::Shallow);
         m.run_until(Ktime::from_millis(1_699));
         assert_eq!(
@@ -637,6 +639,12 @@ fn nohz_idle_runs_the_watchdog_in_other_wakeups_and_wakes_for_it_after_a_second(
                 .map(|k| timer.saturating_add(Nanos::from_secs(k)))
                 .collect();
             assert_eq!(irqs, expect.as_slice());
+            // Counted as such: 9 wake-ups for the watchdog, the timer's
+            // interrupt not among them, no max-deferment wake-up.
+            let after = stats(&m);
+            assert_eq!(after.watchdog_wakeups - before.watchdog_wakeups, 9);
+            assert_eq!(after.max_deferment_wakeups, before.max_deferment_wakeups);
+            assert_eq!(after.timers_fired - before.timers_fired, 1);
             let s = m.tick.watchdog_schedule().unwrap();
             assert_eq!(s.last_run, expect[9]);
             assert_eq!(m.tick.timekeeper().clocksource().name(), "tsc");
