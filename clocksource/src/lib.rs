@@ -47,7 +47,7 @@ pub mod watchdog;
 
 pub use calibrate::{calibrate, Calibration, CalibrationError};
 pub use mult_shift::{ConversionError, CyclesToNs, MultShift, NsToCycles};
-pub use published::{InlineRead, PublishedClock};
+pub use published::{source_key, InlineRead, PublishedClock};
 pub use registry::{
     Entry, OverrideError, RegisterError, Registry, ReselectError, SourceId, UnknownSource,
     UnregisterError,

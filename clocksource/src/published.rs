@@ -41,7 +41,14 @@
 //! loads, one multiply and shift — what a bare `rdtsc` + multiply-shift is.
 //! A source that cannot be read inline (HPET, ACPI PM timer, PIT, a
 //! simulator's counter) is published as [`InlineRead::None`] and the read
-//! returns `None`: the caller then takes the ordinary locked path.
+//! returns `None`.
+//!
+//! Such a source can still be read without a lock when its counter read
+//! is itself safe from any CPU (an HPET's or ACPI PM timer's register is):
+//! the published base also names its source ([`source_key`]), and
+//! [`PublishedClock::monotonic_from`] hands that name to the caller's
+//! closure, which reads the counter it names or says it cannot (`None`:
+//! the caller then takes the ordinary locked path).
 //!
 //! # Memory ordering
 //!
@@ -117,6 +124,16 @@ pub(crate) struct ReadSnapshot {
     pub(crate) shift: u32,
     pub(crate) floor_ns: u64,
     pub(crate) inline: InlineRead,
+    /// [`source_key`] of the source read.
+    pub(crate) source: u64,
+}
+
+/// The name a published base gives its source, for
+/// [`PublishedClock::monotonic_from`]: the source object's address (an
+/// identity only, never dereferenced). Stable while the object lives; a
+/// kernel's clocksources are statics.
+pub fn source_key(cs: &dyn crate::ClockSource) -> u64 {
+    (cs as *const dyn crate::ClockSource).cast::<()>() as usize as u64
 }
 
 /// `max_raw_delta` of a 64-bit counter: 7/8 of 2⁶⁴ (Linux
@@ -134,6 +151,7 @@ struct Copy {
     /// `mult` in bits 0–31, `shift` in 32–39, [`InlineRead`] in 40–47.
     factor: AtomicU64,
     floor_ns: AtomicU64,
+    source: AtomicU64,
 }
 
 /// A constructor that is `const`, except in the loom build, whose atomics
@@ -162,6 +180,7 @@ impl Copy {
                 frac: AtomicU64::new(0),
                 factor: AtomicU64::new(0),
                 floor_ns: AtomicU64::new(0),
+                source: AtomicU64::new(0),
             }
         }
     }
@@ -177,6 +196,7 @@ impl Copy {
         let factor = s.mult as u64 | (s.shift as u64 & 0xff) << 32 | s.inline.code() << 40;
         self.factor.store(factor, r);
         self.floor_ns.store(s.floor_ns, r);
+        self.source.store(s.source, r);
     }
 
     #[inline(always)]
@@ -194,6 +214,7 @@ impl Copy {
             shift: (factor >> 32) as u32 & 0xff,
             floor_ns: self.floor_ns.load(r),
             inline: InlineRead::from_code(factor >> 40 & 0xff),
+            source: self.source.load(r),
         }
     }
 
@@ -360,6 +381,37 @@ impl PublishedClock {
     }
 }
 
+impl PublishedClock {
+    /// The monotonic clock now, from whichever source is published: `read`
+    /// is given that source's [`source_key`] and reads its counter (or
+    /// returns `None`: not a counter the caller can read from here, and so
+    /// does this). Lock-free like [`monotonic_inline`](Self::monotonic_inline),
+    /// retrying while a publish overlaps; `read` may run more than once.
+    /// `None` also before the first publish.
+    ///
+    /// For any source; the TSC is cheaper through `monotonic_inline`, whose
+    /// conversion needs no mask.
+    #[inline]
+    pub fn monotonic_from(&self, mut read: impl FnMut(u64) -> Option<Cycles>) -> Option<Ktime> {
+        loop {
+            let seq = self.seq.load(Ordering::Acquire);
+            if seq == 0 {
+                return None;
+            }
+            let copy = &self.copies[(seq & 1) as usize];
+            let factor = copy.factor.load(Ordering::Relaxed);
+            let source = copy.source.load(Ordering::Relaxed);
+            let counter = read(source);
+            let ns = counter.map(|c| copy.at(factor, c, InlineRead::None));
+            fence(Ordering::Acquire);
+            if self.seq.load(Ordering::Relaxed) == seq {
+                return ns.map(Ktime::from_nanos);
+            }
+            retry_hint();
+        }
+    }
+}
+
 impl core::fmt::Debug for PublishedClock {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         f.debug_struct("PublishedClock")
@@ -397,6 +449,57 @@ mod tests {
         assert!(p.is_published());
         assert_eq!(p.inline_read(), InlineRead::None);
         assert_eq!(p.monotonic_inline(InlineRead::Tsc, || hpet.read()), None);
+    }
+
+    /// A source read by call is read through `monotonic_from`: the closure
+    /// is told which source is published, across a clocksource change, and
+    /// its reading converts exactly as the timekeeper's own.
+    #[test]
+    fn a_read_by_source_names_the_published_source_and_converts_as_the_timekeeper() {
+        let w = World::new();
+        let hpet = FakeClock::new(&w, "hpet", 14_318_180).bits(32);
+        let pm = FakeClock::new(&w, "acpi_pm", 3_579_545).bits(24);
+        let p = PublishedClock::new();
+        assert_eq!(
+            p.monotonic_from(|_| Some(Cycles::new(1))),
+            None,
+            "nothing published"
+        );
+        let mut tk = Timekeeper::new(&hpet).unwrap();
+        tk.publish_to(&p);
+        let by_key = |key: u64| {
+            if key == source_key(&hpet) {
+                Some(hpet.read())
+            } else if key == source_key(&pm) {
+                Some(pm.read())
+            } else {
+                None
+            }
+        };
+        w.advance(7 * MS);
+        tk.update();
+        w.advance(3 * MS);
+        let c = hpet.read();
+        assert_eq!(p.monotonic_from(by_key), Some(tk.monotonic_at(c)));
+        // A counter the caller cannot read: None, and it is asked once.
+        let mut asked = 0;
+        assert_eq!(
+            p.monotonic_from(|_| {
+                asked += 1;
+                None
+            }),
+            None
+        );
+        assert_eq!(asked, 1);
+        tk.change_clocksource(&pm).unwrap();
+        w.advance(2 * MS);
+        let mut seen = 0;
+        let t = p.monotonic_from(|key| {
+            seen = key;
+            by_key(key)
+        });
+        assert_eq!(seen, source_key(&pm));
+        assert_eq!(t, Some(tk.monotonic_at(pm.read())));
     }
 
     /// After every kind of change the published read equals the
@@ -600,6 +703,7 @@ mod loom_tests {
             shift: 20,
             floor_ns: k * 1_000_000,
             inline: InlineRead::Tsc,
+            source: 100 + k,
         }
     }
 
@@ -655,6 +759,22 @@ mod loom_tests {
                 t == Some(ns_at(1, c)) || t == Some(ns_at(2, c)),
                 "{t:?} is no publish's"
             );
+        });
+    }
+
+    #[test]
+    fn loom_a_read_by_source_racing_a_publish_names_and_converts_with_one_base() {
+        racing(|p| {
+            let c = 5_000;
+            // Each publish names its own source; the reader reads the one
+            // named, and the time must be that publish's at that counter.
+            let mut named = None;
+            let t = p.monotonic_from(|key| {
+                named = Some(key);
+                Some(Cycles::new(c))
+            });
+            let k = named.expect("read") - 100;
+            assert_eq!(t.map(|t| t.as_nanos()), Some(ns_at(k, c)), "publish {k}");
         });
     }
 

@@ -291,6 +291,7 @@ impl<'a> Timekeeper<'a> {
                 InlineRead::Tsc if self.mask == Cycles::mask_of_width(64) => InlineRead::Tsc,
                 _ => InlineRead::None,
             },
+            source: crate::published::source_key(self.cs),
         }
     }
 
