@@ -28,8 +28,10 @@
 //! Clock reads ([`now`]) take no lock: the timekeeper publishes its
 //! monotonic base to [`PUBLISHED`] after every change, and while the TSC
 //! is the clocksource `now` reads it inline (`rdtsc`, the published
-//! mult/shift — Linux's vDSO read); on any other clocksource it takes the
-//! lock and reads through the timekeeper.
+//! mult/shift — Linux's vDSO read); on the HPET or the ACPI PM timer it
+//! reads that register itself (`PublishedClock::monotonic_from`); only on
+//! the PIT's counter 2 (a latch command and two reads, not safe from two
+//! CPUs at once) does it take the lock and read through the timekeeper.
 //!
 //! Handlers run with interrupts disabled (interrupt gates), and every other
 //! user of the lock disables them first ([`with`]), so an interrupt can
@@ -605,13 +607,18 @@ pub fn irq0_interrupt(_vector: u8) {
     end_of_interrupt(cpu);
 }
 
-/// Monotonic time now (0 before [`install`]): lock-free and inline on the
-/// TSC ([`PUBLISHED`]), else through the timekeeper under the lock
-/// ([`now_locked`]).
+/// Monotonic time now (0 before [`install`]): lock-free from
+/// [`PUBLISHED`] — inline on the TSC, else on an HPET or ACPI PM timer
+/// clocksource by reading its register here
+/// ([`sources::read_lock_free`](crate::embed::sources::read_lock_free)) —
+/// and only on a source that cannot be read from any CPU (the PIT's
+/// counter 2: a latch command, then two reads) through the timekeeper
+/// under the lock ([`now_locked`]).
 #[inline]
 pub fn now() -> Ktime {
     PUBLISHED
         .monotonic_inline(InlineRead::Tsc, || Cycles::new(hw::metal::MetalTsc::read()))
+        .or_else(|| PUBLISHED.monotonic_from(crate::embed::sources::read_lock_free))
         .unwrap_or_else(now_locked)
 }
 

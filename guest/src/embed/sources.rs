@@ -457,6 +457,17 @@ pub fn acpi_pm_clocksource() -> Option<&'static dyn ClockSource> {
     None
 }
 
+/// The counter of the clocksource [`clocksource::source_key`] names, if it
+/// is one whose read is safe from any CPU without a lock (a register read:
+/// HPET, ACPI PM timer), for [`kernel::now`]'s lock-free path.
+pub fn read_lock_free(key: u64) -> Option<clocksource::Cycles> {
+    [hpet_clocksource(), acpi_pm_clocksource()]
+        .into_iter()
+        .flatten()
+        .find(|cs| clocksource::source_key(*cs) == key)
+        .map(|cs| cs.read())
+}
+
 /// Every clocksource brought up, with its calibration error bound in ppm
 /// (0: the rate is exact by construction or stated by CPUID).
 pub fn all_clocksources(inv: &Inventory) -> [Option<(&'static dyn ClockSource, u32)>; 4] {
