@@ -74,6 +74,8 @@ mod timekeeping;
 pub mod watchdog;
 
 #[cfg(test)]
+mod stress;
+#[cfg(test)]
 mod testing;
 #[cfg(test)]
 mod tests;

@@ -1,0 +1,233 @@
+//! Real threads as CPUs over one tick system: each thread queues timers
+//! for random CPUs (`add_timer_from`, its kicks raised as flags the target
+//! thread takes), cancels some, idles and wakes, and takes its own device's
+//! interrupts when their time comes, all in whatever order the OS schedules
+//! them. The system is shared the way the guest shares it (one lock); what
+//! this checks is the cross-CPU protocol, not a memory model: no timer lost
+//! or run twice, each on its CPU and never early, however the calls from
+//! four CPUs interleave; and after every step, that no CPU without a kick
+//! raised for it is programmed past its earliest timer (the kick rule: a
+//! kick deduplicated while one is outstanding must still get its timer run
+//! in time).
+
+use std::boxed::Box;
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::vec;
+use std::vec::Vec;
+
+use clockevents::{CpuId, DeviceId, Features};
+use clocksource::{Ktime, Nanos};
+use sim::rng::XorShift64;
+
+use crate::testing::{FakeClock, FakeTimer};
+use crate::{IdleDepth, Kick, Rearm, TickConfig, TickSystem, TimerId, TimerSlot};
+
+const CPUS: usize = 4;
+const OPS: usize = 3000;
+type Sys = TickSystem<'static, Vec<TimerSlot>, CPUS>;
+
+fn leak<T>(t: T) -> &'static T {
+    Box::leak(Box::new(t))
+}
+
+/// What the CPUs share besides the tick system.
+struct World {
+    sys: Mutex<Sys>,
+    clock: &'static FakeClock,
+    devs: [DeviceId; CPUS],
+    kicks: [AtomicBool; CPUS],
+    /// Every timer queued: data → (target CPU, expiry).
+    queued: Mutex<BTreeMap<u64, (usize, Ktime)>>,
+    cancelled: Mutex<Vec<u64>>,
+    /// Every run: (CPU, data, expiry, found at).
+    fired: Mutex<Vec<(usize, u64, Ktime, Ktime)>>,
+}
+
+impl World {
+    /// CPU `cpu` handles a kick if one was raised, and its device's
+    /// interrupt if its event is due; in idle, its idle loop goes on.
+    fn service(&self, sys: &mut Sys, cpu: usize, idle: bool) {
+        let c = CpuId::new(cpu as u32);
+        let mut run = |c: CpuId, t: crate::Timer, now: Ktime| {
+            self.fired
+                .lock()
+                .unwrap()
+                .push((c.index(), t.data, t.expires, now));
+            Rearm::No
+        };
+        let mut woke = false;
+        if self.kicks[cpu].swap(false, Ordering::AcqRel) {
+            sys.kicked(c, &mut run);
+            woke = true;
+        }
+        if sys.programmed_event(c) <= sys.now() {
+            let _ = sys.interrupt(self.devs[cpu], c, &mut run);
+            woke = true;
+        }
+        if idle && woke {
+            sys.idle_wake(c);
+            sys.idle_sleep(c, IdleDepth::Shallow).unwrap();
+        }
+    }
+}
+
+impl World {
+    /// The kick rule, after every step: a CPU with no kick raised for it is
+    /// programmed no later than its earliest timer (or, that one already
+    /// due, than now), give or take the device's 1 µs min delta. A timer
+    /// queued from elsewhere without a kick — one wrongly deduplicated —
+    /// would leave its CPU sleeping past it.
+    fn check_no_cpu_sleeps_past_a_timer(&self, sys: &Sys) {
+        let now = sys.now();
+        for cpu in 0..CPUS {
+            if self.kicks[cpu].load(Ordering::Acquire) {
+                continue;
+            }
+            let Some(first) = sys.cpus[cpu].timers.next_expiry() else {
+                continue;
+            };
+            let by = first.max(now).saturating_add(Nanos::from_micros(2));
+            let programmed = sys.programmed_event(CpuId::new(cpu as u32));
+            assert!(
+                programmed <= by,
+                "cpu{cpu}: programmed for {programmed:?}, a timer at {first:?} (now {now:?}), no kick raised"
+            );
+        }
+    }
+}
+
+fn world() -> Arc<World> {
+    let clock = leak(FakeClock::new("fake", 300));
+    const NAMES: [&str; CPUS] = ["t0", "t1", "t2", "t3"];
+    let storage: [Vec<TimerSlot>; CPUS] =
+        core::array::from_fn(|_| vec![TimerSlot::EMPTY; OPS + 16]);
+    let mut sys = Sys::new(TickConfig::DEFAULT, clock, storage).unwrap();
+    let devs = core::array::from_fn(|i| {
+        let d = leak(FakeTimer::new(
+            NAMES[i],
+            Features::ONESHOT | Features::PERIODIC,
+            CpuId::new(i as u32),
+        ));
+        sys.register_device(d).unwrap()
+    });
+    Arc::new(World {
+        sys: Mutex::new(sys),
+        clock,
+        devs,
+        kicks: core::array::from_fn(|_| AtomicBool::new(false)),
+        queued: Mutex::new(BTreeMap::new()),
+        cancelled: Mutex::new(Vec::new()),
+        fired: Mutex::new(Vec::new()),
+    })
+}
+
+/// One CPU's life: `OPS` random steps.
+fn cpu_thread(w: &World, cpu: usize) {
+    let me = CpuId::new(cpu as u32);
+    let mut rng = XorShift64::new(0x5EED ^ (cpu as u64) << 17);
+    let mut mine: Vec<(usize, TimerId, u64)> = Vec::new();
+    let mut idle = false;
+    for n in 0..OPS {
+        let r = rng.next_u64();
+        w.clock.advance(Nanos::from_nanos(r % 20_000));
+        let mut sys = w.sys.lock().unwrap();
+        match r >> 32 & 0xff {
+            0..=99 => {
+                let to = (r >> 40) as usize % CPUS;
+                let expires = sys
+                    .now()
+                    .saturating_add(Nanos::from_nanos(r >> 44 & 0xF_FFFF));
+                let data = (cpu as u64) << 32 | n as u64;
+                let (id, kick) = sys
+                    .add_timer_from(me, CpuId::new(to as u32), expires, data)
+                    .unwrap();
+                w.queued.lock().unwrap().insert(data, (to, expires));
+                if let Kick::Ipi(t) = kick {
+                    w.kicks[t.index()].store(true, Ordering::Release);
+                }
+                mine.push((to, id, data));
+            }
+            100..=119 if !mine.is_empty() => {
+                let (to, id, data) = mine.swap_remove((r >> 40) as usize % mine.len());
+                if sys
+                    .cancel_timer_from(me, CpuId::new(to as u32), id)
+                    .is_some()
+                {
+                    w.cancelled.lock().unwrap().push(data);
+                }
+            }
+            120..=129 => {
+                if idle {
+                    sys.idle_exit(me);
+                } else {
+                    sys.idle_enter(me).unwrap();
+                    sys.idle_sleep(me, IdleDepth::Shallow).unwrap();
+                }
+                idle = !idle;
+            }
+            _ => w.service(&mut sys, cpu, idle),
+        }
+        w.check_no_cpu_sleeps_past_a_timer(&sys);
+    }
+    if idle {
+        w.sys.lock().unwrap().idle_exit(me);
+    }
+}
+
+#[test]
+fn four_threads_queueing_for_each_other_lose_no_timer_and_run_none_early() {
+    let w = world();
+    let threads: Vec<_> = (0..CPUS)
+        .map(|cpu| {
+            let w = w.clone();
+            std::thread::spawn(move || cpu_thread(&w, cpu))
+        })
+        .collect();
+    for t in threads {
+        t.join().expect("a CPU thread panicked");
+    }
+    // Drain: time runs on past the last expiry, every CPU serving its
+    // kicks and interrupts (busy, as each thread left it).
+    let last = w
+        .queued
+        .lock()
+        .unwrap()
+        .values()
+        .map(|v| v.1)
+        .max()
+        .unwrap_or(Ktime::ZERO);
+    while w.sys.lock().unwrap().now() <= last.saturating_add(Nanos::from_millis(10)) {
+        w.clock.advance(Nanos::from_micros(50));
+        let mut sys = w.sys.lock().unwrap();
+        for cpu in 0..CPUS {
+            w.service(&mut sys, cpu, false);
+        }
+    }
+    let queued = w.queued.lock().unwrap();
+    let cancelled = w.cancelled.lock().unwrap();
+    let fired = w.fired.lock().unwrap();
+    let mut runs: BTreeMap<u64, usize> = BTreeMap::new();
+    for &(cpu, data, expires, at) in fired.iter() {
+        let &(to, exp) = queued.get(&data).expect("a timer nobody queued ran");
+        assert_eq!(
+            cpu, to,
+            "timer {data:#x} ran on cpu{cpu}, queued for cpu{to}"
+        );
+        assert_eq!(expires, exp);
+        assert!(at >= expires, "timer {data:#x} early: {at:?} < {expires:?}");
+        *runs.entry(data).or_default() += 1;
+    }
+    for (&data, _) in queued.iter() {
+        let n = runs.get(&data).copied().unwrap_or(0);
+        let want = usize::from(!cancelled.contains(&data));
+        assert_eq!(n, want, "timer {data:#x} ran {n} times, want {want}");
+    }
+    assert!(
+        queued.len() > CPUS * OPS / 3,
+        "the mix queued {}",
+        queued.len()
+    );
+    assert!(!cancelled.is_empty());
+}
