@@ -12,7 +12,7 @@
 
 use std::boxed::Box;
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::vec;
 use std::vec::Vec;
@@ -37,7 +37,16 @@ struct World {
     sys: Mutex<Sys>,
     clock: &'static FakeClock,
     devs: [DeviceId; CPUS],
+    /// The broadcast device (the deep-idle variant), whose interrupt CPU 0
+    /// takes.
+    bc: Option<DeviceId>,
+    /// How deep the CPUs idle.
+    depth: IdleDepth,
     kicks: [AtomicBool; CPUS],
+    /// Tick IPIs raised for each CPU (broadcast).
+    tick_ipis: [AtomicBool; CPUS],
+    /// Broadcast interrupts that found CPUs due.
+    bc_events: AtomicU64,
     /// Every timer queued: data → (target CPU, expiry).
     queued: Mutex<BTreeMap<u64, (usize, Ktime)>>,
     cancelled: Mutex<Vec<u64>>,
@@ -62,18 +71,56 @@ impl World {
             sys.kicked(c, &mut run);
             woke = true;
         }
-        if sys.programmed_event(c) <= sys.now() {
+        if self.tick_ipis[cpu].swap(false, Ordering::AcqRel) {
+            sys.ipi(c, &mut run);
+            woke = true;
+        }
+        // The local device interrupts only while armed (it is off while
+        // the broadcast device stands in).
+        let local = sys.cpus[cpu]
+            .dev
+            .as_ref()
+            .map_or(Ktime::MAX, |(_, e)| e.next_event());
+        if local <= sys.now() {
             let _ = sys.interrupt(self.devs[cpu], c, &mut run);
             woke = true;
         }
+        if let Some(bc) = self.bc.filter(|_| cpu == 0) {
+            let due = sys
+                .bc
+                .dev
+                .as_ref()
+                .map_or(Ktime::MAX, |(_, e)| e.next_event());
+            if due <= sys.now() {
+                let due_cpus = sys.interrupt(bc, c, &mut run);
+                if !due_cpus.is_empty() {
+                    self.bc_events.fetch_add(1, Ordering::Relaxed);
+                }
+                for t in due_cpus.iter() {
+                    if t == c {
+                        sys.ipi(c, &mut run);
+                    } else {
+                        self.tick_ipis[t.index()].store(true, Ordering::Release);
+                    }
+                }
+                woke = true;
+            }
+        }
         if idle && woke {
             sys.idle_wake(c);
-            sys.idle_sleep(c, IdleDepth::Shallow).unwrap();
+            self.sleep(sys, c);
         }
     }
 }
 
 impl World {
+    /// `cpu` halts at the world's depth (shallow where deep is refused).
+    fn sleep(&self, sys: &mut Sys, cpu: CpuId) {
+        if sys.idle_sleep(cpu, self.depth).is_err() {
+            sys.idle_sleep(cpu, IdleDepth::Shallow).unwrap();
+        }
+    }
+
     /// The kick rule, after every step: a CPU with no kick raised for it is
     /// programmed no later than its earliest timer (or, that one already
     /// due, than now), give or take the device's 1 µs min delta. A timer
@@ -81,15 +128,31 @@ impl World {
     /// would leave its CPU sleeping past it.
     fn check_no_cpu_sleeps_past_a_timer(&self, sys: &Sys) {
         let now = sys.now();
+        let bc_due = sys
+            .bc
+            .dev
+            .as_ref()
+            .map_or(Ktime::MAX, |(_, e)| e.next_event());
         for cpu in 0..CPUS {
-            if self.kicks[cpu].load(Ordering::Acquire) {
+            let c = CpuId::new(cpu as u32);
+            if self.kicks[cpu].load(Ordering::Acquire)
+                || self.tick_ipis[cpu].load(Ordering::Acquire)
+                || sys.bc.owes_ipi(c)
+            {
                 continue;
             }
             let Some(first) = sys.cpus[cpu].timers.next_expiry() else {
                 continue;
             };
             let by = first.max(now).saturating_add(Nanos::from_micros(2));
-            let programmed = sys.programmed_event(CpuId::new(cpu as u32));
+            let programmed = sys.programmed_event(c);
+            // In broadcast: the broadcast device itself is armed in time.
+            if sys.cpus[cpu].in_broadcast {
+                assert!(
+                    bc_due <= programmed.max(now).saturating_add(Nanos::from_micros(2)),
+                    "cpu{cpu} waits in broadcast for {programmed:?}, the device is armed for {bc_due:?}"
+                );
+            }
             assert!(
                 programmed <= by,
                 "cpu{cpu}: programmed for {programmed:?}, a timer at {first:?} (now {now:?}), no kick raised"
@@ -98,25 +161,46 @@ impl World {
     }
 }
 
-fn world() -> Arc<World> {
+/// Four CPUs with one-shot local devices; `deep`: local devices that stop
+/// in deep idle (`C3STOP`), a global broadcast device, and deep idle.
+fn world(deep: bool) -> Arc<World> {
     let clock = leak(FakeClock::new("fake", 300));
     const NAMES: [&str; CPUS] = ["t0", "t1", "t2", "t3"];
+    let local = if deep {
+        Features::ONESHOT | Features::PERIODIC | Features::C3STOP
+    } else {
+        Features::ONESHOT | Features::PERIODIC
+    };
     let storage: [Vec<TimerSlot>; CPUS] =
         core::array::from_fn(|_| vec![TimerSlot::EMPTY; OPS + 16]);
     let mut sys = Sys::new(TickConfig::DEFAULT, clock, storage).unwrap();
     let devs = core::array::from_fn(|i| {
-        let d = leak(FakeTimer::new(
-            NAMES[i],
-            Features::ONESHOT | Features::PERIODIC,
-            CpuId::new(i as u32),
-        ));
+        let d = leak(FakeTimer::new(NAMES[i], local, CpuId::new(i as u32)));
         sys.register_device(d).unwrap()
+    });
+    let bc = deep.then(|| {
+        let d = leak(FakeTimer::global(
+            "bc",
+            Features::ONESHOT | Features::PERIODIC,
+            50,
+        ));
+        let id = sys.register_device(d).unwrap();
+        assert_eq!(sys.broadcast_device(), Some("bc"));
+        id
     });
     Arc::new(World {
         sys: Mutex::new(sys),
         clock,
         devs,
+        bc,
+        depth: if deep {
+            IdleDepth::Deep
+        } else {
+            IdleDepth::Shallow
+        },
         kicks: core::array::from_fn(|_| AtomicBool::new(false)),
+        tick_ipis: core::array::from_fn(|_| AtomicBool::new(false)),
+        bc_events: AtomicU64::new(0),
         queued: Mutex::new(BTreeMap::new()),
         cancelled: Mutex::new(Vec::new()),
         fired: Mutex::new(Vec::new()),
@@ -163,7 +247,7 @@ fn cpu_thread(w: &World, cpu: usize) {
                     sys.idle_exit(me);
                 } else {
                     sys.idle_enter(me).unwrap();
-                    sys.idle_sleep(me, IdleDepth::Shallow).unwrap();
+                    w.sleep(&mut sys, me);
                 }
                 idle = !idle;
             }
@@ -176,9 +260,8 @@ fn cpu_thread(w: &World, cpu: usize) {
     }
 }
 
-#[test]
-fn four_threads_queueing_for_each_other_lose_no_timer_and_run_none_early() {
-    let w = world();
+fn run(deep: bool) {
+    let w = world(deep);
     let threads: Vec<_> = (0..CPUS)
         .map(|cpu| {
             let w = w.clone();
@@ -230,4 +313,21 @@ fn four_threads_queueing_for_each_other_lose_no_timer_and_run_none_early() {
         queued.len()
     );
     assert!(!cancelled.is_empty());
+    if deep {
+        let n = w.bc_events.load(Ordering::Relaxed);
+        assert!(n > 10, "the broadcast device woke CPUs {n} times");
+    }
+}
+
+#[test]
+fn four_threads_queueing_for_each_other_lose_no_timer_and_run_none_early() {
+    run(false);
+}
+
+/// The same with every local device stopping in deep idle: CPUs enter and
+/// leave broadcast while CPU 0 takes the broadcast device's interrupts and
+/// raises the tick IPIs (Linux's broadcast enter/exit against the handler).
+#[test]
+fn four_threads_in_deep_idle_through_broadcast_lose_no_timer() {
+    run(true);
 }
