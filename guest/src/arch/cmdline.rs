@@ -7,7 +7,7 @@
 //! | option | values | meaning |
 //! |---|---|---|
 //! | `clocksource=` | a name | prefer this clocksource (the registry decides if it exists) |
-//! | `clockevent=` | a name | prefer this clock-event device |
+//! | `clockevent=` | a name | prefer this clock-event device (on the CPUs it covers: `lapic` is CPU 0's `lapic0`, the APs keep their own) |
 //! | `nohz=` | `on`, `off` | tickless idle |
 //! | `highres=` | `on`, `off` | high-resolution timers |
 //! | `hpet=` | `disable` | do not use the HPET at all |
