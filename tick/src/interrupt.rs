@@ -209,14 +209,8 @@ where
         } else {
             Ktime::MAX
         };
-        let (next, capped) = c.next_event(grid, now, max_deferment, watchdog);
-        c.deferment_wakeup = if capped { next } else { Ktime::MAX };
-        // For the watchdog only if nothing else would have woken it as soon.
-        let for_watchdog = !capped
-            && watchdog != Ktime::MAX
-            && next == watchdog
-            && c.next_event(grid, now, max_deferment, Ktime::MAX).0 > watchdog;
-        c.watchdog_wakeup = if for_watchdog { next } else { Ktime::MAX };
+        let (next, why) = c.next_event(grid, now, max_deferment, watchdog);
+        c.wakeup = (next, why);
         if c.in_broadcast {
             self.bc.set_event(cpu, next, now);
         } else {

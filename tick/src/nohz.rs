@@ -157,8 +157,7 @@ where
             let c = &mut self.cpus[cpu.index()];
             c.tick_stopped = false;
             c.do_timer_last = false;
-            c.deferment_wakeup = Ktime::MAX;
-            c.watchdog_wakeup = Ktime::MAX;
+            c.wakeup = (Ktime::MAX, crate::percpu::WakeFor::Own);
             c.next_tick = next_tick;
             self.reprogram(cpu, now);
         } else if self.cpus[cpu.index()].rearm_pending {

@@ -125,6 +125,17 @@ struct IdleAccount {
     jiffies: u64,
 }
 
+/// What a CPU's next event is for ([`TickCpu::next_event`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum WakeFor {
+    /// Its tick or a timer (or nothing at all).
+    Own,
+    /// The max-deferment cap of the last timekeeping-duty holder.
+    MaxDeferment,
+    /// The clocksource watchdog's deadline, earlier than anything of its own.
+    Watchdog,
+}
+
 /// One CPU's tick state.
 pub(crate) struct TickCpu<'a, S> {
     pub(crate) dev: Option<(DeviceId, EventDevice<'a>)>,
@@ -141,12 +152,9 @@ pub(crate) struct TickCpu<'a, S> {
     /// This CPU gave up the timekeeping duty when it stopped its tick and
     /// nobody took it since (Linux `do_timer_last`).
     pub(crate) do_timer_last: bool,
-    /// The wake-up programmed while idle for the max-deferment cap
-    /// (`Ktime::MAX` if the wake-up is for something else).
-    pub(crate) deferment_wakeup: Ktime,
-    /// The wake-up programmed while idle for the watchdog's deadline
-    /// (`Ktime::MAX` if the wake-up is for something else).
-    pub(crate) watchdog_wakeup: Ktime,
+    /// The wake-up programmed last, and what it is for (counted in
+    /// [`CpuStats`] when it comes while the tick is stopped).
+    pub(crate) wakeup: (Ktime, WakeFor),
     /// An interrupt in idle left the re-arm to the idle loop (`idle_sleep`
     /// or `idle_exit` programs the next event); cleared by any reprogram.
     pub(crate) rearm_pending: bool,
@@ -182,8 +190,7 @@ where
             idle_account: IdleAccount::default(),
             in_broadcast: false,
             do_timer_last: false,
-            deferment_wakeup: Ktime::MAX,
-            watchdog_wakeup: Ktime::MAX,
+            wakeup: (Ktime::MAX, WakeFor::Own),
             rearm_pending: false,
             kick_pending: false,
             target: Ktime::MAX,
@@ -271,14 +278,14 @@ where
     /// if this CPU runs it, else `Ktime::MAX`), and — if it stopped its
     /// tick as the last holder of the timekeeping duty — no later than
     /// `max_deferment` from `now` (Linux `timekeeping_max_deferment`).
-    /// Returns the event and whether that cap set it.
+    /// Returns the event and what it is for.
     pub(crate) fn next_event(
         &self,
         grid: TickGrid,
         now: Ktime,
         max_deferment: Nanos,
         watchdog: Ktime,
-    ) -> (Ktime, bool) {
+    ) -> (Ktime, WakeFor) {
         let mut next = if self.tick_stopped {
             Ktime::MAX
         } else {
@@ -290,14 +297,19 @@ where
         } else if self.tick_stopped {
             next = next.min(grid.ceil(timer));
         }
-        next = next.min(watchdog);
+        // The watchdog's only if nothing of this CPU's own comes as soon.
+        let (next, why) = if watchdog < next {
+            (watchdog, WakeFor::Watchdog)
+        } else {
+            (next, WakeFor::Own)
+        };
         if self.tick_stopped && self.do_timer_last {
             let cap = now.saturating_add(max_deferment);
             if cap < next {
-                return (cap, true);
+                return (cap, WakeFor::MaxDeferment);
             }
         }
-        (next, false)
+        (next, why)
     }
 
     /// Programs the local device for `next` (a timer advance's lead
@@ -457,16 +469,16 @@ where
     /// Counts a wake-up the max-deferment cap or the watchdog's deadline
     /// forced (the clocksource reads up to one of its cycles, `resolution`,
     /// behind the device: a PIT-derived clock quantises to 838 ns), and
-    /// clears both.
+    /// forgets the wake-up.
     pub(crate) fn note_wakeup(&mut self, now: Ktime, resolution: Nanos) {
-        let at = now.saturating_add(resolution);
-        if self.tick_stopped && at >= self.deferment_wakeup {
-            self.stats.max_deferment_wakeups += 1;
-        } else if self.tick_stopped && at >= self.watchdog_wakeup {
-            self.stats.watchdog_wakeups += 1;
+        let (due, why) = core::mem::replace(&mut self.wakeup, (Ktime::MAX, WakeFor::Own));
+        if self.tick_stopped && now.saturating_add(resolution) >= due {
+            match why {
+                WakeFor::MaxDeferment => self.stats.max_deferment_wakeups += 1,
+                WakeFor::Watchdog => self.stats.watchdog_wakeups += 1,
+                WakeFor::Own => {}
+            }
         }
-        self.deferment_wakeup = Ktime::MAX;
-        self.watchdog_wakeup = Ktime::MAX;
     }
 
     /// Runs the expired timers, bounded by the queue length at entry (hang
@@ -521,13 +533,22 @@ mod tests {
     #[test]
     fn with_the_tick_running_the_next_event_is_the_tick_or_an_earlier_hres_timer() {
         let mut c = cpu(HRES);
-        assert_eq!(c.next_event(GRID, ms(1), MS4, Ktime::MAX), (ms(4), false));
+        assert_eq!(
+            c.next_event(GRID, ms(1), MS4, Ktime::MAX),
+            (ms(4), WakeFor::Own)
+        );
         c.timers.add(ms(2), 0).unwrap();
-        assert_eq!(c.next_event(GRID, ms(1), MS4, Ktime::MAX), (ms(2), false));
+        assert_eq!(
+            c.next_event(GRID, ms(1), MS4, Ktime::MAX),
+            (ms(2), WakeFor::Own)
+        );
         let mut low = cpu(TickMode::NoHzLowRes);
         low.timers.add(ms(2), 0).unwrap();
         // Low resolution: the running tick runs it.
-        assert_eq!(low.next_event(GRID, ms(1), MS4, Ktime::MAX), (ms(4), false));
+        assert_eq!(
+            low.next_event(GRID, ms(1), MS4, Ktime::MAX),
+            (ms(4), WakeFor::Own)
+        );
     }
 
     #[test]
@@ -537,7 +558,7 @@ mod tests {
         c.timers.add(ms(9), 0).unwrap();
         assert_eq!(
             c.next_event(GRID, ms(1), Nanos::from_secs(1), Ktime::MAX),
-            (ms(12), false)
+            (ms(12), WakeFor::Own)
         );
         assert_eq!(c.timer_event(ms(9), GRID), ms(12));
         assert_eq!(c.next_timer(GRID), ms(12));
@@ -550,17 +571,17 @@ mod tests {
         c.timers.add(ms(900), 0).unwrap();
         assert_eq!(
             c.next_event(GRID, ms(100), Nanos::from_millis(50), Ktime::MAX),
-            (ms(900), false)
+            (ms(900), WakeFor::Own)
         );
         c.do_timer_last = true;
         assert_eq!(
             c.next_event(GRID, ms(100), Nanos::from_millis(50), Ktime::MAX),
-            (ms(150), true)
+            (ms(150), WakeFor::MaxDeferment)
         );
         // A watchdog deadline earlier than both wins, uncapped.
         assert_eq!(
             c.next_event(GRID, ms(100), Nanos::from_millis(50), ms(120)),
-            (ms(120), false)
+            (ms(120), WakeFor::Watchdog)
         );
     }
 
