@@ -76,33 +76,13 @@ fn published() -> &'static PublishedClock {
 }
 
 /// One CPU's work: `TIMERS` adds stamped with a clock read, then the
-/// expiry path.
-fn cpu_run(q: &mut TimerQueue<Vec<TimerSlot>>, exp: &[u64], clock: &PublishedClock) -> u64 {
-    let mut sum = 0u64;
-    for (i, &e) in exp.iter().enumerate() {
-        let now = clock
-            .monotonic_inline(InlineRead::Tsc, rdtsc)
-            .unwrap_or(Ktime::ZERO);
-        sum = sum.wrapping_add(now.as_nanos() & 1);
-        q.add(Ktime::from_nanos(e), i as u64)
-            .expect("capacity is TIMERS");
-    }
-    for now in (1..=HORIZON_NS / STEP_NS).map(|i| i * STEP_NS) {
-        while let Some(t) = q.pop_expired(Ktime::from_nanos(now)) {
-            sum = sum.wrapping_add(t.data);
-        }
-    }
-    q.clear();
-    sum
-}
-
-/// [`cpu_run`] with every queue operation under `lock` (the queue is the
-/// thread's own; the lock is everyone's).
-fn cpu_run_locked(
-    lock: &Mutex<()>,
+/// expiry path; every queue operation under the guard `hold` returns (`()`
+/// for the per-CPU queues, the shared lock's for the baseline).
+fn cpu_run<G>(
     q: &mut TimerQueue<Vec<TimerSlot>>,
     exp: &[u64],
     clock: &PublishedClock,
+    hold: impl Fn() -> G,
 ) -> u64 {
     let mut sum = 0u64;
     for (i, &e) in exp.iter().enumerate() {
@@ -110,20 +90,16 @@ fn cpu_run_locked(
             .monotonic_inline(InlineRead::Tsc, rdtsc)
             .unwrap_or(Ktime::ZERO);
         sum = sum.wrapping_add(now.as_nanos() & 1);
-        let _g = lock.lock().expect("not poisoned");
+        let _g = hold();
         q.add(Ktime::from_nanos(e), i as u64)
             .expect("capacity is TIMERS");
     }
     for now in (1..=HORIZON_NS / STEP_NS).map(|i| i * STEP_NS) {
-        loop {
-            let t = {
-                let _g = lock.lock().expect("not poisoned");
-                q.pop_expired(Ktime::from_nanos(now))
-            };
-            match t {
-                Some(t) => sum = sum.wrapping_add(t.data),
-                None => break,
-            }
+        while let Some(t) = {
+            let _g = hold();
+            q.pop_expired(Ktime::from_nanos(now))
+        } {
+            sum = sum.wrapping_add(t.data);
         }
     }
     q.clear();
@@ -177,9 +153,11 @@ fn scaling(c: &mut Criterion) {
             g.bench_with_input(BenchmarkId::from_parameter(threads), &threads, |b, &n| {
                 b.iter_custom(|iters| {
                     if shared {
-                        on_threads(n, iters, |q, exp| cpu_run_locked(&lock, q, exp, clock))
+                        on_threads(n, iters, |q, exp| {
+                            cpu_run(q, exp, clock, || lock.lock().expect("not poisoned"))
+                        })
                     } else {
-                        on_threads(n, iters, |q, exp| cpu_run(q, exp, clock))
+                        on_threads(n, iters, |q, exp| cpu_run(q, exp, clock, || ()))
                     }
                 });
             });
