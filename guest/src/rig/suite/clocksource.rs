@@ -50,7 +50,9 @@ pub const WINDOW: Nanos = Nanos::from_millis(100);
 pub const BRACKET_TRIES: u32 = 5;
 
 /// A clock read often enough that its wraps are all seen.
-struct Counted {
+/// A clocksource's counter read as a running total of cycles, its wraps
+/// counted by reading it at least once per wrap period.
+pub(super) struct Counted {
     cs: &'static dyn ClockSource,
     last: Cycles,
     total: u128,
@@ -58,7 +60,8 @@ struct Counted {
 }
 
 impl Counted {
-    fn new(cs: &'static dyn ClockSource, error_ppm: u32) -> Self {
+    /// Starts the total at zero from the counter's present value.
+    pub(super) fn new(cs: &'static dyn ClockSource, error_ppm: u32) -> Self {
         Counted {
             cs,
             last: cs.read(),
@@ -66,13 +69,15 @@ impl Counted {
             error_ppm,
         }
     }
-    fn read(&mut self) -> u128 {
+    /// Reads the counter; returns the cycles since [`Counted::new`].
+    pub(super) fn read(&mut self) -> u128 {
         let now = self.cs.read();
         self.total += now.wrapping_delta(self.last, self.cs.mask()).get() as u128;
         self.last = now;
         self.total
     }
-    fn ns(&self, cycles: u128) -> u128 {
+    /// `cycles` of this counter in nanoseconds.
+    pub(super) fn ns(&self, cycles: u128) -> u128 {
         cycles * 1_000_000_000 / self.cs.frequency().get().max(1) as u128
     }
 }

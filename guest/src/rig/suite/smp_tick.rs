@@ -19,9 +19,10 @@
 //! TSC's calibration error (what boot measured), plus 20 µs for the reads.
 
 use clockevents::CpuId;
-use clocksource::{ClockSource, Cycles, Ktime, Nanos};
+use clocksource::{ClockSource, Ktime, Nanos};
 use tick::{CpuStats, IdleDepth, TickMode};
 
+use super::clocksource::Counted;
 use super::{report, Ctx, Milli, TickState};
 use crate::arch::smp;
 use crate::embed::aps::{self, ApMode};
@@ -493,33 +494,6 @@ pub fn broadcast(_ctx: &Ctx<'_>) -> Verdict {
 /// How long each side of `smp-duty` idles.
 pub const DUTY_IDLE: Nanos = Nanos::from_secs(10);
 
-/// A clock read for the time check: the calibration reference's counter,
-/// wraps counted by polling it at least every `poll`.
-struct RefClock {
-    cs: &'static dyn ClockSource,
-    last: Cycles,
-    total: u128,
-}
-
-impl RefClock {
-    fn new(cs: &'static dyn ClockSource) -> Self {
-        RefClock {
-            cs,
-            last: cs.read(),
-            total: 0,
-        }
-    }
-    fn read(&mut self) -> u128 {
-        let now = self.cs.read();
-        self.total += now.wrapping_delta(self.last, self.cs.mask()).get() as u128;
-        self.last = now;
-        self.total
-    }
-    fn ns(&self) -> u128 {
-        self.total * 1_000_000_000 / self.cs.frequency().get().max(1) as u128
-    }
-}
-
 /// The calibration reference, as a clocksource (HPET, ACPI PM, PIT).
 fn reference(ctx: &Ctx<'_>) -> Option<&'static dyn ClockSource> {
     match ctx.inv.reference? {
@@ -544,7 +518,7 @@ fn duty_side(ctx: &Ctx<'_>, l: &mut Line, side: &str, sleeper: usize, runner: us
     else {
         return false;
     };
-    let mut rc = reference.map(RefClock::new);
+    let mut rc = reference.map(|cs| Counted::new(cs, 0));
     let end = t0.saturating_add(DUTY_IDLE);
     let mut duty_mid = None;
     if sleeper == 0 {
@@ -577,8 +551,8 @@ fn duty_side(ctx: &Ctx<'_>, l: &mut Line, side: &str, sleeper: usize, runner: us
         return false;
     };
     let ref_ns = rc.as_mut().map(|r| {
-        r.read();
-        r.ns()
+        let cycles = r.read();
+        r.ns(cycles)
     });
     if sleeper == 0 {
         aps::set_mode(runner, ApMode::Idle);
