@@ -94,11 +94,16 @@ pub fn ap_main(index: usize) -> ! {
         }
     });
     READY[index].store(true, Ordering::Release);
+    // Nothing takes a tick device away once a CPU has one, so the kernel
+    // lock is asked only until it has.
+    let mut has_device = false;
     loop {
-        let has_device = kernel::with(|k| k.has_tick_device()).unwrap_or(false);
         if !has_device {
-            cpu::idle();
-            continue;
+            has_device = kernel::with(|k| k.has_tick_device()).unwrap_or(false);
+            if !has_device {
+                cpu::idle();
+                continue;
+            }
         }
         match mode(index) {
             ApMode::Busy => kernel::halt_once(),
