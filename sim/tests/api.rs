@@ -53,7 +53,7 @@ fn programmed_event_of_a_cpu_that_does_not_exist_is_never() {
 
 #[test]
 fn add_timer_on_a_cpu_that_does_not_exist_says_so_and_a_full_queue_says_full() {
-    let mut m = one_cpu();
+    let m = one_cpu();
     let at = Ktime::from_millis(10);
     assert_eq!(m.tick.add_timer(CpuId::new(1), at, 1), Err(AddError::NoCpu));
     assert_eq!(
@@ -63,7 +63,7 @@ fn add_timer_on_a_cpu_that_does_not_exist_says_so_and_a_full_queue_says_full() {
 
     let clock = VirtualClock::new();
     let cs = counter(&clock);
-    let mut small: Machine<1> =
+    let small: Machine<1> =
         Machine::with_timer_capacity(clock, Trace::new(), TickConfig::DEFAULT, cs, 2);
     assert!(small.tick.add_timer(CpuId::new(0), at, 1).is_ok());
     assert!(small.tick.add_timer(CpuId::new(0), at, 2).is_ok());

@@ -37,6 +37,8 @@
 use clockevents::{CpuId, CpuMask, DeviceId, DeviceState, EventDevice, Expired, Features, Owner};
 use clocksource::{Ktime, Nanos};
 
+use crate::lock::{Lock, Locks};
+use crate::percpu::TickCpu;
 use crate::queue::TimerSlot;
 use crate::system::{IdleError, TickSystem};
 
@@ -174,58 +176,64 @@ impl<const CPUS: usize> Broadcast<'_, CPUS> {
     }
 }
 
-impl<'a, S, const CPUS: usize> TickSystem<'a, S, CPUS>
+impl<'a, S, const CPUS: usize, L: Locks> TickSystem<'a, S, CPUS, L>
 where
     S: AsRef<[TimerSlot]> + AsMut<[TimerSlot]>,
 {
     /// Offers the free devices to become (or replace) the broadcast device.
-    pub(crate) fn offer_broadcast(&mut self) {
-        if self.bc.in_use() {
+    pub(crate) fn offer_broadcast(&self) {
+        let mut bc = self.bc.lock();
+        if bc.in_use() {
             return; // never swap the device under waiting CPUs
         }
-        let need_oneshot = self.cpus.iter().any(|c| c.mode.is_oneshot());
-        let current = self.bc.dev.as_ref().map(|(i, _)| *i);
-        let Some(id) = self.devices.best_for_broadcast(current, need_oneshot) else {
+        let need_oneshot = self.words.any_oneshot();
+        let current = bc.dev.as_ref().map(|(i, _)| *i);
+        let mut d = self.devices.lock();
+        let Some(id) = d.pool.best_for_broadcast(current, need_oneshot) else {
             return;
         };
-        let (Some(dev), Some(info)) = (self.devices.get(id), self.devices.info(id).copied()) else {
+        let (Some(dev), Some(info)) = (d.pool.get(id), d.pool.info(id).copied()) else {
             return;
         };
-        let Ok(mut ev) = EventDevice::with_info(dev, info, self.time.grid.period()) else {
+        let Ok(mut ev) = EventDevice::with_info(dev, info, self.grid.period()) else {
             return;
         };
         if ev.attach().is_err() {
             return;
         }
-        if let Some((old, mut oldev)) = self.bc.dev.take() {
+        if let Some((old, mut oldev)) = bc.dev.take() {
             let _ = oldev.release();
-            self.devices.set_owner(old, Owner::Free);
+            d.pool.set_owner(old, Owner::Free);
         }
-        self.devices.set_owner(id, Owner::Broadcast);
+        d.pool.set_owner(id, Owner::Broadcast);
         log::info!("tick: broadcast device: {}", info.name);
-        self.bc.dev = Some((id, ev));
+        bc.dev = Some((id, ev));
     }
 
     /// The broadcast device's name, if any.
     pub fn broadcast_device(&self) -> Option<&'static str> {
-        self.bc.dev.as_ref().map(|(_, e)| e.name())
+        self.bc.lock().dev.as_ref().map(|(_, e)| e.name())
     }
 
-    /// Hands `cpu`'s tick to the broadcast device before deep idle.
-    pub(crate) fn broadcast_enter(&mut self, cpu: CpuId, now: Ktime) -> Result<(), IdleError> {
-        let period = self.time.grid.period();
-        let Some(c) = self.cpus.get_mut(cpu.index()) else {
-            return Err(IdleError::NoCpu);
-        };
+    /// Hands `cpu`'s tick (its state `c`, held) to the broadcast device
+    /// before deep idle.
+    pub(crate) fn broadcast_enter(
+        &self,
+        cpu: CpuId,
+        c: &mut TickCpu<'a, S>,
+        now: Ktime,
+    ) -> Result<(), IdleError> {
+        let period = self.grid.period();
         let oneshot = c.mode.is_oneshot();
-        let Some((_, bc)) = self.bc.dev.as_mut() else {
+        let mut bc = self.bc.lock();
+        let Some((_, dev)) = bc.dev.as_mut() else {
             return Err(IdleError::Busy);
         };
-        let f = bc.features();
+        let f = dev.features();
         let other_mode_busy = if oneshot {
-            !self.bc.periodic_mask.is_empty()
+            !bc.periodic_mask.is_empty()
         } else {
-            !self.bc.oneshot_mask.is_empty()
+            !bc.oneshot_mask.is_empty()
         };
         let capable = if oneshot {
             f.contains(Features::ONESHOT)
@@ -235,7 +243,7 @@ where
         // A forced CPU waits (shallow) for the IPI that handles its expired
         // event: going deep again would re-arm the broadcast device for an
         // event already handed to it (Linux returns -EBUSY).
-        if !capable || other_mode_busy || self.bc.force_mask.contains(cpu) {
+        if !capable || other_mode_busy || bc.force_mask.contains(cpu) {
             return Err(IdleError::Busy);
         }
         let local_next = c.device_event();
@@ -245,27 +253,26 @@ where
             }
         }
         c.in_broadcast = true;
+        c.bc_owed = true;
         if oneshot {
-            self.bc.oneshot_mask.insert(cpu);
-            self.bc.set_event(cpu, local_next, now);
+            bc.oneshot_mask.insert(cpu);
+            bc.set_event(cpu, local_next, now);
         } else {
-            let start = self.bc.periodic_mask.is_empty();
-            self.bc.periodic_mask.insert(cpu);
+            let start = bc.periodic_mask.is_empty();
+            bc.periodic_mask.insert(cpu);
             if start {
-                if let Some((_, bc)) = self.bc.dev.as_mut() {
-                    let _ = bc.set_state(DeviceState::Periodic, period);
+                if let Some((_, dev)) = bc.dev.as_mut() {
+                    let _ = dev.set_state(DeviceState::Periodic, period);
                 }
             }
         }
         Ok(())
     }
 
-    /// Takes `cpu`'s tick back from the broadcast device after deep idle.
-    pub(crate) fn broadcast_exit(&mut self, cpu: CpuId, now: Ktime) {
-        let period = self.time.grid.period();
-        let Some(c) = self.cpus.get_mut(cpu.index()) else {
-            return;
-        };
+    /// Takes `cpu`'s tick (its state `c`, held) back from the broadcast
+    /// device after deep idle.
+    pub(crate) fn broadcast_exit(&self, cpu: CpuId, c: &mut TickCpu<'a, S>, now: Ktime) {
+        let period = self.grid.period();
         if !c.in_broadcast {
             return;
         }
@@ -281,31 +288,32 @@ where
                 log::error!("tick: {cpu}: {} cannot resume: {e:?}", ev.name());
             }
         }
+        let mut bc = self.bc.lock();
         if mode.is_oneshot() {
-            self.bc.oneshot_mask.remove(cpu);
-            if self.bc.pending_mask.contains(cpu) {
+            bc.oneshot_mask.remove(cpu);
+            if bc.pending_mask.contains(cpu) {
                 // The handler found it due and its IPI is on the way: that
                 // IPI handles the event and programs the local device.
                 return;
             }
-            if self.bc.event_of(cpu) <= now {
+            if bc.event_of(cpu) <= now {
                 // Due, and the broadcast device (armed for it, or earlier)
                 // is about to fire: let its handler IPI this CPU rather
                 // than program the local device with an expired event.
-                self.bc.force_mask.insert(cpu);
-                self.bc.program(now);
+                bc.force_mask.insert(cpu);
+                bc.program(now);
                 return;
             }
-            if let Some(e) = self.bc.next_event.get_mut(cpu.index()) {
+            if let Some(e) = bc.next_event.get_mut(cpu.index()) {
                 *e = Ktime::MAX;
             }
-            self.reprogram(cpu, now);
-            self.bc.program(now);
+            self.reprogram(cpu, c, Some(&mut bc), now);
+            bc.program(now);
         } else {
-            self.bc.periodic_mask.remove(cpu);
-            if self.bc.periodic_mask.is_empty() {
-                if let Some((_, bc)) = self.bc.dev.as_mut() {
-                    let _ = bc.set_state(DeviceState::Shutdown, Nanos::ZERO);
+            bc.periodic_mask.remove(cpu);
+            if bc.periodic_mask.is_empty() {
+                if let Some((_, dev)) = bc.dev.as_mut() {
+                    let _ = dev.set_state(DeviceState::Shutdown, Nanos::ZERO);
                 }
             }
         }

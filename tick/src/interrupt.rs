@@ -17,18 +17,23 @@
 //!
 //! Nothing here allocates; loops are bounded (timer runs by the queue length
 //! at entry, reprogramming by the clockevents retry policy, the advance spin
-//! by time and by stalled reads). The embedder serialises calls (one lock,
-//! interrupts off, in a kernel); per-CPU state is reached by CPU index,
-//! checked once at the entry points.
+//! by time and by stalled reads). A CPU's interrupt holds its own state's
+//! lock; it takes the timekeeping's only to do the duty or the watchdog
+//! (or, in NO_HZ, to catch jiffies up on waking), and the broadcast's only
+//! in or just out of deep idle ([`crate::lock`]).
 
 use clockevents::{CpuId, CpuMask, DeviceId, Owner};
-use clocksource::{Cycles, Ktime, Nanos};
+use clocksource::Ktime;
 
+use crate::broadcast::Broadcast;
 use crate::config::TickMode;
+use crate::lock::{Lock, Locks};
+use crate::percpu::TickCpu;
 use crate::queue::TimerSlot;
 use crate::system::{TickSystem, TimerFn};
+use crate::timekeeping::Timekeeping;
 
-impl<'a, S, const CPUS: usize> TickSystem<'a, S, CPUS>
+impl<'a, S, const CPUS: usize, L: Locks> TickSystem<'a, S, CPUS, L>
 where
     S: AsRef<[TimerSlot]> + AsMut<[TimerSlot]>,
 {
@@ -47,22 +52,26 @@ where
     /// ([`ClockEventDevice::acknowledge`](clockevents::ClockEventDevice::acknowledge)),
     /// before anything reprograms it; the embedder sends the interrupt
     /// controller's EOI after this returns.
-    pub fn interrupt(&mut self, dev: DeviceId, cpu: CpuId, run: &mut TimerFn<'_>) -> CpuMask {
-        if let Some(d) = self.devices.get(dev) {
+    pub fn interrupt(&self, dev: DeviceId, cpu: CpuId, run: &mut TimerFn<'_>) -> CpuMask {
+        let (device, owner) = {
+            let d = self.devices.lock();
+            (d.pool.get(dev), d.pool.owner(dev))
+        };
+        if let Some(d) = device {
             d.acknowledge();
         }
-        match self.devices.owner(dev) {
+        match owner {
             Some(Owner::Cpu(c)) if c == cpu && cpu.index() < CPUS => {
                 self.cpu_event(cpu, run);
                 CpuMask::EMPTY
             }
             Some(Owner::Broadcast) => {
                 let now = self.now();
-                self.bc.event(now)
+                self.bc.lock().event(now)
             }
             Some(Owner::Cpu(owner)) if owner.index() < CPUS => {
                 log::debug!("tick: {dev:?} of {owner} interrupted {cpu}: forwarded");
-                if let Some(c) = self.cpu(cpu) {
+                if let Some(mut c) = self.cpu(cpu) {
                     c.stats.forwarded += 1;
                 }
                 CpuMask::single(owner)
@@ -78,45 +87,41 @@ where
 
     /// Handles a tick IPI sent on behalf of the broadcast device (or for
     /// an interrupt forwarded from another CPU).
-    pub fn ipi(&mut self, cpu: CpuId, run: &mut TimerFn<'_>) {
+    pub fn ipi(&self, cpu: CpuId, run: &mut TimerFn<'_>) {
         if cpu.index() < CPUS {
-            self.bc.ipi_taken(cpu);
+            self.bc.lock().ipi_taken(cpu);
             self.cpu_event(cpu, run);
         }
     }
 
     /// The per-CPU event handler (Linux `tick_handle_periodic`,
     /// `tick_nohz_lowres_handler`, `hrtimer_interrupt`). `cpu.index() < CPUS`.
-    fn cpu_event(&mut self, cpu: CpuId, run: &mut TimerFn<'_>) {
+    fn cpu_event(&self, cpu: CpuId, run: &mut TimerFn<'_>) {
+        let mut c = self.cpus[cpu.index()].lock();
         let now = self.now();
-        let resolution = self
-            .time
-            .tk
-            .cycles_to_ns(Cycles::new(1))
-            .saturating_add(Nanos::from_nanos(1));
-        let c = &mut self.cpus[cpu.index()];
         let seen = c.observe_interrupt(now);
-        let now = c.spin_to_target(&self.time.tk, now, seen.advanced);
-        c.note_wakeup(now, resolution);
+        let now = c.spin_to_target(|| self.now(), now, seen.advanced);
+        c.note_wakeup(now, self.words.resolution());
         let mode = c.mode;
-        if seen.clock_behind && self.watchdog.is_armed() {
-            log::warn!(
-                "tick: {cpu}: interrupt before the clocksource reached its expiry; checking clocks"
-            );
-            self.check_clocks();
+        if seen.clock_behind {
+            let mut t = self.time.lock();
+            if t.watchdog.is_armed() {
+                log::warn!(
+                    "tick: {cpu}: interrupt before the clocksource reached its expiry; checking clocks"
+                );
+                self.check_clocks(&mut t);
+            }
         }
         let now = self.now();
-        self.do_timer(cpu, now);
+        self.do_timer(cpu, &mut c, now);
         match mode {
             TickMode::NoDevice => {}
             TickMode::Periodic => {
-                let c = &mut self.cpus[cpu.index()];
                 c.stats.ticks += 1;
                 c.run_timers(cpu, now, run);
             }
             _ => {
-                let next_tick = self.time.grid.next(now);
-                let c = &mut self.cpus[cpu.index()];
+                let next_tick = self.grid.next(now);
                 if !c.tick_stopped && now >= c.next_tick {
                     c.stats.ticks += 1;
                     c.next_tick = next_tick;
@@ -131,13 +136,13 @@ where
                 if mode.is_highres() {
                     c.run_timers(cpu, now, run);
                 }
-                self.rearm_or_leave_to_idle(cpu);
+                self.rearm_or_leave_to_idle(cpu, &mut c);
             }
         }
     }
 
-    /// The re-arm that ends an interrupt or a kick on `cpu`
-    /// (`cpu.index() < CPUS`). An idle CPU leaves it — and, with its tick
+    /// The re-arm that ends an interrupt or a kick on `cpu` (its state `c`,
+    /// held). An idle CPU leaves it — and, with its tick
     /// still running, the decision to stop it (Linux `tick_nohz_irq_exit`)
     /// — to its idle loop, which makes both before it halts again
     /// ([`TickSystem::idle_sleep`]) or as it leaves idle
@@ -147,75 +152,102 @@ where
     /// programs anyway (a woken waiter adds its next timer first). The
     /// device is disarmed meanwhile (it fired, or was not re-armed for a
     /// kick); nothing is lost: the loop runs before any halt.
-    pub(crate) fn rearm_or_leave_to_idle(&mut self, cpu: CpuId) {
-        let c = &mut self.cpus[cpu.index()];
+    pub(crate) fn rearm_or_leave_to_idle(&self, cpu: CpuId, c: &mut TickCpu<'a, S>) {
         if c.idle && c.mode.is_nohz() && !c.in_broadcast {
             c.rearm_pending = true;
             c.stats.rearms_deferred += 1;
         } else {
             let now = self.now();
-            self.reprogram(cpu, now);
+            self.reprogram(cpu, c, None, now);
         }
     }
 
     /// Takes the timekeeping duty if nobody holds it; does it if held.
-    fn do_timer(&mut self, cpu: CpuId, now: Ktime) {
-        let c = &mut self.cpus[cpu.index()];
+    fn do_timer(&self, cpu: CpuId, c: &mut TickCpu<'a, S>, now: Ktime) {
         // Only a CPU whose tick runs takes the duty; a CPU woken from NO_HZ
         // idle for a timer keeps sleeping tickless.
-        if !c.tick_stopped && self.time.claim_duty(cpu) {
-            c.do_timer_last = false;
+        if !c.tick_stopped && self.words.claim_duty(cpu) {
+            self.set_last_holder(cpu, c, false);
         }
-        if self.time.holds_duty(cpu) || c.tick_stopped {
+        let holds = self.words.holds_duty(cpu);
+        let watchdog = cpu == self.watchdog_cpu();
+        if !(holds || c.tick_stopped || watchdog) {
+            return; // the common case off the duty CPU: no shared lock
+        }
+        let mut t = self.time.lock();
+        if holds || c.tick_stopped {
             // The holder updates; an idle CPU woken with its tick stopped
             // updates too, so it never acts on stale jiffies (Linux
             // `tick_nohz_update_jiffies`).
-            self.time.update_jiffies(now);
+            t.update_jiffies(now);
+            self.words.refresh(&t);
         }
-        if cpu == self.watchdog_cpu() && self.watchdog.is_due(now) {
-            self.check_clocks();
-            self.watchdog.schedule(&self.time.clocks, now);
+        if watchdog && t.watchdog.is_due(now) {
+            self.check_clocks(&mut t);
+            let t = &mut *t;
+            t.watchdog.schedule(&t.clocks, now);
         }
     }
 
+    /// Sets `cpu`'s `do_timer_last` and its bit in the shared word.
+    pub(crate) fn set_last_holder(&self, cpu: CpuId, c: &mut TickCpu<'a, S>, last: bool) {
+        c.do_timer_last = last;
+        self.words.set_last_holder(cpu, last);
+    }
+
     /// Programs `cpu`'s next event (local device, or broadcast if the local
-    /// one is off in deep idle). `cpu.index() < CPUS`.
-    pub(crate) fn reprogram(&mut self, cpu: CpuId, now: Ktime) {
-        let grid = self.time.grid;
-        let max_deferment = self.time.tk.max_deferment();
-        let watchdog_cpu = self.watchdog_cpu();
-        let c = &mut self.cpus[cpu.index()];
+    /// one is off in deep idle); `c` is its state, held, and `held` the
+    /// broadcast state if the caller holds it (else it is taken here when
+    /// the CPU is in, or just out of, deep idle).
+    pub(crate) fn reprogram(
+        &self,
+        cpu: CpuId,
+        c: &mut TickCpu<'a, S>,
+        held: Option<&mut Broadcast<'a, CPUS>>,
+        now: Ktime,
+    ) {
         if !c.mode.is_oneshot() {
             return;
         }
-        if !c.in_broadcast && self.bc.owes_ipi(cpu) {
-            // Out of deep idle with its event handed to a broadcast IPI
-            // still to come ([`crate::broadcast`]): that IPI programs the
-            // device, with the event handled.
-            return;
+        let mut taken = None;
+        let mut bc = held;
+        if bc.is_none() && (c.in_broadcast || c.bc_owed) {
+            taken = Some(self.bc.lock());
+            bc = taken.as_deref_mut();
+        }
+        if !c.in_broadcast && c.bc_owed {
+            if bc.as_ref().is_some_and(|b| b.owes_ipi(cpu)) {
+                // Out of deep idle with its event handed to a broadcast IPI
+                // still to come ([`crate::broadcast`]): that IPI programs the
+                // device, with the event handled.
+                return;
+            }
+            // Out of the broadcast mask, nothing owed: nothing can be owed
+            // again until the CPU next goes deep.
+            c.bc_owed = false;
         }
         c.rearm_pending = false;
         // This programming covers every timer queued so far: an
         // outstanding kick no longer stands for any of them.
         c.kick_pending = false;
-        if c.tick_stopped && c.do_timer_last && self.time.duty().is_some_and(|d| d != cpu) {
+        if c.tick_stopped && c.do_timer_last && self.words.duty().is_some_and(|d| d != cpu) {
             // Another CPU took the duty since this one stopped its tick: it
             // is no longer the last holder, so no longer bound by the max
             // deferment (Linux re-evaluates `do_timer_last` at every stop).
-            c.do_timer_last = false;
+            self.set_last_holder(cpu, c, false);
         }
-        let watchdog = if cpu == watchdog_cpu {
-            self.watchdog.deadline(c.tick_stopped)
+        let watchdog = if cpu == self.watchdog_cpu() {
+            self.time.lock().watchdog.deadline(c.tick_stopped)
         } else {
             Ktime::MAX
         };
-        let (next, why) = c.next_event(grid, now, max_deferment, watchdog);
+        let (next, why) = c.next_event(self.grid, now, self.words.max_deferment(), watchdog);
         c.wakeup = (next, why);
-        if c.in_broadcast {
-            self.bc.set_event(cpu, next, now);
-        } else {
-            c.program(cpu, next, now);
+        match bc {
+            Some(bc) if c.in_broadcast => bc.set_event(cpu, next, now),
+            _ => c.program(cpu, next, now),
         }
+        drop(taken);
     }
 
     /// The CPU that runs the clocksource watchdog: the one holding the
@@ -225,22 +257,18 @@ where
     /// for it (Linux's watchdog timer hops from CPU to CPU,
     /// `kernel/time/clocksource.c`, `clocksource_watchdog`).
     pub(crate) fn watchdog_cpu(&self) -> CpuId {
-        self.time
+        self.words
             .duty()
-            .or_else(|| {
-                self.cpus
-                    .iter()
-                    .position(|c| c.do_timer_last)
-                    .and_then(CpuId::from_index)
-            })
+            .or_else(|| self.words.first_last_holder())
             .unwrap_or(CpuId::BOOT)
     }
 
-    /// One watchdog check now; a source found unstable re-selects the
-    /// clocksource, losing its error ([`crate::watchdog`]).
-    pub(crate) fn check_clocks(&mut self) {
-        if let Some(report) = self.watchdog.check(&mut self.time.clocks) {
-            self.reselect_clocksource(Some(&report));
+    /// One watchdog check now, the timekeeping held; a source found
+    /// unstable re-selects the clocksource, losing its error
+    /// ([`crate::watchdog`]).
+    pub(crate) fn check_clocks(&self, t: &mut Timekeeping<'a>) {
+        if let Some(report) = t.watchdog.check(&mut t.clocks) {
+            self.reselect_clocksource(t, Some(&report));
         }
     }
 }

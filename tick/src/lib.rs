@@ -26,6 +26,7 @@
 //! - [`nohz`]: stopping and restarting the tick around idle.
 //! - [`broadcast`]: the broadcast device for CPUs in deep idle.
 //! - [`watchdog`]: when the clocksource watchdog runs, deferred in idle.
+//! - [`lock`]: the locks the parts sit behind, and their order.
 //! - [`remote`]: timers queued from one CPU for another, and the kick IPI
 //!   that has the target program its own device.
 //! - [`queue`]: the per-CPU timer queue (a hierarchical wheel used as an
@@ -39,17 +40,26 @@
 //!
 //! | part | holds | written by | read by | on SMP |
 //! |---|---|---|---|---|
-//! | timekeeping | timekeeper, clock sources, tick grid, jiffies, duty CPU | the duty holder's tick (and a CPU woken tickless, before it uses jiffies); registration | every CPU | a seqlock: one writer, lock-free readers |
-//! | per-CPU (`TickCpu`) | tick device, timer queue, mode, next tick, idle accounting, advance, stats | its own CPU only: its interrupt, idle loop, timer calls | its CPU; others by [`CpuInfo`] snapshot | per-CPU storage, or a lock of its own only its CPU takes in interrupts |
-//! | broadcast | the broadcast device, the waiting CPUs and their next events | a CPU entering or leaving deep idle; the broadcast interrupt | the same | its own lock (Linux `tick_broadcast_lock`) |
+//! | timekeeping | timekeeper, clock sources, tick grid, jiffies, duty CPU | the duty holder's tick (and a CPU woken tickless, before it uses jiffies); registration | every CPU | a lock `L`, taken by the duty holder to update; the duty, max deferment, resolution and jiffies mirrored in atomic words; the embedder's clock reads go lock-free through a `PublishedClock` |
+//! | per-CPU (`TickCpu`) | tick device, timer queue, mode, next tick, idle accounting, advance, stats | its own CPU only: its interrupt, idle loop, timer calls | its CPU; others by [`CpuInfo`] snapshot | a lock `L` of its own: its CPU's interrupt, idle loop and timer calls, and another CPU queueing or cancelling a timer for it (which never programs its device) |
+//! | broadcast | the broadcast device, the waiting CPUs and their next events | a CPU entering or leaving deep idle; the broadcast interrupt | the same | a lock `L` of its own (Linux `tick_broadcast_lock`) |
 //! | watchdog schedule | the clocksource watchdog's next and last check, idle deferral | the watchdog CPU's interrupt (the duty holder, else the last holder, else CPU 0); clocksource reselection | the watchdog CPU | the duty's, with timekeeping's lock to change the clocksource |
-//! | device pool | every registered event device and its owner | registration only | registration, the interrupt's owner check | read-mostly: registration takes the system lock |
+//! | device pool | every registered event device and its owner | registration only | registration, the interrupt's owner check | a lock `L`, held briefly (the interrupt copies the owner and device out) |
 //!
-//! Today the embedder serialises every call (one lock, interrupts off);
-//! the split means the lock can later be cut along these lines without
-//! moving state. No per-CPU method reaches another CPU's state: the
-//! shared parts it needs (the grid, the max deferment, the watchdog's
-//! deadline) are passed in.
+//! Each part sits behind a lock of the embedder's family `L`
+//! ([`lock`]: [`Locks`], taken in the order CPU → broadcast → devices →
+//! timekeeping), and every entry point takes `&self`: CPUs call in at the
+//! same time, a CPU's interrupt holding its own state's lock, the
+//! timekeeping's only for the duty, the watchdog or a NO_HZ catch-up, the
+//! broadcast's only around deep idle. What a CPU would otherwise read of
+//! every other CPU (who last held the duty, who runs one-shot) and of the
+//! timekeeping on each interrupt (the duty holder, max deferment, the
+//! clocksource's resolution, jiffies) are shared atomic words. The default
+//! family, [`Single`], is for an embedder that serialises every call
+//! itself (one CPU, or one lock over the kernel, as the guest does today).
+//! No per-CPU method reaches another CPU's state: the shared parts it
+//! needs (the grid, the max deferment, the watchdog's deadline) are passed
+//! in.
 //!
 //! Mode switching follows capabilities: a CPU whose device cannot do
 //! one-shot stays periodic even with NO_HZ asked for, and
@@ -65,6 +75,7 @@ pub mod broadcast;
 pub mod config;
 pub mod grid;
 pub mod interrupt;
+pub mod lock;
 pub mod nohz;
 pub mod percpu;
 pub mod queue;
@@ -83,6 +94,7 @@ mod tests;
 pub use advance::{TimerAdvance, MAX_TIMER_ADVANCE};
 pub use config::{PeriodicReason, TickConfig, TickMode};
 pub use grid::{Jiffies, TickGrid};
+pub use lock::{Lock, Locks, Single};
 pub use nohz::{IdleDepth, IdleSleep};
 pub use percpu::{CpuInfo, CpuStats};
 pub use queue::{NotQueued, QueueFull, Timer, TimerId, TimerQueue, TimerSlot};

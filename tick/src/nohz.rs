@@ -57,6 +57,8 @@
 use clockevents::CpuId;
 use clocksource::Ktime;
 
+use crate::lock::{Lock, Locks};
+use crate::percpu::TickCpu;
 use crate::queue::TimerSlot;
 use crate::system::{IdleError, TickSystem};
 
@@ -80,16 +82,14 @@ pub struct IdleSleep {
     pub wakeup: Ktime,
 }
 
-impl<'a, S, const CPUS: usize> TickSystem<'a, S, CPUS>
+impl<'a, S, const CPUS: usize, L: Locks> TickSystem<'a, S, CPUS, L>
 where
     S: AsRef<[TimerSlot]> + AsMut<[TimerSlot]>,
 {
     /// `cpu` enters its idle loop: idle time accounting starts.
-    pub fn idle_enter(&mut self, cpu: CpuId) -> Result<(), IdleError> {
-        let now = self.now();
-        let jiffies = self.time.jiffies();
-        let c = self.cpus.get_mut(cpu.index()).ok_or(IdleError::NoCpu)?;
-        c.enter_idle(now, jiffies);
+    pub fn idle_enter(&self, cpu: CpuId) -> Result<(), IdleError> {
+        let mut c = self.cpu(cpu).ok_or(IdleError::NoCpu)?;
+        c.enter_idle(self.now(), self.jiffies());
         Ok(())
     }
 
@@ -97,77 +97,83 @@ where
     /// within the next tick; for [`IdleDepth::Deep`] with a `C3STOP` device,
     /// hands the CPU to the broadcast device. `Err(Busy)` means: do not go
     /// deep (no broadcast device fit for it); a shallow halt is fine.
-    pub fn idle_sleep(&mut self, cpu: CpuId, depth: IdleDepth) -> Result<IdleSleep, IdleError> {
-        if cpu.index() >= CPUS {
-            return Err(IdleError::NoCpu);
-        }
+    pub fn idle_sleep(&self, cpu: CpuId, depth: IdleDepth) -> Result<IdleSleep, IdleError> {
+        let mut c = self.cpu(cpu).ok_or(IdleError::NoCpu)?;
         let now = self.now();
-        self.idle_enter(cpu)?;
-        if self.cpus[cpu.index()].mode.is_nohz() {
-            if self.cpus[cpu.index()].tick_stopped {
-                self.reprogram(cpu, now);
+        c.enter_idle(self.now(), self.jiffies());
+        if c.mode.is_nohz() {
+            if c.tick_stopped {
+                self.reprogram(cpu, &mut c, None, now);
             } else {
                 // After an interrupt that left its re-arm here the device
                 // is disarmed: no raised interrupt can be waiting, and the
                 // decision is the interrupt's own (`in_irq`).
-                let after_irq = self.cpus[cpu.index()].rearm_pending;
-                self.try_stop_tick(cpu, now, after_irq);
+                let after_irq = c.rearm_pending;
+                self.try_stop_tick(cpu, &mut c, now, after_irq);
             }
         }
-        if self.cpus[cpu.index()].rearm_pending {
+        if c.rearm_pending {
             // The tick was kept: the interrupt's re-arm is still to make.
-            self.reprogram(cpu, now);
+            self.reprogram(cpu, &mut c, None, now);
         }
-        let c3stop = self.cpus[cpu.index()]
+        let c3stop = c
             .dev
             .as_ref()
             .is_some_and(|(_, e)| e.features().contains(clockevents::Features::C3STOP));
-        if depth == IdleDepth::Deep && c3stop && !self.cpus[cpu.index()].in_broadcast {
-            self.broadcast_enter(cpu, now)?;
+        if depth == IdleDepth::Deep && c3stop && !c.in_broadcast {
+            self.broadcast_enter(cpu, &mut c, now)?;
         }
-        let c = &self.cpus[cpu.index()];
         Ok(IdleSleep {
             tick_stopped: c.tick_stopped,
             broadcast: c.in_broadcast,
-            wakeup: self.programmed_event(cpu),
+            wakeup: self.programmed_event_of(cpu, &c),
         })
     }
 
     /// After a halt returns: the CPU is running again, so its own device
     /// takes over from broadcast.
-    pub fn idle_wake(&mut self, cpu: CpuId) {
-        if self.cpus.get(cpu.index()).is_some_and(|c| c.in_broadcast) {
+    pub fn idle_wake(&self, cpu: CpuId) {
+        if let Some(mut c) = self.cpu(cpu) {
+            self.wake_of(cpu, &mut c);
+        }
+    }
+
+    /// [`TickSystem::idle_wake`], `cpu`'s state `c` held.
+    fn wake_of(&self, cpu: CpuId, c: &mut TickCpu<'a, S>) {
+        if c.in_broadcast {
             let now = self.now();
-            self.broadcast_exit(cpu, now);
+            self.broadcast_exit(cpu, c, now);
         }
     }
 
     /// Leaves the idle loop: restarts the tick on the tick grid, catches
     /// jiffies up from the clocksource, accounts idle time.
-    pub fn idle_exit(&mut self, cpu: CpuId) {
-        if cpu.index() >= CPUS {
+    pub fn idle_exit(&self, cpu: CpuId) {
+        let Some(mut c) = self.cpu(cpu) else {
             return;
-        }
-        self.idle_wake(cpu);
+        };
+        self.wake_of(cpu, &mut c);
         let now = self.now();
-        if self.cpus[cpu.index()].tick_stopped {
-            self.time.claim_duty(cpu);
-            self.time.update_jiffies(now);
-            let next_tick = self.time.grid.next(now);
-            let c = &mut self.cpus[cpu.index()];
+        if c.tick_stopped {
+            self.words.claim_duty(cpu);
+            {
+                let mut t = self.time.lock();
+                t.update_jiffies(now);
+                self.words.refresh(&t);
+            }
             c.tick_stopped = false;
-            c.do_timer_last = false;
+            self.set_last_holder(cpu, &mut c, false);
             c.wakeup = (Ktime::MAX, crate::percpu::WakeFor::Own);
-            c.next_tick = next_tick;
-            self.reprogram(cpu, now);
-        } else if self.cpus[cpu.index()].rearm_pending {
-            self.reprogram(cpu, now);
+            c.next_tick = self.grid.next(now);
+            self.reprogram(cpu, &mut c, None, now);
+        } else if c.rearm_pending {
+            self.reprogram(cpu, &mut c, None, now);
         }
-        let jiffies = self.time.jiffies();
-        self.cpus[cpu.index()].exit_idle(now, jiffies);
+        c.exit_idle(now, self.jiffies());
     }
 
-    /// Stops the tick of idle `cpu` unless a timer is due by the next
+    /// Stops the tick of idle `cpu` (its state `c`, held) unless a timer is
+    /// due by the next
     /// tick, or (`in_irq` false: from `idle_sleep`) the interrupt the
     /// device is programmed for is within its min delta and may already be
     /// raised. Returns whether the tick is stopped now; when it is, the
@@ -181,10 +187,14 @@ where
     /// the device's min delta — a min delta the retry policy raised past
     /// a tick period (the HPET under the software KVM here) would
     /// otherwise keep the tick at every `idle_sleep` after it.
-    pub(crate) fn try_stop_tick(&mut self, cpu: CpuId, now: Ktime, in_irq: bool) -> bool {
-        let grid = self.time.grid;
-        let c = &mut self.cpus[cpu.index()];
-        if c.next_timer(grid) <= c.next_tick {
+    pub(crate) fn try_stop_tick(
+        &self,
+        cpu: CpuId,
+        c: &mut TickCpu<'a, S>,
+        now: Ktime,
+        in_irq: bool,
+    ) -> bool {
+        if c.next_timer(self.grid) <= c.next_tick {
             // Counted where idle decides (idle_sleep), not again here.
             c.stats.tick_retained += u64::from(!in_irq);
             return false;
@@ -206,14 +216,14 @@ where
                 return false;
             }
         }
-        if self.time.release_duty(cpu) {
-            c.do_timer_last = true;
-        } else if self.time.duty().is_some() {
-            c.do_timer_last = false;
+        if self.words.release_duty(cpu) {
+            self.set_last_holder(cpu, c, true);
+        } else if self.words.duty().is_some() {
+            self.set_last_holder(cpu, c, false);
         }
         c.tick_stopped = true;
         c.stats.tick_stops += 1;
-        self.reprogram(cpu, now);
+        self.reprogram(cpu, c, None, now);
         true
     }
 }

@@ -14,7 +14,7 @@
 //! they touch nothing but this CPU.
 
 use clockevents::{CpuId, DeviceId, EventDevice, Expired, ProgramError};
-use clocksource::{Ktime, Nanos, Timekeeper};
+use clocksource::{Ktime, Nanos};
 
 use crate::advance::{Advance, MAX_STALLED_READS, MAX_TIMER_ADVANCE};
 use crate::config::{PeriodicReason, TickMode};
@@ -149,6 +149,13 @@ pub(crate) struct TickCpu<'a, S> {
     idle_account: IdleAccount,
     /// The local device is off and the broadcast device stands in for it.
     pub(crate) in_broadcast: bool,
+    /// The CPU went into deep idle and has not since found the broadcast
+    /// state owing it nothing: its reprogramming must ask that state
+    /// whether a broadcast IPI is still to handle its event. Only the
+    /// broadcast handler of a CPU in the mask, or its own exit, can make
+    /// one owed, so once clear out of the mask it stays clear until the
+    /// CPU goes deep again; the common reprogramming takes no shared lock.
+    pub(crate) bc_owed: bool,
     /// This CPU gave up the timekeeping duty when it stopped its tick and
     /// nobody took it since (Linux `do_timer_last`).
     pub(crate) do_timer_last: bool,
@@ -189,6 +196,7 @@ where
             idle: false,
             idle_account: IdleAccount::default(),
             in_broadcast: false,
+            bc_owed: false,
             do_timer_last: false,
             wakeup: (Ktime::MAX, WakeFor::Own),
             rearm_pending: false,
@@ -435,7 +443,7 @@ where
     /// ([`crate::advance`]). Returns the time after the spin.
     pub(crate) fn spin_to_target(
         &mut self,
-        tk: &Timekeeper<'_>,
+        clock: impl Fn() -> Ktime,
         now: Ktime,
         advanced: Nanos,
     ) -> Ktime {
@@ -450,7 +458,7 @@ where
         let mut stalled = 0;
         while t < end {
             core::hint::spin_loop();
-            let read = tk.monotonic();
+            let read = clock();
             if read > t {
                 t = read;
                 stalled = 0;

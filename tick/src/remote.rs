@@ -32,6 +32,7 @@
 use clockevents::CpuId;
 use clocksource::Ktime;
 
+use crate::lock::Locks;
 use crate::queue::{Timer, TimerId, TimerSlot};
 use crate::system::{AddError, TickSystem, TimerFn};
 
@@ -47,7 +48,7 @@ pub enum Kick {
     Ipi(CpuId),
 }
 
-impl<'a, S, const CPUS: usize> TickSystem<'a, S, CPUS>
+impl<'a, S, const CPUS: usize, L: Locks> TickSystem<'a, S, CPUS, L>
 where
     S: AsRef<[TimerSlot]> + AsMut<[TimerSlot]>,
 {
@@ -55,9 +56,11 @@ where
     /// is [`add_timer`](TickSystem::add_timer) (the device is reprogrammed
     /// if needed). For another CPU the timer is queued and `cpu`'s device
     /// is left alone: [`Kick::Ipi`] if the timer is earlier than what `cpu`
-    /// is programmed for, so that `cpu` programs its own device.
+    /// is programmed for, so that `cpu` programs its own device. Only
+    /// `cpu`'s state is held meanwhile (and the broadcast state, briefly,
+    /// if `cpu` waits on it).
     pub fn add_timer_from(
-        &mut self,
+        &self,
         from: CpuId,
         cpu: CpuId,
         expires: Ktime,
@@ -68,11 +71,10 @@ where
                 .add_timer(cpu, expires, data)
                 .map(|id| (id, Kick::None));
         }
-        let grid = self.time.grid;
-        let programmed = self.programmed_event(cpu);
-        let c = self.cpu(cpu).ok_or(AddError::NoCpu)?;
+        let mut c = self.cpu(cpu).ok_or(AddError::NoCpu)?;
+        let programmed = self.programmed_event_of(cpu, &c);
         let id = c.timers.add(expires, data)?;
-        let at = c.timer_event(expires, grid);
+        let at = c.timer_event(expires, self.grid);
         // One kick at a time: while one is outstanding, the target will
         // program for its whole queue, this timer included.
         let wake = c.mode.is_oneshot() && at < programmed && !c.kick_pending;
@@ -85,7 +87,7 @@ where
     /// timer is dequeued and nothing else happens: if `cpu` was programmed
     /// for it, `cpu` takes an interrupt that finds nothing due and programs
     /// its next event then.
-    pub fn cancel_timer_from(&mut self, from: CpuId, cpu: CpuId, id: TimerId) -> Option<Timer> {
+    pub fn cancel_timer_from(&self, from: CpuId, cpu: CpuId, id: TimerId) -> Option<Timer> {
         if from == cpu {
             return self.cancel_timer(cpu, id);
         }
@@ -97,14 +99,14 @@ where
     /// always) and programs `cpu`'s device for its next event — or, in
     /// NO_HZ idle, leaves that to its idle loop, which the IPI has woken,
     /// as an interrupt does.
-    pub fn kicked(&mut self, cpu: CpuId, run: &mut TimerFn<'_>) {
+    pub fn kicked(&self, cpu: CpuId, run: &mut TimerFn<'_>) {
+        let Some(mut c) = self.cpu(cpu) else { return };
         let now = self.now();
-        let Some(c) = self.cpu(cpu) else { return };
         c.stats.kicks += 1;
         c.kick_pending = false;
         if c.mode.is_highres() {
             c.run_timers(cpu, now, run);
         }
-        self.rearm_or_leave_to_idle(cpu);
+        self.rearm_or_leave_to_idle(cpu, &mut c);
     }
 }

@@ -21,6 +21,7 @@ use clockevents::{CpuId, DeviceId, Features};
 use clocksource::{Ktime, Nanos};
 use sim::rng::XorShift64;
 
+use crate::lock::Lock;
 use crate::testing::{FakeClock, FakeTimer};
 use crate::{IdleDepth, Kick, Rearm, TickConfig, TickSystem, TimerId, TimerSlot};
 
@@ -78,6 +79,7 @@ impl World {
         // The local device interrupts only while armed (it is off while
         // the broadcast device stands in).
         let local = sys.cpus[cpu]
+            .lock()
             .dev
             .as_ref()
             .map_or(Ktime::MAX, |(_, e)| e.next_event());
@@ -88,6 +90,7 @@ impl World {
         if let Some(bc) = self.bc.filter(|_| cpu == 0) {
             let due = sys
                 .bc
+                .lock()
                 .dev
                 .as_ref()
                 .map_or(Ktime::MAX, |(_, e)| e.next_event());
@@ -130,6 +133,7 @@ impl World {
         let now = sys.now();
         let bc_due = sys
             .bc
+            .lock()
             .dev
             .as_ref()
             .map_or(Ktime::MAX, |(_, e)| e.next_event());
@@ -137,17 +141,17 @@ impl World {
             let c = CpuId::new(cpu as u32);
             if self.kicks[cpu].load(Ordering::Acquire)
                 || self.tick_ipis[cpu].load(Ordering::Acquire)
-                || sys.bc.owes_ipi(c)
+                || sys.bc.lock().owes_ipi(c)
             {
                 continue;
             }
-            let Some(first) = sys.cpus[cpu].timers.next_expiry() else {
+            let Some(first) = sys.cpus[cpu].lock().timers.next_expiry() else {
                 continue;
             };
             let by = first.max(now).saturating_add(Nanos::from_micros(2));
             let programmed = sys.programmed_event(c);
             // In broadcast: the broadcast device itself is armed in time.
-            if sys.cpus[cpu].in_broadcast {
+            if sys.cpus[cpu].lock().in_broadcast {
                 assert!(
                     bc_due <= programmed.max(now).saturating_add(Nanos::from_micros(2)),
                     "cpu{cpu} waits in broadcast for {programmed:?}, the device is armed for {bc_due:?}"
@@ -173,7 +177,7 @@ fn world(deep: bool) -> Arc<World> {
     };
     let storage: [Vec<TimerSlot>; CPUS] =
         core::array::from_fn(|_| vec![TimerSlot::EMPTY; OPS + 16]);
-    let mut sys = Sys::new(TickConfig::DEFAULT, clock, storage).unwrap();
+    let sys = Sys::new(TickConfig::DEFAULT, clock, storage).unwrap();
     let devs = core::array::from_fn(|i| {
         let d = leak(FakeTimer::new(NAMES[i], local, CpuId::new(i as u32)));
         sys.register_device(d).unwrap()

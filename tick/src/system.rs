@@ -4,17 +4,19 @@
 //! [`TickSystem`] is a composition, one concern per field:
 //!
 //! ```text
-//!   TickSystem
-//!     config            TickConfig (what was asked for)
-//!     time              Timekeeping: timekeeper, clock sources, tick grid,
-//!                       jiffies, the timekeeping duty        (shared)
-//!     watchdog          WatchdogTimer: the clocksource watchdog's schedule
-//!                                                            (CPU 0's)
-//!     devices           DevicePool: every registered event device (shared,
-//!                       changed only at registration)
-//!     cpus[c]           TickCpu: device, queue, mode, idle, stats (CPU c's)
-//!     bc                Broadcast: the stand-in for C3STOP devices (shared)
+//!   TickSystem                                               lock
+//!     config, grid      TickConfig (what was asked for), its tick grid  —
+//!     time              Timekeeping: timekeeper, clock sources,       L
+//!                       jiffies, the watchdog's schedule
+//!     words             who holds the duty, who last held it, which    atomics
+//!                       CPUs run one-shot, max deferment, resolution
+//!     devices           DevicePool: every registered event device       L
+//!     cpus[c]           TickCpu: device, queue, mode, idle, stats      L each
+//!     bc                Broadcast: the stand-in for C3STOP devices      L
 //! ```
+//!
+//! `L` is the embedder's lock family ([`crate::lock`], and the order the
+//! locks are taken in).
 //!
 //! The interrupt path is in [`crate::interrupt`], NO_HZ idle in
 //! [`crate::nohz`], broadcast in [`crate::broadcast`]. Who may touch
@@ -27,16 +29,17 @@ use clockevents::{
 use clocksource::WatchdogReport;
 use clocksource::{ClockSource, ClockSourceFlags, Ktime, Nanos, Registry, SourceId, Timekeeper};
 use core::fmt;
+use core::ops::Deref;
 
 use crate::advance::{Advance, TimerAdvance};
 use crate::broadcast::Broadcast;
 use crate::config::{PeriodicReason, TickConfig, TickMode};
-use crate::grid::Jiffies;
+use crate::grid::{Jiffies, TickGrid};
+use crate::lock::{Held, Lock, Locks, Single};
 use crate::percpu::TickCpu;
 pub use crate::percpu::{CpuInfo, CpuStats};
 use crate::queue::{QueueFull, Timer, TimerId, TimerSlot};
-use crate::timekeeping::Timekeeping;
-use crate::watchdog::WatchdogTimer;
+use crate::timekeeping::{Timekeeping, Words};
 pub use crate::watchdog::{WatchdogSchedule, WATCHDOG_IDLE_DEFERRAL_MAX};
 
 /// Event devices a system can register.
@@ -108,18 +111,31 @@ pub enum IdleError {
     NoCpu,
 }
 
-/// The whole tick layer for `CPUS` CPUs; `S` is each CPU's timer storage.
-pub struct TickSystem<'a, S, const CPUS: usize> {
-    pub(crate) config: TickConfig,
-    pub(crate) time: Timekeeping<'a>,
-    pub(crate) watchdog: WatchdogTimer,
-    pub(crate) devices: DevicePool<'a, MAX_EVENT_DEVICES>,
-    pub(crate) device_override: Option<&'a str>,
-    pub(crate) cpus: [TickCpu<'a, S>; CPUS],
-    pub(crate) bc: Broadcast<'a, CPUS>,
+/// The device pool and the `clockevent=` restriction: one lock.
+pub(crate) struct Devices<'a> {
+    pub(crate) pool: DevicePool<'a, MAX_EVENT_DEVICES>,
+    pub(crate) only: Option<&'a str>,
 }
 
-impl<'a, S, const CPUS: usize> TickSystem<'a, S, CPUS>
+/// A CPU's state, held ([`Lock::Guard`]).
+pub(crate) type CpuGuard<'g, 'a, S, L> =
+    <<L as Locks>::Of<TickCpu<'a, S>> as Lock<TickCpu<'a, S>>>::Guard<'g>;
+/// The whole tick layer for `CPUS` CPUs; `S` is each CPU's timer storage,
+/// `L` the locks its parts sit behind ([`crate::lock`]; [`Single`] unless
+/// the CPUs call it concurrently).
+pub struct TickSystem<'a, S, const CPUS: usize, L: Locks = Single> {
+    pub(crate) config: TickConfig,
+    /// The tick grid (fixed by the config).
+    pub(crate) grid: TickGrid,
+    pub(crate) time: L::Of<Timekeeping<'a>>,
+    /// What the interrupt path reads of the shared state without a lock.
+    pub(crate) words: Words,
+    pub(crate) devices: L::Of<Devices<'a>>,
+    pub(crate) cpus: [L::Of<TickCpu<'a, S>>; CPUS],
+    pub(crate) bc: L::Of<Broadcast<'a, CPUS>>,
+}
+
+impl<'a, S, const CPUS: usize, L: Locks> TickSystem<'a, S, CPUS, L>
 where
     S: AsRef<[TimerSlot]> + AsMut<[TimerSlot]>,
 {
@@ -133,24 +149,28 @@ where
         storage: [S; CPUS],
     ) -> Result<Self, RegisterError> {
         let config = config.validate().map_err(RegisterError::Config)?;
-        let time = Timekeeping::new(cs, config.period())?;
-        let mut sys = TickSystem {
+        let mut time = Timekeeping::new(cs, config.period())?;
+        let now = time.now();
+        let t = &mut time;
+        t.watchdog.schedule(&t.clocks, now);
+        Ok(TickSystem {
             config,
-            time,
-            watchdog: WatchdogTimer::new(),
-            devices: DevicePool::new(),
-            device_override: None,
-            cpus: storage.map(TickCpu::new),
-            bc: Broadcast::new(),
-        };
-        let now = sys.now();
-        sys.watchdog.schedule(&sys.time.clocks, now);
-        Ok(sys)
+            grid: time.grid,
+            words: Words::new(&time),
+            time: Lock::new(time),
+            devices: Lock::new(Devices {
+                pool: DevicePool::new(),
+                only: None,
+            }),
+            cpus: storage.map(|s| Lock::new(TickCpu::new(s))),
+            bc: Lock::new(Broadcast::new()),
+        })
     }
 
-    /// The CPU's state, if `cpu` is one of ours: the one index check.
-    pub(crate) fn cpu(&mut self, cpu: CpuId) -> Option<&mut TickCpu<'a, S>> {
-        self.cpus.get_mut(cpu.index())
+    /// CPU `cpu`'s state, held, if `cpu` is one of ours: the one index
+    /// check.
+    pub(crate) fn cpu(&self, cpu: CpuId) -> Option<CpuGuard<'_, 'a, S, L>> {
+        self.cpus.get(cpu.index()).map(Lock::lock)
     }
 
     // ----- configuration ---------------------------------------------------
@@ -161,28 +181,30 @@ where
     }
     /// The tick period.
     pub fn period(&self) -> Nanos {
-        self.time.grid.period()
+        self.grid.period()
     }
     /// Programs high-resolution events early by a fixed or learned delivery
     /// delay and spins the rest (see [`crate::advance`]). Off by default.
-    pub fn set_timer_advance(&mut self, mode: TimerAdvance) {
-        for c in self.cpus.iter_mut() {
-            c.advance = Advance::new(mode);
+    pub fn set_timer_advance(&self, mode: TimerAdvance) {
+        for c in self.cpus.iter() {
+            c.lock().advance = Advance::new(mode);
         }
     }
 
     /// Restricts every CPU's tick device to the device named `name`
     /// (`clockevent=` on a command line). Applies to devices registered
     /// afterwards.
-    pub fn set_device_override(&mut self, name: &'a str) {
-        self.device_override = Some(name);
+    pub fn set_device_override(&self, name: &'a str) {
+        self.devices.lock().only = Some(name);
     }
 
     /// Registers an event device and re-runs selection: it may become the
     /// tick device of the CPUs it covers (the old one is shut down and handed
-    /// back to the pool), or the broadcast device.
+    /// back to the pool), or the broadcast device. A CPU's device is set up
+    /// with that CPU's state held: on SMP, register a per-CPU device (a
+    /// LAPIC timer) on its own CPU, whose registers it programs.
     pub fn register_device(
-        &mut self,
+        &self,
         dev: &'a dyn ClockEventDevice,
     ) -> Result<DeviceId, RegisterError> {
         // What the device is, read once; validated before the pool sees it.
@@ -190,18 +212,24 @@ where
         EventDevice::with_info(dev, info, self.period()).map_err(RegisterError::Device)?;
         let id = self
             .devices
+            .lock()
+            .pool
             .register_with(dev, info)
             .map_err(RegisterError::Pool)?;
         let now = self.now();
         for cpu in CpuId::first(CPUS) {
-            let current = self.cpus[cpu.index()].dev.as_ref().map(|(i, _)| *i);
-            let only = self
-                .device_override
-                .and_then(|n| self.devices.find(n))
-                .filter(|o| self.devices.info(*o).is_some_and(|i| i.cpus.contains(cpu)));
-            let oneshot = self.cpus[cpu.index()].mode.is_oneshot();
-            if self.devices.best_for_cpu(cpu, current, oneshot, only) == Some(id) {
-                self.setup_cpu_device(cpu, id, now)?;
+            let mut c = self.cpus[cpu.index()].lock();
+            let current = c.dev.as_ref().map(|(i, _)| *i);
+            let best = {
+                let d = self.devices.lock();
+                let only = d
+                    .only
+                    .and_then(|n| d.pool.find(n))
+                    .filter(|o| d.pool.info(*o).is_some_and(|i| i.cpus.contains(cpu)));
+                d.pool.best_for_cpu(cpu, current, c.mode.is_oneshot(), only)
+            };
+            if best == Some(id) {
+                self.setup_cpu_device(cpu, &mut c, id, now)?;
             }
         }
         self.offer_broadcast();
@@ -210,26 +238,18 @@ where
 
     /// Registers another clock source and re-selects (it becomes the
     /// timekeeper's source if it is the best).
-    pub fn register_clocksource(
-        &mut self,
-        cs: &'a dyn ClockSource,
-    ) -> Result<SourceId, RegisterError> {
-        let id = self
-            .time
-            .clocks
-            .register(cs)
-            .map_err(RegisterError::Clock)?;
-        self.reselect_clocksource(None);
+    pub fn register_clocksource(&self, cs: &'a dyn ClockSource) -> Result<SourceId, RegisterError> {
+        let mut t = self.time.lock();
+        let id = t.clocks.register(cs).map_err(RegisterError::Clock)?;
+        self.reselect_clocksource(&mut t, None);
         Ok(id)
     }
 
     /// Honour `clocksource=name` (may name a source registered later).
-    pub fn set_clocksource_override(
-        &mut self,
-        name: &str,
-    ) -> Result<(), clocksource::OverrideError> {
-        self.time.clocks.set_override(name)?;
-        self.reselect_clocksource(None);
+    pub fn set_clocksource_override(&self, name: &str) -> Result<(), clocksource::OverrideError> {
+        let mut t = self.time.lock();
+        t.clocks.set_override(name)?;
+        self.reselect_clocksource(&mut t, None);
         Ok(())
     }
 
@@ -239,49 +259,60 @@ where
     /// next best one from the time it has reached, so time never steps
     /// back. `Some(true)` if newly marked, `Some(false)` if it already was,
     /// `None` if no source has that name.
-    pub fn mark_clocksource_unstable(&mut self, name: &str) -> Option<bool> {
-        let id = self.time.clocks.find(name)?;
-        let newly = self.time.clocks.mark_unstable(id).ok()?;
+    pub fn mark_clocksource_unstable(&self, name: &str) -> Option<bool> {
+        let mut t = self.time.lock();
+        let id = t.clocks.find(name)?;
+        let newly = t.clocks.mark_unstable(id).ok()?;
         if newly {
-            self.reselect_clocksource(None);
+            self.reselect_clocksource(&mut t, None);
         }
         Some(newly)
     }
 
-    /// The clock source registry (for the boot table).
-    pub fn clocksources(&self) -> &Registry<'a, MAX_CLOCK_SOURCES> {
-        &self.time.clocks
+    /// The clock source registry (for the boot table), held until the
+    /// return is dropped: nothing that takes the timekeeping (a clock
+    /// read, [`TickSystem::now`]) may run meanwhile.
+    pub fn clocksources(&self) -> impl Deref<Target = Registry<'a, MAX_CLOCK_SOURCES>> + '_ {
+        Held::new(self.time.lock(), |t| &t.clocks)
     }
-    /// The event device pool (for the boot table).
-    pub fn devices(&self) -> &DevicePool<'a, MAX_EVENT_DEVICES> {
-        &self.devices
+    /// The event device pool (for the boot table), held until the return
+    /// is dropped.
+    pub fn devices(&self) -> impl Deref<Target = DevicePool<'a, MAX_EVENT_DEVICES>> + '_ {
+        Held::new(self.devices.lock(), |d| &d.pool)
     }
 
-    /// Re-selects the clocksource; `after` is the watchdog check that found
-    /// a source unstable, whose error the clocks then lose if they ran on it
-    /// ([`Registry::reselect_after_check`]). A switch restarts the
-    /// watchdog's baselines; the schedule starts again from now.
+    /// Re-selects the clocksource, the timekeeping held; `after` is the
+    /// watchdog check that found a source unstable, whose error the clocks
+    /// then lose if they ran on it ([`Registry::reselect_after_check`]). A
+    /// switch restarts the watchdog's baselines; the schedule starts again
+    /// from now.
     pub(crate) fn reselect_clocksource(
-        &mut self,
+        &self,
+        t: &mut Timekeeping<'a>,
         after: Option<&WatchdogReport<MAX_CLOCK_SOURCES>>,
     ) {
-        let hres = self.cpus.iter().any(|c| c.mode.is_oneshot());
-        if self.time.reselect(hres, after) {
-            self.watchdog.restart(&mut self.time.clocks);
+        if t.reselect(self.words.any_oneshot(), after) {
+            t.watchdog.restart(&mut t.clocks);
         }
-        let now = self.now();
-        self.watchdog.schedule(&self.time.clocks, now);
+        let now = t.now();
+        t.watchdog.schedule(&t.clocks, now);
+        self.words.refresh(t);
     }
 
-    /// Installs device `id` as the tick device of `cpu` and enters the best
-    /// mode it and the clocksource allow.
+    /// Installs device `id` as the tick device of `cpu` (its state `c`,
+    /// held) and enters the best mode it and the clocksource allow.
     fn setup_cpu_device(
-        &mut self,
+        &self,
         cpu: CpuId,
+        c: &mut TickCpu<'a, S>,
         id: DeviceId,
         now: Ktime,
     ) -> Result<(), RegisterError> {
-        let (Some(dev), Some(info)) = (self.devices.get(id), self.devices.info(id).copied()) else {
+        let found = {
+            let d = self.devices.lock();
+            d.pool.get(id).zip(d.pool.info(id).copied())
+        };
+        let Some((dev, info)) = found else {
             return Ok(());
         };
         let mut ev =
@@ -291,26 +322,32 @@ where
             return Ok(());
         }
         let (mode, reason) = self.choose_mode(info.features);
-        let Some(c) = self.cpus.get_mut(cpu.index()) else {
-            return Ok(());
-        };
-        if let Some((old_id, mut old)) = c.dev.take() {
-            let _ = old.release();
-            self.devices.set_owner(old_id, Owner::Free);
-            log::info!("tick: {cpu}: {} replaced by {}", old.name(), info.name);
+        {
+            let mut d = self.devices.lock();
+            if let Some((old_id, mut old)) = c.dev.take() {
+                let _ = old.release();
+                d.pool.set_owner(old_id, Owner::Free);
+                log::info!("tick: {cpu}: {} replaced by {}", old.name(), info.name);
+            }
+            d.pool.set_owner(id, Owner::Cpu(cpu));
         }
-        self.devices.set_owner(id, Owner::Cpu(cpu));
         if let Some(r) = reason {
             if self.config.wants_oneshot() {
                 log::info!("tick: {cpu}: {} stays periodic: {r}", info.name);
             }
         }
         c.dev = Some((id, ev));
-        c.mode = mode;
+        self.set_mode(cpu, c, mode);
         c.periodic_reason = reason;
         c.tick_stopped = false;
-        self.enter_mode(cpu, now);
+        self.enter_mode(cpu, c, now);
         Ok(())
+    }
+
+    /// Sets `cpu`'s mode, and the shared word of which CPUs run one-shot.
+    fn set_mode(&self, cpu: CpuId, c: &mut TickCpu<'a, S>, mode: TickMode) {
+        c.mode = mode;
+        self.words.set_oneshot(cpu, mode.is_oneshot());
     }
 
     /// Which mode a device with `features` reaches under the config and the
@@ -332,12 +369,15 @@ where
         if !f.contains(Features::ONESHOT) {
             return (TickMode::Periodic, Some(PeriodicReason::DeviceLacksOneshot));
         }
-        let clocks = &self.time.clocks;
-        let flags = clocks
-            .current()
-            .and_then(|id| clocks.get(id))
-            .map(|e| e.flags())
-            .unwrap_or(ClockSourceFlags::empty());
+        let flags = {
+            let t = self.time.lock();
+            let clocks = &t.clocks;
+            clocks
+                .current()
+                .and_then(|id| clocks.get(id))
+                .map(|e| e.flags())
+                .unwrap_or(ClockSourceFlags::empty())
+        };
         if !flags.contains(ClockSourceFlags::VALID_FOR_HRES)
             || flags.contains(ClockSourceFlags::UNSTABLE)
         {
@@ -355,32 +395,26 @@ where
         }
     }
 
-    fn enter_mode(&mut self, cpu: CpuId, now: Ktime) {
+    fn enter_mode(&self, cpu: CpuId, c: &mut TickCpu<'a, S>, now: Ktime) {
         let period = self.period();
-        let next_tick = self.time.grid.next(now);
-        let Some(c) = self.cpus.get_mut(cpu.index()) else {
-            return;
-        };
+        let next_tick = self.grid.next(now);
+        let mode = c.mode;
         let Some((_, ev)) = c.dev.as_mut() else {
             return;
         };
-        let r = match c.mode {
+        let r = match mode {
             TickMode::NoDevice => Ok(()),
             TickMode::Periodic => ev.set_state(DeviceState::Periodic, period),
             _ => ev.set_state(DeviceState::Oneshot, Nanos::ZERO),
         };
         if let Err(e) = r {
-            log::error!(
-                "tick: {cpu}: {} refused its mode {}: {e:?}",
-                ev.name(),
-                c.mode
-            );
-            c.mode = TickMode::NoDevice;
+            log::error!("tick: {cpu}: {} refused its mode {mode}: {e:?}", ev.name());
+            self.set_mode(cpu, c, TickMode::NoDevice);
             return;
         }
         c.next_tick = next_tick;
         if c.mode.is_oneshot() {
-            self.reprogram(cpu, now);
+            self.reprogram(cpu, c, None, now);
         }
     }
 
@@ -388,49 +422,45 @@ where
 
     /// Monotonic time now, from the clocksource.
     pub fn now(&self) -> Ktime {
-        self.time.now()
+        self.time.lock().now()
     }
-    /// The timekeeper.
-    pub fn timekeeper(&self) -> &Timekeeper<'a> {
-        &self.time.tk
+    /// The timekeeper, held until the return is dropped.
+    pub fn timekeeper(&self) -> impl Deref<Target = Timekeeper<'a>> + '_ {
+        Held::new(self.time.lock(), |t| &t.tk)
     }
     /// The timekeeper, for setting realtime or adjusting frequency.
     pub fn timekeeper_mut(&mut self) -> &mut Timekeeper<'a> {
-        &mut self.time.tk
+        &mut self.time.get_mut().tk
     }
     /// Ticks since boot, derived from monotonic time.
     pub fn jiffies(&self) -> Jiffies {
-        self.time.jiffies()
+        self.words.jiffies()
     }
     /// The CPU holding the timekeeping duty, if any.
     pub fn do_timer_cpu(&self) -> Option<CpuId> {
-        self.time.duty()
+        self.words.duty()
     }
     /// The clocksource watchdog's schedule; `None` when nothing needs
     /// verifying.
     pub fn watchdog_schedule(&self) -> Option<WatchdogSchedule> {
-        self.watchdog.snapshot()
+        self.time.lock().watchdog.snapshot()
     }
 
     // ----- timers ----------------------------------------------------------
 
     /// Queues a timer on `cpu`; reprograms the device if it is now the
     /// earliest event. Expiries in the past fire at the next opportunity.
-    pub fn add_timer(
-        &mut self,
-        cpu: CpuId,
-        expires: Ktime,
-        data: u64,
-    ) -> Result<TimerId, AddError> {
-        let grid = self.time.grid;
-        let Some(c) = self.cpu(cpu) else {
+    /// Call it on `cpu` (its device is programmed from here); from another
+    /// CPU, [`TickSystem::add_timer_from`].
+    pub fn add_timer(&self, cpu: CpuId, expires: Ktime, data: u64) -> Result<TimerId, AddError> {
+        let Some(mut c) = self.cpu(cpu) else {
             return Err(AddError::NoCpu);
         };
         let id = c.timers.add(expires, data)?;
-        let at = c.timer_event(expires, grid);
-        if at < self.programmed_event(cpu) {
+        let at = c.timer_event(expires, self.grid);
+        if at < self.programmed_event_of(cpu, &c) {
             let now = self.now();
-            self.reprogram(cpu, now);
+            self.reprogram(cpu, &mut c, None, now);
         }
         Ok(id)
     }
@@ -438,19 +468,17 @@ where
     /// Cancels a timer; `None` if it already fired or was cancelled. If it
     /// was what the device was programmed for, the device is reprogrammed,
     /// so no interrupt comes that no timer asked for.
-    pub fn cancel_timer(&mut self, cpu: CpuId, id: TimerId) -> Option<Timer> {
-        let grid = self.time.grid;
-        let c = self.cpu(cpu)?;
+    pub fn cancel_timer(&self, cpu: CpuId, id: TimerId) -> Option<Timer> {
+        let mut c = self.cpu(cpu)?;
         let t = c.timers.cancel(id)?;
         let at = if c.mode.is_highres() {
             t.expires
         } else {
-            grid.ceil(t.expires)
+            self.grid.ceil(t.expires)
         };
-        let oneshot = c.mode.is_oneshot();
-        if at <= self.programmed_event(cpu) && oneshot {
+        if at <= self.programmed_event_of(cpu, &c) && c.mode.is_oneshot() {
             let now = self.now();
-            self.reprogram(cpu, now);
+            self.reprogram(cpu, &mut c, None, now);
         }
         Some(t)
     }
@@ -458,10 +486,18 @@ where
     /// When `cpu`'s next interrupt is programmed for (local or broadcast);
     /// `Ktime::MAX` if nothing is, or there is no such CPU.
     pub fn programmed_event(&self, cpu: CpuId) -> Ktime {
-        match self.cpus.get(cpu.index()) {
-            Some(c) if c.in_broadcast => self.bc.event_of(cpu),
-            Some(c) => c.device_event(),
+        match self.cpu(cpu) {
+            Some(c) => self.programmed_event_of(cpu, &c),
             None => Ktime::MAX,
+        }
+    }
+
+    /// [`TickSystem::programmed_event`], `cpu`'s state `c` held.
+    pub(crate) fn programmed_event_of(&self, cpu: CpuId, c: &TickCpu<'a, S>) -> Ktime {
+        if c.in_broadcast {
+            self.bc.lock().event_of(cpu)
+        } else {
+            c.device_event()
         }
     }
 
@@ -469,27 +505,21 @@ where
 
     /// A snapshot of `cpu`.
     pub fn cpu_info(&self, cpu: CpuId) -> Option<CpuInfo> {
-        self.cpus.get(cpu.index()).map(TickCpu::info)
+        self.cpu(cpu).map(|c| c.info())
     }
 
     /// The tick mode of `cpu`.
     pub fn mode(&self, cpu: CpuId) -> TickMode {
-        self.cpus
-            .get(cpu.index())
-            .map_or(TickMode::NoDevice, |c| c.mode)
+        self.cpu(cpu).map_or(TickMode::NoDevice, |c| c.mode)
     }
 
     /// The device id serving as `cpu`'s tick device.
     pub fn cpu_device(&self, cpu: CpuId) -> Option<DeviceId> {
-        self.cpus.get(cpu.index())?.dev.as_ref().map(|(i, _)| *i)
+        self.cpu(cpu)?.dev.as_ref().map(|(i, _)| *i)
     }
 
     /// Programming statistics of `cpu`'s tick device.
     pub fn cpu_device_stats(&self, cpu: CpuId) -> Option<clockevents::ProgramStats> {
-        self.cpus
-            .get(cpu.index())?
-            .dev
-            .as_ref()
-            .map(|(_, e)| e.stats())
+        self.cpu(cpu)?.dev.as_ref().map(|(_, e)| e.stats())
     }
 }

@@ -38,7 +38,7 @@ fn system(
 ) -> (Sys, &'static FakeClock, &'static FakeTimer, DeviceId) {
     let clock = leak(FakeClock::new("fake", 300));
     let dev = leak(FakeTimer::new("timer0", features, CPU0));
-    let mut sys = Sys::new(config, clock, [[TimerSlot::EMPTY; 16]; 2]).unwrap();
+    let sys = Sys::new(config, clock, [[TimerSlot::EMPTY; 16]; 2]).unwrap();
     let id = sys.register_device(dev).unwrap();
     (sys, clock, dev, id)
 }
@@ -73,7 +73,7 @@ fn nohz_off_keeps_a_one_shot_device_periodic() {
 
 #[test]
 fn a_periodic_tick_advances_jiffies_by_the_clock_not_by_interrupts() {
-    let (mut sys, clock, _, id) = system(TickConfig::DEFAULT, Features::PERIODIC);
+    let (sys, clock, _, id) = system(TickConfig::DEFAULT, Features::PERIODIC);
     let mut run = |_: CpuId, _, _| Rearm::No;
     clock.advance(PERIOD);
     sys.interrupt(id, CPU0, &mut run);
@@ -88,7 +88,7 @@ fn a_periodic_tick_advances_jiffies_by_the_clock_not_by_interrupts() {
 
 #[test]
 fn high_res_programs_the_next_tick_then_an_earlier_timer() {
-    let (mut sys, clock, dev, id) = system(TickConfig::DEFAULT, ONESHOT_PERIODIC);
+    let (sys, clock, dev, id) = system(TickConfig::DEFAULT, ONESHOT_PERIODIC);
     assert_eq!(sys.mode(CPU0), TickMode::HighRes { nohz: true });
     // Boot at 0: the first tick is at 4 ms, 4·10⁶ cycles of the 1 GHz fake.
     assert_eq!(
@@ -114,7 +114,7 @@ fn high_res_programs_the_next_tick_then_an_earlier_timer() {
 
 #[test]
 fn an_interrupt_of_another_cpus_device_is_forwarded_to_its_owner() {
-    let (mut sys, clock, dev, id) = system(TickConfig::DEFAULT, ONESHOT_PERIODIC);
+    let (sys, clock, dev, id) = system(TickConfig::DEFAULT, ONESHOT_PERIODIC);
     assert_eq!(sys.programmed_event(CPU0), ms(4));
     clock.advance(PERIOD);
     let before = dev.calls().len();
@@ -147,7 +147,7 @@ fn an_interrupt_of_another_cpus_device_is_forwarded_to_its_owner() {
 /// was armed could clear that event's interrupt too.
 #[test]
 fn each_interrupt_acknowledges_the_device_once_before_reprogramming_it() {
-    let (mut sys, clock, dev, id) = system(TickConfig::DEFAULT, ONESHOT_PERIODIC);
+    let (sys, clock, dev, id) = system(TickConfig::DEFAULT, ONESHOT_PERIODIC);
     for _ in 0..3 {
         clock.advance(PERIOD);
         let before = dev.calls().len();
@@ -161,7 +161,7 @@ fn each_interrupt_acknowledges_the_device_once_before_reprogramming_it() {
 
 #[test]
 fn nohz_idle_stops_the_tick_for_a_far_timer_and_restarts_it_on_the_grid() {
-    let (mut sys, clock, _, _) = system(TickConfig::DEFAULT, ONESHOT_PERIODIC);
+    let (sys, clock, _, _) = system(TickConfig::DEFAULT, ONESHOT_PERIODIC);
     sys.add_timer(CPU0, ms(1000), 1).unwrap();
     clock.advance(Nanos::from_millis(1));
     let s = sys.idle_sleep(CPU0, IdleDepth::Shallow).unwrap();
@@ -182,7 +182,7 @@ fn nohz_idle_stops_the_tick_for_a_far_timer_and_restarts_it_on_the_grid() {
 
 #[test]
 fn nohz_idle_keeps_the_tick_for_a_timer_due_before_it() {
-    let (mut sys, clock, _, _) = system(TickConfig::DEFAULT, ONESHOT_PERIODIC);
+    let (sys, clock, _, _) = system(TickConfig::DEFAULT, ONESHOT_PERIODIC);
     sys.add_timer(CPU0, ms(3), 1).unwrap();
     clock.advance(Nanos::from_millis(1));
     let s = sys.idle_sleep(CPU0, IdleDepth::Shallow).unwrap();
@@ -193,17 +193,17 @@ fn nohz_idle_keeps_the_tick_for_a_timer_due_before_it() {
 
 #[test]
 fn deep_idle_without_a_broadcast_device_is_refused_only_for_c3stop_devices() {
-    let (mut sys, clock, _, _) = system(TickConfig::DEFAULT, ONESHOT_PERIODIC);
+    let (sys, clock, _, _) = system(TickConfig::DEFAULT, ONESHOT_PERIODIC);
     clock.advance(Nanos::from_millis(1));
     assert!(sys.idle_sleep(CPU0, IdleDepth::Deep).is_ok(), "not C3STOP");
-    let (mut sys, clock, _, _) = system(TickConfig::DEFAULT, ONESHOT_PERIODIC | Features::C3STOP);
+    let (sys, clock, _, _) = system(TickConfig::DEFAULT, ONESHOT_PERIODIC | Features::C3STOP);
     clock.advance(Nanos::from_millis(1));
     assert_eq!(sys.idle_sleep(CPU0, IdleDepth::Deep), Err(IdleError::Busy));
 }
 
 #[test]
 fn a_cpu_out_of_range_is_refused_everywhere() {
-    let (mut sys, _, _, _) = system(TickConfig::DEFAULT, ONESHOT_PERIODIC);
+    let (sys, _, _, _) = system(TickConfig::DEFAULT, ONESHOT_PERIODIC);
     assert_eq!(sys.add_timer(CpuId::new(2), ms(5), 0), Err(AddError::NoCpu));
     assert_eq!(sys.idle_enter(CpuId::new(2)), Err(IdleError::NoCpu));
     assert_eq!(
@@ -257,7 +257,7 @@ fn what_a_device_is_is_read_once_at_registration() {
         inner: FakeTimer::new("counting", ONESHOT_PERIODIC, CPU0),
         asked: std::sync::atomic::AtomicU32::new(0),
     });
-    let mut sys = Sys::new(TickConfig::DEFAULT, clock, [[TimerSlot::EMPTY; 16]; 2]).unwrap();
+    let sys = Sys::new(TickConfig::DEFAULT, clock, [[TimerSlot::EMPTY; 16]; 2]).unwrap();
     let id = sys.register_device(dev).unwrap();
     assert_eq!(dev.asked.load(std::sync::atomic::Ordering::Relaxed), 1);
     // Later answers (no features at all) change nothing the core holds.
@@ -282,7 +282,7 @@ fn two_cpus() -> (
     let clock = leak(FakeClock::new("fake", 300));
     let d0 = leak(FakeTimer::new("timer0", ONESHOT_PERIODIC, CPU0));
     let d1 = leak(FakeTimer::new("timer1", ONESHOT_PERIODIC, CPU1));
-    let mut sys = Sys::new(TickConfig::DEFAULT, clock, [[TimerSlot::EMPTY; 16]; 2]).unwrap();
+    let sys = Sys::new(TickConfig::DEFAULT, clock, [[TimerSlot::EMPTY; 16]; 2]).unwrap();
     let i0 = sys.register_device(d0).unwrap();
     let i1 = sys.register_device(d1).unwrap();
     (sys, clock, [d0, d1], [i0, i1])
@@ -290,7 +290,7 @@ fn two_cpus() -> (
 
 #[test]
 fn a_timer_queued_for_another_cpu_kicks_it_and_never_touches_its_device() {
-    let (mut sys, clock, [d0, d1], [_, i1]) = two_cpus();
+    let (sys, clock, [d0, d1], [_, i1]) = two_cpus();
     clock.advance(Nanos::from_millis(1));
     let (calls0, calls1) = (d0.calls().len(), d1.calls().len());
     // CPU 0 queues a timer at 2 ms on CPU 1, programmed for its 4 ms tick.
@@ -326,7 +326,7 @@ fn a_timer_queued_for_another_cpu_kicks_it_and_never_touches_its_device() {
 
 #[test]
 fn a_cpu_sleeping_tickless_is_kicked_only_for_a_timer_before_its_wake_up() {
-    let (mut sys, clock, [_, d1], _) = two_cpus();
+    let (sys, clock, [_, d1], _) = two_cpus();
     // CPU 1 idles with one timer at 500 ms: its tick stops, it sleeps
     // until then.
     sys.add_timer(CPU1, ms(500), 1).unwrap();
@@ -351,7 +351,7 @@ fn a_cpu_sleeping_tickless_is_kicked_only_for_a_timer_before_its_wake_up() {
 
 #[test]
 fn timers_queued_while_a_kick_is_outstanding_ride_on_it() {
-    let (mut sys, clock, [_, d1], _) = two_cpus();
+    let (sys, clock, [_, d1], _) = two_cpus();
     sys.idle_enter(CPU1).unwrap();
     sys.idle_sleep(CPU1, IdleDepth::Shallow).unwrap();
     assert!(sys.cpu_info(CPU1).unwrap().tick_stopped);
@@ -395,7 +395,7 @@ fn timers_queued_while_a_kick_is_outstanding_ride_on_it() {
 
 #[test]
 fn a_remote_cancel_leaves_the_targets_device_alone() {
-    let (mut sys, clock, [_, d1], _) = two_cpus();
+    let (sys, clock, [_, d1], _) = two_cpus();
     clock.advance(Nanos::from_millis(1));
     let id = sys.add_timer(CPU1, ms(2), 9).unwrap();
     assert_eq!(sys.programmed_event(CPU1), ms(2));
@@ -414,7 +414,7 @@ fn a_clocksource_marked_unstable_is_left_for_the_next_best_without_time_going_ba
     // (Linux `mark_tsc_unstable`); time goes on from the next best source.
     let tsc = leak(FakeClock::new("tsc", 300));
     let hpet = leak(FakeClock::new("hpet", 250));
-    let mut sys = Sys::new(TickConfig::DEFAULT, tsc, [[TimerSlot::EMPTY; 16]; 2]).unwrap();
+    let sys = Sys::new(TickConfig::DEFAULT, tsc, [[TimerSlot::EMPTY; 16]; 2]).unwrap();
     sys.register_clocksource(hpet).unwrap();
     assert_eq!(sys.timekeeper().clocksource().name(), "tsc");
     tsc.advance(Nanos::from_millis(10));
@@ -443,7 +443,7 @@ fn deep_idle_pair() -> (Sys, &'static FakeClock, [&'static FakeTimer; 2], Device
     let d0 = leak(FakeTimer::new("lapic0", f, CPU0));
     let d1 = leak(FakeTimer::new("lapic1", f, CPU1));
     let hpet = leak(FakeTimer::global("hpet", ONESHOT_PERIODIC, 50));
-    let mut sys = Sys::new(TickConfig::DEFAULT, clock, [[TimerSlot::EMPTY; 16]; 2]).unwrap();
+    let sys = Sys::new(TickConfig::DEFAULT, clock, [[TimerSlot::EMPTY; 16]; 2]).unwrap();
     sys.register_device(d0).unwrap();
     sys.register_device(d1).unwrap();
     let bc = sys.register_device(hpet).unwrap();
@@ -453,7 +453,7 @@ fn deep_idle_pair() -> (Sys, &'static FakeClock, [&'static FakeTimer; 2], Device
 
 #[test]
 fn a_cpu_leaving_deep_idle_with_its_event_due_is_forced_to_the_broadcast_ipi() {
-    let (mut sys, clock, [_, d1], bc) = deep_idle_pair();
+    let (sys, clock, [_, d1], bc) = deep_idle_pair();
     sys.add_timer(CPU1, ms(10), 1).unwrap();
     sys.idle_enter(CPU1).unwrap();
     assert!(sys.idle_sleep(CPU1, IdleDepth::Deep).unwrap().broadcast);
@@ -488,7 +488,7 @@ fn a_cpu_leaving_deep_idle_with_its_event_due_is_forced_to_the_broadcast_ipi() {
 
 #[test]
 fn a_cpu_woken_by_the_broadcast_leaves_its_event_to_the_pending_ipi() {
-    let (mut sys, clock, [_, d1], bc) = deep_idle_pair();
+    let (sys, clock, [_, d1], bc) = deep_idle_pair();
     sys.add_timer(CPU1, ms(10), 2).unwrap();
     sys.idle_enter(CPU1).unwrap();
     assert!(sys.idle_sleep(CPU1, IdleDepth::Deep).unwrap().broadcast);
@@ -520,7 +520,7 @@ fn the_watchdog_runs_where_the_duty_is_and_an_idle_cpu_without_it_sleeps() {
     let hpet = leak(FakeClock::new("hpet", 250));
     let d0 = leak(FakeTimer::new("timer0", ONESHOT_PERIODIC, CPU0));
     let d1 = leak(FakeTimer::new("timer1", ONESHOT_PERIODIC, CPU1));
-    let mut sys = Sys::new(TickConfig::DEFAULT, tsc, [[TimerSlot::EMPTY; 16]; 2]).unwrap();
+    let sys = Sys::new(TickConfig::DEFAULT, tsc, [[TimerSlot::EMPTY; 16]; 2]).unwrap();
     sys.register_clocksource(hpet).unwrap();
     let i0 = sys.register_device(d0).unwrap();
     let i1 = sys.register_device(d1).unwrap();

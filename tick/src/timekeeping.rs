@@ -8,34 +8,179 @@
 //! [`Timekeeping::update_jiffies`]. On SMP it is the part that sits behind
 //! a seqlock (readers retry, the one writer holds it for the update).
 //!
+//! What every CPU's interrupt path needs of it without taking its lock —
+//! who holds the duty, who last held it, which CPUs run one-shot, the max
+//! deferment, the clocksource's resolution — is mirrored in [`Words`],
+//! atomics each CPU writes for itself (Linux likewise reads
+//! `tick_do_timer_cpu` with `READ_ONCE` and races benignly on it).
+//!
 //! Jiffies are derived from monotonic time (`(now − last update) /
 //! period`), never counted from interrupts, so a lost or coalesced
 //! interrupt loses no time (Linux `tick_do_update_jiffies64`).
 
-use clockevents::CpuId;
+use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+
+use clockevents::{CpuId, CpuMask};
 use clocksource::{
-    ClockSource, ConversionError, Ktime, Nanos, Registry, Timekeeper, WatchdogReport,
+    ClockSource, ConversionError, Cycles, Ktime, Nanos, Registry, Timekeeper, WatchdogReport,
 };
 
 use crate::grid::{Jiffies, TickGrid};
 use crate::system::{RegisterError, MAX_CLOCK_SOURCES};
+use crate::watchdog::WatchdogTimer;
 
 /// Timekeeping shared by all CPUs.
 pub(crate) struct Timekeeping<'a> {
     pub(crate) tk: Timekeeper<'a>,
     pub(crate) clocks: Registry<'a, MAX_CLOCK_SOURCES>,
     pub(crate) grid: TickGrid,
+    /// The clocksource watchdog's schedule (run by the watchdog CPU, under
+    /// this lock: a check may change the clocksource).
+    pub(crate) watchdog: WatchdogTimer,
     jiffies: Jiffies,
     /// The grid point jiffies were last brought up to.
     last_jiffies_update: Ktime,
-    /// The CPU doing the timekeeping duty (`None`: every CPU that held it
-    /// stopped its tick in idle; the next CPU whose tick runs takes it).
-    do_timer_cpu: Option<CpuId>,
+}
+
+/// No CPU holds the duty (Linux `TICK_DO_TIMER_NONE`).
+const NO_CPU: u32 = u32::MAX;
+
+/// The shared words the interrupt path reads without a lock.
+pub(crate) struct Words {
+    /// The CPU doing the timekeeping duty ([`NO_CPU`]: every CPU that held
+    /// it stopped its tick in idle; the next CPU whose tick runs takes it).
+    duty: AtomicU32,
+    /// CPUs that stopped their tick holding the duty, nobody having taken
+    /// it since ([`CpuMask`] bits; each CPU's `do_timer_last`, gathered).
+    last_holders: AtomicU64,
+    /// CPUs whose tick device runs in a one-shot mode ([`CpuMask`] bits).
+    oneshot: AtomicU64,
+    /// The timekeeper's max deferment, in ns.
+    max_deferment: AtomicU64,
+    /// One cycle of the clocksource plus 1 ns, in ns.
+    resolution: AtomicU64,
+    /// Jiffies, as last brought up to date.
+    jiffies: AtomicU64,
+}
+
+impl Words {
+    /// CPU 0 holding the duty; the rest from `t`.
+    pub(crate) fn new(t: &Timekeeping<'_>) -> Self {
+        let w = Words {
+            duty: AtomicU32::new(CpuId::BOOT.index() as u32),
+            last_holders: AtomicU64::new(0),
+            oneshot: AtomicU64::new(0),
+            max_deferment: AtomicU64::new(0),
+            resolution: AtomicU64::new(0),
+            jiffies: AtomicU64::new(0),
+        };
+        w.refresh(t);
+        w
+    }
+
+    /// Takes jiffies, the timekeeper's max deferment and its resolution
+    /// (after an update, a change of clocksource or of frequency).
+    pub(crate) fn refresh(&self, t: &Timekeeping<'_>) {
+        let tk = &t.tk;
+        self.jiffies.store(t.jiffies().get(), Ordering::Release);
+        let resolution = tk
+            .cycles_to_ns(Cycles::new(1))
+            .saturating_add(Nanos::from_nanos(1));
+        self.max_deferment
+            .store(tk.max_deferment().as_nanos(), Ordering::Relaxed);
+        self.resolution
+            .store(resolution.as_nanos(), Ordering::Relaxed);
+    }
+
+    /// Jiffies, as last brought up to date.
+    pub(crate) fn jiffies(&self) -> Jiffies {
+        Jiffies::ZERO.saturating_add(self.jiffies.load(Ordering::Acquire))
+    }
+
+    /// The timekeeper's max deferment.
+    pub(crate) fn max_deferment(&self) -> Nanos {
+        Nanos::from_nanos(self.max_deferment.load(Ordering::Relaxed))
+    }
+
+    /// One clocksource cycle plus 1 ns.
+    pub(crate) fn resolution(&self) -> Nanos {
+        Nanos::from_nanos(self.resolution.load(Ordering::Relaxed))
+    }
+
+    /// The CPU holding the duty.
+    pub(crate) fn duty(&self) -> Option<CpuId> {
+        match self.duty.load(Ordering::Acquire) {
+            NO_CPU => None,
+            c => Some(CpuId::new(c)),
+        }
+    }
+
+    /// Whether `cpu` holds the duty.
+    pub(crate) fn holds_duty(&self, cpu: CpuId) -> bool {
+        self.duty() == Some(cpu)
+    }
+
+    /// `cpu` takes the duty if nobody holds it; returns whether it did.
+    pub(crate) fn claim_duty(&self, cpu: CpuId) -> bool {
+        self.duty
+            .compare_exchange(
+                NO_CPU,
+                cpu.index() as u32,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            )
+            .is_ok()
+    }
+
+    /// `cpu` gives the duty up if it holds it; returns whether it did.
+    pub(crate) fn release_duty(&self, cpu: CpuId) -> bool {
+        self.duty
+            .compare_exchange(
+                cpu.index() as u32,
+                NO_CPU,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            )
+            .is_ok()
+    }
+
+    /// Records `cpu`'s `do_timer_last`.
+    pub(crate) fn set_last_holder(&self, cpu: CpuId, last: bool) {
+        set_bit(&self.last_holders, cpu, last);
+    }
+
+    /// The first CPU (by index) that last held the duty.
+    pub(crate) fn first_last_holder(&self) -> Option<CpuId> {
+        let bits = self.last_holders.load(Ordering::Acquire);
+        (bits != 0)
+            .then(|| CpuId::from_index(bits.trailing_zeros() as usize))
+            .flatten()
+    }
+
+    /// Records whether `cpu` runs a one-shot mode.
+    pub(crate) fn set_oneshot(&self, cpu: CpuId, oneshot: bool) {
+        set_bit(&self.oneshot, cpu, oneshot);
+    }
+
+    /// Whether any CPU runs a one-shot mode.
+    pub(crate) fn any_oneshot(&self) -> bool {
+        self.oneshot.load(Ordering::Acquire) != 0
+    }
+}
+
+/// Sets or clears `cpu`'s bit of a [`CpuMask`]-bits word.
+fn set_bit(word: &AtomicU64, cpu: CpuId, on: bool) {
+    let bit = CpuMask::single(cpu).bits();
+    if on {
+        word.fetch_or(bit, Ordering::AcqRel);
+    } else {
+        word.fetch_and(!bit, Ordering::AcqRel);
+    }
 }
 
 impl<'a> Timekeeping<'a> {
-    /// Timekeeping on `cs`, the tick grid of `period`, CPU 0 holding the
-    /// duty and jiffies counting from the grid point at or before now.
+    /// Timekeeping on `cs`, the tick grid of `period`, jiffies counting
+    /// from the grid point at or before now.
     pub(crate) fn new(cs: &'a dyn ClockSource, period: Nanos) -> Result<Self, RegisterError> {
         let mut clocks = Registry::new();
         let cs_id = clocks.register(cs).map_err(RegisterError::Clock)?;
@@ -50,9 +195,9 @@ impl<'a> Timekeeping<'a> {
             tk,
             clocks,
             grid,
+            watchdog: WatchdogTimer::new(),
             jiffies: Jiffies::ZERO,
             last_jiffies_update,
-            do_timer_cpu: Some(CpuId::BOOT),
         })
     }
 
@@ -78,38 +223,6 @@ impl<'a> Timekeeping<'a> {
             self.last_jiffies_update = self
                 .last_jiffies_update
                 .saturating_add(Nanos::from_nanos(ticks * p));
-        }
-    }
-
-    // ----- the timekeeping duty ---------------------------------------------
-
-    /// The CPU holding the duty.
-    pub(crate) fn duty(&self) -> Option<CpuId> {
-        self.do_timer_cpu
-    }
-
-    /// Whether `cpu` holds the duty.
-    pub(crate) fn holds_duty(&self, cpu: CpuId) -> bool {
-        self.do_timer_cpu == Some(cpu)
-    }
-
-    /// `cpu` takes the duty if nobody holds it; returns whether it did.
-    pub(crate) fn claim_duty(&mut self, cpu: CpuId) -> bool {
-        if self.do_timer_cpu.is_none() {
-            self.do_timer_cpu = Some(cpu);
-            true
-        } else {
-            false
-        }
-    }
-
-    /// `cpu` gives the duty up if it holds it; returns whether it did.
-    pub(crate) fn release_duty(&mut self, cpu: CpuId) -> bool {
-        if self.holds_duty(cpu) {
-            self.do_timer_cpu = None;
-            true
-        } else {
-            false
         }
     }
 
@@ -172,7 +285,7 @@ mod tests {
     #[test]
     fn the_duty_is_held_by_one_cpu_at_a_time() {
         let clock = FakeClock::new("fake", 100);
-        let mut t = Timekeeping::new(&clock, MS4).unwrap();
+        let t = Words::new(&Timekeeping::new(&clock, MS4).unwrap());
         let (cpu0, cpu1) = (CpuId::BOOT, CpuId::new(1));
         assert_eq!(t.duty(), Some(cpu0));
         assert!(!t.claim_duty(cpu1));

@@ -604,7 +604,7 @@ fn tick_system_up(
     let config = TickConfig::new(opts.hz.map_or(default.hz(), |h| Hertz::new(h.per_second())))
         .with_nohz(opts.nohz.unwrap_or(default.nohz()))
         .with_highres(opts.highres.unwrap_or(default.highres()));
-    let mut tick: Tick = TickSystem::new(
+    let tick: Tick = TickSystem::new(
         config,
         first,
         kernel::timer_storage().ok_or(BringUpError::Twice)?,

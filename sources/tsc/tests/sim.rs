@@ -461,7 +461,7 @@ fn unstable_override_leaves_the_tsc_unselected() {
     )
     .unwrap();
     let hpet = hpet(&clock);
-    let mut m: Machine<1> = Machine::new(clock.clone(), trace.clone(), cfg(true, true), hpet);
+    let m: Machine<1> = Machine::new(clock.clone(), trace.clone(), cfg(true, true), hpet);
     m.tick.register_clocksource(t).unwrap();
     assert_eq!(m.tick.timekeeper().clocksource().name(), "hpet");
 }

@@ -144,12 +144,14 @@ pub fn measure(at: &[Nanos], lapic_error_ppm: Option<u32>) -> Option<Measured> {
         );
         let reported_deferment = k.tick.timekeeper().max_deferment();
         let deferment = documented::clock_max_deferment(state.clocksource, reported_deferment);
+        // Before the registry is held: the schedule is read under the
+        // same (timekeeping) lock.
+        let schedule = k.tick.watchdog_schedule();
         let clocks = k.tick.clocksources();
         let watched = |e: &&clocksource::Entry<'_>| {
             e.flags().contains(ClockSourceFlags::MUST_VERIFY) && !e.is_unstable()
         };
         let watchdog = clocks.iter().any(|e| watched(&e));
-        let schedule = k.tick.watchdog_schedule();
         // The deferral's bound, from the documented max deferments of the
         // watched clocks and of the watchdog's reference.
         let doc_deferment = |name| documented::clock_max_deferment(name, Nanos::ZERO);
@@ -159,10 +161,13 @@ pub fn measure(at: &[Nanos], lapic_error_ppm: Option<u32>) -> Option<Measured> {
             .filter_map(|e| doc_deferment(e.name()))
             .map(|f| f.documented)
             .min();
-        let reference_deferment = Watchdog::<MAX_CLOCK_SOURCES>::pick_reference(clocks)
+        let reference_deferment = Watchdog::<MAX_CLOCK_SOURCES>::pick_reference(&clocks)
             .and_then(|id| clocks.get(id))
             .and_then(|e| doc_deferment(e.name()))
             .map(|f| f.documented);
+        // The registry is held (the timekeeping lock): let go before the
+        // clock is read.
+        drop(clocks);
         let deferral = match (schedule, watched_deferment, reference_deferment) {
             (Some(s), Some(w), Some(r)) => Some(documented::watchdog_deferral(w, r, s.deferral)),
             _ => None,
