@@ -163,9 +163,14 @@ impl<const CPUS: usize> Broadcast<'_, CPUS> {
                 }
             }
         }
-        // The forced CPUs are due by definition.
+        // The forced CPUs are due by definition. They are sent the IPI too,
+        // so they are pending like the rest until they take it: between
+        // this return and the IPI's arrival nothing else would say that
+        // one is on its way, and a reprogramming meanwhile would arm the
+        // local device for the event the IPI handles.
         for cpu in self.force_mask.iter() {
             wake.insert(cpu);
+            self.pending_mask.insert(cpu);
             if let Some(e) = self.next_event.get_mut(cpu.index()) {
                 *e = Ktime::MAX;
             }
