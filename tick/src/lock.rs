@@ -99,3 +99,29 @@ impl<G: Deref, U: ?Sized> Deref for Held<G, U> {
         (self.get)(&self.guard)
     }
 }
+/// `std::sync::Mutex` as a lock family, for the host's thread tests (a
+/// poisoned lock is taken anyway: the panicking test has failed already).
+#[cfg(test)]
+pub(crate) struct StdLocks;
+
+#[cfg(test)]
+impl<T> Lock<T> for std::sync::Mutex<T> {
+    type Guard<'g>
+        = std::sync::MutexGuard<'g, T>
+    where
+        T: 'g;
+    fn new(value: T) -> Self {
+        std::sync::Mutex::new(value)
+    }
+    fn lock(&self) -> std::sync::MutexGuard<'_, T> {
+        std::sync::Mutex::lock(self).unwrap_or_else(|e| e.into_inner())
+    }
+    fn get_mut(&mut self) -> &mut T {
+        std::sync::Mutex::get_mut(self).unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+#[cfg(test)]
+impl Locks for StdLocks {
+    type Of<T> = std::sync::Mutex<T>;
+}
