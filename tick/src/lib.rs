@@ -65,6 +65,8 @@
 //! one-shot stays periodic even with NO_HZ asked for, and
 //! [`CpuInfo::periodic_reason`] says why.
 #![no_std]
+// The loom build (`--cfg loom`) runs the model-checked tests alone.
+#![cfg_attr(all(test, loom), allow(dead_code, unused_imports))]
 #![forbid(unsafe_code)]
 
 #[cfg(test)]
@@ -84,7 +86,9 @@ pub mod system;
 mod timekeeping;
 pub mod watchdog;
 
-#[cfg(test)]
+#[cfg(all(loom, test))]
+mod loom_tests;
+#[cfg(all(test, not(loom)))]
 mod stress;
 #[cfg(test)]
 mod testing;

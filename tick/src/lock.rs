@@ -125,3 +125,29 @@ impl<T> Lock<T> for std::sync::Mutex<T> {
 impl Locks for StdLocks {
     type Of<T> = std::sync::Mutex<T>;
 }
+
+/// loom's mutex as a lock family: the model-checked tests ([`crate::loom_tests`]).
+#[cfg(all(loom, test))]
+pub(crate) struct LoomLocks;
+
+#[cfg(all(loom, test))]
+impl<T> Lock<T> for loom::sync::Mutex<T> {
+    type Guard<'g>
+        = loom::sync::MutexGuard<'g, T>
+    where
+        T: 'g;
+    fn new(value: T) -> Self {
+        loom::sync::Mutex::new(value)
+    }
+    fn lock(&self) -> loom::sync::MutexGuard<'_, T> {
+        loom::sync::Mutex::lock(self).unwrap_or_else(|e| e.into_inner())
+    }
+    fn get_mut(&mut self) -> &mut T {
+        loom::sync::Mutex::get_mut(self).unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+#[cfg(all(loom, test))]
+impl Locks for LoomLocks {
+    type Of<T> = loom::sync::Mutex<T>;
+}

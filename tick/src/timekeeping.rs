@@ -18,7 +18,12 @@
 //! period`), never counted from interrupts, so a lost or coalesced
 //! interrupt loses no time (Linux `tick_do_update_jiffies64`).
 
+// The model-checked build (`--cfg loom`, this crate's tests) runs the
+// shared words on loom's atomics, whose every interleaving it explores.
+#[cfg(not(all(loom, test)))]
 use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+#[cfg(all(loom, test))]
+use loom::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 use clockevents::{CpuId, CpuMask};
 use clocksource::{
