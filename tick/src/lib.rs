@@ -104,7 +104,7 @@ pub use percpu::{CpuInfo, CpuStats};
 pub use queue::{NotQueued, QueueFull, Timer, TimerId, TimerQueue, TimerSlot};
 pub use remote::Kick;
 pub use system::{
-    AddError, IdleError, Rearm, RegisterError, TickSystem, TimerFn, MAX_CLOCK_SOURCES,
-    MAX_EVENT_DEVICES,
+    AddError, IdleError, LockFreeRead, Rearm, RegisterError, TickSystem, TimerFn,
+    MAX_CLOCK_SOURCES, MAX_EVENT_DEVICES,
 };
 pub use watchdog::{WatchdogSchedule, WATCHDOG_IDLE_DEFERRAL_MAX};

@@ -27,7 +27,10 @@ use clockevents::{
     PoolError,
 };
 use clocksource::WatchdogReport;
-use clocksource::{ClockSource, ClockSourceFlags, Ktime, Nanos, Registry, SourceId, Timekeeper};
+use clocksource::{
+    ClockSource, ClockSourceFlags, Cycles, Ktime, Nanos, PublishedClock, Registry, SourceId,
+    Timekeeper,
+};
 use core::fmt;
 use core::ops::Deref;
 
@@ -133,7 +136,15 @@ pub struct TickSystem<'a, S, const CPUS: usize, L: Locks = Single> {
     pub(crate) devices: L::Of<Devices<'a>>,
     pub(crate) cpus: [L::Of<TickCpu<'a, S>>; CPUS],
     pub(crate) bc: L::Of<Broadcast<'a, CPUS>>,
+    /// Where [`TickSystem::now`] reads without the timekeeping lock
+    /// ([`TickSystem::publish_to`]).
+    pub(crate) fast: Option<(&'a PublishedClock, LockFreeRead)>,
 }
+
+/// Reads the counter of the clocksource a [`clocksource::source_key`]
+/// names, if it is one that any CPU may read at any time without a lock (a
+/// register read: HPET, ACPI PM timer, the TSC); `None` otherwise.
+pub type LockFreeRead = fn(u64) -> Option<Cycles>;
 
 impl<'a, S, const CPUS: usize, L: Locks> TickSystem<'a, S, CPUS, L>
 where
@@ -164,6 +175,7 @@ where
             }),
             cpus: storage.map(|s| Lock::new(TickCpu::new(s))),
             bc: Lock::new(Broadcast::new()),
+            fast: None,
         })
     }
 
@@ -420,8 +432,26 @@ where
 
     // ----- time ------------------------------------------------------------
 
-    /// Monotonic time now, from the clocksource.
+    /// From now on the timekeeper publishes its monotonic read base to
+    /// `to`, and [`TickSystem::now`] — every clock read of the interrupt
+    /// path — reads through it without the timekeeping lock, the counter
+    /// read by `read` (a seqlock read: it retries while the duty holder
+    /// publishes, never waits; Linux `ktime_get` over `tk_core.seq`). A
+    /// source `read` cannot read is read under the lock, as before.
+    pub fn publish_to(&mut self, to: &'a PublishedClock, read: LockFreeRead) {
+        self.time.get_mut().tk.publish_to(to);
+        self.fast = Some((to, read));
+    }
+
+    /// Monotonic time now, from the clocksource: through the published base
+    /// without a lock where [`TickSystem::publish_to`] set one up and the
+    /// source is one its reader reads, else under the timekeeping lock.
     pub fn now(&self) -> Ktime {
+        if let Some((published, read)) = self.fast {
+            if let Some(t) = published.monotonic_from(read) {
+                return t;
+            }
+        }
         self.time.lock().now()
     }
     /// The timekeeper, held until the return is dropped.

@@ -8,7 +8,7 @@ use std::boxed::Box;
 use std::vec::Vec;
 
 use clockevents::{CpuId, DeviceId, Features};
-use clocksource::{Cycles, Ktime, Nanos};
+use clocksource::{ClockSource, Cycles, Ktime, Nanos, PublishedClock};
 
 use crate::testing::{Call, FakeClock, FakeTimer};
 use crate::{
@@ -557,4 +557,34 @@ fn the_watchdog_runs_where_the_duty_is_and_an_idle_cpu_without_it_sleeps() {
     assert_eq!(stats(CPU0).watchdog_wakeups, 1);
     assert_eq!(stats(CPU0).max_deferment_wakeups, 0);
     assert_eq!(stats(CPU1).watchdog_wakeups, 0);
+}
+
+/// With a published base, `now` takes no lock: it reads while the
+/// timekeeping is held (which, taken again, panics under `Single`), and
+/// gives what the timekeeper gives; for a source its reader cannot read it
+/// takes the lock, as without one.
+#[test]
+fn now_reads_the_published_base_without_the_lock_and_under_it_for_a_source_it_cannot_read() {
+    static CLOCK: std::sync::OnceLock<&'static FakeClock> = std::sync::OnceLock::new();
+    fn read(key: u64) -> Option<Cycles> {
+        let cs: &dyn ClockSource = *CLOCK.get()?;
+        (clocksource::source_key(cs) == key).then(|| cs.read())
+    }
+    fn unreadable(_: u64) -> Option<Cycles> {
+        None
+    }
+    let clock = *CLOCK.get_or_init(|| leak(FakeClock::new("fake", 300)));
+    let mut sys = Sys::new(TickConfig::DEFAULT, clock, [[TimerSlot::EMPTY; 16]; 2]).unwrap();
+    sys.publish_to(leak(PublishedClock::new()), read);
+    clock.advance(Nanos::from_micros(3_217));
+    let held = sys.timekeeper();
+    assert_eq!(sys.now(), held.monotonic());
+    assert_eq!(sys.now(), Ktime::from_nanos(3_217_000));
+    drop(held);
+
+    let mut other = Sys::new(TickConfig::DEFAULT, clock, [[TimerSlot::EMPTY; 16]; 2]).unwrap();
+    other.publish_to(leak(PublishedClock::new()), unreadable);
+    clock.advance(Nanos::from_micros(5));
+    let expect = other.timekeeper().monotonic();
+    assert_eq!(other.now(), expect);
 }
