@@ -3,7 +3,7 @@
 //!
 //! ```text
 //!   device interrupt on CPU c ──► TickSystem::interrupt(dev, c, run)
-//!       │  owner = CPU c                      owner = broadcast
+//!       │  c's tick device (c's lock)         the broadcast device (its lock)
 //!       ▼                                          ▼
 //!   cpu_event(c):                            Broadcast::event(): collect CPUs
 //!     observe: latch off, clock lagging?       whose event is due → IPI mask;
@@ -53,6 +53,25 @@ where
     /// before anything reprograms it; the embedder sends the interrupt
     /// controller's EOI after this returns.
     pub fn interrupt(&self, dev: DeviceId, cpu: CpuId, run: &mut TimerFn<'_>) -> CpuMask {
+        // The common cases take no lock but their own: the CPU's tick
+        // device (its own state's), the broadcast device (the broadcast
+        // state's). The pool is asked only for anything else.
+        if let Some(c) = self.cpus.get(cpu.index()) {
+            let mut c = c.lock();
+            if let Some((_, ev)) = c.dev.as_ref().filter(|(id, _)| *id == dev) {
+                ev.device().acknowledge();
+                self.cpu_event_of(cpu, &mut c, run);
+                return CpuMask::EMPTY;
+            }
+        }
+        {
+            let mut bc = self.bc.lock();
+            if let Some((_, ev)) = bc.dev.as_ref().filter(|(id, _)| *id == dev) {
+                ev.device().acknowledge();
+                let now = self.now();
+                return bc.event(now);
+            }
+        }
         let (device, owner) = {
             let d = self.devices.lock();
             (d.pool.get(dev), d.pool.owner(dev))
@@ -61,15 +80,7 @@ where
             d.acknowledge();
         }
         match owner {
-            Some(Owner::Cpu(c)) if c == cpu && cpu.index() < CPUS => {
-                self.cpu_event(cpu, run);
-                CpuMask::EMPTY
-            }
-            Some(Owner::Broadcast) => {
-                let now = self.now();
-                self.bc.lock().event(now)
-            }
-            Some(Owner::Cpu(owner)) if owner.index() < CPUS => {
+            Some(Owner::Cpu(owner)) if owner.index() < CPUS && owner != cpu => {
                 log::debug!("tick: {dev:?} of {owner} interrupted {cpu}: forwarded");
                 if let Some(mut c) = self.cpu(cpu) {
                     c.stats.forwarded += 1;
@@ -98,6 +109,11 @@ where
     /// `tick_nohz_lowres_handler`, `hrtimer_interrupt`). `cpu.index() < CPUS`.
     fn cpu_event(&self, cpu: CpuId, run: &mut TimerFn<'_>) {
         let mut c = self.cpus[cpu.index()].lock();
+        self.cpu_event_of(cpu, &mut c, run);
+    }
+
+    /// [`TickSystem::cpu_event`], `cpu`'s state `c` held.
+    fn cpu_event_of(&self, cpu: CpuId, c: &mut TickCpu<'a, S>, run: &mut TimerFn<'_>) {
         let now = self.now();
         let seen = c.observe_interrupt(now);
         let now = c.spin_to_target(|| self.now(), now, seen.advanced);
@@ -113,7 +129,7 @@ where
             }
         }
         let now = self.now();
-        self.do_timer(cpu, &mut c, now);
+        self.do_timer(cpu, c, now);
         match mode {
             TickMode::NoDevice => {}
             TickMode::Periodic => {
@@ -136,7 +152,7 @@ where
                 if mode.is_highres() {
                     c.run_timers(cpu, now, run);
                 }
-                self.rearm_or_leave_to_idle(cpu, &mut c);
+                self.rearm_or_leave_to_idle(cpu, c);
             }
         }
     }
