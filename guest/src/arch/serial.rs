@@ -7,10 +7,10 @@
 //! # Never from an interrupt handler
 //!
 //! A polled UART costs ~87 µs a byte at 115200 baud on real hardware: a
-//! 100-byte line is ~9 ms, which a handler holding the kernel lock with
+//! 100-byte line is ~9 ms, which a handler holding a tick lock with
 //! interrupts off would add to every interrupt behind it. So the console
 //! is never written from interrupt context, nor by a `log` record made
-//! with interrupts disabled (the kernel lock is only held so):
+//! with interrupts disabled (the tick locks are only held so):
 //!
 //! ```text
 //!   log record, interrupts off or in a handler ─┐  format on the stack,

@@ -87,8 +87,7 @@ pub fn ap_main(index: usize) -> ! {
         for (dev, is_lapic) in [(lapic, true), (channel, false)] {
             let Some(dev) = dev else { continue };
             match k.tick.register_device(dev) {
-                Ok(id) if is_lapic => k.lapic[index] = Some(id),
-                Ok(id) => k.hpet_percpu[index] = Some(id),
+                Ok(id) => k.set_device(index, id, is_lapic),
                 Err(e) => log::warn!("aps: {cpu}: {} refused: {e:?}", dev.info().name),
             }
         }

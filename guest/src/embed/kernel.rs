@@ -1,49 +1,57 @@
-//! The embedding: one [`TickSystem`] for every CPU, behind a spin lock in
-//! a static, its interrupt handlers, and the idle loop every CPU runs.
+//! The embedding: one [`TickSystem`] for every CPU, in a static with its
+//! parts behind their own locks, its interrupt handlers, and the idle loop
+//! every CPU runs.
 //!
 //! ```text
-//!   KERNEL: spin::Mutex<Option<Kernel>>     touched only with interrupts off
-//!     Kernel { tick: TickSystem<'static, &mut [TimerSlot], CPUS>, irq0, lapic[cpu] }
-//!   REC, IRQ_LOG: spin::Mutex<…>            what the tests read (taken after KERNEL);
-//!                                           IRQ_LOG holds CPU 0's tick events only
+//!   TICK: Tick = TickSystem<'static, &mut [TimerSlot], CPUS, IrqLocks>
+//!     each CPU's state, the broadcast state, the device pool, the
+//!     timekeeping: an IrqLock each (spin lock, interrupts off while held)
+//!   LAPIC[cpu], HPET_PERCPU[cpu], IRQ0, COUNTS[cpu], ARMED: atomics, set at
+//!     registration or counted by each CPU for itself
+//!   REC, IRQ_LOG: spin::Mutex<…>            what the tests read (REC taken
+//!                                           per timer run; IRQ_LOG by CPU 0
+//!                                           only, its tick events)
 //!
 //!   CPU c = smp::this_cpu()
 //!   LAPIC timer (vector 0xEC) ─┐
-//!   IRQ0 → I/O APIC → CPU 0    ├─► lock ─► tick.interrupt(dev, c, run) ─► unlock ─► EOI
-//!     (HPET legacy or PIT)    ─┘     │      run(timer): REC ← (cpu, data, expiry, now)
-//!                                    │      IRQ_LOG ← (CPU 0: now, programmed, what it did)
+//!   per-CPU HPET channel (FSB) ├─► tick.interrupt(dev, c, run) ─► EOI
+//!   IRQ0 → I/O APIC → CPU 0    ┘     │  c's own device: c's lock only
+//!     (HPET legacy or PIT)           │  run(timer): REC ← (cpu, data, expiry, now)
+//!                                    │  IRQ_LOG ← (CPU 0: now, programmed, what it did)
 //!                                    └─► CPUs due (broadcast), the owner (forwarded):
 //!                                        c itself: tick.ipi(c, run); others: tick IPI
-//!   TICK_IPI_VECTOR on CPU c ──► lock ─► tick.ipi(c, run)
-//!   KICK_VECTOR on CPU c     ──► lock ─► tick.kicked(c, run)  (a timer queued here by
-//!                                        another CPU, earlier than c's next event)
+//!   TICK_IPI_VECTOR on CPU c ──► tick.ipi(c, run)
+//!   KICK_VECTOR on CPU c     ──► tick.kicked(c, run)  (a timer queued here by
+//!                                another CPU, earlier than c's next event)
 //!
 //!   idle_until(done):   cli; idle_enter(c)
-//!                       loop { done? break ; idle_sleep(c, depth) ; unlock
+//!                       loop { done? break ; idle_sleep(c, depth)
 //!                              sti;hlt  (cpu::idle: atomic)  ── handler runs ──
 //!                              serial::drain (what handlers logged); cli; idle_wake(c) }
 //!                       idle_exit(c); sti
 //! ```
 //!
-//! Clock reads ([`now`]) take no lock: the timekeeper publishes its
+//! No lock is around the tick system: CPUs call into it at the same time,
+//! a CPU's interrupt taking its own state's lock (the order and the rest:
+//! `tick::lock`). Clock reads take no lock — [`now`] here, and the tick
+//! layer's own ([`TickSystem::publish_to`]): the timekeeper publishes its
 //! monotonic base to [`PUBLISHED`] after every change, and while the TSC
 //! is the clocksource `now` reads it inline (`rdtsc`, the published
 //! mult/shift — Linux's vDSO read); on the HPET or the ACPI PM timer it
 //! reads that register itself (`PublishedClock::monotonic_from`); only on
 //! the PIT's counter 2 (a latch command and two reads, not safe from two
-//! CPUs at once) does it take the lock and read through the timekeeper.
+//! CPUs at once) is it read through the timekeeper under its lock.
 //!
-//! Handlers run with interrupts disabled (interrupt gates), and every other
-//! user of the lock disables them first ([`with`]), so an interrupt can
-//! never find the lock held by its own CPU; another CPU holds it only for
-//! one handler's or one call's length. Nothing here allocates (there is no
-//! allocator): the timer storage and the recorder are fixed arrays in
-//! statics.
+//! Handlers run with interrupts disabled (interrupt gates), and every lock
+//! is taken with them disabled ([`IrqLock`], [`with`]), so an interrupt can
+//! never find a lock held by its own CPU; another CPU holds one only for
+//! one call's length. Nothing here allocates (there is no allocator): the
+//! timer storage and the recorder are fixed arrays in statics.
 
-use core::sync::atomic::{AtomicU64, Ordering};
+use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use clockevents::{CpuId, DeviceId, Owner};
-use clocksource::{ClockSource, Cycles, CyclesToNs, InlineRead, Ktime, Nanos, PublishedClock};
+use clocksource::{Cycles, InlineRead, Ktime, Nanos, PublishedClock};
 use tick::{IdleDepth, Rearm, TickMode, TickSystem, Timer, TimerFn, TimerSlot};
 
 pub use crate::rig::idle::{IrqRecord, IRQ_LOG_LEN};
@@ -57,8 +65,73 @@ pub const RECORDS: usize = 1100;
 pub const CPUS: usize = smp::MAX_CPUS;
 
 /// The tick system of this kernel: each CPU's timers in its row of
-/// [`timer_storage`].
-pub type Tick = TickSystem<'static, &'static mut [TimerSlot], CPUS>;
+/// [`timer_storage`], its parts behind [`IrqLock`]s.
+pub type Tick = TickSystem<'static, &'static mut [TimerSlot], CPUS, IrqLocks>;
+
+/// A spin lock taken with interrupts off on the CPU that holds it, as
+/// they were restored when it is released (Linux
+/// `raw_spin_lock_irqsave`): an interrupt handler on this CPU can never
+/// find it held by the code it interrupted. The tick system's locks.
+pub struct IrqLock<T>(spin::Mutex<T>);
+
+/// An [`IrqLock`] held: the lock is released first, then the interrupt
+/// flag restored (fields drop in order).
+pub struct IrqGuard<'g, T> {
+    guard: spin::MutexGuard<'g, T>,
+    _flag: RestoreInterrupts,
+}
+
+/// Re-enables interrupts on drop if they were on.
+struct RestoreInterrupts(bool);
+
+impl Drop for RestoreInterrupts {
+    fn drop(&mut self) {
+        if self.0 {
+            cpu::enable_interrupts();
+        }
+    }
+}
+
+impl<T> core::ops::Deref for IrqGuard<'_, T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        &self.guard
+    }
+}
+
+impl<T> core::ops::DerefMut for IrqGuard<'_, T> {
+    fn deref_mut(&mut self) -> &mut T {
+        &mut self.guard
+    }
+}
+
+impl<T> tick::Lock<T> for IrqLock<T> {
+    type Guard<'g>
+        = IrqGuard<'g, T>
+    where
+        T: 'g;
+    fn new(value: T) -> Self {
+        IrqLock(spin::Mutex::new(value))
+    }
+    fn lock(&self) -> IrqGuard<'_, T> {
+        let on = cpu::interrupts_enabled();
+        cpu::disable_interrupts();
+        IrqGuard {
+            guard: self.0.lock(),
+            _flag: RestoreInterrupts(on),
+        }
+    }
+    fn get_mut(&mut self) -> &mut T {
+        self.0.get_mut()
+    }
+}
+
+/// [`IrqLock`] as the tick system's lock family.
+pub struct IrqLocks;
+
+impl tick::Locks for IrqLocks {
+    type Of<T> = IrqLock<T>;
+}
 
 /// The CPUs' timer slots: a static, not the stack (8 × 40 KiB).
 static STORAGE: spin::Mutex<[[TimerSlot; TIMERS]; CPUS]> =
@@ -215,43 +288,163 @@ impl IrqCounts {
     }
 }
 
-/// Everything the interrupt path and the tests share.
-pub struct Kernel {
+/// One CPU's [`IrqCounts`], counted by its own handlers without a lock.
+struct Counts {
+    lapic: AtomicU64,
+    irq0: AtomicU64,
+    hpet_percpu: AtomicU64,
+    not_tick: AtomicU64,
+    tick_ipis: AtomicU64,
+    kicks: AtomicU64,
+    tick_ipis_sent: AtomicU64,
+    kicks_sent: AtomicU64,
+}
+
+impl Counts {
+    const fn new() -> Self {
+        Counts {
+            lapic: AtomicU64::new(0),
+            irq0: AtomicU64::new(0),
+            hpet_percpu: AtomicU64::new(0),
+            not_tick: AtomicU64::new(0),
+            tick_ipis: AtomicU64::new(0),
+            kicks: AtomicU64::new(0),
+            tick_ipis_sent: AtomicU64::new(0),
+            kicks_sent: AtomicU64::new(0),
+        }
+    }
+
+    fn snapshot(&self) -> IrqCounts {
+        let r = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        IrqCounts {
+            lapic: r(&self.lapic),
+            irq0: r(&self.irq0),
+            hpet_percpu: r(&self.hpet_percpu),
+            not_tick: r(&self.not_tick),
+            tick_ipis: r(&self.tick_ipis),
+            kicks: r(&self.kicks),
+            tick_ipis_sent: r(&self.tick_ipis_sent),
+            kicks_sent: r(&self.kicks_sent),
+        }
+    }
+}
+
+/// Adds one to a count.
+fn count(a: &AtomicU64) {
+    a.fetch_add(1, Ordering::Relaxed);
+}
+
+/// Each CPU's interrupt counts.
+static COUNTS: [Counts; CPUS] = [const { Counts::new() }; CPUS];
+
+/// "No device" in the device-id words.
+const NO_DEVICE: usize = usize::MAX;
+
+/// A device id, set once at registration and read by the handlers.
+struct DeviceWord(AtomicUsize);
+
+impl DeviceWord {
+    const fn new() -> Self {
+        DeviceWord(AtomicUsize::new(NO_DEVICE))
+    }
+    fn get(&self) -> Option<DeviceId> {
+        match self.0.load(Ordering::Acquire) {
+            NO_DEVICE => None,
+            id => Some(DeviceId(id)),
+        }
+    }
+    fn set(&self, id: Option<DeviceId>) {
+        self.0
+            .store(id.map_or(NO_DEVICE, |d| d.0), Ordering::Release);
+    }
+}
+
+/// Each CPU's LAPIC timer device.
+static LAPIC: [DeviceWord; CPUS] = [const { DeviceWord::new() }; CPUS];
+/// Each CPU's per-CPU HPET channel (FSB).
+static HPET_PERCPU: [DeviceWord; CPUS] = [const { DeviceWord::new() }; CPUS];
+/// The IRQ0 device.
+static IRQ0: spin::Once<Option<Irq0>> = spin::Once::new();
+/// When CPU 0's event was last (re)programmed (monotonic ns).
+static ARMED: AtomicU64 = AtomicU64::new(0);
+/// The tick system, shared by every CPU: its parts behind their own
+/// [`IrqLock`]s, no lock around it.
+static TICK: spin::Once<Tick> = spin::Once::new();
+
+/// What bring-up hands [`install`]: the tick system with the boot CPU's
+/// devices registered, and their ids.
+pub struct Parts {
     /// The tick layer.
     pub tick: Tick,
     /// The IRQ0 device, if one is registered.
     pub irq0: Option<Irq0>,
-    /// Each CPU's LAPIC timer device, if registered.
-    pub lapic: [Option<DeviceId>; CPUS],
-    /// Each CPU's per-CPU HPET channel (FSB), if registered.
-    pub hpet_percpu: [Option<DeviceId>; CPUS],
-    /// Each CPU's interrupts.
-    pub counts: [IrqCounts; CPUS],
-    /// When CPU 0's event was last (re)programmed, by its interrupt
-    /// handler or the idle loop ([`IrqRecord::armed`]).
-    pub armed: Ktime,
+    /// The boot CPU's LAPIC timer device, if registered.
+    pub lapic: Option<DeviceId>,
+    /// The boot CPU's per-CPU HPET channel (FSB), if registered.
+    pub hpet_percpu: Option<DeviceId>,
+}
+
+impl Parts {
+    /// The parts around a tick system whose boot-CPU devices are
+    /// registered (`lapic`: CPU 0's LAPIC timer).
+    pub fn new(tick: Tick, irq0: Option<Irq0>, lapic: Option<DeviceId>) -> Self {
+        Parts {
+            tick,
+            irq0,
+            lapic,
+            hpet_percpu: None,
+        }
+    }
+}
+
+/// The kernel as the interrupt path and the tests see it: the shared tick
+/// system, and the devices and counts beside it (atomics each CPU writes
+/// for itself).
+pub struct Kernel {
+    /// The tick layer.
+    pub tick: &'static Tick,
 }
 
 impl Kernel {
-    /// A kernel around a tick system whose boot-CPU devices are
-    /// registered (`lapic`: CPU 0's LAPIC timer).
-    pub fn new(tick: Tick, irq0: Option<Irq0>, lapic: Option<DeviceId>) -> Self {
-        let mut per_cpu = [None; CPUS];
-        per_cpu[0] = lapic;
-        Kernel {
-            tick,
-            irq0,
-            lapic: per_cpu,
-            hpet_percpu: [None; CPUS],
-            counts: [IrqCounts::default(); CPUS],
-            armed: Ktime::ZERO,
+    /// CPU `cpu`'s interrupt counts.
+    pub fn counts(&self, cpu: usize) -> IrqCounts {
+        COUNTS.get(cpu).map(Counts::snapshot).unwrap_or_default()
+    }
+
+    /// CPU `cpu`'s LAPIC timer device, if registered.
+    pub fn lapic(&self, cpu: usize) -> Option<DeviceId> {
+        LAPIC.get(cpu)?.get()
+    }
+
+    /// CPU `cpu`'s per-CPU HPET channel, if registered.
+    pub fn hpet_percpu(&self, cpu: usize) -> Option<DeviceId> {
+        HPET_PERCPU.get(cpu)?.get()
+    }
+
+    /// The IRQ0 device, if one is registered.
+    pub fn irq0(&self) -> Option<Irq0> {
+        IRQ0.get().copied().flatten()
+    }
+
+    /// When CPU 0's event was last (re)programmed ([`IrqRecord::armed`]).
+    pub fn armed(&self) -> Ktime {
+        Ktime::from_nanos(ARMED.load(Ordering::Relaxed))
+    }
+
+    /// Records the LAPIC timer (`lapic`) or per-CPU HPET channel
+    /// registered on AP `cpu`.
+    pub fn set_device(&self, cpu: usize, id: DeviceId, lapic: bool) {
+        let words = if lapic { &LAPIC } else { &HPET_PERCPU };
+        if let Some(w) = words.get(cpu) {
+            w.set(Some(id));
         }
     }
 
     /// Whether an interrupt of `dev` is `cpu`'s tick event: its tick
-    /// device's, or the broadcast device's while it stands in for it.
+    /// device's, or the broadcast device's while it stands in for it (the
+    /// device pool asked only then).
     fn is_tick_event(&self, dev: DeviceId, cpu: CpuId) -> bool {
-        let tick = &self.tick;
+        let tick = self.tick;
         tick.cpu_device(cpu) == Some(dev)
             || (tick.cpu_info(cpu).is_some_and(|i| i.in_broadcast)
                 && tick.devices().owner(dev) == Some(Owner::Broadcast))
@@ -260,13 +453,13 @@ impl Kernel {
     /// Sends each CPU of `targets` but `cpu` a tick IPI, and handles
     /// `cpu`'s own share here: a broadcast on behalf of this very CPU needs
     /// no IPI to itself (Linux runs the local handler too).
-    fn tick_ipis(&mut self, cpu: CpuId, targets: clockevents::CpuMask, run: &mut TimerFn<'_>) {
+    fn tick_ipis(&self, cpu: CpuId, targets: clockevents::CpuMask, run: &mut TimerFn<'_>) {
         for t in targets.iter() {
             if t == cpu {
                 self.tick.ipi(cpu, run);
             } else if let Some(id) = smp::apic_id(t.index()) {
                 apic::send_fixed(id, TICK_IPI_VECTOR);
-                self.counts[cpu.index()].tick_ipis_sent += 1;
+                count(&COUNTS[cpu.index()].tick_ipis_sent);
             } else {
                 log::warn!("kernel: tick IPI for {t}, which is not up");
             }
@@ -274,11 +467,13 @@ impl Kernel {
     }
 
     /// Sends the kick a remote timer call asked for.
-    pub fn kick(&mut self, from: CpuId, kick: tick::Kick) {
+    pub fn kick(&self, from: CpuId, kick: tick::Kick) {
         if let tick::Kick::Ipi(to) = kick {
             if let Some(id) = smp::apic_id(to.index()) {
                 apic::send_fixed(id, KICK_VECTOR);
-                self.counts[from.index()].kicks_sent += 1;
+                if let Some(c) = COUNTS.get(from.index()) {
+                    count(&c.kicks_sent);
+                }
             }
         }
     }
@@ -289,43 +484,45 @@ impl Kernel {
     /// against what CPU 0's device was programmed for, which another
     /// device's interrupt (a broadcast device's not standing in, a device
     /// not in use raising a late or mis-routed interrupt) is not for. Those
-    /// are counted in [`IrqCounts::not_tick`] instead.
-    fn device_interrupt(&mut self, dev: DeviceId, cpu: CpuId) {
+    /// are counted in [`IrqCounts::not_tick`] instead. `cpu.index() <
+    /// CPUS`. Takes no lock every CPU takes: this CPU's tick state, and on
+    /// CPU 0 the interrupt log.
+    fn device_interrupt(&self, dev: DeviceId, cpu: CpuId) {
         let is_tick = self.is_tick_event(dev, cpu);
         if !is_tick {
-            self.counts[cpu.index()].not_tick += 1;
+            count(&COUNTS[cpu.index()].not_tick);
         }
         let logged = cpu == CpuId::BOOT;
-        let armed = self.armed;
-        let probe = ClockProbe::new(&self.tick);
+        let armed = self.armed();
+        let probe = ClockProbe::new();
         let programmed = self.tick.programmed_event(cpu);
         let before = self.tick.cpu_info(cpu).map(|i| (i.stats, i.tick_stopped));
         {
-            let mut rec = REC.lock();
-            let run = &mut recording(cpu, &probe, &mut rec);
+            let run = &mut recording(cpu, &probe);
             let ipis = self.tick.interrupt(dev, cpu, run);
             self.tick_ipis(cpu, ipis, run);
         }
-        let tick = &self.tick;
+        let tick = self.tick;
         let rearmed = tick.programmed_event(cpu) != programmed;
-        let mut log = IRQ_LOG.lock();
-        if log.on && is_tick && logged {
-            let after = tick.cpu_info(cpu).map(|i| i.stats).unwrap_or_default();
-            let (b, stopped) = before.unwrap_or_default();
-            log.push(IrqRecord {
-                at: probe.base,
-                programmed,
-                stopped,
-                ticks: (after.ticks - b.ticks) as u32,
-                deferment: (after.max_deferment_wakeups - b.max_deferment_wakeups) as u32,
-                timers: (after.timers_fired - b.timers_fired) as u32,
-                armed,
-                jiffies: tick.jiffies().get(),
-            });
+        if is_tick && logged {
+            let mut log = IRQ_LOG.lock();
+            if log.on {
+                let after = tick.cpu_info(cpu).map(|i| i.stats).unwrap_or_default();
+                let (b, stopped) = before.unwrap_or_default();
+                log.push(IrqRecord {
+                    at: probe.base,
+                    programmed,
+                    stopped,
+                    ticks: (after.ticks - b.ticks) as u32,
+                    deferment: (after.max_deferment_wakeups - b.max_deferment_wakeups) as u32,
+                    timers: (after.timers_fired - b.timers_fired) as u32,
+                    armed,
+                    jiffies: tick.jiffies().get(),
+                });
+            }
         }
-        drop(log);
         if rearmed && logged {
-            self.armed = probe.now();
+            ARMED.store(probe.now().as_nanos(), Ordering::Relaxed);
         }
     }
 
@@ -337,60 +534,51 @@ impl Kernel {
 }
 
 /// The timer-run function every handler gives the tick layer: each run
-/// recorded in `rec` with its CPU and the probe's times.
-fn recording<'r>(
-    cpu: CpuId,
-    probe: &'r ClockProbe,
-    rec: &'r mut Recorder,
-) -> impl FnMut(CpuId, Timer, Ktime) -> Rearm + 'r {
+/// recorded in [`REC`] (taken per run, with this CPU's tick state held)
+/// with its CPU and the probe's times.
+fn recording(cpu: CpuId, probe: &ClockProbe) -> impl FnMut(CpuId, Timer, Ktime) -> Rearm + '_ {
     move |_cpu, t: Timer, now: Ktime| {
-        rec.record(Fire {
+        let at = probe.now();
+        REC.lock().record(Fire {
             cpu: cpu.index() as u32,
             data: t.data,
             expires: t.expires,
             entry: probe.base,
-            at: probe.now(),
+            at,
             found_at: now,
         });
         Rearm::No
     }
 }
 
-/// Monotonic time read in a timer callback, while the tick system is
-/// borrowed by its own interrupt handler: the timekeeper's time at the
-/// handler's start plus the clocksource's cycles since, converted with the
-/// timekeeper's own factor.
+/// Monotonic time at a handler's entry, and read again in its timer
+/// callbacks ([`now`]: lock-free on the TSC, HPET and ACPI PM timer, under
+/// the timekeeping lock on the PIT, whose reads must not interleave).
 ///
-/// The base is taken as `now` first and the counter second, so the probe
-/// can only read *earlier* than the timekeeper would (by the few ns between
-/// the two reads): latency from it is never overstated, but "early" is
-/// judged by the time the tick layer found a timer expired (`Fire::found_at`).
+/// The base is read before the tick layer reads its own `now`, so the
+/// callback's reading is never before the tick layer's: latency from it
+/// is never understated, and "early" is judged by the time the tick layer
+/// found a timer expired (`Fire::found_at`).
 pub struct ClockProbe {
-    cs: &'static dyn ClockSource,
-    conv: CyclesToNs,
-    /// The timekeeper's time when the probe was made.
+    /// Monotonic time when the probe was made.
     pub base: Ktime,
-    cycles: Cycles,
 }
 
 impl ClockProbe {
-    /// A probe on `tick`'s current clocksource.
-    pub fn new(tick: &Tick) -> Self {
-        let tk = tick.timekeeper();
-        let base = tk.monotonic();
-        let cs = tk.clocksource();
-        ClockProbe {
-            cs,
-            conv: tk.params().conv,
-            base,
-            cycles: cs.read(),
-        }
+    /// A probe from now.
+    pub fn new() -> Self {
+        ClockProbe { base: now() }
     }
 
     /// Monotonic time now.
     pub fn now(&self) -> Ktime {
-        let d = self.cs.read().wrapping_delta(self.cycles, self.cs.mask());
-        self.base.saturating_add(self.conv.cycles_to_ns(d))
+        now()
+    }
+}
+
+impl Default for ClockProbe {
+    fn default() -> Self {
+        Self::new()
     }
 }
 
@@ -454,7 +642,6 @@ impl IrqLog {
     }
 }
 
-static KERNEL: spin::Mutex<Option<Kernel>> = spin::Mutex::new(None);
 static REC: spin::Mutex<Recorder> = spin::Mutex::new(Recorder::new());
 static IRQ_LOG: spin::Mutex<IrqLog> = spin::Mutex::new(IrqLog::new());
 /// Interrupts that arrived before the kernel was installed.
@@ -464,11 +651,26 @@ static EARLY_INTERRUPTS: AtomicU64 = AtomicU64::new(0);
 /// timekeeper from [`install`] on).
 pub static PUBLISHED: PublishedClock = PublishedClock::new();
 
-/// Makes `k` the kernel the interrupt handlers use, its timekeeper
-/// publishing to [`PUBLISHED`].
-pub fn install(mut k: Kernel) {
-    k.tick.timekeeper_mut().publish_to(&PUBLISHED);
-    cpu::without_interrupts(|| *KERNEL.lock() = Some(k));
+/// Makes `parts` the kernel the interrupt handlers use, its timekeeper
+/// publishing to [`PUBLISHED`] and the tick layer's own clock reads going
+/// through it ([`crate::embed::sources::read_lock_free`]). Once: a second
+/// call is refused.
+pub fn install(parts: Parts) {
+    let Parts {
+        mut tick,
+        irq0,
+        lapic,
+        hpet_percpu,
+    } = parts;
+    if TICK.is_completed() {
+        log::error!("kernel: installed twice; the second is ignored");
+        return;
+    }
+    tick.publish_to(&PUBLISHED, crate::embed::sources::read_lock_free);
+    LAPIC[0].set(lapic);
+    HPET_PERCPU[0].set(hpet_percpu);
+    IRQ0.call_once(|| irq0);
+    TICK.call_once(|| tick);
     for (v, h) in [
         (
             TICK_IPI_VECTOR,
@@ -483,10 +685,16 @@ pub fn install(mut k: Kernel) {
     }
 }
 
+/// The kernel, once [`install`]ed.
+fn kernel() -> Option<Kernel> {
+    TICK.get().map(|tick| Kernel { tick })
+}
+
 /// Runs `f` on the kernel with interrupts disabled; `None` before
-/// [`install`].
+/// [`install`]. No lock is held around `f`: the tick system's calls take
+/// their own.
 pub fn with<R>(f: impl FnOnce(&mut Kernel) -> R) -> Option<R> {
-    cpu::without_interrupts(|| KERNEL.lock().as_mut().map(f))
+    cpu::without_interrupts(|| kernel().map(|mut k| f(&mut k)))
 }
 
 /// Runs `f` on the timer-run recorder, with interrupts disabled.
@@ -504,56 +712,54 @@ pub fn early_interrupts() -> u64 {
     EARLY_INTERRUPTS.load(Ordering::Relaxed)
 }
 
-/// The LAPIC timer's handler (vector [`lapic::LOCAL_TIMER_VECTOR`] in
-/// builds with the `lapic` feature).
-pub fn lapic_timer_interrupt(_vector: u8) {
+/// A device handler's body on the calling CPU: the count `which` picks,
+/// then the device `dev` picks, if the kernel is installed.
+fn on_device(
+    which: fn(&Counts) -> &AtomicU64,
+    dev: impl FnOnce(&Kernel, usize) -> Option<DeviceId>,
+) {
     let cpu = this_cpu();
-    {
-        let mut g = KERNEL.lock();
-        match g.as_mut() {
-            Some(k) => {
-                k.counts[cpu.index()].lapic += 1;
-                if let Some(dev) = k.lapic[cpu.index()] {
-                    k.device_interrupt(dev, cpu);
-                }
+    match kernel() {
+        Some(k) if cpu.index() < CPUS => {
+            count(which(&COUNTS[cpu.index()]));
+            if let Some(d) = dev(&k, cpu.index()) {
+                k.device_interrupt(d, cpu);
             }
-            None => {
-                EARLY_INTERRUPTS.fetch_add(1, Ordering::Relaxed);
-            }
+        }
+        _ => {
+            EARLY_INTERRUPTS.fetch_add(1, Ordering::Relaxed);
         }
     }
     end_of_interrupt(cpu);
 }
 
+/// The LAPIC timer's handler (vector [`lapic::LOCAL_TIMER_VECTOR`] in
+/// builds with the `lapic` feature).
+pub fn lapic_timer_interrupt(_vector: u8) {
+    on_device(|c| &c.lapic, |k, i| k.lapic(i));
+}
+
 /// An IPI's handling on the calling CPU: `f` with the kernel, the CPU and
-/// the recording timer-run function, under the lock.
-fn on_ipi(f: impl FnOnce(&mut Kernel, CpuId, &mut TimerFn<'_>)) {
+/// the recording timer-run function.
+fn on_ipi(f: impl FnOnce(&Kernel, CpuId, &mut TimerFn<'_>)) {
     let cpu = this_cpu();
-    if let Some(k) = KERNEL.lock().as_mut() {
-        let probe = ClockProbe::new(&k.tick);
-        let mut rec = REC.lock();
-        f(k, cpu, &mut recording(cpu, &probe, &mut rec));
+    if let Some(k) = kernel().filter(|_| cpu.index() < CPUS) {
+        let probe = ClockProbe::new();
+        f(&k, cpu, &mut recording(cpu, &probe));
     }
 }
 
 /// The per-CPU HPET channels' handler (their FSB messages' vector): the
 /// channel of the CPU it arrived on.
 pub fn hpet_percpu_interrupt(_vector: u8) {
-    let cpu = this_cpu();
-    if let Some(k) = KERNEL.lock().as_mut() {
-        k.counts[cpu.index()].hpet_percpu += 1;
-        if let Some(dev) = k.hpet_percpu[cpu.index()] {
-            k.device_interrupt(dev, cpu);
-        }
-    }
-    end_of_interrupt(cpu);
+    on_device(|c| &c.hpet_percpu, |k, i| k.hpet_percpu(i));
 }
 
 /// The tick IPI's handler ([`TICK_IPI_VECTOR`]): the broadcast device's
 /// event for this CPU, or its own device's interrupt taken elsewhere.
 pub fn tick_ipi_interrupt(_vector: u8) {
     on_ipi(|k, cpu, run| {
-        k.counts[cpu.index()].tick_ipis += 1;
+        count(&COUNTS[cpu.index()].tick_ipis);
         k.tick.ipi(cpu, run);
     });
     end_of_interrupt(this_cpu());
@@ -563,7 +769,7 @@ pub fn tick_ipi_interrupt(_vector: u8) {
 /// this CPU's own device for the timer another CPU queued.
 pub fn kick_interrupt(_vector: u8) {
     on_ipi(|k, cpu, run| {
-        k.counts[cpu.index()].kicks += 1;
+        count(&COUNTS[cpu.index()].kicks);
         k.tick.kicked(cpu, run);
     });
     apic::eoi();
@@ -589,22 +795,7 @@ pub static IDLE_RESUMED: AtomicU64 = AtomicU64::new(0);
 /// IRQ0's handler (HPET comparator 0 in legacy mode, or PIT counter 0,
 /// through the I/O APIC).
 pub fn irq0_interrupt(_vector: u8) {
-    let cpu = this_cpu();
-    {
-        let mut g = KERNEL.lock();
-        match g.as_mut() {
-            Some(k) => {
-                k.counts[cpu.index()].irq0 += 1;
-                if let Some(irq0) = k.irq0 {
-                    k.device_interrupt(irq0.dev, cpu);
-                }
-            }
-            None => {
-                EARLY_INTERRUPTS.fetch_add(1, Ordering::Relaxed);
-            }
-        }
-    }
-    end_of_interrupt(cpu);
+    on_device(|c| &c.irq0, |k, _| k.irq0().map(|i| i.dev));
 }
 
 /// Monotonic time now (0 before [`install`]): lock-free from
@@ -622,7 +813,7 @@ pub fn now() -> Ktime {
         .unwrap_or_else(now_locked)
 }
 
-/// Monotonic time now through the timekeeper, under the kernel lock (0
+/// Monotonic time now through the timekeeper, under the timekeeping lock (0
 /// before [`install`]): what [`now`] falls back to.
 pub fn now_locked() -> Ktime {
     with(|k| k.tick.now()).unwrap_or(Ktime::ZERO)
@@ -634,11 +825,7 @@ pub fn now_locked() -> Ktime {
 pub fn wait_until(deadline: Ktime) {
     loop {
         cpu::disable_interrupts();
-        let Some((now, device)) = KERNEL
-            .lock()
-            .as_ref()
-            .map(|k| (k.tick.now(), k.has_tick_device()))
-        else {
+        let Some((now, device)) = kernel().map(|k| (k.tick.now(), k.has_tick_device())) else {
             cpu::enable_interrupts();
             return;
         };
@@ -661,7 +848,7 @@ pub fn wait_until(deadline: Ktime) {
 /// view); returns at once if there is no tick device.
 pub fn halt_once() {
     cpu::disable_interrupts();
-    let device = KERNEL.lock().as_ref().is_some_and(|k| k.has_tick_device());
+    let device = kernel().is_some_and(|k| k.has_tick_device());
     if device {
         cpu::idle();
     } else {
@@ -707,33 +894,25 @@ pub fn idle_depth() -> IdleDepth {
 pub fn idle_until_at(depth: IdleDepth, mut done: impl FnMut(&mut Kernel) -> bool) {
     let me = this_cpu();
     cpu::disable_interrupts();
-    {
-        let mut g = KERNEL.lock();
-        let Some(k) = g.as_mut().filter(|k| k.has_tick_device()) else {
-            drop(g);
-            cpu::enable_interrupts();
-            return;
-        };
-        let _ = k.tick.idle_enter(me);
-    }
+    let Some(mut k) = kernel().filter(|k| k.has_tick_device()) else {
+        cpu::enable_interrupts();
+        return;
+    };
+    let _ = k.tick.idle_enter(me);
     loop {
-        {
-            let mut g = KERNEL.lock();
-            let Some(k) = g.as_mut() else { break };
-            if done(k) {
-                break;
+        if done(&mut k) {
+            break;
+        }
+        let before = k.tick.programmed_event(me);
+        if let Err(e) = k.tick.idle_sleep(me, depth) {
+            // Busy: no broadcast device for a deep halt; a shallow
+            // one is what is left (Linux's cpuidle does the same).
+            if k.tick.idle_sleep(me, IdleDepth::Shallow).is_err() {
+                log::warn!("idle: {me}: idle_sleep refused: {e:?}");
             }
-            let before = k.tick.programmed_event(me);
-            if let Err(e) = k.tick.idle_sleep(me, depth) {
-                // Busy: no broadcast device for a deep halt; a shallow
-                // one is what is left (Linux's cpuidle does the same).
-                if k.tick.idle_sleep(me, IdleDepth::Shallow).is_err() {
-                    log::warn!("idle: {me}: idle_sleep refused: {e:?}");
-                }
-            }
-            if me == CpuId::BOOT && k.tick.programmed_event(me) != before {
-                k.armed = k.tick.now();
-            }
+        }
+        if me == CpuId::BOOT && k.tick.programmed_event(me) != before {
+            ARMED.store(k.tick.now().as_nanos(), Ordering::Relaxed);
         }
         cpu::idle();
         if me == CpuId::BOOT {
@@ -743,13 +922,9 @@ pub fn idle_until_at(depth: IdleDepth, mut done: impl FnMut(&mut Kernel) -> bool
         // the handlers logged.
         serial::drain();
         cpu::disable_interrupts();
-        if let Some(k) = KERNEL.lock().as_mut() {
-            k.tick.idle_wake(me);
-        }
+        k.tick.idle_wake(me);
     }
-    if let Some(k) = KERNEL.lock().as_mut() {
-        k.tick.idle_exit(me);
-    }
+    k.tick.idle_exit(me);
     cpu::enable_interrupts();
 }
 

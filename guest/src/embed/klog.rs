@@ -3,7 +3,7 @@
 //! normal code prints them.
 //!
 //! A 100-byte line takes ~9 ms at 115200 baud on a real UART (10 bits a
-//! byte); written from a handler that holds the kernel lock with
+//! byte); written from a handler that holds a tick lock with
 //! interrupts off, that is 9 ms of every timer interrupt delayed. So such
 //! records are copied here instead, and drained to the console later, with
 //! interrupts enabled (`crate::arch::serial`).

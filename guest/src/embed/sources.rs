@@ -459,9 +459,12 @@ pub fn acpi_pm_clocksource() -> Option<&'static dyn ClockSource> {
 
 /// The counter of the clocksource [`clocksource::source_key`] names, if it
 /// is one whose read is safe from any CPU without a lock (a register read:
-/// HPET, ACPI PM timer), for [`kernel::now`]'s lock-free path.
+/// HPET, ACPI PM timer; the TSC, an instruction), for [`kernel::now`]'s
+/// lock-free path and the tick layer's own
+/// ([`tick::TickSystem::publish_to`]). Not the PIT's counter 2: a latch
+/// command, then two reads, which two CPUs must not interleave.
 pub fn read_lock_free(key: u64) -> Option<clocksource::Cycles> {
-    [hpet_clocksource(), acpi_pm_clocksource()]
+    [hpet_clocksource(), acpi_pm_clocksource(), tsc_clocksource()]
         .into_iter()
         .flatten()
         .find(|cs| clocksource::source_key(*cs) == key)
@@ -493,7 +496,7 @@ pub fn clocksource_alias(name: &str) -> &str {
 pub fn bring_up(
     platform: &Platform,
     opts: &Options<'_>,
-) -> Result<(Kernel, Inventory), BringUpError> {
+) -> Result<(kernel::Parts, Inventory), BringUpError> {
     let mut inv = Inventory::default();
     let lapic = apic::init(platform.lapic_base).map_err(BringUpError::Apic)?;
     inv.apic_mode = Some(lapic.mode());
@@ -516,10 +519,10 @@ pub fn bring_up(
     // programs it, and an AP still waiting for its SIPI would drop the
     // message, leaving its device armed for an event that never comes.
     let percpu = hpet_percpu_up(platform, lapic, lapic_c3stop, &mut inv);
-    let mut k = Kernel::new(tick, irq0, lapic_id);
+    let mut k = kernel::Parts::new(tick, irq0, lapic_id);
     if let Some(dev) = percpu[0] {
         match k.tick.register_device(dev) {
-            Ok(id) => k.hpet_percpu[0] = Some(id),
+            Ok(id) => k.hpet_percpu = Some(id),
             Err(e) => inv.skip(format_args!(
                 "{}: refused by the tick layer: {e:?}",
                 dev.info().name

@@ -254,8 +254,8 @@ fn idle(_ctx: &Ctx<'_>) -> Verdict {
         // LOC + IRQ0 summed over its CPUs.
         let ticking =
             (0..kernel::CPUS).filter(|&i| k.tick.mode(CpuId::new(i as u32)) != TickMode::NoDevice);
-        let all = ticking.clone().map(|i| k.counts[i].total()).sum::<u64>();
-        (k.tick.now(), k.counts[0].total(), s, all, ticking.count())
+        let all = ticking.clone().map(|i| k.counts(i).total()).sum::<u64>();
+        (k.tick.now(), k.counts(0).total(), s, all, ticking.count())
     };
     let Some((t0, n0, s0, a0, cpus)) = kernel::with(snap) else {
         return not_measured("idle", "no kernel");

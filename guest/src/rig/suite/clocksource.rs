@@ -118,7 +118,7 @@ pub fn run(ctx: &Ctx<'_>) -> Verdict {
     // BATCH_SPAN of time with interrupts off), the CPU halting until the
     // next interrupt between batches, so ticks and timekeeper updates come
     // between reads as they would in a running kernel.
-    let ticks0 = kernel::with(|k| super::ticks(&k.tick)).unwrap_or(0);
+    let ticks0 = kernel::with(|k| super::ticks(k.tick)).unwrap_or(0);
     let t0 = kernel::now();
     let mut prev = t0;
     let mut backwards = 0u32;
@@ -151,7 +151,7 @@ pub fn run(ctx: &Ctx<'_>) -> Verdict {
         done += n;
         kernel::halt_once();
     }
-    let ticks_during = kernel::with(|k| super::ticks(&k.tick)).unwrap_or(0) - ticks0;
+    let ticks_during = kernel::with(|k| super::ticks(k.tick)).unwrap_or(0) - ticks0;
     l.field("reads", READS)
         .field("ticks_during", ticks_during)
         .field("backwards", backwards)

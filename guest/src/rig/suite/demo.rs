@@ -43,7 +43,7 @@ pub fn run() -> bool {
         println!("   no tick device: nothing to show");
         return false;
     }
-    let snap = || kernel::with(|k| (k.tick.now(), k.counts[0].total())).unwrap_or_default();
+    let snap = || kernel::with(|k| (k.tick.now(), k.counts(0).total())).unwrap_or_default();
     super::sync_to_interrupt();
     let (t0, n0) = snap();
     kernel::wait_until(t0.saturating_add(PHASE));

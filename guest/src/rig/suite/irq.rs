@@ -116,11 +116,11 @@ pub fn run(ctx: &Ctx<'_>) -> Verdict {
 fn other_device_is_not_logged(ctx: &Ctx<'_>, l: &mut Line) -> bool {
     let Some((other_vector, tick_is_lapic)) = kernel::with(|k| {
         let tick = k.tick.cpu_device(CpuId::BOOT)?;
-        if k.lapic[0] == Some(tick) {
-            let irq0 = k.irq0.and(ctx.inv.irq0)?;
+        if k.lapic(0) == Some(tick) {
+            let irq0 = k.irq0().and(ctx.inv.irq0)?;
             Some((irq0.1, true))
-        } else if k.irq0.is_some_and(|i| i.dev == tick) {
-            k.lapic[0].map(|_| (sources::lapic_timer_vector(), false))
+        } else if k.irq0().is_some_and(|i| i.dev == tick) {
+            k.lapic(0).map(|_| (sources::lapic_timer_vector(), false))
         } else {
             None
         }
@@ -131,14 +131,14 @@ fn other_device_is_not_logged(ctx: &Ctx<'_>, l: &mut Line) -> bool {
     };
     // Interrupts per source: (the tick device's, the other one's).
     let counts = || {
-        let c = kernel::with(|k| k.counts[0]).unwrap_or_default();
+        let c = kernel::with(|k| k.counts(0)).unwrap_or_default();
         if tick_is_lapic {
             (c.lapic, c.irq0)
         } else {
             (c.irq0, c.lapic)
         }
     };
-    let not_tick = || kernel::with(|k| k.counts[0].not_tick).unwrap_or(0);
+    let not_tick = || kernel::with(|k| k.counts(0).not_tick).unwrap_or(0);
     let not_tick_before = not_tick();
     kernel::with_irq_log(|log| log.start(true));
     let before = counts();
@@ -167,7 +167,7 @@ fn unhandled_is_acknowledged(l: &mut Line) -> bool {
     apic::self_ipi(UNHANDLED_VECTOR);
     let arrived = spin_until(|| interrupts::unhandled_count(UNHANDLED_VECTOR) > unhandled);
     let stuck = apic::in_service(UNHANDLED_VECTOR);
-    let ticks = || kernel::with(|k| k.counts[0].total()).unwrap_or(0);
+    let ticks = || kernel::with(|k| k.counts(0).total()).unwrap_or(0);
     let before = ticks();
     let timer_after = spin_until(|| ticks() > before);
     if stuck {

@@ -271,9 +271,9 @@ pub fn named<'a>(opts: &Options<'a>) -> impl Iterator<Item = &'a str> {
 /// Busy-waits until the next interrupt has been handled, so a measurement
 /// starts just after a tick.
 pub fn sync_to_interrupt() {
-    let before = kernel::with(|k| k.counts[0].total()).unwrap_or(0);
+    let before = kernel::with(|k| k.counts(0).total()).unwrap_or(0);
     let start = kernel::now();
-    while kernel::with(|k| k.counts[0].total()).unwrap_or(0) == before {
+    while kernel::with(|k| k.counts(0).total()).unwrap_or(0) == before {
         kernel::halt_once();
         if kernel::now().saturating_since(start) > Nanos::from_secs(1) {
             break;
@@ -329,7 +329,7 @@ pub fn measure_ticks(d: Nanos, loss: LossBound) -> (TickWindow, u32) {
 pub fn count_ticks(d: Nanos) -> TickWindow {
     sync_to_interrupt();
     let snap = || {
-        kernel::with(|k| (k.tick.now(), ticks(&k.tick), k.tick.period())).unwrap_or((
+        kernel::with(|k| (k.tick.now(), ticks(k.tick), k.tick.period())).unwrap_or((
             Ktime::ZERO,
             0,
             Nanos::ZERO,
@@ -431,7 +431,7 @@ pub fn account_fields(a: &TickAccount, l: &mut Line) {
 }
 
 /// CPU 0's tick count.
-pub fn ticks<S, const N: usize>(t: &TickSystem<'_, S, N>) -> u64
+pub fn ticks<S, const N: usize, L: tick::Locks>(t: &TickSystem<'_, S, N, L>) -> u64
 where
     S: AsRef<[tick::TimerSlot]> + AsMut<[tick::TimerSlot]>,
 {

@@ -50,7 +50,7 @@ fn stats_of(k: &kernel::Kernel) -> [(CpuStats, IrqCounts); CPUS] {
             .cpu_info(CpuId::new(i as u32))
             .map(|c| c.stats)
             .unwrap_or_default();
-        (s, k.counts[i])
+        (s, k.counts(i))
     })
 }
 
@@ -401,8 +401,8 @@ pub fn broadcast(_ctx: &Ctx<'_>) -> Verdict {
         });
         // Every CPU on its own HPET channel (FSB), which runs in deep idle.
         let percpu = cpus_up().all(|i| {
-            k.hpet_percpu[i].is_some()
-                && k.tick.cpu_device(CpuId::new(i as u32)) == k.hpet_percpu[i]
+            k.hpet_percpu(i).is_some()
+                && k.tick.cpu_device(CpuId::new(i as u32)) == k.hpet_percpu(i)
         });
         (bc, c3stop, percpu)
     });

@@ -80,13 +80,13 @@ pub fn run(ctx: &Ctx<'_>) -> Verdict {
     if state.mode == TickMode::NoDevice {
         return not_measured("no tick device");
     }
-    let Some(not_tick0) = kernel::with(|k| k.counts[0].not_tick) else {
+    let Some(not_tick0) = kernel::with(|k| k.counts(0).not_tick) else {
         return not_measured("no kernel");
     };
     let Some(m) = nohz::measure(&[WINDOW], ctx.inv.lapic_error_ppm) else {
         return not_measured("no kernel");
     };
-    let not_logged = kernel::with(|k| k.counts[0].not_tick).map_or(0, |n| n - not_tick0);
+    let not_logged = kernel::with(|k| k.counts(0).not_tick).map_or(0, |n| n - not_tick0);
     let mut reasons = [Reason::Unexplained; IRQ_LOG_LEN];
     let (n, end) = kernel::with_irq_log(|l| {
         let recs = l.records();
