@@ -5,7 +5,7 @@
 //! ```text
 //!   TICK: Tick = TickSystem<'static, &mut [TimerSlot], CPUS, IrqLocks>
 //!     each CPU's state, the broadcast state, the device pool, the
-//!     timekeeping: an IrqLock each (spin lock, interrupts off while held)
+//!     timekeeping: an IrqLock each (a spin lock only taken with interrupts off)
 //!   LAPIC[cpu], HPET_PERCPU[cpu], IRQ0, COUNTS[cpu], ARMED: atomics, set at
 //!     registration or counted by each CPU for itself
 //!   REC, IRQ_LOG: spin::Mutex<…>            what the tests read (REC taken
@@ -43,7 +43,8 @@
 //! CPUs at once) is it read through the timekeeper under its lock.
 //!
 //! Handlers run with interrupts disabled (interrupt gates), and every lock
-//! is taken with them disabled ([`IrqLock`], [`with`]), so an interrupt can
+//! is taken with them disabled ([`IrqLock`]: the only ways in are [`with`],
+//! the handlers and the idle loop), so an interrupt can
 //! never find a lock held by its own CPU; another CPU holds one only for
 //! one call's length. Nothing here allocates (there is no allocator): the
 //! timer storage and the recorder are fixed arrays in statics.
@@ -68,58 +69,28 @@ pub const CPUS: usize = smp::MAX_CPUS;
 /// [`timer_storage`], its parts behind [`IrqLock`]s.
 pub type Tick = TickSystem<'static, &'static mut [TimerSlot], CPUS, IrqLocks>;
 
-/// A spin lock taken with interrupts off on the CPU that holds it, as
-/// they were restored when it is released (Linux
-/// `raw_spin_lock_irqsave`): an interrupt handler on this CPU can never
-/// find it held by the code it interrupted. The tick system's locks.
+/// A spin lock the tick system's parts sit behind, taken only with
+/// interrupts off on the CPU that takes it (Linux `raw_spin_lock` in an
+/// interrupts-off section), so that an interrupt handler on this CPU can
+/// never find it held by the code it interrupted. That holds by
+/// construction here: a [`Kernel`] exists only inside [`with`] (interrupts
+/// off), an interrupt handler (an interrupt gate) and the idle loop (which
+/// calls in with interrupts off), and bring-up runs with them off. So the
+/// lock does not touch the interrupt flag itself: saving and restoring it
+/// per lock would cost a trapped `cli` on every lock under a software KVM
+/// (tens of µs each, BENCHMARKS.md).
 pub struct IrqLock<T>(spin::Mutex<T>);
-
-/// An [`IrqLock`] held: the lock is released first, then the interrupt
-/// flag restored (fields drop in order).
-pub struct IrqGuard<'g, T> {
-    guard: spin::MutexGuard<'g, T>,
-    _flag: RestoreInterrupts,
-}
-
-/// Re-enables interrupts on drop if they were on.
-struct RestoreInterrupts(bool);
-
-impl Drop for RestoreInterrupts {
-    fn drop(&mut self) {
-        if self.0 {
-            cpu::enable_interrupts();
-        }
-    }
-}
-
-impl<T> core::ops::Deref for IrqGuard<'_, T> {
-    type Target = T;
-    fn deref(&self) -> &T {
-        &self.guard
-    }
-}
-
-impl<T> core::ops::DerefMut for IrqGuard<'_, T> {
-    fn deref_mut(&mut self) -> &mut T {
-        &mut self.guard
-    }
-}
 
 impl<T> tick::Lock<T> for IrqLock<T> {
     type Guard<'g>
-        = IrqGuard<'g, T>
+        = spin::MutexGuard<'g, T>
     where
         T: 'g;
     fn new(value: T) -> Self {
         IrqLock(spin::Mutex::new(value))
     }
-    fn lock(&self) -> IrqGuard<'_, T> {
-        let on = cpu::interrupts_enabled();
-        cpu::disable_interrupts();
-        IrqGuard {
-            guard: self.0.lock(),
-            _flag: RestoreInterrupts(on),
-        }
+    fn lock(&self) -> spin::MutexGuard<'_, T> {
+        self.0.lock()
     }
     fn get_mut(&mut self) -> &mut T {
         self.0.get_mut()
