@@ -11,6 +11,9 @@
 //!    active on the CPU (that would silently end NO_HZ/high-res).
 //! 3. Then the higher rating wins; at equal rating a CPU-local device beats
 //!    a shared one.
+//! 4. A CPU-local dummy (its CPU ticks by broadcast) takes a CPU that has no
+//!    device, or one that is not per-CPU hardware; only per-CPU hardware
+//!    replaces a dummy.
 //!
 //! A broadcast device (Linux `tick_check_broadcast_device()`) must not be
 //! per-CPU, must not stop in deep idle itself, must not be a dummy, must be
@@ -28,11 +31,28 @@ pub fn prefer_for_cpu(
     oneshot_active: bool,
 ) -> bool {
     let new_cpus = new.cpus;
-    if !new_cpus.contains(cpu) || new.features.contains(Features::DUMMY) {
+    if !new_cpus.contains(cpu) {
         return false;
     }
     let new_local = new_cpus.is_only(cpu);
     let cur_local = current.is_some_and(|c| c.cpus.is_only(cpu));
+    let percpu = |i: &DeviceInfo| i.features.contains(Features::PERCPU);
+    let dummy = |i: &DeviceInfo| i.features.contains(Features::DUMMY);
+    if dummy(new) {
+        // A placeholder whose CPU takes its tick from the broadcast device
+        // (Linux's LAPIC clockevent under `lapic=notimer`): it stands in
+        // for nothing, or for a device that is not per-CPU hardware (an
+        // HPET or PIT on IRQ0, even routed to this CPU alone), which it
+        // frees for broadcast — in Linux the dummy LAPIC outrates the
+        // legacy HPET on CPU 0. Never for a per-CPU device that works.
+        return new_local && current.is_none_or(|c| !percpu(c) && !dummy(c));
+    }
+    if let Some(c) = current.filter(|c| dummy(c)) {
+        // Only per-CPU hardware ends a dummy's broadcast tick; a shared
+        // device stays the broadcast device it became.
+        let _ = c;
+        return percpu(new);
+    }
     if !new_local && cur_local {
         return false;
     }
@@ -45,7 +65,6 @@ pub fn prefer_for_cpu(
     }
     match current {
         None => true,
-        Some(c) if c.features.contains(Features::DUMMY) => true,
         Some(c) => new.rating > c.rating || (new.rating == c.rating && new_local && !cur_local),
     }
 }

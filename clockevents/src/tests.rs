@@ -470,3 +470,57 @@ fn selection_prefers_oneshot_then_rating_then_local() {
     assert_eq!(pool.best_for_broadcast(None, true), None);
     assert_eq!(pool.register(&pit), Err(PoolError::DuplicateName));
 }
+
+#[test]
+fn a_local_dummy_takes_a_cpu_with_nothing_or_no_per_cpu_hardware_and_gives_way_to_per_cpu_hardware()
+{
+    let both = Features::PERIODIC | Features::ONESHOT;
+    let on = |d: &Fake| d.info();
+    let hpet = with("hpet", both, 50, CpuMask::ALL);
+    // The legacy HPET on IRQ0, routed to CPU 0 alone: not per-CPU hardware.
+    let hpet_irq0 = with("hpet0", both, 50, CpuMask::single(CpuId::BOOT));
+    let lapic = with(
+        "lapic",
+        both | Features::PERCPU,
+        100,
+        CpuMask::single(CpuId::BOOT),
+    );
+    let dummy = with(
+        "dummy",
+        Features::DUMMY | Features::PERCPU,
+        100,
+        CpuMask::single(CpuId::BOOT),
+    );
+    let shared_dummy = with("dummy-all", Features::DUMMY, 100, CpuMask::ALL);
+    let dummy_of_1 = with(
+        "dummy1",
+        Features::DUMMY | Features::PERCPU,
+        100,
+        CpuMask::single(CpuId::new(1)),
+    );
+    let cpu0 = CpuId::BOOT;
+    let prefer = |cur: Option<&Fake>, new: &Fake| {
+        prefer_for_cpu(cur.map(on).as_ref(), &new.info(), cpu0, true)
+    };
+    // A dummy takes: nothing, a shared device, one routed to this CPU alone.
+    assert!(prefer(None, &dummy));
+    assert!(
+        prefer(Some(&hpet), &dummy),
+        "frees the shared device for broadcast"
+    );
+    assert!(prefer(Some(&hpet_irq0), &dummy));
+    // Not: a working per-CPU device, another dummy; nor is a shared or
+    // another CPU's dummy one for CPU 0.
+    assert!(!prefer(Some(&lapic), &dummy));
+    assert!(!prefer(Some(&dummy), &dummy));
+    assert!(!prefer(None, &shared_dummy));
+    assert!(!prefer(None, &dummy_of_1));
+    // Per-CPU hardware ends the dummy's broadcast tick; a shared device,
+    // or one routed to CPU 0 alone, does not (it serves as the broadcast
+    // device instead).
+    assert!(prefer(Some(&dummy), &lapic));
+    assert!(!prefer(Some(&dummy), &hpet));
+    assert!(!prefer(Some(&dummy), &hpet_irq0));
+    assert!(prefer_for_broadcast(None, &hpet_irq0.info(), true));
+    assert!(!prefer_for_broadcast(None, &dummy.info(), false));
+}
