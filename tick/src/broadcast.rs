@@ -185,26 +185,27 @@ impl<'a, S, const CPUS: usize, L: Locks> TickSystem<'a, S, CPUS, L>
 where
     S: AsRef<[TimerSlot]> + AsMut<[TimerSlot]>,
 {
-    /// Offers the free devices to become (or replace) the broadcast device.
-    pub(crate) fn offer_broadcast(&self) {
+    /// Offers the free devices to become (or replace) the broadcast device;
+    /// returns whether one did.
+    pub(crate) fn offer_broadcast(&self) -> bool {
         let mut bc = self.bc.lock();
         if bc.in_use() {
-            return; // never swap the device under waiting CPUs
+            return false; // never swap the device under waiting CPUs
         }
         let need_oneshot = self.words.any_oneshot();
         let current = bc.dev.as_ref().map(|(i, _)| *i);
         let mut d = self.devices.lock();
         let Some(id) = d.pool.best_for_broadcast(current, need_oneshot) else {
-            return;
+            return false;
         };
         let (Some(dev), Some(info)) = (d.pool.get(id), d.pool.info(id).copied()) else {
-            return;
+            return false;
         };
         let Ok(mut ev) = EventDevice::with_info(dev, info, self.grid.period()) else {
-            return;
+            return false;
         };
         if ev.attach().is_err() {
-            return;
+            return false;
         }
         if let Some((old, mut oldev)) = bc.dev.take() {
             let _ = oldev.release();
@@ -213,6 +214,7 @@ where
         d.pool.set_owner(id, Owner::Broadcast);
         log::info!("tick: broadcast device: {}", info.name);
         bc.dev = Some((id, ev));
+        true
     }
 
     /// The broadcast device's name, if any.
@@ -278,8 +280,8 @@ where
     /// device after deep idle.
     pub(crate) fn broadcast_exit(&self, cpu: CpuId, c: &mut TickCpu<'a, S>, now: Ktime) {
         let period = self.grid.period();
-        if !c.in_broadcast {
-            return;
+        if !c.in_broadcast || c.has_dummy() {
+            return; // a dummy's CPU stays in broadcast for good
         }
         c.in_broadcast = false;
         let mode = c.mode;

@@ -228,6 +228,15 @@ where
     }
 
     /// When the local device is programmed to fire (`Ktime::MAX`: not).
+    /// Whether the tick device is a dummy: the CPU takes its tick from the
+    /// broadcast device for good (Linux `tick_device_uses_broadcast()`
+    /// for a non-functional device).
+    pub(crate) fn has_dummy(&self) -> bool {
+        self.dev
+            .as_ref()
+            .is_some_and(|(_, e)| e.features().contains(clockevents::Features::DUMMY))
+    }
+
     pub(crate) fn device_event(&self) -> Ktime {
         self.dev
             .as_ref()

@@ -244,7 +244,15 @@ where
                 self.setup_cpu_device(cpu, &mut c, id, now)?;
             }
         }
-        self.offer_broadcast();
+        if self.offer_broadcast() {
+            // CPUs on a dummy were waiting for a broadcast device.
+            for cpu in CpuId::first(CPUS) {
+                let mut c = self.cpus[cpu.index()].lock();
+                if c.has_dummy() && !c.in_broadcast {
+                    self.join_broadcast(cpu, &mut c, now);
+                }
+            }
+        }
         Ok(id)
     }
 
@@ -348,12 +356,79 @@ where
                 log::info!("tick: {cpu}: {} stays periodic: {r}", info.name);
             }
         }
+        let was_dummy = c.has_dummy() && c.in_broadcast;
         c.dev = Some((id, ev));
+        c.tick_stopped = false;
+        if was_dummy {
+            // A working device takes over from the broadcast device.
+            self.leave_broadcast_for_good(cpu, c, now);
+        }
+        if info.features.contains(Features::DUMMY) {
+            c.periodic_reason = None;
+            self.join_broadcast(cpu, c, now);
+            return Ok(());
+        }
         self.set_mode(cpu, c, mode);
         c.periodic_reason = reason;
-        c.tick_stopped = false;
         self.enter_mode(cpu, c, now);
         Ok(())
+    }
+
+    /// Puts `cpu` (its state `c`, held), whose tick device is a dummy, in
+    /// the broadcast device's care for good: its mode is what the
+    /// broadcast device and the config allow, its events the broadcast
+    /// device's to deliver (Linux `tick_device_uses_broadcast()`). Without
+    /// a broadcast device yet it has no tick until one is registered.
+    fn join_broadcast(&self, cpu: CpuId, c: &mut TickCpu<'a, S>, now: Ktime) {
+        let features = self.bc.lock().dev.as_ref().map(|(_, e)| e.features());
+        let Some(features) = features else {
+            self.set_mode(cpu, c, TickMode::NoDevice);
+            return;
+        };
+        let (mode, reason) = self.choose_mode(features);
+        self.set_mode(cpu, c, mode);
+        c.periodic_reason = reason;
+        c.next_tick = self.grid.next(now);
+        let period = self.period();
+        let mut bc = self.bc.lock();
+        c.in_broadcast = true;
+        c.bc_owed = true;
+        if mode.is_oneshot() {
+            bc.oneshot_mask.insert(cpu);
+            self.reprogram(cpu, c, Some(&mut bc), now);
+        } else if mode != TickMode::NoDevice {
+            let start = bc.periodic_mask.is_empty();
+            bc.periodic_mask.insert(cpu);
+            if start {
+                if let Some((_, dev)) = bc.dev.as_mut() {
+                    if let Err(e) = dev.set_state(DeviceState::Periodic, period) {
+                        log::error!("tick: broadcast {} refuses periodic: {e:?}", dev.name());
+                    }
+                }
+            }
+        }
+        log::info!("tick: {cpu}: on a dummy device, ticks by broadcast ({mode})");
+    }
+
+    /// `cpu` (its state `c`, held), whose dummy gave way to a working
+    /// device, leaves the broadcast masks.
+    fn leave_broadcast_for_good(&self, cpu: CpuId, c: &mut TickCpu<'a, S>, now: Ktime) {
+        c.in_broadcast = false;
+        let mut bc = self.bc.lock();
+        bc.oneshot_mask.remove(cpu);
+        bc.periodic_mask.remove(cpu);
+        bc.force_mask.remove(cpu);
+        if let Some(e) = bc.next_event.get_mut(cpu.index()) {
+            *e = Ktime::MAX;
+        }
+        if bc.periodic_mask.is_empty() {
+            if let Some((_, dev)) = bc.dev.as_mut() {
+                if dev.state() == DeviceState::Periodic {
+                    let _ = dev.set_state(DeviceState::Shutdown, Nanos::ZERO);
+                }
+            }
+        }
+        bc.program(now);
     }
 
     /// Sets `cpu`'s mode, and the shared word of which CPUs run one-shot.

@@ -588,3 +588,111 @@ fn now_reads_the_published_base_without_the_lock_and_under_it_for_a_source_it_ca
     let expect = other.timekeeper().monotonic();
     assert_eq!(other.now(), expect);
 }
+
+/// Two CPUs on dummy devices (a LAPIC under `lapic=notimer`, on SMP) and
+/// the broadcast device registered after them.
+fn on_dummies(config: TickConfig) -> (Sys, &'static FakeClock, &'static FakeTimer, DeviceId) {
+    let clock = leak(FakeClock::new("fake", 300));
+    let sys = Sys::new(config, clock, [[TimerSlot::EMPTY; 16]; 2]).unwrap();
+    for (name, cpu) in [("dummy0", CPU0), ("dummy1", CPU1)] {
+        let d = leak(FakeTimer::new(
+            name,
+            Features::DUMMY | Features::PERCPU,
+            cpu,
+        ));
+        sys.register_device(d).unwrap();
+    }
+    // Nothing delivers their events yet.
+    assert_eq!(sys.mode(CPU0), TickMode::NoDevice);
+    let bc = leak(FakeTimer::global("hpet", ONESHOT_PERIODIC, 50));
+    let id = sys.register_device(bc).unwrap();
+    assert_eq!(sys.broadcast_device(), Some("hpet"));
+    (sys, clock, bc, id)
+}
+
+/// Periodic: the broadcast device ticks at HZ and every CPU on a dummy
+/// takes each tick (CPU 0 handles its own share; CPU 1 by IPI).
+#[test]
+fn cpus_on_dummies_take_every_periodic_tick_from_the_broadcast_device() {
+    let config = TickConfig::DEFAULT.with_nohz(false).with_highres(false);
+    let (sys, clock, bc, id) = on_dummies(config);
+    for cpu in [CPU0, CPU1] {
+        let info = sys.cpu_info(cpu).unwrap();
+        assert_eq!((info.mode, info.in_broadcast), (TickMode::Periodic, true));
+        assert_eq!(
+            info.device,
+            Some(if cpu == CPU0 { "dummy0" } else { "dummy1" })
+        );
+    }
+    assert_eq!(bc.calls().last(), Some(&Call::Periodic(PERIOD)));
+    let mut run = |_: CpuId, _, _| Rearm::No;
+    for n in 1..=3 {
+        clock.advance(PERIOD);
+        let due = sys.interrupt(id, CPU0, &mut run);
+        assert_eq!(due.iter().collect::<Vec<_>>(), [CPU0, CPU1]);
+        sys.ipi(CPU0, &mut run);
+        sys.ipi(CPU1, &mut run);
+        for cpu in [CPU0, CPU1] {
+            assert_eq!(sys.cpu_info(cpu).unwrap().stats.ticks, n);
+        }
+    }
+    assert_eq!(sys.jiffies(), 3);
+    // Idle does not take a dummy's CPU out of broadcast.
+    sys.idle_enter(CPU1).unwrap();
+    sys.idle_sleep(CPU1, IdleDepth::Deep).unwrap();
+    sys.idle_wake(CPU1);
+    sys.idle_exit(CPU1);
+    assert!(sys.cpu_info(CPU1).unwrap().in_broadcast);
+}
+
+/// One-shot: each CPU's events — its tick, its timers, one queued from the
+/// other CPU — are the broadcast device's to deliver, tickless in idle.
+#[test]
+fn cpus_on_dummies_get_their_timers_through_the_one_shot_broadcast_device() {
+    let (sys, clock, bc, id) = on_dummies(TickConfig::DEFAULT);
+    assert_eq!(sys.mode(CPU1), TickMode::HighRes { nohz: true });
+    // Both CPUs' first tick at 4 ms: the broadcast device is armed for it.
+    assert_eq!(sys.programmed_event(CPU1), ms(4));
+    assert_eq!(
+        bc.last_programmed(),
+        Some(Call::Next(Cycles::new(4_000_000)))
+    );
+    // CPU 1 idles tickless with a timer at 10 ms.
+    sys.add_timer(CPU1, ms(10), 1).unwrap();
+    sys.idle_enter(CPU1).unwrap();
+    let s = sys.idle_sleep(CPU1, IdleDepth::Shallow).unwrap();
+    assert!(s.tick_stopped && s.broadcast);
+    assert_eq!(s.wakeup, ms(10));
+    // CPU 0 queues an earlier one for it: a kick, and CPU 1 reprograms the
+    // broadcast device's event for itself.
+    let (_, kick) = sys.add_timer_from(CPU0, CPU1, ms(7), 2).unwrap();
+    assert_eq!(kick, crate::Kick::Ipi(CPU1));
+    let fired = std::cell::RefCell::new(Vec::new());
+    let mut run = |cpu: CpuId, t: crate::Timer, now: Ktime| {
+        fired.borrow_mut().push((cpu, t.data, now));
+        Rearm::No
+    };
+    sys.kicked(CPU1, &mut run);
+    sys.idle_sleep(CPU1, IdleDepth::Shallow).unwrap();
+    assert_eq!(sys.programmed_event(CPU1), ms(7));
+    // CPU 0's tick at 4 ms (it is busy): CPU 1 is not due.
+    clock.advance(PERIOD);
+    let due = sys.interrupt(id, CPU0, &mut run);
+    assert_eq!(due.iter().collect::<Vec<_>>(), [CPU0]);
+    sys.ipi(CPU0, &mut run);
+    // 7 ms, 10 ms: CPU 1's timers, each by one broadcast IPI, never early.
+    for (at, data) in [(7, 2), (10, 1)] {
+        clock.advance(ms(at).saturating_since(sys.now()));
+        let due = sys.interrupt(id, CPU0, &mut run);
+        assert!(due.contains(CPU1), "{at} ms: {due:?}");
+        sys.ipi(CPU1, &mut run);
+        if due.contains(CPU0) {
+            sys.ipi(CPU0, &mut run);
+        }
+        sys.idle_wake(CPU1);
+        sys.idle_sleep(CPU1, IdleDepth::Shallow).unwrap();
+        let last = fired.borrow().iter().rev().find(|f| f.0 == CPU1).copied();
+        assert_eq!(last, Some((CPU1, data, ms(at))));
+    }
+    assert!(sys.cpu_info(CPU1).unwrap().in_broadcast);
+}
