@@ -11,7 +11,7 @@
 //! | `nohz=` | `on`, `off` | tickless idle |
 //! | `highres=` | `on`, `off` | high-resolution timers |
 //! | `hpet=` | `disable` | do not use the HPET at all |
-//! | `lapic=` | `notimer` | do not use the local APIC timer |
+//! | `lapic=` | `notimer` | do not use the local APIC timer (on more than one CPU: a dummy on each, every CPU ticks by broadcast) |
 //! | `hz=` | `100`, `250`, `1000` | periodic tick rate |
 //! | `test=` | names, comma-separated | the in-guest tests to run, in order |
 //! | `timer_advance=` | `auto`, `off`, nanoseconds | early programming of the deadline |

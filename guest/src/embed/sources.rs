@@ -367,6 +367,84 @@ mod tsc_src {
     pub static CS: spin::Once<tsc::TscClockSource<MetalTsc>> = spin::Once::new();
 }
 
+/// Each CPU's dummy tick device under `lapic=notimer` on SMP: it programs
+/// nothing, and its CPU takes its tick from the broadcast device (HPET,
+/// else PIT), as Linux does with the LAPIC clockevent marked
+/// `CLOCK_EVT_FEAT_DUMMY` (arch/x86/kernel/apic/apic.c,
+/// `setup_APIC_timer`; kernel/time/tick-broadcast.c,
+/// `tick_device_uses_broadcast`). On one CPU the IRQ0 device stays the
+/// tick device itself, as before.
+pub struct DummyTimer {
+    cpu: CpuId,
+}
+
+/// The dummies' names, by CPU index.
+const DUMMY_NAMES: [&str; kernel::CPUS] = [
+    "lapic-dummy0",
+    "lapic-dummy1",
+    "lapic-dummy2",
+    "lapic-dummy3",
+    "lapic-dummy4",
+    "lapic-dummy5",
+    "lapic-dummy6",
+    "lapic-dummy7",
+];
+
+impl ClockEventDevice for DummyTimer {
+    fn info(&self) -> clockevents::DeviceInfo {
+        // Never programmed: the range only has to be valid.
+        let programming = clockevents::Programming::Cycles {
+            frequency: Hertz::new(1_000_000_000),
+            min_delta: clocksource::Cycles::new(1_000),
+            max_delta: clocksource::Cycles::new(u32::MAX as u64),
+        };
+        let name = DUMMY_NAMES
+            .get(self.cpu.index())
+            .copied()
+            .unwrap_or("lapic-dummy");
+        clockevents::DeviceInfo::new(name, programming, clockevents::CpuMask::single(self.cpu))
+            .with_features(clockevents::Features::DUMMY | clockevents::Features::PERCPU)
+            .with_rating(100)
+    }
+    fn set_state_shutdown(&self) -> Result<(), clockevents::DeviceError> {
+        Ok(())
+    }
+    fn set_state_periodic(&self, _period: Nanos) -> Result<(), clockevents::DeviceError> {
+        Ok(())
+    }
+    fn set_state_oneshot(&self) -> Result<(), clockevents::DeviceError> {
+        Ok(())
+    }
+    fn program(&self, _next: clockevents::NextEvent) -> Result<(), clockevents::DeviceError> {
+        Ok(())
+    }
+}
+
+/// The dummies, by CPU index.
+static DUMMIES: [DummyTimer; kernel::CPUS] = {
+    let mut d = [const { DummyTimer { cpu: CpuId::BOOT } }; kernel::CPUS];
+    let mut i = 0;
+    while i < kernel::CPUS {
+        d[i] = DummyTimer {
+            cpu: CpuId::new(i as u32),
+        };
+        i += 1;
+    }
+    d
+};
+
+/// Whether every CPU ticks on a dummy (`lapic=notimer` with more than one
+/// CPU in the MADT).
+static ON_DUMMIES: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
+
+/// CPU `index`'s dummy, if the CPUs tick on dummies.
+fn dummy_timer(index: usize) -> Option<&'static dyn ClockEventDevice> {
+    if !ON_DUMMIES.load(core::sync::atomic::Ordering::Relaxed) {
+        return None;
+    }
+    DUMMIES.get(index).map(|d| d as &dyn ClockEventDevice)
+}
+
 /// The LAPIC timer's driver.
 #[cfg(feature = "lapic")]
 mod lapic_src {
@@ -392,6 +470,9 @@ mod lapic_src {
 /// from what CPU 0's was built from; `None` without one on CPU 0 (no
 /// timer, `lapic=notimer`, not built) or if this CPU's APIC refuses it.
 pub fn ap_lapic_timer(index: usize) -> Option<&'static dyn ClockEventDevice> {
+    if let Some(d) = dummy_timer(index) {
+        return Some(d);
+    }
     #[cfg(feature = "lapic")]
     {
         let t = lapic_src::TEMPLATE.get()?;
@@ -657,7 +738,15 @@ fn event_devices_up(
 ) -> EventDevices {
     // Without a reference the LAPIC timer, if CPUID does not state its
     // rate, is calibrated against the TSC (whose rate is CPUID's).
-    let lapic_dev = lapic_timer_up(lapic, clocks.reference.or(clocks.tsc.ok()), opts, inv);
+    let mut lapic_dev = lapic_timer_up(lapic, clocks.reference.or(clocks.tsc.ok()), opts, inv);
+    let cpus = platform.apic_ids.count();
+    if opts.lapic_notimer && cpus > 1 {
+        ON_DUMMIES.store(true, core::sync::atomic::Ordering::Relaxed);
+        lapic_dev = dummy_timer(0);
+        inv.skip(format_args!(
+            "lapic timer: lapic=notimer on {cpus} CPUs: a dummy on each, every CPU ticks by broadcast"
+        ));
+    }
     let want_pit_event = opts.clockevent == Some("pit");
     let hpet_dev = if want_pit_event {
         if clocks.hpet.is_some() {
