@@ -259,6 +259,13 @@ pub fn rows(accel: Accel, machine: Machine, caps: Caps, fast: bool) -> Vec<Row> 
             "idle=deep hpet=disable test=smp-broadcast",
             None,
         ),
+        // No LAPIC timer: a dummy on every CPU, every tick and timer by
+        // the broadcast device (Linux's lapic=notimer on SMP).
+        (
+            "lapic=notimer",
+            "lapic=notimer test=smp,periodic,smp-periodic,smp-cross",
+            None,
+        ),
     ];
     if !fast {
         smp_rows.push(("nohz=off", "nohz=off highres=off test=smp-periodic", None));
