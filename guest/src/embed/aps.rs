@@ -93,8 +93,8 @@ pub fn ap_main(index: usize) -> ! {
         }
     });
     READY[index].store(true, Ordering::Release);
-    // Nothing takes a tick device away once a CPU has one, so the kernel
-    // lock is asked only until it has.
+    // Nothing takes a tick device away once a CPU has one, so the tick
+    // system is asked only until it has.
     let mut has_device = false;
     loop {
         if !has_device {
