@@ -21,8 +21,9 @@
 //! ```
 //!
 //! A CPU with its tick stopped is woken only if the new timer is earlier
-//! than what it sleeps until, and only once however many timers are queued
-//! before it takes the kick: while a kick is outstanding, later remote
+//! than what it sleeps until, not while its idle loop is still to re-arm
+//! after an interrupt (it programs for its whole queue before it halts),
+//! and only once however many timers are queued before it takes the kick: while a kick is outstanding, later remote
 //! timers ride on it (the kicked CPU programs for its whole queue; Linux's
 //! `wake_up_nohz_cpu` likewise only sends the IPI when the target's
 //! reschedule is not already pending). A remote cancel never kicks: the target may
@@ -76,8 +77,11 @@ where
         let id = c.timers.add(expires, data)?;
         let at = c.timer_event(expires, self.grid);
         // One kick at a time: while one is outstanding, the target will
-        // program for its whole queue, this timer included.
-        let wake = c.mode.is_oneshot() && at < programmed && !c.kick_pending;
+        // program for its whole queue, this timer included. Nor is one
+        // needed while an interrupt of the target's has left its re-arm
+        // to its idle loop (`rearm_pending`): the loop programs for the
+        // whole queue before it halts again.
+        let wake = c.mode.is_oneshot() && at < programmed && !c.kick_pending && !c.rearm_pending;
         c.kick_pending |= wake;
         Ok((id, if wake { Kick::Ipi(cpu) } else { Kick::None }))
     }

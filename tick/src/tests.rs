@@ -345,8 +345,12 @@ fn a_cpu_sleeping_tickless_is_kicked_only_for_a_timer_before_its_wake_up() {
     // idle loop, whose next sleep programs the new, earlier timer.
     sys.kicked(CPU1, &mut |_, _, _| Rearm::No);
     assert_eq!(d1.calls().len(), calls1, "left to the idle loop");
+    // A timer queued meanwhile, earlier still, needs no kick: that loop
+    // programs for the whole queue before it halts.
+    let (_, meanwhile) = sys.add_timer_from(CPU0, CPU1, ms(50), 4).unwrap();
+    assert_eq!(meanwhile, crate::Kick::None);
     sys.idle_sleep(CPU1, IdleDepth::Shallow).unwrap();
-    assert_eq!(sys.programmed_event(CPU1), ms(100));
+    assert_eq!(sys.programmed_event(CPU1), ms(50));
 }
 
 #[test]
