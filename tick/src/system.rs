@@ -342,6 +342,8 @@ where
             return Ok(());
         }
         let (mode, reason) = self.choose_mode(info.features);
+        // Read before the old device is handed back below.
+        let was_dummy = c.has_dummy() && c.in_broadcast;
         {
             let mut d = self.devices.lock();
             if let Some((old_id, mut old)) = c.dev.take() {
@@ -356,7 +358,6 @@ where
                 log::info!("tick: {cpu}: {} stays periodic: {r}", info.name);
             }
         }
-        let was_dummy = c.has_dummy() && c.in_broadcast;
         c.dev = Some((id, ev));
         c.tick_stopped = false;
         if was_dummy {

@@ -10,6 +10,7 @@ use std::vec::Vec;
 use clockevents::{CpuId, DeviceId, Features};
 use clocksource::{ClockSource, Cycles, Ktime, Nanos, PublishedClock};
 
+use crate::lock::Lock;
 use crate::testing::{Call, FakeClock, FakeTimer};
 use crate::{
     AddError, IdleDepth, IdleError, PeriodicReason, Rearm, TickConfig, TickMode, TickSystem,
@@ -699,4 +700,31 @@ fn cpus_on_dummies_get_their_timers_through_the_one_shot_broadcast_device() {
         assert_eq!(last, Some((CPU1, data, ms(at))));
     }
     assert!(sys.cpu_info(CPU1).unwrap().in_broadcast);
+}
+
+/// A working per-CPU device registered later ends a dummy's broadcast
+/// tick on its CPU (and only there): out of the broadcast masks, its own
+/// device programmed.
+#[test]
+fn per_cpu_hardware_takes_a_cpu_back_from_its_dummy() {
+    let (sys, _, _, _) = on_dummies(TickConfig::DEFAULT);
+    let own = leak(FakeTimer::new(
+        "timer1",
+        ONESHOT_PERIODIC | Features::PERCPU,
+        CPU1,
+    ));
+    sys.register_device(own).unwrap();
+    let info = sys.cpu_info(CPU1).unwrap();
+    assert_eq!(info.device, Some("timer1"));
+    assert!(!info.in_broadcast);
+    assert_eq!(info.mode, TickMode::HighRes { nohz: true });
+    assert_eq!(sys.programmed_event(CPU1), ms(4));
+    assert_eq!(
+        own.last_programmed(),
+        Some(Call::Next(Cycles::new(4_000_000)))
+    );
+    assert!(!sys.bc.lock().oneshot_mask.contains(CPU1));
+    // CPU 0 stays on its dummy, in broadcast.
+    assert!(sys.cpu_info(CPU0).unwrap().in_broadcast);
+    assert!(sys.bc.lock().oneshot_mask.contains(CPU0));
 }
