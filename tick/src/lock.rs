@@ -27,7 +27,8 @@
 //! Timer callbacks ([`TimerFn`](crate::TimerFn)) run with their CPU's state
 //! held: a callback that calls back into the tick system for its own CPU
 //! deadlocks a spinlock, and under [`Single`] panics (the `RefCell` is
-//! already borrowed). Today's `&mut` callers cannot: the borrow forbids it.
+//! already borrowed). A callback records or wakes; what it asks for next it
+//! returns ([`Rearm`](crate::Rearm)).
 
 use core::cell::{RefCell, RefMut};
 use core::ops::{Deref, DerefMut};
