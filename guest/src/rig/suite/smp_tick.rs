@@ -523,12 +523,17 @@ fn duty_side(ctx: &Ctx<'_>, l: &mut Line, side: &str, sleeper: usize, runner: us
         .max(1);
     let reference = reference(ctx);
     kernel::with_rec(|r| r.clear());
-    // Time, jiffies and counts read together, at each end.
-    let Some((t0, j0, s0)) = kernel::with(|k| (k.tick.now(), k.tick.jiffies().get(), stats_of(k)))
-    else {
+    // Time and the reference read back to back, then jiffies and counts,
+    // at each end (the counts take every CPU's lock, which a vCPU the host
+    // has descheduled may hold: that wait must not come between the two
+    // clocks compared).
+    let Some((t0, mut rc, j0, s0)) = kernel::with(|k| {
+        let t0 = k.tick.now();
+        let rc = reference.map(|cs| Counted::new(cs, 0));
+        (t0, rc, k.tick.jiffies().get(), stats_of(k))
+    }) else {
         return false;
     };
-    let mut rc = reference.map(|cs| Counted::new(cs, 0));
     let end = t0.saturating_add(DUTY_IDLE);
     let mut duty_mid = None;
     if sleeper == 0 {
@@ -550,9 +555,15 @@ fn duty_side(ctx: &Ctx<'_>, l: &mut Line, side: &str, sleeper: usize, runner: us
             }
         }
     }
-    let Some((t1, j1, duty_end, s1)) = kernel::with(|k| {
+    let Some((t1, ref_ns, j1, duty_end, s1)) = kernel::with(|k| {
+        let t1 = k.tick.now();
+        let ref_ns = rc.as_mut().map(|r| {
+            let cycles = r.read();
+            r.ns(cycles)
+        });
         (
-            k.tick.now(),
+            t1,
+            ref_ns,
             k.tick.jiffies().get(),
             k.tick.do_timer_cpu(),
             stats_of(k),
@@ -560,10 +571,6 @@ fn duty_side(ctx: &Ctx<'_>, l: &mut Line, side: &str, sleeper: usize, runner: us
     }) else {
         return false;
     };
-    let ref_ns = rc.as_mut().map(|r| {
-        let cycles = r.read();
-        r.ns(cycles)
-    });
     if sleeper == 0 {
         aps::set_mode(runner, ApMode::Idle);
     }
