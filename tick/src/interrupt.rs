@@ -196,13 +196,14 @@ where
             // updates too, so it never acts on stale jiffies (Linux
             // `tick_nohz_update_jiffies`).
             t.update_jiffies(now);
-            self.words.refresh(&t);
         }
         if watchdog && t.watchdog.is_due(now) {
             self.check_clocks(&mut t);
             let t = &mut *t;
             t.watchdog.schedule(&t.clocks, now);
         }
+        // After the update and any new watchdog schedule.
+        self.words.refresh(&t);
     }
 
     /// Sets `cpu`'s `do_timer_last` and its bit in the shared word.
@@ -253,7 +254,7 @@ where
             self.set_last_holder(cpu, c, false);
         }
         let watchdog = if cpu == self.watchdog_cpu() {
-            self.time.lock().watchdog.deadline(c.tick_stopped)
+            self.words.watchdog_deadline(c.tick_stopped)
         } else {
             Ktime::MAX
         };

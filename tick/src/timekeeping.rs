@@ -66,6 +66,9 @@ pub(crate) struct Words {
     resolution: AtomicU64,
     /// Jiffies, as last brought up to date.
     jiffies: AtomicU64,
+    /// The clocksource watchdog's deadline for its CPU with the tick
+    /// running, and with it stopped ([`WatchdogTimer::deadline`]), in ns.
+    watchdog: [AtomicU64; 2],
 }
 
 impl Words {
@@ -78,16 +81,21 @@ impl Words {
             max_deferment: AtomicU64::new(0),
             resolution: AtomicU64::new(0),
             jiffies: AtomicU64::new(0),
+            watchdog: [AtomicU64::new(u64::MAX), AtomicU64::new(u64::MAX)],
         };
         w.refresh(t);
         w
     }
 
-    /// Takes jiffies, the timekeeper's max deferment and its resolution
-    /// (after an update, a change of clocksource or of frequency).
+    /// Takes jiffies, the timekeeper's max deferment and its resolution,
+    /// and the watchdog's deadlines (after an update, a change of
+    /// clocksource or of frequency, a new watchdog schedule).
     pub(crate) fn refresh(&self, t: &Timekeeping<'_>) {
         let tk = &t.tk;
         self.jiffies.store(t.jiffies().get(), Ordering::Release);
+        for (w, stopped) in self.watchdog.iter().zip([false, true]) {
+            w.store(t.watchdog.deadline(stopped).as_nanos(), Ordering::Release);
+        }
         let resolution = tk
             .cycles_to_ns(Cycles::new(1))
             .saturating_add(Nanos::from_nanos(1));
@@ -95,6 +103,12 @@ impl Words {
             .store(tk.max_deferment().as_nanos(), Ordering::Relaxed);
         self.resolution
             .store(resolution.as_nanos(), Ordering::Relaxed);
+    }
+
+    /// The watchdog's deadline for its CPU, whose tick is stopped or not,
+    /// as last scheduled.
+    pub(crate) fn watchdog_deadline(&self, tick_stopped: bool) -> Ktime {
+        Ktime::from_nanos(self.watchdog[usize::from(tick_stopped)].load(Ordering::Acquire))
     }
 
     /// Jiffies, as last brought up to date.
